@@ -1,0 +1,99 @@
+"""The ``train`` console script: Hydra's entry point and the error boundary, nothing else.
+
+Exit statuses: 0 done; 2 a config or input error (found before training, Hydra's composition
+errors included); 1 a failure during training; 128 + N when signal N stopped the run after it
+saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM). ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from trainrun import config as _config  # noqa: F401  (registers the schemas)
+from trainrun.errors import CONFIG_ERROR, TrainrunError
+
+log = logging.getLogger("trainrun")
+
+
+def config_dir() -> str:
+    """``configs/`` inside an installed wheel, or the repository's top-level ``configs/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"trainrun's configs/ folder was not found next to {here}")
+
+
+_task_started = False
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _fail(err: TrainrunError) -> None:
+    """Print the error for a person (and the run log), then exit with its status."""
+    log.debug("error", exc_info=err)
+    print(f"\nError: {err}", file=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("trainrun", logging.ERROR, "", 0, f"Error: {err}", None, None))
+    if _full_errors():
+        raise err
+    sys.exit(err.exit_code)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run in its own folder."""
+    overrides = [
+        o for o in HydraConfig.get().overrides.task
+        if not o.startswith(("resume=", "hydra.run.dir="))
+    ]
+    words = ["train", f"hydra.run.dir={run_dir}", "resume=auto", *overrides]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+@hydra.main(config_path=config_dir(), config_name="train", version_base=None)
+def _train(cfg: DictConfig) -> float:
+    from trainrun.train import run_training
+
+    global _task_started
+    _task_started = True
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        summary = run_training(cfg, run_dir)
+    except TrainrunError as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the launcher records the failed job; the sweep goes on
+        _fail(err)
+        raise
+    if summary["status"] == "interrupted":
+        log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
+                 f"{resume_command(run_dir)}")
+        import signal
+
+        sys.exit(128 + signal.Signals[summary["signal"]].value)
+    return float(summary["objective"]["value"])
+
+
+def train() -> None:
+    """Console script ``train``."""
+    try:
+        _train()
+    except SystemExit as exit_:
+        # Hydra exits with 1 on composition errors (typo, wrong type, unknown option), before
+        # our task ran: those are config errors.
+        if exit_.code == 1 and not _task_started:
+            sys.exit(CONFIG_ERROR)
+        raise
+
