@@ -278,8 +278,8 @@ def prepare_arrays(
 
     n = len(x)
     order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
     if n - n_val - n_test < 1:
         raise TrainrunError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training "
@@ -332,7 +332,7 @@ def prepare_dataset(
 ) -> tuple[DatasetSplits, DataInfo]:
     """Split a user Dataset with a seeded generator and read its task and sizes."""
     n = len(dataset)  # type: ignore[arg-type]
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n - n_val - n_test < 1:
         raise TrainrunError("the split fractions leave no training samples", key="data.val_fraction")
     train, val, test = torch.utils.data.random_split(

@@ -42,12 +42,15 @@ class _NoProgress:
         pass
 
 
+NO_PROGRESS = _NoProgress()
+
+
 def train_epoch(
     run: Run,
     state: TrainState,
     epoch: int,
     *,
-    progress: Any = _NoProgress(),
+    progress: Any = NO_PROGRESS,
     after_step: Callable[[TrainState], bool] | None = None,
 ) -> bool:
     """Train one epoch (from ``state.batch`` on). Returns False if ``after_step`` asked to stop
