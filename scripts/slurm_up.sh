@@ -81,8 +81,10 @@ if [[ ! -s "$TR_MUNGE_KEY" ]]; then
 fi
 chown munge:munge "$TR_MUNGE_KEY"
 chmod 0400 "$TR_MUNGE_KEY"
-if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-	if pid="$(tr_daemon_pid munged "$TR_MUNGE_PID")"; then
+munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+# Only probe a live munged: the munge client retries for ~2 s on a dead socket.
+if ! pid="$(tr_daemon_pid munged "$TR_MUNGE_PID")" || ! munge_ok; then
+	if [[ -n "${pid:-}" ]] && tr_pid_alive "$pid"; then
 		tr_log "munged (pid $pid) does not answer, restarting it"
 		tr_stop_daemon munged "$TR_MUNGE_PID" 5
 	fi
@@ -91,7 +93,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
 	setsid runuser -u munge -- /usr/sbin/munged --force </dev/null >>/var/log/munge/munged.stdout 2>&1 9>&- ||
 		tr_die "munged failed to start (log: /var/log/munge/munged.log)"
 	deadline=$((SECONDS + TR_TIMEOUT))
-	until munge -n 2>/dev/null | unmunge >/dev/null 2>&1; do
+	until munge_ok; do
 		((SECONDS < deadline)) || tr_die "munge -n | unmunge still fails after ${TR_TIMEOUT}s (log: /var/log/munge/munged.log)"
 		sleep 0.2
 	done
