@@ -1,0 +1,97 @@
+"""Unit tests of data preparation and batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainrun.data import TensorBatches, infer_task, prepare_arrays
+from trainrun.errors import TrainrunError
+
+
+def prepare(x, y, **kwargs):
+    options = dict(task="auto", val_fraction=0.2, test_fraction=0.1, standardize=True, seed=0,
+                   image_shape=None)
+    options.update(kwargs)
+    return prepare_arrays(x, y, **options)
+
+
+def test_split_sizes_and_standardization_fit_on_train_only():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5, 3, size=(1000, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=1000)
+    splits, info = prepare(x, y)
+    assert info.sizes == {"train": 700, "val": 200, "test": 100}
+    train_x = splits.train[0]
+    assert np.allclose(train_x.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(train_x.std(axis=0), 1, atol=1e-4)
+    assert not np.allclose(splits.val[0].mean(axis=0), 0, atol=1e-5)  # val stats not used
+    assert info.task == "multiclass" and info.num_classes == 3
+    # every sample lands in exactly one split
+    assert len(train_x) + len(splits.val[0]) + len(splits.test[0]) == 1000
+
+
+def test_text_labels_are_encoded_and_kept():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = np.array(["cat", "dog", "cat", "bird", "dog", "bird"])
+    splits, info = prepare(x, y, val_fraction=0.0, test_fraction=0.0)
+    assert info.classes == ["bird", "cat", "dog"]
+    assert splits.train[1].dtype == np.int64
+    assert sorted(splits.train[1].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_regression_targets_are_standardized_and_scale_kept():
+    x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    y = (x[:, 0] * 40 + 100).astype(np.float32)
+    splits, info = prepare(x, y, val_fraction=0.0, test_fraction=0.0)
+    assert info.task == "regression"
+    assert abs(splits.train[1].mean()) < 1e-5
+    assert info.y_scale == pytest.approx(float(y.std()), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("y", "task"),
+    [(np.array([0.5, 1.2, 3.0]), "regression"), (np.array([0, 1, 1, 0]), "binary"),
+     (np.array([0, 1, 2, 2]), "multiclass"), (np.array([1.0, 0.0, 1.0]), "binary")],
+)
+def test_infer_task(y, task):
+    assert infer_task(y) == task
+
+
+def test_image_shape_reshapes_and_is_checked():
+    x = np.zeros((10, 64), dtype=np.float32)
+    y = np.arange(10) % 2
+    splits, info = prepare(x, y, image_shape=[1, 8, 8], val_fraction=0, test_fraction=0)
+    assert splits.train[0].shape == (10, 1, 8, 8) and info.in_shape == (1, 8, 8)
+    with pytest.raises(TrainrunError, match="image_shape"):
+        prepare(x, y, image_shape=[1, 7, 7])
+
+
+def test_no_training_samples_left_is_an_error():
+    with pytest.raises(TrainrunError, match="no training samples"):
+        prepare(np.zeros((10, 2)), np.arange(10) % 2, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_batches_cover_every_sample_once_per_epoch_in_a_new_order():
+    x = torch.arange(103, dtype=torch.float32).unsqueeze(1)
+    batches = TensorBatches(x, x.squeeze(1).long(), 10, shuffle=True, seed=3)
+    assert len(batches) == 11 and batches.sizes.tolist() == [10.0] * 10 + [3.0]
+    seen = [torch.cat([b[1] for b in batches.epoch(e)]) for e in range(2)]
+    for order in seen:
+        assert sorted(order.tolist()) == list(range(103))
+    assert not torch.equal(seen[0], seen[1])
+    # a resumed epoch continues with the same order
+    later = torch.cat([b[1] for b in batches.epoch(1, start=4)])
+    assert torch.equal(later, seen[1][40:])
+
+
+def test_ddp_shards_split_each_global_batch():
+    x = torch.arange(40, dtype=torch.float32).unsqueeze(1)
+    y = torch.arange(40)
+    one = TensorBatches(x, y, 8, shuffle=True, seed=0)
+    ranks = [TensorBatches(x, y, 4, shuffle=True, seed=0, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one) == 5
+    for step, (_, global_y) in enumerate(one.epoch(0)):
+        parts = [list(r.epoch(0))[step][1] for r in ranks]
+        assert torch.equal(torch.cat(parts), global_y)
