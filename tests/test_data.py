@@ -95,3 +95,16 @@ def test_ddp_shards_split_each_global_batch():
     for step, (_, global_y) in enumerate(one.epoch(0)):
         parts = [list(r.epoch(0))[step][1] for r in ranks]
         assert torch.equal(torch.cat(parts), global_y)
+
+
+@pytest.mark.parametrize("name", ["digits", "iris", "wine", "breast_cancer", "diabetes"])
+def test_bundled_sets_match_scikit_learn(name):
+    from sklearn import datasets
+
+    from trainrun.data import load_sklearn
+
+    x, y = load_sklearn(name)
+    reference = getattr(datasets, f"load_{name}")(**({"scaled": False} if name == "diabetes" else {}))
+    assert x.shape == reference.data.shape
+    assert np.allclose(x, reference.data, rtol=1e-6)
+    assert np.array_equal(y, reference.target)

@@ -29,17 +29,42 @@ SKLEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 
 def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A data set that ships inside scikit-learn (no download)."""
+    """A data set that ships inside scikit-learn (no download).
+
+    The files are read straight from scikit-learn's package folder, which saves importing
+    scikit-learn (about 0.7 s a run); ``sklearn.datasets`` is the fallback if they move.
+    """
     if name not in SKLEARN_SETS:
         raise TrainrunError(
             f"unknown bundled data set {name!r}",
             key="data.name",
             fix=f"use one of {', '.join(SKLEARN_SETS)}",
         )
-    from sklearn import datasets  # imported here: it costs ~0.7 s and only this path needs it
+    try:
+        return _read_sklearn_files(name)
+    except OSError:
+        from sklearn import datasets
 
-    bunch = getattr(datasets, f"load_{name}")()
-    return bunch.data.astype(np.float32), bunch.target
+        bunch = getattr(datasets, f"load_{name}")()
+        return bunch.data.astype(np.float32), bunch.target
+
+
+def _read_sklearn_files(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("scikit-learn is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    if name == "digits":
+        table = np.loadtxt(folder / "digits.csv.gz", delimiter=",", dtype=np.float32)
+        return table[:, :-1], table[:, -1].astype(np.int64)
+    if name == "diabetes":
+        x = np.loadtxt(folder / "diabetes_data_raw.csv.gz", dtype=np.float32)
+        return x, np.loadtxt(folder / "diabetes_target.csv.gz", dtype=np.float32)
+    file = {"iris": "iris.csv", "wine": "wine_data.csv", "breast_cancer": "breast_cancer.csv"}[name]
+    table = np.loadtxt(folder / file, delimiter=",", skiprows=1, dtype=np.float64)
+    return table[:, :-1].astype(np.float32), table[:, -1].astype(np.int64)
 
 
 def make_synthetic(
