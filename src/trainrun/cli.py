@@ -88,8 +88,11 @@ def _train(cfg: DictConfig) -> float:
 
 def train() -> None:
     """Console script ``train``."""
+    from trainrun.validate import friendly_hydra_errors
+
     try:
-        _train()
+        with friendly_hydra_errors(lambda: _task_started):  # short composition errors, exit 2
+            _train()
     except SystemExit as exit_:
         # Hydra exits with 1 on composition errors (typo, wrong type, unknown option), before
         # our task ran: those are config errors.

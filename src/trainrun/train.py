@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from trainrun import __version__, checkpoint
+from trainrun import __version__, checkpoint, explain, preflight
 from trainrun.build import Run, build
 from trainrun.config import objective_direction
 from trainrun.errors import TrainrunError
 from trainrun.loop import TrainState, fit
 from trainrun.report import Reporter
+from trainrun.validate import check_config
 
 
 def metric_names(run: Run) -> list[str]:
@@ -83,10 +84,15 @@ def resume(run: Run, state: TrainState, run_dir: Path, reporter: Reporter) -> bo
 def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
+    check_config(cfg)  # values that cannot work, before anything is built
     run = build(cfg, rank=rank, world_size=world_size)
     check_monitored(run)
     reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=str(cfg.trainer.progress.value),
                         rank=rank)
+    if cfg.preflight:  # one real batch through the built objects; changes nothing
+        preflight.check(run, say=reporter.info)
+    if cfg.explain:  # the binding report after one step, then stop
+        return explain.explain(run)
     state = TrainState()
     if cfg.resume:
         resume(run, state, run_dir, reporter)
