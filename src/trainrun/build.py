@@ -25,6 +25,7 @@ from trainrun import data as data_mod
 from trainrun.errors import TrainrunError
 from trainrun.instantiate import build_from_config
 from trainrun.losses import LossPlan, plan_loss
+from trainrun.metrics import build_metrics
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
@@ -52,6 +53,7 @@ class Run:
     test_batches: Any | None
     rank: int = 0
     world_size: int = 1
+    metrics: Any | None = None  # trainrun.metrics.MetricSet when cfg.metrics asks for extra ones
 
     @property
     def num_parameters(self) -> int:
@@ -150,17 +152,18 @@ def batches_for(
     if split is None:
         return None
     shuffle = train and cfg.data.shuffle
+    limit = cfg.trainer.limit_train_batches if train else cfg.trainer.limit_val_batches
     if isinstance(split, tuple):
         x = torch.as_tensor(split[0], dtype=torch.float32).to(device)
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
         return data_mod.TensorBatches(
             x, y, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
-            rank=rank, world_size=world_size,
+            rank=rank, world_size=world_size, limit=limit,
         )
     return data_mod.LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
-        rank=rank, world_size=world_size,
+        rank=rank, world_size=world_size, limit=limit,
     )
 
 
@@ -212,4 +215,5 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1) -> Run:
         criterion=loss.criterion.to(device), optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, autocast=autocast, train_batches=train_batches, val_batches=val_batches,
         test_batches=test_batches, rank=rank, world_size=world_size,
+        metrics=build_metrics(cfg.get("metrics") or [], loss, info, device),
     )

@@ -332,6 +332,11 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # torch.set_num_threads; null keeps torch's default.
     threads: int | None = None
+    # Use only the first N batches of each epoch (debug=fast / debug=overfit); null uses all.
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    # Wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op.
+    detect_anomaly: bool = False
 
 
 @dataclass
@@ -363,6 +368,46 @@ class TrainConfig:
     explain: bool = False
     print_config: bool = True
     preflight: bool = True
+    # Where epoch values, params and the summary go: the `logger` group (csv, tensorboard,
+    # mlflow; several at once with logger=[csv,tensorboard]). One entry per chosen logger.
+    logger: dict[str, Any] = field(default_factory=dict)
+    # Extra validation metrics through torchmetrics (e.g. [f1, auroc]); see trainrun.metrics.
+    metrics: list[str] = field(default_factory=list)
+    # Write curves.png (loss and metric per epoch) at the end of the run (needs matplotlib).
+    plot: bool = True
+
+
+# --------------------------------------------------------------------------- loggers
+
+
+@dataclass
+class LoggerConfig:
+    """One chosen logger (``logger.<name>``); built with the run folder (``trainrun.loggers``)."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class CsvLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.loggers.CsvLogger"
+
+
+@dataclass
+class TensorBoardLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.loggers.TensorBoardLogger"
+    # Event files go here (relative paths are inside the run folder).
+    log_dir: str = "tensorboard"
+
+
+@dataclass
+class MLflowLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.loggers.MLflowLogger"
+    # null: a local file store in the run folder (<run>/mlruns); or http://host:5000,
+    # sqlite:///mlflow.db, file:///shared/mlruns, ...
+    tracking_uri: str | None = None
+    experiment_name: str = "trainrun"
+    # null: the run folder's name.
+    run_name: str | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -387,6 +432,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "cosine": CosineConfig,
         "onecycle": OneCycleConfig,
         "plateau": PlateauConfig,
+    },
+    "logger": {
+        "csv": CsvLoggerConfig,
+        "tensorboard": TensorBoardLoggerConfig,
+        "mlflow": MLflowLoggerConfig,
     },
 }
 

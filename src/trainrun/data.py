@@ -401,6 +401,7 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        limit: int | None = None,
     ) -> None:
         self.x, self.y = x, y
         self.shuffle, self.seed = shuffle, seed
@@ -413,6 +414,8 @@ class TensorBatches:
             lo = start + (size * rank) // world_size
             hi = start + (size * (rank + 1)) // world_size
             self.bounds.append((lo, hi))
+        if _check_limit(limit):  # trainer.limit_*_batches: the first batches only
+            del self.bounds[limit:]
         self.sizes = torch.tensor([hi - lo for lo, hi in self.bounds], dtype=torch.float32, device=x.device)
         self.num_samples = sum(hi - lo for lo, hi in self.bounds)
 
@@ -431,6 +434,17 @@ class TensorBatches:
             x, y = x[perm], y[perm]
         for lo, hi in self.bounds[start:]:
             yield x[lo:hi], y[lo:hi]
+
+
+def _check_limit(limit: int | None) -> int | None:
+    """``trainer.limit_train_batches`` / ``limit_val_batches``: null, or a count of batches."""
+    if limit is not None and limit < 1:
+        raise TrainrunError(
+            f"a batch limit of {limit} leaves no batches",
+            key="trainer.limit_train_batches",
+            fix="use a positive number of batches, or null for all of them",
+        )
+    return limit
 
 
 class LoaderBatches:
@@ -452,6 +466,7 @@ class LoaderBatches:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        limit: int | None = None,
     ) -> None:
         from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
 
@@ -473,12 +488,14 @@ class LoaderBatches:
         )
         self.device, self.prepare_targets = device, prepare_targets
         n = len(self.sampler)
-        self.num_samples = n
         sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+        if _check_limit(limit):  # trainer.limit_*_batches: the first batches only
+            del sizes[limit:]
+        self.num_samples = sum(sizes)
         self.sizes = torch.tensor(sizes, dtype=torch.float32, device=device)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.sizes)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if hasattr(self.sampler, "set_epoch"):
@@ -486,6 +503,8 @@ class LoaderBatches:
         elif isinstance(getattr(self.sampler, "generator", None), torch.Generator):
             self.sampler.generator.manual_seed(self.seed * 1_000_003 + epoch)
         for step, (x, y) in enumerate(self.loader):
+            if step == len(self.sizes):
+                break
             if step < start:
                 continue
             x = torch.as_tensor(x).to(self.device, non_blocking=True).float()

@@ -123,6 +123,7 @@ def epoch_mean(run: Run, losses: torch.Tensor) -> tuple[float, int]:
 def evaluate(run: Run, batches: Any) -> dict[str, float]:
     """Mean loss and metric over ``batches`` with the model in eval mode."""
     model, criterion, loss_plan = run.model, run.criterion, run.loss
+    extra = run.metrics  # torchmetrics, only when cfg.metrics asks for more (trainrun.metrics)
     model.eval()
     loss_sum = torch.zeros((), device=run.device)
     metric_sum = torch.zeros((), device=run.device)
@@ -132,9 +133,14 @@ def evaluate(run: Run, batches: Any) -> dict[str, float]:
             loss = criterion(out, y)
         loss_sum += loss.float() * len(x)
         metric_sum += loss_plan.metric_sum(out, y)
+        if extra is not None:
+            extra.update(out, y)
     count = torch.tensor(float(batches.num_samples), device=run.device)
     loss_total, metric_total, n = all_reduce_sum(torch.stack([loss_sum, metric_sum, count]), run).tolist()
-    return {"loss": loss_total / n, loss_plan.metric: loss_plan.finish_metric(metric_total, int(n))}
+    result = {"loss": loss_total / n, loss_plan.metric: loss_plan.finish_metric(metric_total, int(n))}
+    if extra is not None:
+        result.update(extra.compute())  # torchmetrics gathers every rank's state here
+    return result
 
 
 def current_lr(run: Run) -> float:

@@ -7,9 +7,6 @@ Only rank 0 prints or writes.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,7 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from trainrun.atomic import atomic_write_json, atomic_write_text
+from trainrun.atomic import atomic_write_json
+from trainrun.loggers import CsvLogger, Loggers, config_params
 
 log = logging.getLogger("trainrun")
 
@@ -67,17 +65,6 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def metrics_csv(history: list[dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return out.getvalue()
-
-
 class Reporter:
     """Progress, epoch lines and metric files for one run."""
 
@@ -85,6 +72,21 @@ class Reporter:
         self.run_dir, self.epochs, self.rank = run_dir, epochs, rank
         self.mode = progress_mode(progress) if rank == 0 else "none"
         self.writes = rank == 0
+        # Where epoch values go: metrics.csv/.jsonl unless use_loggers() chooses others.
+        self.loggers = Loggers([CsvLogger(run_dir)] if self.writes else [])
+
+    def show_start(self, cfg: Any) -> None:
+        """The config as a rich tree (``print_config``) and the run folder, to copy."""
+        if self.mode != "none":
+            if cfg.get("print_config", True):
+                print_config_tree(cfg)
+            log.info(f"run folder: {self.run_dir}")
+
+    def use_loggers(self, loggers: Loggers, cfg: Any) -> None:
+        """Send epochs and the summary to ``loggers`` (the ``logger`` group), starting with the
+        config as parameters."""
+        self.loggers = loggers
+        loggers.log_params(config_params(cfg))
 
     @contextlib.contextmanager
     def progress(self, epoch: int, steps: int) -> Iterator[Any]:
@@ -103,23 +105,25 @@ class Reporter:
     def epoch_end(self, row: dict[str, Any], state: Any) -> None:
         if self.mode != "none":
             log.info(format_row(row, self.epochs))
-        if self.writes:
-            self.write_metrics(state.history)
-
-    def write_metrics(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(history))
-        atomic_write_text(
-            self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
-        )
+        self.loggers.log_epoch(row, state.history)
 
     def info(self, message: str) -> None:
         if self.rank == 0:
             log.info(message)
 
-    def summary(self, summary: dict[str, Any]) -> None:
+    def summary(self, summary: dict[str, Any], history: list[dict[str, Any]] | None = None,
+                plot: bool = True) -> None:
         if not self.writes:
             return
         atomic_write_json(self.run_dir / "summary.json", summary)
+        if plot and history:
+            from trainrun.plots import write_curves
+
+            note = write_curves(history, self.run_dir / "curves.png")
+            if note and self.mode != "none":
+                log.info(note)
+        self.loggers.log_summary(summary)
+        self.loggers.close()
         if self.mode == "none":
             return
         from rich.console import Console
@@ -143,3 +147,29 @@ class Reporter:
         console = Console(file=sys.stdout, width=100)
         console.print(table)
         console.print(f"run folder: {self.run_dir}")
+
+
+def print_config_tree(cfg: Any) -> None:
+    """The composed config as a rich tree: the groups as branches, then the top-level values."""
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.text import Text
+    from rich.tree import Tree
+
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except Exception:  # an interpolation that needs Hydra's runtime
+        data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+    def add(branch: Tree, node: dict[str, Any]) -> None:
+        for key, value in sorted(node.items(), key=lambda kv: isinstance(kv[1], dict) and bool(kv[1])):
+            if isinstance(value, dict) and value:
+                add(branch.add(Text(str(key), style="bold cyan")), value)
+            else:
+                branch.add(Text.assemble(f"{key}: ", (repr(value) if isinstance(value, str)
+                                                      else str(value), "green")))
+
+    root = Tree(Text("config", style="bold"), guide_style="dim")
+    assert isinstance(data, dict)
+    add(root, data)
+    Console(file=sys.stdout, width=100, highlight=False).print(root)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from trainrun import __version__, checkpoint, explain, preflight
 from trainrun.build import Run, build
 from trainrun.config import objective_direction
 from trainrun.errors import TrainrunError
+from trainrun.loggers import make_loggers
 from trainrun.loop import TrainState, fit
 from trainrun.report import Reporter
 from trainrun.validate import check_config
@@ -26,6 +28,7 @@ def metric_names(run: Run) -> list[str]:
     names = ["train_loss"]
     if run.val_batches is not None:
         names += ["val_loss", f"val_{run.loss.metric}"]
+        names += [f"val_{name}" for name in (run.metrics.names if run.metrics else [])]
     return names
 
 
@@ -85,14 +88,17 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
     check_config(cfg)  # values that cannot work, before anything is built
-    run = build(cfg, rank=rank, world_size=world_size)
-    check_monitored(run)
     reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=str(cfg.trainer.progress.value),
                         rank=rank)
+    reporter.show_start(cfg)
+    run = build(cfg, rank=rank, world_size=world_size)
+    check_monitored(run)
     if cfg.preflight:  # one real batch through the built objects; changes nothing
         preflight.check(run, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(run)
+    if rank == 0:
+        reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
     if cfg.resume:
         resume(run, state, run_dir, reporter)
@@ -100,7 +106,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     with checkpoint.Interrupt() as interrupt:
         checkpoints = checkpoint.Checkpoints(run, run_dir / "checkpoints", interrupt)
         fit_started = time.perf_counter()
-        fit(run, state, reporter, checkpoints)
+        anomaly = torch.autograd.detect_anomaly() if cfg.trainer.detect_anomaly else nullcontext()
+        try:
+            with anomaly:
+                fit(run, state, reporter, checkpoints)
+        except BaseException:
+            reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
+            raise
         train_seconds = time.perf_counter() - fit_started
 
     if interrupt.signum is not None:
@@ -134,5 +146,5 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         "versions": {"trainrun": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
-    reporter.summary(summary)
+    reporter.summary(summary, state.history, plot=cfg.plot)
     return summary

@@ -1,0 +1,288 @@
+"""Loggers: where each epoch's values, the config (as parameters) and the final summary go.
+
+The ``logger`` config group chooses them, several at once with ``logger=[csv,tensorboard]``;
+each chosen option adds one entry ``logger.<name>`` whose ``_target_`` is built here with the
+run folder. Every logger has the same four methods, called by the reporter on rank 0 only:
+
+``log_params(params)``    once at the start, the flattened config (``optim.lr`` -> 0.1)
+``log_epoch(row, history)`` after every epoch: that epoch's values (and the whole history)
+``log_summary(summary)``  once at the end (``summary.json``'s content)
+``close()``
+
+``csv`` (the default) writes ``metrics.csv`` and ``metrics.jsonl``; ``tensorboard`` and
+``mlflow`` need their pip extras, and say which one when it is missing. A user's own logger is
+any class with these methods: ``+logger.mine._target_=mypkg.MyLogger``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.atomic import atomic_write_text
+from trainrun.errors import TrainrunError
+
+log = logging.getLogger("trainrun")
+
+# Row keys that are bookkeeping, not values to chart.
+NOT_METRICS = ("epoch", "step")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists stay whole values."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def config_params(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as flat parameters (resolved where it can be)."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except Exception:  # an interpolation that needs Hydra's runtime (no HydraConfig here)
+        tree = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    return flatten(tree)
+
+
+def missing_extra(logger: str, extra: str, err: Exception) -> TrainrunError:
+    return TrainrunError(
+        f"logger={logger} needs a package that is not installed ({err})",
+        key="logger",
+        fix=f"pip install 'trainrun[{extra}]', or leave {logger} out of logger=[...]",
+    )
+
+
+# --------------------------------------------------------------------------- csv
+
+
+def metrics_csv(history: list[dict[str, Any]]) -> str:
+    """The history as CSV text; the columns are every key seen, in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()
+
+
+class CsvLogger:
+    """``metrics.csv`` and ``metrics.jsonl``, rewritten atomically from the whole history every
+    epoch, so a resumed run never duplicates or loses a row."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass  # the config is in .hydra/config.yaml already
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(history))
+        atomic_write_text(
+            self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
+        )
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        pass  # summary.json is written by the reporter for every run
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- tensorboard
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class TensorBoardLogger:
+    """Scalars per epoch (x = epoch), the config as text, and an hparams entry at the end
+    (the config's scalar values against the summary's best values). View with
+    ``tensorboard --logdir outputs``."""
+
+    def __init__(self, run_dir: str | Path, log_dir: str = "tensorboard") -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise missing_extra("tensorboard", "tensorboard", err) from None
+        path = Path(log_dir)
+        self.log_dir = path if path.is_absolute() else Path(run_dir) / path
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.params: dict[str, Any] = {}
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+        lines = [f"    {k}: {v}" for k, v in params.items()]  # indented: markdown code block
+        self.writer.add_text("config", "\n".join(lines), 0)
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        epoch = int(row["epoch"])
+        for key, value in row.items():
+            if key not in NOT_METRICS and _scalar(value):
+                self.writer.add_scalar(key, value, epoch)
+        self.writer.flush()
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        hparams = {
+            k: (v if _scalar(v) or isinstance(v, str | bool) else str(v))
+            for k, v in self.params.items()
+            if not k.startswith("hydra.")
+        }
+        best = summary.get("best") or summary.get("final") or {}
+        results = {f"best/{k}": v for k, v in best.items() if k not in NOT_METRICS and _scalar(v)}
+        objective = summary.get("objective") or {}
+        if _scalar(objective.get("value")):
+            results["objective"] = objective["value"]
+        if hparams and results:
+            self.writer.add_hparams(hparams, results, run_name="hparams")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# --------------------------------------------------------------------------- mlflow
+
+
+class MLflowLogger:
+    """One MLflow run per trainrun run: params (the flat config), one metric step per epoch,
+    ``summary.json`` (and ``curves.png`` when there is one) as artifacts.
+
+    With ``tracking_uri`` null the store is a local folder, ``<run>/mlruns`` (view it with
+    ``mlflow ui --backend-store-uri <run>/mlruns``). MLflow 3 keeps file stores in maintenance
+    mode behind ``MLFLOW_ALLOW_FILE_STORE``; trainrun sets it for local folders only. A resumed
+    run (``resume=...``) continues the same MLflow run (its id is kept in ``<run>/mlflow_run_id``).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tracking_uri: str | None = None,
+        experiment_name: str = "trainrun",
+        run_name: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        uri = tracking_uri or (self.run_dir / "mlruns").resolve().as_uri()
+        if "://" not in uri or uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        try:
+            from mlflow.entities import Metric, Param
+            from mlflow.tracking import MlflowClient
+        except ImportError as err:
+            raise missing_extra("mlflow", "mlflow", err) from None
+        self._metric, self._param = Metric, Param
+        self.uri = uri
+        id_file = self.run_dir / "mlflow_run_id"
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.resumed = resume and id_file.is_file()
+            if self.resumed:
+                self.run_id = id_file.read_text().strip()
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                found = self.client.get_experiment_by_name(experiment_name)
+                experiment = found.experiment_id if found else self.client.create_experiment(experiment_name)
+                run = self.client.create_run(experiment, run_name=run_name or self.run_dir.name)
+                self.run_id = run.info.run_id
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(id_file, self.run_id + "\n")
+        except Exception as err:
+            raise TrainrunError(
+                f"could not start an MLflow run at {uri}: {type(err).__name__}: {err}",
+                key="logger.mlflow.tracking_uri",
+                fix="check the tracking server is reachable, or leave tracking_uri null for a "
+                "local store in the run folder",
+            ) from None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.resumed:
+            return  # MLflow refuses to change a logged param; the first attempt's stay
+        items = [self._param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        now, epoch = int(time.time() * 1000), int(row["epoch"])
+        metrics = [
+            self._metric(k, float(v), now, epoch)
+            for k, v in row.items()
+            if k not in NOT_METRICS and _scalar(v)
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        self.client.log_dict(self.run_id, summary, "summary.json")
+        curves = self.run_dir / "curves.png"
+        if curves.is_file():
+            self.client.log_artifact(self.run_id, str(curves))
+        self.client.set_tag(self.run_id, "trainrun.status", str(summary.get("status")))
+        self.status = "FINISHED" if summary.get("status") == "completed" else "KILLED"
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id, status=getattr(self, "status", "FAILED"))
+
+
+# --------------------------------------------------------------------------- the set
+
+
+class Loggers:
+    """The chosen loggers, called together. A logger that fails after the start (a tracking
+    server gone away, a full disk) is reported once and dropped: the training goes on."""
+
+    def __init__(self, loggers: list[Any]) -> None:
+        self.loggers = list(loggers)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for logger in list(self.loggers):
+            try:
+                getattr(logger, method)(*args)
+            except Exception as err:
+                log.warning(f"logger {type(logger).__name__} failed in {method} and is now off: "
+                            f"{type(err).__name__}: {err}")
+                self.loggers.remove(logger)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._each("log_params", params)
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self._each("log_epoch", row, history)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        self._each("log_summary", summary)
+
+    def close(self) -> None:
+        self._each("close")
+
+    def __len__(self) -> int:
+        return len(self.loggers)
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path) -> Loggers:
+    """Build every logger chosen under ``cfg.logger`` (rank 0 only)."""
+    from trainrun.instantiate import build_from_config
+
+    chosen = cfg.get("logger") or {}
+    built = []
+    for name, node in chosen.items():
+        if node is None:
+            continue
+        built.append(build_from_config(node, f"logger.{name}", run_dir=run_dir,
+                                       resume=bool(cfg.get("resume"))))
+    return Loggers(built)
