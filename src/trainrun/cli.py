@@ -63,18 +63,21 @@ def resume_command(run_dir: Path) -> str:
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base=None)
-def _train(cfg: DictConfig) -> float:
+def _train(cfg: DictConfig) -> float | None:
     from trainrun.train import run_training
 
     global _task_started
     _task_started = True
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from trainrun.sweep import run_job
+
+        # A failed job is recorded in its summary.json and returns None: the sweep goes on.
+        return run_job(cfg, run_dir, run_training)
     try:
         summary = run_training(cfg, run_dir)
     except TrainrunError as err:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the launcher records the failed job; the sweep goes on
         _fail(err)
         raise
     if summary["status"] == "interrupted":
@@ -96,7 +99,9 @@ def train() -> None:
     except SystemExit as exit_:
         # Hydra exits with 1 on composition errors (typo, wrong type, unknown option), before
         # our task ran: those are config errors.
-        if exit_.code == 1 and not _task_started:
+        from trainrun.sweep import SweepFailed  # every job of a sweep failed: status 1
+
+        if exit_.code == 1 and not _task_started and not isinstance(exit_, SweepFailed):
             sys.exit(CONFIG_ERROR)
         raise
 

@@ -1,0 +1,396 @@
+"""Sweeps (``train -m``): what each job records, and the summary of the whole sweep.
+
+Three pieces, whatever the launcher (basic, joblib, submitit) or sweeper (basic, Optuna):
+
+- :func:`run_job` is the multirun path of ``train``'s task. A job that fails is recorded in its
+  own ``summary.json`` (``status: failed`` and the error's first line) and returns ``None`` to
+  the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
+  non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
+  A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
+  it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
+- :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
+  At the end of every multirun it reads each job folder's ``summary.json`` from the sweep
+  folder (not the launcher's return values, which some launchers never bring back), writes
+  ``summary.csv`` next to them and prints a table sorted by the objective, best first. When
+  every job failed, ``train -m`` exits with status 1.
+- :func:`mark_failed` records a failure seen from outside the job (the SLURM launcher in
+  ``hydra_plugins/trainrun_launcher`` uses it for a job the cluster killed).
+
+Only light imports here: the callback is instantiated in every ``train`` process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.atomic import atomic_write_json, atomic_write_text
+from trainrun.config import objective_direction
+from trainrun.errors import TRAINING_ERROR, TrainrunError
+
+log = logging.getLogger("trainrun")
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+# Statuses of a job that ran to its end (its objective counts).
+OK = ("completed", "stopped early")
+# Row keys that are bookkeeping, not metrics.
+_NOT_METRICS = ("epoch", "step", "seconds", "samples_per_s")
+
+
+class SweepFailed(SystemExit):
+    """Every job of the sweep failed: ``train -m`` exits with this status (1)."""
+
+
+# --------------------------------------------------------------------------- inside a job
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first line of an error, with its type unless it is a :class:`TrainrunError`."""
+    if isinstance(err, str):
+        lines = err.strip().splitlines()
+        return lines[0] if lines else ""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(err, TrainrunError):
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A job folder's ``summary.json``, or None when absent or unreadable."""
+    try:
+        value = json.loads((run_dir / SUMMARY_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def update_summary(run_dir: Path, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into the job's ``summary.json`` (created if absent), atomically."""
+    summary = read_summary(run_dir) or {"run_dir": str(run_dir)}
+    summary.update(values)
+    atomic_write_json(run_dir / SUMMARY_JSON, summary)
+    return summary
+
+
+def mark_failed(run_dir: Path, error: str, **values: Any) -> dict[str, Any]:
+    """Record in ``summary.json`` that the job failed, with the error's first line."""
+    return update_summary(run_dir, status="failed", error=first_line(error), **values)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """What a sweeper gets: a finite float, or None (Optuna then records a failed trial)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def requeue_count() -> int:
+    """How many times SLURM requeued this job (``SLURM_RESTART_COUNT``; 0 elsewhere)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
+    """A requeued SLURM job lands in its own folder again: continue from its ``last.pt``."""
+    restarts = requeue_count()
+    last = run_dir / "checkpoints" / "last.pt"
+    if not restarts or not last.is_file():
+        return False
+    if cfg.resume != "auto":
+        log.info(f"requeued by SLURM (restart {restarts}): resuming from this job's {last}")
+        cfg.resume = "auto"
+    return True
+
+
+def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
+    """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
+    handler = signal.getsignal(signum)
+    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
+        return handler  # type: ignore[return-value]
+    return None
+
+
+def _launcher_target() -> str:
+    try:
+        return str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return ""
+
+
+def parallel_jobs(n_jobs: int, cpus: int) -> int:
+    """How many jobs joblib runs at once for ``n_jobs`` (-1: all cores, -2: all but one...)."""
+    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+
+
+def limit_threads(cfg: DictConfig) -> None:
+    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
+    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
+    if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
+        return
+    cpus = os.cpu_count() or 1
+    jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
+    cfg.trainer.threads = max(1, cpus // jobs)
+    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
+
+
+def run_job(
+    cfg: DictConfig, run_dir: Path, run_training: Callable[[DictConfig, Path], dict[str, Any]]
+) -> float | None:
+    """One job of a multirun: train, and never let a failure abort the sweep.
+
+    Returns the objective for the sweeper (None when the job failed or it is not finite).
+    """
+    started = time.perf_counter()
+    objective = {"name": cfg.objective, "value": None,
+                 "direction": objective_direction(str(cfg.objective))}
+    try:
+        limit_threads(cfg)
+        resume_if_requeued(cfg, run_dir)
+        summary = run_training(cfg, run_dir)
+    except Exception as err:
+        if isinstance(err, TrainrunError):
+            log.error(f"Error: {err}")
+        else:
+            log.error(f"Error: {first_line(err)}", exc_info=err)
+        mark_failed(run_dir, first_line(err), objective=objective,
+                    total_seconds=time.perf_counter() - started)
+        return None
+    if summary["status"] == "interrupted":
+        return _interrupted(summary, run_dir)
+    return finite_or_none(summary["objective"]["value"])
+
+
+def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
+    """The run stopped on a signal after saving ``last.pt``; decide what the job does now."""
+    name = summary["signal"]
+    signum = signal.Signals[name].value
+    requeue = _submitit_requeue_handler(signum)
+    if requeue is not None:
+        # Under submitit the signal means preemption or time-out: submitit's own handler (which
+        # trainrun's replaced while training) checkpoints the job and requeues it, then exits.
+        update_summary(run_dir, error=f"stopped by {name}; requeued by submitit")
+        log.info(f"stopped by {name}; last.pt is saved, handing over to submitit to requeue")
+        try:
+            requeue(signum, None)
+        except Exception as err:  # submitit decided not to requeue (e.g. too many time-outs)
+            mark_failed(run_dir, f"stopped by {name}; not requeued: {first_line(err)}")
+            return None
+    note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
+    update_summary(run_dir, error=note)
+    log.info(note)
+    if "joblib" in _launcher_target():
+        return None  # a worker process: the sweep's other jobs go on
+    # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
+    # requeues it or reports it as cancelled).
+    sys.exit(128 + signum)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def find_jobs(sweep_dir: Path) -> Iterator[Path]:
+    """Job folders under ``sweep_dir``: those holding ``.hydra/hydra.yaml`` (written before the
+    task starts) or a ``summary.json`` (a failure recorded from outside the job)."""
+    for root, dirs, files in os.walk(sweep_dir):
+        if root != str(sweep_dir) and (
+            SUMMARY_JSON in files or os.path.isfile(os.path.join(root, ".hydra", "hydra.yaml"))
+        ):
+            yield Path(root)
+            dirs[:] = []
+        dirs[:] = sorted(d for d in dirs if d not in (".hydra", ".submitit", "checkpoints"))
+
+
+def _job_identity(job_dir: Path, summary: dict[str, Any] | None) -> tuple[int | None, list[str]]:
+    """The job's number and overrides, from its ``.hydra/hydra.yaml`` (else its summary)."""
+    num, overrides = (summary or {}).get("job"), (summary or {}).get("overrides") or []
+    try:
+        hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+        num = OmegaConf.select(hydra_cfg, "job.num", throw_on_resolution_failure=False)
+        overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False) or []
+    except Exception:
+        pass
+    return (int(num) if isinstance(num, int) else None), [str(o) for o in overrides]
+
+
+def _metrics(row: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (row or {}).items() if k not in _NOT_METRICS}
+
+
+def job_row(job_dir: Path) -> dict[str, Any]:
+    """One row of the sweep summary, from the job folder alone."""
+    summary = read_summary(job_dir)
+    num, overrides = _job_identity(job_dir, summary)
+    row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir)}
+    if summary is None:
+        row.update(status="failed", objective=None, objective_name=None, seconds=None,
+                   error="no summary.json: the job was killed or crashed before it finished "
+                   f"(see {job_dir.name}/*.log)")
+        row.update(final={}, best={}, best_epoch=None, epochs=None)
+        return row
+    objective = summary.get("objective") or {}
+    value = finite_or_none(objective.get("value"))
+    status = str(summary.get("status") or "failed")
+    error = summary.get("error") if status not in OK else None
+    if status in OK and value is None:
+        status = "failed"
+        error = f"objective {objective.get('name')}={objective.get('value')} is not finite"
+    row.update(
+        status=status, objective=value, objective_name=objective.get("name"),
+        seconds=summary.get("total_seconds"), error=error,
+        final=_metrics(summary.get("final")), best=_metrics(summary.get("best")),
+        best_epoch=summary.get("best_epoch"), epochs=summary.get("epochs_run"),
+    )
+    return row
+
+
+def sort_rows(rows: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
+    """Jobs with an objective first, best first; then the others by job number."""
+    sign = 1.0 if direction == "minimize" else -1.0
+
+    def key(row: dict[str, Any]) -> tuple[int, float, int]:
+        done = row["status"] in OK and row["objective"] is not None
+        number = row["job"] if row["job"] is not None else sys.maxsize
+        return (0, sign * row["objective"], number) if done else (1, 0.0, number)
+
+    return sorted(rows, key=key)
+
+
+def varying(rows: list[dict[str, Any]]) -> set[str]:
+    """The override keys whose values differ between jobs (what the sweep swept)."""
+    values: dict[str, set[str]] = {}
+    for row in rows:
+        seen = dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])
+        for key in set(values) | set(seen):
+            values.setdefault(key, set()).add(seen.get(key, "<unset>"))
+    return {k for k, v in values.items() if len(v) > 1}
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """``summary.csv``: one row per job, already sorted."""
+    metric_names = list(dict.fromkeys(k for r in rows for k in (*r["final"], *r["best"])))
+    columns = ["rank", "job", "status", "objective_name", "objective", "overrides",
+               "best_epoch", "epochs",
+               *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
+               *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
+               "seconds", "run_dir", "error"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for rank, row in enumerate(rows, 1):
+        flat = {k: v for k, v in row.items() if k not in ("final", "best", "overrides")}
+        flat["rank"] = rank
+        flat["overrides"] = " ".join(row["overrides"])
+        flat.update({f"final_{k}": v for k, v in row["final"].items()})
+        flat.update({f"best_{k}": v for k, v in row["best"].items()})
+        writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+    return out.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
+                file: Any = None) -> None:
+    """The sweep's rich table, best first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    swept = varying(rows)
+    failed = sum(r["status"] not in OK for r in rows)
+    title = (f"sweep: {len(rows)} jobs, {len(rows) - failed} done, {failed} failed; "
+             f"sorted by {objective} ({objective_direction(objective)}), best first")
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "job", "overrides", "status", objective, "best epoch", "seconds", "error"):
+        text = name in ("overrides", "error")
+        table.add_column(name, justify="left" if text or name == "status" else "right",
+                         overflow="fold", no_wrap=not text)
+    for rank, row in enumerate(rows, 1):
+        shown = [o for o in row["overrides"] if o.split("=", 1)[0] in swept] or row["overrides"]
+        status = row["status"]
+        style = "red" if status not in OK else ("green" if rank == 1 else "")
+        table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), status, _fmt(row["objective"]),
+                      _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
+                      _shorten(row.get("error") or "", 70), style=style)
+    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    console.print(table)
+    console.print(f"summary: {sweep_dir / SUMMARY_CSV}")
+
+
+def summarize(sweep_dir: Path, objective: str, *, table: bool = True) -> list[dict[str, Any]]:
+    """Write ``summary.csv`` in ``sweep_dir`` (and print the table); returns the sorted rows."""
+    rows = [job_row(d) for d in find_jobs(sweep_dir)]
+    rows = sort_rows(rows, objective_direction(objective))
+    atomic_write_text(sweep_dir / SUMMARY_CSV, summary_csv(rows))
+    if table and rows:
+        print_table(rows, sweep_dir, objective)
+    return rows
+
+
+class SweepSummary(Callback):
+    """Hydra callback: ``summary.csv`` and a table at the end of every multirun.
+
+    Also written if the sweep itself ends early (a sweeper error, Ctrl-C), from an exit hook.
+    """
+
+    def __init__(self, table: bool = True, fail_if_all_failed: bool = True) -> None:
+        self.table = table
+        self.fail_if_all_failed = fail_if_all_failed
+        self._pending: tuple[Path, str] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
+        atexit.register(self._at_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        objective = str(config.get("objective", "val_loss"))
+        self._pending = None
+        if not sweep_dir.is_dir():
+            return
+        rows = summarize(sweep_dir, objective, table=self.table)
+        if rows and self.fail_if_all_failed and not any(r["status"] in OK for r in rows):
+            log.error(f"every job of the sweep failed ({len(rows)}); see {sweep_dir / SUMMARY_CSV}")
+            raise SweepFailed(TRAINING_ERROR)
+
+    def _at_exit(self) -> None:
+        if self._pending is None:
+            return
+        sweep_dir, objective = self._pending
+        self._pending = None
+        if sweep_dir.is_dir():
+            try:
+                summarize(sweep_dir, objective, table=self.table)
+            except Exception as err:  # never mask the reason the sweep stopped
+                print(f"could not write the sweep summary: {first_line(err)}", file=sys.stderr)

@@ -1,0 +1,308 @@
+"""Sweeps: multirun folders, failed jobs, the joblib and submitit launchers, Optuna searches and
+the sweep summary (``summary.csv`` written by the ``SweepSummary`` Hydra callback)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, env_for_tests, run_command
+
+from trainrun.sweep import finite_or_none, parallel_jobs, summarize
+
+# Small and quick: iris, two epochs.
+FAST = ("data=iris", "trainer.epochs=2", "trainer.progress=epoch")
+BAD_LR = "1e9"  # SGD with this learning rate makes the loss non-finite in the first epoch
+
+
+def sweep(tmp_path: Path, *overrides: str, name: str = "sweep", timeout: float = 240):
+    sweep_dir = tmp_path / name
+    result = run_command("train", "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}",
+                         cwd=tmp_path, check=False, timeout=timeout)
+    return result, sweep_dir
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def job_log(job_dir: Path) -> str:
+    return "".join(p.read_text() for p in job_dir.glob("*.log"))
+
+
+def by_lr(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {re.search(r"optim\.lr=(\S+)", r["overrides"]).group(1): r for r in rows}
+
+
+# --------------------------------------------------------------------------- summary, no runs
+
+
+def write_job(sweep_dir: Path, num: int, overrides: list[str], summary: dict | None) -> Path:
+    job = sweep_dir / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    lines = "\n".join(f"      - {o}" for o in overrides)
+    (job / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  job:\n    num: {num}\n  overrides:\n    task:\n{lines}\n")
+    if summary is not None:
+        (job / "summary.json").write_text(json.dumps(summary))
+    return job
+
+
+def done(value: float, status: str = "completed") -> dict:
+    row = {"epoch": 3, "step": 30, "train_loss": value / 2, "val_loss": value, "val_acc": 1 - value,
+           "lr": 0.1, "seconds": 0.1}
+    return {"status": status, "objective": {"name": "val_loss", "value": value,
+                                            "direction": "minimize"},
+            "final": row, "best": row, "best_epoch": 3, "epochs_run": 3, "total_seconds": 1.5}
+
+
+def test_summary_sorts_best_first_and_lists_every_failure(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], done(0.5))
+    write_job(sweep_dir, 1, ["optim.lr=0.2"], done(0.2, "stopped early"))
+    write_job(sweep_dir, 2, ["optim.lr=0.3"], {"status": "failed", "error": "boom: first line",
+                                               "objective": {"name": "val_loss", "value": None}})
+    write_job(sweep_dir, 3, ["optim.lr=0.4"], done(float("nan")))  # ran, but no usable objective
+    write_job(sweep_dir, 4, ["optim.lr=0.5"], None)  # killed before it wrote anything
+    write_job(sweep_dir, 5, ["optim.lr=0.6"], done(0.3))
+
+    rows = summarize(sweep_dir, "val_loss", table=False)
+
+    assert [r["job"] for r in rows] == [1, 5, 0, 2, 3, 4]
+    on_disk = read_csv(sweep_dir / "summary.csv")
+    assert [r["job"] for r in on_disk] == ["1", "5", "0", "2", "3", "4"]
+    assert [r["status"] for r in on_disk] == ["stopped early", "completed", "completed",
+                                              "failed", "failed", "failed"]
+    assert on_disk[0]["objective"] == "0.2" and on_disk[0]["overrides"] == "optim.lr=0.2"
+    assert on_disk[0]["final_val_acc"] == "0.8" and on_disk[0]["best_val_loss"] == "0.2"
+    assert on_disk[0]["seconds"] == "1.5" and on_disk[0]["run_dir"] == str(sweep_dir / "1")
+    assert on_disk[3]["error"] == "boom: first line"
+    assert "not finite" in on_disk[4]["error"]
+    assert "no summary.json" in on_disk[5]["error"]
+    assert {"final_train_loss", "best_val_acc", "best_epoch", "epochs"} <= set(on_disk[0])
+
+    rows = summarize(sweep_dir, "val_acc", table=False)  # a score's direction: highest first
+    assert [r["job"] for r in rows] == [0, 5, 1, 2, 3, 4]
+
+
+def test_summary_reads_a_failure_recorded_outside_the_job(tmp_path: Path) -> None:
+    """The SLURM launcher records a job the cluster killed before Hydra made its folder."""
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], done(0.5))
+    (sweep_dir / "1").mkdir(parents=True)
+    (sweep_dir / "1" / "summary.json").write_text(json.dumps(
+        {"status": "failed", "error": "SLURM job 7_1 ended without a result (state CANCELLED)",
+         "job": 1, "overrides": ["optim.lr=0.2"]}))
+    (sweep_dir / ".submitit" / "7_0").mkdir(parents=True)  # never mistaken for a job
+
+    rows = summarize(sweep_dir, "val_loss", table=False)
+
+    assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
+        (0, "completed", ["optim.lr=0.1"]), (1, "failed", ["optim.lr=0.2"])]
+    assert "CANCELLED" in rows[1]["error"]
+
+
+def test_objective_for_the_sweeper_is_finite_or_none() -> None:
+    assert finite_or_none(0.25) == 0.25
+    assert finite_or_none("0.5") == 0.5
+    for bad in (float("nan"), float("inf"), None, "nan", "x"):
+        assert finite_or_none(bad) is None
+
+
+def test_parallel_jobs_follows_joblib_n_jobs() -> None:
+    assert parallel_jobs(-1, 8) == 8
+    assert parallel_jobs(-2, 8) == 7
+    assert parallel_jobs(3, 8) == 3
+    assert parallel_jobs(-20, 8) == 1
+
+
+def compose_with_hydra(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from trainrun.cli import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_launcher_presets_compose() -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    local = compose_with_hydra("hydra/launcher=local").hydra.launcher
+    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == -1
+
+    slurm = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                               "hydra.launcher.account=lab", "hydra.launcher.qos=high",
+                               "+hydra.launcher.additional_parameters.mail-type=END").hydra.launcher
+    assert slurm._target_ == "hydra_plugins.trainrun_launcher.slurm.SlurmLauncher"
+    for key in ("partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "account",
+                "qos", "additional_parameters", "setup", "signal_delay_s", "max_num_timeout"):
+        assert key in slurm, key
+    assert (slurm.partition, slurm.account, slurm.qos) == ("gpu", "lab", "high")
+    assert slurm.additional_parameters["mail-type"] == "END"
+    from omegaconf import OmegaConf
+
+    # The shell sees ${...}; OmegaConf does not try to resolve it.
+    setup = OmegaConf.to_container(slurm.setup, resolve=True)
+    assert setup == ["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
+    assert slurm.max_num_timeout > 0
+
+    # Hydra only instantiates launchers it discovered in the hydra_plugins namespace.
+    launchers = Plugins.instance().discover(Launcher)
+    assert any(c.__module__ == "hydra_plugins.trainrun_launcher.slurm" for c in launchers)
+
+
+def test_optuna_presets_follow_the_objective() -> None:
+    cfg = compose_with_hydra("hparams_search=mlp")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "minimize"
+    assert sweeper.max_failure_rate == 1.0
+    assert set(sweeper.params) == {"optim", "optim.lr", "model.hidden"}
+    assert "log" in sweeper.params["optim.lr"]
+    assert compose_with_hydra("hparams_search=mlp", "objective=val_acc").hydra.sweeper.direction \
+        == "maximize"
+    assert compose_with_hydra("hparams_search=lr").hydra.sweeper.params["optim.lr"].startswith("tag(log")
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+
+@pytest.mark.slow
+def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    result, sweep_dir = sweep(tmp_path, "optim=sgd", f"optim.lr=0.05,{BAD_LR},0.01")
+
+    assert result.returncode == 0, result.output
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 3
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
+    assert float(rows[0]["objective"]) <= float(rows[1]["objective"])  # best (lowest) first
+    failed = by_lr(rows)["1000000000.0"]
+    assert failed["job"] == "1" and "non-finite" in failed["error"]
+    assert "\n" not in failed["error"]
+    job = json.loads((sweep_dir / "1" / "summary.json").read_text())
+    assert job["status"] == "failed" and job["error"] == failed["error"]
+    for row in rows[:2]:  # the later job ran although an earlier one failed
+        assert json.loads((Path(row["run_dir"]) / "summary.json").read_text())["status"] == "completed"
+        assert row["final_val_loss"] and row["best_val_acc"]
+    assert "sweep: 3 jobs, 2 done, 1 failed" in result.output
+
+
+@pytest.mark.slow
+def test_sweep_exits_nonzero_only_when_every_job_failed(tmp_path: Path) -> None:
+    result, sweep_dir = sweep(tmp_path, "optim=sgd", f"optim.lr={BAD_LR},1e10")
+
+    assert result.returncode == 1, result.output
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "every job of the sweep failed" in result.output
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path: Path) -> None:
+    result, sweep_dir = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                              "optim=sgd", f"optim.lr=0.05,{BAD_LR}")
+
+    assert result.returncode == 0, result.output
+    rows = by_lr(read_csv(sweep_dir / "summary.csv"))
+    assert rows["0.05"]["status"] == "completed"
+    assert rows["1000000000.0"]["status"] == "failed"
+    # Each job ran in a joblib worker with its share of the cores as torch threads.
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    log = job_log(sweep_dir / "0")
+    assert f"trainer.threads={threads} " in log, log
+
+
+@pytest.mark.slow
+def test_local_preset_limits_threads_per_job(tmp_path: Path) -> None:
+    result, sweep_dir = sweep(tmp_path, "hydra/launcher=local", "optim.lr=0.01,0.02")
+
+    assert result.returncode == 0, result.output
+    assert [r["status"] for r in read_csv(sweep_dir / "summary.csv")] == ["completed"] * 2
+    for job in ("0", "1"):  # n_jobs=-1: one job per core, one thread each
+        summary = json.loads((sweep_dir / job / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        assert "trainer.threads=1 " in job_log(sweep_dir / job)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_summary(tmp_path: Path) -> None:
+    """Jobs in submitit subprocesses: the summary comes from the sweep folder, not from the
+    launcher's return values."""
+    result, sweep_dir = sweep(tmp_path, "hydra/launcher=submitit_local", "optim=sgd",
+                              f"optim.lr=0.05,{BAD_LR}")
+
+    assert result.returncode == 0, result.output
+    rows = by_lr(read_csv(sweep_dir / "summary.csv"))
+    assert rows["0.05"]["status"] == "completed" and float(rows["0.05"]["objective"]) > 0
+    assert rows["1000000000.0"]["status"] == "failed"
+    assert (sweep_dir / ".submitit").is_dir()
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    args = [str(BIN / "train"), "-m", *FAST, "trainer.epochs=1", "optim.lr=0.01"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+
+    sweeps = sorted(p.parent for p in tmp_path.glob("multirun/*/*/summary.csv"))
+    assert len(sweeps) == 2, sweeps
+    for sweep_dir in sweeps:  # each holds exactly its own job
+        assert [r["job"] for r in read_csv(sweep_dir / "summary.csv")] == ["0"]
+        assert (sweep_dir / "multirun.yaml").is_file()
+    # Named to the microsecond: HH-MM-SS-ffffff.
+    assert all(re.fullmatch(r"\d\d-\d\d-\d\d-\d{6}", s.name) for s in sweeps), sweeps
+
+
+@pytest.mark.slow
+def test_optuna_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    # Random sampling (seed 0) over two learning rates, one of which always fails.
+    result, sweep_dir = sweep(tmp_path, "hparams_search=lr", "optim=sgd",
+                              f"optim.lr=choice(0.05,{BAD_LR})", "hydra/sweeper/sampler=random",
+                              "hydra.sweeper.n_trials=4")
+
+    assert result.returncode == 0, result.output
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 4
+    statuses = {lr: {r["status"] for r in rows if f"optim.lr={lr}" in r["overrides"]}
+                for lr in ("0.05", "1000000000.0")}
+    assert statuses == {"0.05": {"completed"}, "1000000000.0": {"failed"}}, rows
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"optim.lr": 0.05}
+    assert math.isclose(best["best_value"], float(rows[0]["objective"]))
+    assert "Failed experiment" in result.output
+
+
+@pytest.mark.slow
+def test_optuna_stored_study_resumes(tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ("hparams_search=mlp", f"hydra.sweeper.storage={storage}",
+              "hydra.sweeper.study_name=resume_me", "hydra.sweeper.n_trials=2")
+    first, first_dir = sweep(tmp_path, *common, name="first")
+    assert first.returncode == 0, first.output
+    second, second_dir = sweep(tmp_path, *common, name="second")
+    assert second.returncode == 0, second.output
+
+    study = optuna.load_study(study_name="resume_me", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    # Each sweep folder summarizes its own trials; the stored study holds all of them.
+    assert len(read_csv(first_dir / "summary.csv")) == 2
+    assert len(read_csv(second_dir / "summary.csv")) == 2
+    assert {t.params["optim"] for t in study.trials} <= {"adam", "adamw", "sgd"}
+    best = yaml.safe_load((second_dir / "optimization_results.yaml").read_text())
+    assert math.isclose(best["best_value"], study.best_value)
