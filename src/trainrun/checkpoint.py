@@ -12,6 +12,7 @@ Files are written through :func:`trainrun.atomic.atomic_write` and read with
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 import signal
@@ -27,9 +28,19 @@ from trainrun.errors import TrainrunError
 
 FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
-# Config sections whose change makes a checkpoint unusable (shapes, targets, data, optimizer).
+# Config keys whose change refuses a resume: the weights' shapes and meaning (model, loss, data:
+# its split, scaling and batches), what the saved optimizer/scheduler states belong to, how steps
+# group batches and in which order they come (seed), and what "best" means for best.pt.
 MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
-              "trainer.accumulate_grad_batches", "trainer.seed")
+              "scheduler.interval", "trainer.accumulate_grad_batches", "trainer.seed",
+              "checkpoint.monitor", "checkpoint.mode")
+# ...except these, which change nothing in what is computed.
+NEVER_BLOCK = ("data.num_workers",)
+# Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
+# allowed but has no effect (reported as such).
+RESTORED = ("optim", "scheduler")
+# Run-control keys, never compared.
+IGNORED = ("resume", "print_config", "explain")
 
 
 # --------------------------------------------------------------------------- files
@@ -43,26 +54,33 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key="resume")
+        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own first line suggests weights_only=False: the opposite of what to do here.
+        why = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line.upper()),
+                   "it is not a plain tensor/value pickle")
         raise TrainrunError(
-            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain "
-            f"values (torch.load weights_only=True said: {str(err).splitlines()[0]})",
-            key="resume",
-            fix="only load checkpoints written by trainrun, from a source you trust",
+            f"refusing to load {str(path)!r}: it holds pickled Python objects, not only tensors "
+            f"and plain values ({why}). trainrun loads checkpoints with "
+            "torch.load(weights_only=True) and never runs code stored in one.",
+            key=key,
+            fix="use a checkpoint written by trainrun; do not load files from a source you do "
+            "not trust with weights_only=False",
         ) from None
     except Exception as err:
         raise TrainrunError(
-            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key="resume"
+            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise TrainrunError(f"{str(path)!r} is not a trainrun checkpoint", key="resume")
+        raise TrainrunError(
+            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key
+        )
     return payload
 
 
@@ -132,6 +150,15 @@ def payload(run: Any, state: Any) -> dict[str, Any]:
 
 def restore(run: Any, state: Any, saved: dict[str, Any]) -> None:
     """Put a loaded checkpoint back into ``run`` and ``state``."""
+    losses = saved["step_losses"]
+    if losses is not None and len(losses) != len(run.train_batches):
+        raise TrainrunError(
+            f"the checkpoint was saved in the middle of an epoch of {len(losses)} batches; this "
+            f"run has {len(run.train_batches)} batches per epoch (batch size or number of "
+            "processes changed), so it cannot continue that epoch",
+            key="resume",
+            fix="resume with the batch size and trainer.devices the run started with",
+        )
     run.module.load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     if run.scheduler is not None and saved["scheduler"] is not None:
@@ -140,7 +167,6 @@ def restore(run: Any, state: Any, saved: dict[str, Any]) -> None:
         run.scaler.load_state_dict(saved["scaler"])
     for key, value in saved["state"].items():
         setattr(state, key, value)
-    losses = saved["step_losses"]
     state.step_losses = None if losses is None else losses.to(run.device)
     set_rng_state(saved["rng"])
 
@@ -158,10 +184,14 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
             diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
 
     walk(saved, now, "")
-    ignore = ("resume", "print_config", "explain")
-    diffs = [d for d in diffs if not d.startswith(ignore)]
-    blocking = [d for d in diffs if any(d == m or d.startswith((f"{m}.", f"{m}:")) for m in MUST_MATCH)]
+    diffs = [d for d in diffs if not under(d, IGNORED)]
+    blocking = [d for d in diffs if under(d, MUST_MATCH) and not under(d, NEVER_BLOCK)]
     return blocking, [d for d in diffs if d not in blocking]
+
+
+def under(diff: str, keys: tuple[str, ...]) -> bool:
+    """Whether a ``"key: old -> new"`` line is about one of ``keys`` or a key below one."""
+    return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
 
 
 # --------------------------------------------------------------------------- during the run
@@ -193,11 +223,24 @@ class Interrupt:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signum is None:  # os.write: print() is not safe inside a signal handler
+            again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step, "
+                        f"saving checkpoints/last.pt{again}\n".encode())
         self.signum = signum
 
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete temporary files a killed write left behind (``.last.pt.<random>.tmp``). They are
+    never read as checkpoints (only ``last.pt`` / ``best.pt`` / a named file are), so this is
+    only tidying."""
+    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 class Checkpoints:
@@ -207,6 +250,9 @@ class Checkpoints:
         self.run, self.folder, self.interrupt = run, folder, interrupt
         self.cfg = run.cfg.checkpoint
         self.writes = run.rank == 0 and self.cfg.enabled
+        self.stopped = False  # True once a signal stopped the run (after saving last.pt)
+        if self.writes:
+            remove_partial_writes(folder)
 
     def save(self, state: Any, name: str = LAST) -> None:
         if self.writes:
@@ -216,6 +262,7 @@ class Checkpoints:
         """After each optimizer step: True stops the run (a signal came; last.pt is saved)."""
         if self.interrupt is not None and self.interrupt.signum is not None:
             self.save(state)
+            self.stopped = True
             return True
         every = self.cfg.every_n_steps
         if every and state.step % every == 0 and state.batch < len(self.run.train_batches):
@@ -225,5 +272,6 @@ class Checkpoints:
     def epoch_end(self, state: Any, improved: bool) -> None:
         if improved:
             self.save(state, BEST)
-        if state.epoch % self.cfg.every_n_epochs == 0 or state.epoch == self.run.cfg.trainer.epochs:
+        if (state.epoch % self.cfg.every_n_epochs == 0 or state.epoch == self.run.cfg.trainer.epochs
+                or state.stop_reason):
             self.save(state)

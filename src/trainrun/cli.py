@@ -96,6 +96,10 @@ def train() -> None:
     try:
         with friendly_hydra_errors(lambda: _task_started):  # short composition errors, exit 2
             _train()
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step)
+        print("\nStopped at once by a second Ctrl-C; checkpoints/last.pt holds the last saved "
+              "state (resume=auto continues from it).", file=sys.stderr)
+        sys.exit(128 + 2)
     except SystemExit as exit_:
         # Hydra exits with 1 on composition errors (typo, wrong type, unknown option), before
         # our task ran: those are config errors.

@@ -153,6 +153,31 @@ def better(value: float, best: float | None, mode: str, min_delta: float = 0.0) 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def early_stopping_reason(history: list[dict[str, Any]], stopping: Any) -> str | None:
+    """Why the run should stop now, or None. Recomputed from the whole history (so a resumed run
+    decides exactly as an uninterrupted one, with nothing extra saved): an epoch improves when
+    ``monitor`` beats the best so far by more than ``min_delta`` in ``mode``'s direction; the
+    run stops once the last ``patience`` epochs (at least one) have not improved."""
+    if stopping.patience is None or not history:
+        return None
+    mode = str(getattr(stopping.mode, "value", stopping.mode))
+    best, best_epoch, stale = None, 0, 0
+    for row in history:
+        value = row.get(stopping.monitor, row["train_loss"])
+        if better(value, best, mode, stopping.min_delta):
+            best, best_epoch, stale = value, row["epoch"], 0
+        else:
+            stale += 1
+    if stale < max(stopping.patience, 1):
+        return None
+    best_text = "none (never finite)" if best is None else f"{best:.6g} at epoch {best_epoch}"
+    return (
+        f"early stopping after epoch {history[-1]['epoch']}: {stopping.monitor} has not improved "
+        f"by more than {stopping.min_delta} for {stale} epoch{'s' * (stale != 1)} "
+        f"(patience {stopping.patience}; best {best_text})"
+    )
+
+
 def fit(run: Run, state: TrainState, reporter: Any, checkpoints: Any = None) -> TrainState:
     """Epochs of train -> evaluate -> report -> checkpoint, from ``state`` on.
 
@@ -164,7 +189,10 @@ def fit(run: Run, state: TrainState, reporter: Any, checkpoints: Any = None) -> 
     mode = str(run.cfg.checkpoint.mode.value)
     stopping = trainer.early_stopping
     after_step = checkpoints.after_step if checkpoints is not None else None
-    stale = 0
+    # A run resumed after the epoch that triggered early stopping stops again, before training.
+    state.stop_reason = early_stopping_reason(state.history, stopping) if not state.batch else None
+    if state.stop_reason:
+        return state
     for epoch in range(state.epoch, trainer.epochs):
         started = time.perf_counter()
         with reporter.progress(epoch, len(run.train_batches)) as progress:
@@ -205,22 +233,9 @@ def fit(run: Run, state: TrainState, reporter: Any, checkpoints: Any = None) -> 
         if improved:
             state.best, state.best_epoch = value, epoch + 1
         reporter.epoch_end(row, state)
+        state.stop_reason = early_stopping_reason(state.history, stopping)
         if checkpoints is not None:
-            checkpoints.epoch_end(state, improved)
-
-        if stopping.patience is not None:
-            watched = [r.get(stopping.monitor, r["train_loss"]) for r in state.history]
-            best_before = None
-            stale = 0
-            for v in watched:
-                if better(v, best_before, str(stopping.mode.value), stopping.min_delta):
-                    best_before, stale = v, 0
-                else:
-                    stale += 1
-            if stale > stopping.patience:
-                state.stop_reason = (
-                    f"early stopping: {stopping.monitor} did not improve by more than "
-                    f"{stopping.min_delta} for {stale} epochs (best {best_before:.6g})"
-                )
-                break
+            checkpoints.epoch_end(state, improved)  # last.pt records the stop as well
+        if state.stop_reason:
+            break
     return state

@@ -76,11 +76,31 @@ def resume(run: Run, state: TrainState, run_dir: Path, reporter: Reporter) -> bo
             key="resume",
             fix="resume with the config the run started with, or start a new run",
         )
+    planned_steps = getattr(run.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     checkpoint.restore(run, state, saved)
-    where = f"epoch {state.epoch + 1}" + (f", batch {state.batch + 1}" if state.batch else "")
+    saved_steps = getattr(run.scheduler, "total_steps", None)
+    if planned_steps and saved_steps and planned_steps > saved_steps:
+        raise TrainrunError(
+            f"the checkpoint's {type(run.scheduler).__name__} was built for {saved_steps} steps; "
+            f"this config needs {planned_steps} (trainer.epochs changed), and that schedule "
+            "cannot be stretched after the fact",
+            key="trainer.epochs",
+            fix=f"resume with trainer.epochs={saved['config']['trainer']['epochs']}, or start a new run",
+        )
+    epochs = run.cfg.trainer.epochs
+    if state.epoch >= epochs:
+        where = f"the end of epoch {state.epoch} (all {epochs} epochs done)"
+    elif state.batch:
+        where = f"epoch {state.epoch + 1}, after batch {state.batch}"
+    else:
+        where = f"the start of epoch {state.epoch + 1}"
     reporter.info(f"resumed from {path} at {where} (step {state.step})")
     for diff in harmless:
-        reporter.info(f"  config changed since the checkpoint: {diff}")
+        if checkpoint.under(diff, checkpoint.RESTORED):
+            reporter.info(f"  config changed since the checkpoint, NOT applied (the saved "
+                          f"optimizer/scheduler state is restored): {diff}")
+        else:
+            reporter.info(f"  config changed since the checkpoint: {diff}")
     return True
 
 
@@ -115,7 +135,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
             raise
         train_seconds = time.perf_counter() - fit_started
 
-    if interrupt.signum is not None:
+    if checkpoints.stopped:  # a signal stopped it between steps (one after the end: completed)
         status = "interrupted"
     elif state.stop_reason:
         status = "stopped early"

@@ -1,0 +1,156 @@
+"""Run the real ``train`` command in this process and hit it at an exact moment.
+
+    python tests/killpoints.py <event>:<n>[,<event>:<n>...] <train overrides...>
+
+Events (counted from 1 within this process):
+
+* ``saved:N``   SIGKILL right after the N-th checkpoint file is in place (``last.pt``/``best.pt``)
+* ``rename:N``  SIGKILL between writing+fsyncing the N-th checkpoint's temporary file and the
+                rename over the checkpoint (the atomic write's window)
+* ``write:N``   SIGKILL half-way through writing the N-th checkpoint's bytes
+* ``step:N``    SIGKILL right after the N-th optimizer step (and its every_n_steps checkpoint)
+* ``SIGxxx@N``  send signal SIGxxx to this process in the middle of the N-th batch (after its
+                backward, before its optimizer step), e.g. ``SIGTERM@7``; ``SIGINT@7,SIGINT@7``
+                sends a second Ctrl-C right after the first
+
+Used by the kill-and-resume and signal tests: the kills are real (SIGKILL, nothing runs after
+it) and the signals go through trainrun's real handlers; only the *timing* is made exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+TIMING = ("seconds", "samples_per_s")  # the only metrics.csv columns allowed to differ
+
+
+# --------------------------------------------------------------------------- test helpers
+
+
+def launch(points: str, *overrides: str, run_dir: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``train <overrides> hydra.run.dir=<run_dir>`` in a subprocess, hit at ``points``."""
+    from conftest import env_for_tests
+
+    args = [sys.executable, str(HERE), points, "trainer.progress=epoch", *overrides,
+            f"hydra.run.dir={run_dir}"]
+    return subprocess.run(args, cwd=run_dir.parent, env=env_for_tests(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def weights(run_dir: Path, name: str = "last.pt") -> dict:
+    import torch
+
+    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv as text (bit-exact floats), without the timing columns."""
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------- the hooked train
+
+
+def main() -> None:
+    from trainrun import atomic, checkpoint, cli, report
+
+    plan: dict[str, list[int]] = {}
+    for item in sys.argv[1].split(","):
+        sep = "@" if "@" in item else ":"
+        event, n = item.split(sep)
+        plan.setdefault(event, []).append(int(n))
+    seen: Counter[str] = Counter()
+
+    def due(event: str) -> int:
+        """How many planned hits of ``event`` fall on this occurrence."""
+        seen[event] += 1
+        return plan.get(event, []).count(seen[event])
+
+    def die() -> None:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    original_save = checkpoint.save
+
+    def save(path, payload):
+        out = original_save(path, payload)
+        if due("saved"):
+            die()
+        return out
+
+    checkpoint.save = save
+
+    original_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(".pt") and due("rename"):
+            die()
+        return original_replace(src, dst, *args, **kwargs)
+
+    atomic.os.replace = replace  # the os module itself: atomic_write looks it up on each call
+
+    original_atomic_write = checkpoint.atomic_write
+
+    def atomic_write(path, write):
+        if not due("write"):
+            return original_atomic_write(path, write)
+
+        def half(f):
+            buffer = io.BytesIO()
+            write(buffer)
+            data = buffer.getvalue()
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            die()
+
+        return original_atomic_write(path, half)
+
+    checkpoint.atomic_write = atomic_write
+
+    original_after_step = checkpoint.Checkpoints.after_step
+
+    def after_step(self, state):
+        stop = original_after_step(self, state)
+        if due("step"):
+            die()
+        return stop
+
+    checkpoint.Checkpoints.after_step = after_step
+
+    signals = [e for e in plan if e.startswith("SIG")]
+    if signals:
+        # Every batch calls progress.step(loss) between its backward and the optimizer step;
+        # trainer.progress=epoch gives the quiet progress object, patched here.
+        original_step = report._Quiet.step
+
+        def step(self, loss):
+            seen["batch"] += 1
+            for name in signals:
+                for _ in range(plan[name].count(seen["batch"])):
+                    os.kill(os.getpid(), getattr(signal, name))
+            return original_step(self, loss)
+
+        report._Quiet.step = step
+
+    sys.argv = ["train", *sys.argv[2:]]
+    cli.train()
+
+
+if __name__ == "__main__":
+    main()
