@@ -116,3 +116,40 @@ def compose():
             return hydra_compose("train", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node SLURM cluster (munge, slurmctld, slurmd, slurmdbd + MariaDB) for the
+    whole test session: ``scripts/slurm_up.sh`` before the first test that asks for it,
+    ``scripts/slurm_down.sh`` at the end of the session, always, even after a failure (and even
+    when bringing it up failed half-way). Yields ``{"partition": ...}``. Skipped where it cannot
+    run: not root, or not a Debian-like machine with apt-get."""
+    import shutil
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM tests start daemons: run them as root (CI does)")
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        pytest.skip("no SLURM and no apt-get to install it (scripts/slurm_up.sh targets Debian)")
+    scripts = REPO / "scripts"
+    started = time.perf_counter()
+    try:
+        up = subprocess.run(["bash", str(scripts / "slurm_up.sh")], capture_output=True,
+                            text=True, timeout=900)
+        print(f"\nslurm_up.sh: exit {up.returncode} in {time.perf_counter() - started:.1f} s")
+        if up.returncode != 0 or "SLURM READY" not in up.stdout:
+            pytest.fail(f"scripts/slurm_up.sh failed (exit {up.returncode}):\n"
+                        f"{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        yield {"partition": os.environ.get("TRAINRUN_SLURM_PARTITION", "debug")}
+    finally:
+        stopping = time.perf_counter()
+        down = subprocess.run(["bash", str(scripts / "slurm_down.sh")], capture_output=True,
+                              text=True, timeout=300)
+        print(f"\nslurm_down.sh: exit {down.returncode} in {time.perf_counter() - stopping:.1f} s; "
+              f"cluster held {time.perf_counter() - started:.1f} s")
+        if down.returncode != 0:
+            import warnings
+
+            warnings.warn(f"scripts/slurm_down.sh failed (exit {down.returncode}):\n"
+                          f"{down.stdout[-3000:]}\n{down.stderr[-3000:]}", stacklevel=1)

@@ -249,8 +249,9 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         row.update(final={}, best={}, best_epoch=None, epochs=None)
         return row
     objective = summary.get("objective") or {}
-    value = finite_or_none(objective.get("value"))
     status = str(summary.get("status") or "failed")
+    # Only a job that ran to its end has an objective (a failed one's partial best is not one).
+    value = finite_or_none(objective.get("value")) if status in OK else None
     error = summary.get("error") if status not in OK else None
     if status in OK and value is None:
         status = "failed"
@@ -348,13 +349,24 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
     console.print(f"summary: {sweep_dir / SUMMARY_CSV}")
 
 
-def summarize(sweep_dir: Path, objective: str, *, table: bool = True) -> list[dict[str, Any]]:
-    """Write ``summary.csv`` in ``sweep_dir`` (and print the table); returns the sorted rows."""
+def summarize(sweep_dir: Path, objective: str, *, table: bool = True,
+              plot: bool = False) -> list[dict[str, Any]]:
+    """Write ``summary.csv`` in ``sweep_dir`` (and print the table, and draw ``sweep.png``);
+    returns the sorted rows."""
     rows = [job_row(d) for d in find_jobs(sweep_dir)]
     rows = sort_rows(rows, objective_direction(objective))
     atomic_write_text(sweep_dir / SUMMARY_CSV, summary_csv(rows))
     if table and rows:
         print_table(rows, sweep_dir, objective)
+    if plot and rows:
+        from trainrun.plots import plot_sweep
+
+        try:
+            note = plot_sweep(rows, sweep_dir / "sweep.png",
+                              direction=objective_direction(objective))
+        except Exception as err:  # a picture never fails the sweep
+            note = f"sweep.png not written: {first_line(err)}"
+        print(note or f"plot: {sweep_dir / 'sweep.png'}")
     return rows
 
 
@@ -379,7 +391,7 @@ class SweepSummary(Callback):
         self._pending = None
         if not sweep_dir.is_dir():
             return
-        rows = summarize(sweep_dir, objective, table=self.table)
+        rows = summarize(sweep_dir, objective, table=self.table, plot=bool(config.get("plot")))
         if rows and self.fail_if_all_failed and not any(r["status"] in OK for r in rows):
             log.error(f"every job of the sweep failed ({len(rows)}); see {sweep_dir / SUMMARY_CSV}")
             raise SweepFailed(TRAINING_ERROR)
