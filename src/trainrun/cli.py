@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from trainrun import config as _config  # noqa: F401  (registers the schemas)
+from trainrun import reference as _reference  # noqa: F401  (registers the --help resolver)
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 
 log = logging.getLogger("trainrun")

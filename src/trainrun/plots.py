@@ -25,6 +25,18 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def _log_if_wide(ax: Any, values: Sequence[Any], axis: str = "y") -> None:
+    """A log scale when positive values span more than 50x (a diverged job, a falling loss)."""
+    finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _integer_epochs(ax: Any, epochs: Sequence[int]) -> None:
+    if epochs and len(set(epochs)) <= 12:
+        ax.set_xticks(sorted(set(epochs)))
+
+
 def _finite(values: Sequence[Any]) -> bool:
     return any(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
@@ -59,10 +71,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path, title: str | N
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("loss")
-    losses = [v for r in history for k, v in r.items() if k.endswith("loss") and isinstance(v, float)
-              and math.isfinite(v)]
-    if losses and min(losses) > 0 and max(losses) / min(losses) > 50:
-        ax.set_yscale("log")  # losses falling by decades read better on a log axis
+    _log_if_wide(ax, [v for r in history for k, v in r.items() if k.endswith("loss")])
     ax.grid(alpha=0.3)
     ax.legend()
 
@@ -71,6 +80,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path, title: str | N
         for key in metrics:
             values = [row.get(key, math.nan) for row in history]
             ax.plot(epochs, values, "-o", markersize=3, label=key)
+        ax.margins(y=0.12)  # room for the label of the best value
         best = _best_marker(history, metrics[0])
         if best is not None:
             ax.annotate(f"{best[1]:.4g}", best, textcoords="offset points", xytext=(0, 6),
@@ -80,8 +90,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path, title: str | N
         ax.grid(alpha=0.3)
         ax.legend()
     for ax in axes:
-        if len(epochs) <= 12:
-            ax.set_xticks(epochs)
+        _integer_epochs(ax, epochs)
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,31 +115,31 @@ _RESULT_KEYS = ("objective", "value", "objective_value")
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _label(row: dict[str, Any], index: int, params: list[str]) -> str:
+def _settings(row: dict[str, Any]) -> dict[str, str]:
+    """A job's swept settings: its ``overrides`` (``["optim.lr=0.1", ...]``) as a dict."""
+    overrides = row.get("overrides") or []
+    if isinstance(overrides, str):
+        overrides = overrides.split()
+    return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+
+
+def _label(settings: dict[str, str], params: list[str], row: dict[str, Any]) -> str:
     if params:
-        return " ".join(f"{p.rsplit('.', 1)[-1]}={row.get(p)}" for p in params)
-    for key in ("overrides", "job", "name", "num"):
-        if row.get(key) not in (None, "", []):
-            value = row[key]
-            return " ".join(value) if isinstance(value, list) else str(value)
-    return f"#{index}"
+        return " ".join(f"{p.rsplit('.', 1)[-1].lstrip('+')}={settings.get(p, '-')}" for p in params)
+    return f"job {row.get('job', '?')}"
 
 
 def _history(run_dir: Any) -> list[dict[str, Any]]:
-    if not run_dir:
-        return []
-    file = Path(str(run_dir)) / "metrics.jsonl"
-    if not file.is_file():
+    file = Path(str(run_dir)) / "metrics.jsonl" if run_dir else None
+    if file is None or not file.is_file():
         return []
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
@@ -140,21 +149,20 @@ def plot_sweep(
     path: str | Path,
     *,
     objective: str | None = None,
-    params: list[str] | None = None,
     direction: str | None = None,
 ) -> str | None:
-    """A comparison of a sweep's jobs, written to ``path`` (next to the sweep's summary.csv).
+    """A picture comparing a sweep's jobs, written to ``path`` (next to ``summary.csv``).
 
-    ``summary_rows``: one dict per job. Read from them: the objective value (``objective`` names
-    the key; otherwise the first of ``objective``, ``value``, ``objective_value``; non-numbers
-    such as failed jobs are left out), the swept parameters (``params``; otherwise the keys with
-    a dot, ``optim.lr``, whose values differ between rows), and ``run_dir`` (optional: the job's
-    folder, whose ``metrics.jsonl`` gives the curves panel). ``objective_name`` in a row, or
-    ``direction`` (``minimize``/``maximize``), decides which job is best.
+    ``summary_rows``: one dict per job, as ``trainrun.sweep.job_row`` makes them. Read from
+    each: ``objective`` (the job's objective value; None or NaN for a failed job, which is left
+    out; ``objective=`` names another key), ``objective_name`` (for the axis label and the
+    direction, unless ``direction`` is given), ``overrides`` (``["optim.lr=0.1", ...]``: the keys
+    whose values differ between jobs are the swept parameters), ``job`` and, optionally,
+    ``run_dir`` (its ``metrics.jsonl`` gives the curves panel).
 
-    Left panel: the objective against the swept parameter when exactly one numeric parameter
-    varies (log axis when it spans two decades or more), otherwise one bar per job. Right panel
-    (when run folders are given): each job's validation curve of the objective metric (or
+    Left: the objective against the swept parameter when exactly one numeric parameter varies
+    (a log axis when it spans two decades or more), otherwise one bar per job, best in red.
+    Right (when run folders are given): each job's per-epoch curve of the objective (or
     ``val_loss``). Returns None when written, or a note saying why not.
     """
     from trainrun.config import objective_direction
@@ -165,61 +173,59 @@ def plot_sweep(
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
     rows = list(summary_rows)
-    key = objective or next((k for k in _RESULT_KEYS if any(k in r for r in rows)), None)
-    if key is None:
-        return f"{path.name} not written: the sweep rows hold no objective value"
-    name = next((str(r["objective_name"]) for r in rows if r.get("objective_name")), None)
-    direction = direction or objective_direction(name or key)
-    if params is None:
-        params = sorted({k for r in rows for k in r if "." in k and k != "run_dir"})
-        params = [p for p in params if len({str(r.get(p)) for r in rows}) > 1]
-    done = [(i, r, _number(r.get(key))) for i, r in enumerate(rows)]
-    done = [(i, r, v) for i, r, v in done if v is not None and math.isfinite(v)]
+    key = objective or next((k for k in _RESULT_KEYS if any(k in r for r in rows)), "objective")
+    name = next((str(r["objective_name"]) for r in rows if r.get("objective_name")), None) or key
+    direction = direction or objective_direction(name)
+    done = [(r, _settings(r), _number(r.get(key))) for r in rows]
+    done = [(r, s, v) for r, s, v in done if v is not None and math.isfinite(v)]
     if not done:
-        return f"{path.name} not written: no job of the sweep has a finite {key}"
+        return f"{path.name} not written: no job of the sweep has a finite {name}"
+    keys = list(dict.fromkeys(k for _, s, _ in done for k in s))
+    params = [k for k in keys if len({s.get(k) for _, s, _ in done}) > 1]
     best_value = (min if direction == "minimize" else max)(v for _, _, v in done)
+    curves = [(r, s, h) for r, s, _ in done if (h := _history(r.get("run_dir")))]
 
-    curves = [(i, r, _history(r.get("run_dir"))) for i, r, _ in done]
-    curves = [c for c in curves if c[2]]
     axes = fig.subplots(1, 2 if curves else 1, squeeze=False)[0]
     ax = axes[0]
-    numeric = [p for p in params if all(_number(r.get(p)) is not None for _, r, _ in done)]
-    shown = name or key
-    if len(params) == 1 and numeric:
-        p = numeric[0]
-        points = sorted((_number(r.get(p)), v) for _, r, v in done)
-        xs, ys = [x for x, _ in points], [y for _, y in points]
-        ax.plot(xs, ys, "o-", markersize=5)
+    xs = [_number(s.get(params[0])) for _, s, _ in done] if len(params) == 1 else []
+    if xs and all(x is not None for x in xs):
+        points = sorted(zip(xs, (v for _, _, v in done), strict=True))
+        ys = [y for _, y in points]
+        ax.plot([x for x, _ in points], ys, "o-", markersize=5)
         best_x = next(x for x, y in points if y == best_value)
         ax.plot([best_x], [best_value], "*", markersize=14, color="tab:red",
-                label=f"best {p}={best_x:g}: {best_value:.4g}")
+                label=f"best {params[0]}={best_x:g}: {best_value:.4g}")
         if min(xs) > 0 and max(xs) / min(xs) >= 100:
             ax.set_xscale("log")
-        ax.set_xlabel(p)
-        ax.set_ylabel(shown)
+        ax.set_xlabel(params[0])
+        ax.set_ylabel(name)
+        _log_if_wide(ax, ys)
         ax.legend()
     else:
         values = [v for _, _, v in done]
         ax.barh(range(len(values)), values,
                 color=["tab:red" if v == best_value else "tab:blue" for v in values])
-        ax.set_yticks(range(len(values)), [_label(r, i, params) for i, r, _ in done],
+        ax.set_yticks(range(len(values)), [_label(s, params, r) for r, s, _ in done],
                       fontsize=7 if len(values) > 12 else 9)
         ax.invert_yaxis()
-        ax.set_xlabel(shown)
-    ax.set_title(f"{len(done)} of {len(rows)} jobs; best {shown} = {best_value:.4g} ({direction})",
+        ax.set_xlabel(name)
+        _log_if_wide(ax, values, "x")
+    ax.set_title(f"{len(done)} of {len(rows)} jobs; best {name} = {best_value:.4g} ({direction})",
                  fontsize=10)
     ax.grid(alpha=0.3)
 
     if curves:
         ax = axes[1]
-        metric = name if name and any(name in h[0] for _, _, h in curves) else "val_loss"
-        for i, r, history in curves[:20]:
-            epochs = [h["epoch"] for h in history]
-            ax.plot(epochs, [h.get(metric, math.nan) for h in history], linewidth=1.2,
-                    label=_label(r, i, params))
+        metric = name if any(name in h[0] for _, _, h in curves) else "val_loss"
+        for r, s, history in curves[:20]:
+            ax.plot([h["epoch"] for h in history], [h.get(metric, math.nan) for h in history],
+                    "-o", markersize=2, linewidth=1.2, label=_label(s, params, r))
+        _log_if_wide(ax, [h.get(metric) for _, _, hs in curves[:20] for h in hs])
+        _integer_epochs(ax, [h["epoch"] for _, _, hs in curves[:20] for h in hs])
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per epoch", fontsize=10)
+        ax.set_title(f"{metric} per epoch" + (" (first 20 jobs)" if len(curves) > 20 else ""),
+                     fontsize=10)
         ax.grid(alpha=0.3)
         if len(curves) <= 10:
             ax.legend(fontsize=7)
