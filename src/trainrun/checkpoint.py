@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun import distributed
 from trainrun.atomic import atomic_write
 from trainrun.errors import TrainrunError
 
@@ -125,8 +126,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def payload(run: Any, state: Any) -> dict[str, Any]:
-    """Everything needed to continue ``run`` from ``state`` exactly."""
+def payload(run: Any, state: Any, step_losses: torch.Tensor | None = None) -> dict[str, Any]:
+    """Everything needed to continue ``run`` from ``state`` exactly. ``step_losses``: under DDP,
+    every rank's batch losses of the unfinished epoch (``[world_size, n]``, from
+    :func:`trainrun.distributed.gather_rows`); by default this process's."""
+    if step_losses is None:
+        step_losses = state.step_losses
     return {
         "format": FORMAT,
         "model": run.module.state_dict(),
@@ -142,7 +147,7 @@ def payload(run: Any, state: Any) -> dict[str, Any]:
             "history": state.history,
             "stop_reason": state.stop_reason,
         },
-        "step_losses": None if state.step_losses is None else state.step_losses.detach().cpu(),
+        "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
         "config": OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True),
     }
@@ -150,7 +155,7 @@ def payload(run: Any, state: Any) -> dict[str, Any]:
 
 def restore(run: Any, state: Any, saved: dict[str, Any]) -> None:
     """Put a loaded checkpoint back into ``run`` and ``state``."""
-    losses = saved["step_losses"]
+    losses = distributed.rank_row(saved["step_losses"], run)  # under DDP: this rank's losses
     if losses is not None and len(losses) != len(run.train_batches):
         raise TrainrunError(
             f"the checkpoint was saved in the middle of an epoch of {len(losses)} batches; this "
@@ -208,6 +213,7 @@ class Interrupt:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self.quiet = False  # DDP ranks other than 0 set it: one message, not one per process
 
     def __enter__(self) -> Interrupt:
         for name in self.SIGNALS:
@@ -223,7 +229,7 @@ class Interrupt:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        if self.signum is None:  # os.write: print() is not safe inside a signal handler
+        if self.signum is None and not self.quiet:  # os.write: print() is unsafe in a handler
             again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
             os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step, "
                         f"saving checkpoints/last.pt{again}\n".encode())
@@ -232,6 +238,10 @@ class Interrupt:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
+
+    def stop_requested(self) -> bool:
+        """Asked once per optimizer step (under DDP, ``distributed.AgreedInterrupt`` answers)."""
+        return self.signum is not None
 
 def remove_partial_writes(folder: Path) -> list[Path]:
     """Delete temporary files a killed write left behind (``.last.pt.<random>.tmp``). They are
@@ -255,12 +265,13 @@ class Checkpoints:
             remove_partial_writes(folder)
 
     def save(self, state: Any, name: str = LAST) -> None:
+        losses = distributed.gather_rows(state.step_losses, self.run)  # DDP: every rank calls save
         if self.writes:
-            save(self.folder / name, payload(self.run, state))
+            save(self.folder / name, payload(self.run, state, losses))
 
     def after_step(self, state: Any) -> bool:
         """After each optimizer step: True stops the run (a signal came; last.pt is saved)."""
-        if self.interrupt is not None and self.interrupt.signum is not None:
+        if self.interrupt is not None and self.interrupt.stop_requested():
             self.save(state)
             self.stopped = True
             return True

@@ -65,7 +65,7 @@ def resume_command(run_dir: Path) -> str:
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base=None)
 def _train(cfg: DictConfig) -> float | None:
-    from trainrun.train import run_training
+    from trainrun.distributed import launch  # alone, as the parent of DDP workers, or one rank
 
     global _task_started
     _task_started = True
@@ -75,13 +75,13 @@ def _train(cfg: DictConfig) -> float | None:
         from trainrun.sweep import run_job
 
         # A failed job is recorded in its summary.json and returns None: the sweep goes on.
-        return run_job(cfg, run_dir, run_training)
+        return run_job(cfg, run_dir, launch)
     try:
-        summary = run_training(cfg, run_dir)
+        summary = launch(cfg, run_dir)
     except TrainrunError as err:
         _fail(err)
         raise
-    if summary["status"] == "interrupted":
+    if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
         log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
                  f"{resume_command(run_dir)}")
         import signal
@@ -91,7 +91,19 @@ def _train(cfg: DictConfig) -> float | None:
 
 
 def train() -> None:
-    """Console script ``train``."""
+    """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
+    run folder and leave with a clean exit."""
+    from trainrun import distributed
+
+    with distributed.exit_as_rank():
+        try:
+            distributed.pin_run_dir(sys.argv)
+        except TrainrunError as err:
+            _fail(err)
+        _train_command()
+
+
+def _train_command() -> None:
     from trainrun.validate import friendly_hydra_errors
 
     try:
@@ -110,3 +122,7 @@ def train() -> None:
             sys.exit(CONFIG_ERROR)
         raise
 
+
+
+if __name__ == "__main__":  # python -m trainrun.cli, e.g. torchrun --nproc_per_node=2 -m trainrun.cli
+    train()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from trainrun.build import Run
-from trainrun.distributed import all_reduce_sum
+from trainrun.distributed import all_finite, all_reduce_sum, micro_batch_weights
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 
@@ -66,10 +66,12 @@ def train_epoch(
     if state.step_losses is None:
         state.step_losses = torch.zeros(n, device=run.device)
     losses = state.step_losses
+    # Each batch's share of its optimizer step (1/k when accumulating k equal batches; exact for
+    # short last batches and DDP shards), so a step's gradient is the mean over its samples.
+    weights = micro_batch_weights(run.train_batches.sizes, k, run)
 
     model.train()
     for i, (x, y) in enumerate(run.train_batches.epoch(epoch, state.batch), start=state.batch):
-        window = min(k, n - i // k * k)  # batches in this accumulation window
         steps_now = (i + 1) % k == 0 or i + 1 == n  # last batch of the window: step after it
         if i % k == 0:
             optimizer.zero_grad(set_to_none=True)
@@ -77,10 +79,10 @@ def train_epoch(
             out = model(x)
             loss = criterion(out, y)
         losses[i] = loss.detach()
-        if skip_nonfinite and not torch.isfinite(loss):  # opt-in: costs one sync per batch
+        if skip_nonfinite and not all_finite(loss, run):  # opt-in: one sync per batch (all ranks)
             pass  # this batch adds no gradient; the rest of its window still steps
         else:
-            scaler.scale(loss / window if window > 1 else loss).backward()
+            scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
         progress.step(loss)
         state.batch = i + 1
         if steps_now:

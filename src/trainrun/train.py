@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from trainrun import __version__, checkpoint, explain, preflight
 from trainrun.build import Run, build
 from trainrun.config import objective_direction
+from trainrun.distributed import AgreedInterrupt
 from trainrun.errors import TrainrunError
 from trainrun.loggers import make_loggers
 from trainrun.loop import TrainState, fit
@@ -124,6 +125,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         resume(run, state, run_dir, reporter)
 
     with checkpoint.Interrupt() as interrupt:
+        if world_size > 1:  # DDP: the ranks agree on the step at which a signal stops them all
+            interrupt = AgreedInterrupt(interrupt, run)
         checkpoints = checkpoint.Checkpoints(run, run_dir / "checkpoints", interrupt)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if cfg.trainer.detect_anomaly else nullcontext()
@@ -160,6 +163,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         "num_parameters": run.num_parameters,
         "device": str(run.device),
         "world_size": world_size,
+        "rank": rank,
         "task": run.info.task,
         "data_sizes": run.info.sizes,
         "run_dir": str(run_dir),
