@@ -212,6 +212,12 @@ class DataInfo:
     classes: list[Any] | None = None  # original labels, index = class id
     y_scale: float = 1.0  # regression: RMSE is reported in the target's own units
     sizes: dict[str, int] = field(default_factory=dict)
+    # Regression with standardize: per target column, so predictions map back to the target's
+    # units (prediction * y_std + y_mean). ``None`` when targets were not standardized.
+    y_mean: list[float] | None = None
+    y_std: list[float] | None = None
+    # Array data: each split's sample positions in the source's rows (evaluate's predictions.csv).
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def in_features(self) -> int:
@@ -315,6 +321,7 @@ def prepare_arrays(
     test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
 
     y_scale = 1.0
+    y_stats: tuple[list[float], list[float]] | tuple[None, None] = (None, None)
     if standardize:
         mean = x[train_idx].mean(axis=0)
         std = x[train_idx].std(axis=0)
@@ -324,6 +331,7 @@ def prepare_arrays(
             y_std = np.where(y_std > 0, y_std, 1.0)
             y = (y - y_mean) / y_std
             y_scale = float(np.mean(y_std))
+            y_stats = np.atleast_1d(y_mean).tolist(), np.atleast_1d(y_std).tolist()
 
     in_shape: tuple[int, ...] = (x.shape[1],)
     if image_shape:
@@ -348,6 +356,9 @@ def prepare_arrays(
         classes=None if classes is None else classes.tolist(),
         y_scale=y_scale,
         sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+        y_mean=y_stats[0],
+        y_std=y_stats[1],
+        rows={"train": train_idx, "val": val_idx, "test": test_idx},
     )
     return splits, info
 
