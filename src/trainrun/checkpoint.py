@@ -11,6 +11,7 @@ Files are written through :func:`trainrun.atomic.atomic_write` and read with
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -150,7 +151,19 @@ def payload(run: Any, state: Any, step_losses: torch.Tensor | None = None) -> di
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
         "config": OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True),
+        "schemas": schema_names(run.cfg),
     }
+
+
+def schema_names(cfg: DictConfig) -> dict[str, str]:
+    """The schema class of each config section (``data`` -> ``SklearnDataConfig``), so that the
+    plain config stored in a checkpoint can be typed again (``evaluate`` rebuilds from it)."""
+    names = {}
+    for key in cfg:
+        kind = OmegaConf.get_type(cfg, str(key))
+        if dataclasses.is_dataclass(kind) and kind.__module__ == "trainrun.config":
+            names[str(key)] = kind.__name__
+    return names
 
 
 def restore(run: Any, state: Any, saved: dict[str, Any]) -> None:
@@ -242,6 +255,7 @@ class Interrupt:
     def stop_requested(self) -> bool:
         """Asked once per optimizer step (under DDP, ``distributed.AgreedInterrupt`` answers)."""
         return self.signum is not None
+
 
 def remove_partial_writes(folder: Path) -> list[Path]:
     """Delete temporary files a killed write left behind (``.last.pt.<random>.tmp``). They are

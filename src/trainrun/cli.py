@@ -123,6 +123,37 @@ def _train_command() -> None:
         raise
 
 
+_evaluate_started = False
+
+
+def _evaluate_task(cfg: DictConfig) -> None:
+    from trainrun.evaluate import evaluate_run
+
+    global _evaluate_started
+    _evaluate_started = True
+    try:
+        evaluate_run(cfg)
+    except TrainrunError as err:
+        _fail(err)
+
+
+def evaluate() -> None:
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
+    or input error (a missing run folder, checkpoint or split)."""
+    from trainrun import evaluate as _schema  # noqa: F401  (registers evaluate_schema)
+    from trainrun.validate import friendly_hydra_errors
+
+    main = hydra.main(config_path=config_dir(), config_name="evaluate", version_base=None)(
+        _evaluate_task)
+    try:
+        with friendly_hydra_errors(lambda: _evaluate_started):
+            main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _evaluate_started:  # Hydra's composition errors
+            sys.exit(CONFIG_ERROR)
+        raise
+
 
 if __name__ == "__main__":  # python -m trainrun.cli, e.g. torchrun --nproc_per_node=2 -m trainrun.cli
     train()
