@@ -37,7 +37,7 @@ def locate(target: str, key: str) -> Any:
     except Exception as err:
         module = target.rpartition(".")[0] or target
         raise TrainrunError(
-            f"cannot import {key}._target_={target!r}: {_first_line(err)}",
+            f"cannot import {key}._target_={target!r}: {_first_line(err.__cause__ or err)}",
             key=f"{key}._target_",
             fix=f"check the spelling; a module of yours ({module!r}) must be importable from "
             f"{cwd} or be installed",

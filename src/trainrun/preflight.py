@@ -147,8 +147,8 @@ def check(run: Any, say: Callable[[str], None] | None = None) -> Report:
         _check_data(run, x, y)
         _check_binding(run, report)
         out, loss, ran = _forward_backward(run, x, y, report)
-        _check_gradients(run, ran)
         _check_binding(run, report, after_forward=True)
+        _check_gradients(run, ran)
         loss_value = float(loss.detach().float())
     held = sum(1 for g in run.optimizer.param_groups for p in g["params"] if p.requires_grad)
     ms = (time.perf_counter() - started) * 1000
