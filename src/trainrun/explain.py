@@ -229,7 +229,8 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
     else:
         console.print(f"[bold]{type(optimizer).__name__}[/]: its step depends on running state; "
                       "no first-step rule is checked for it")
-    console.print("[dim]Nothing was trained or written; run without explain=true to train.[/]")
+    console.print("[dim]Nothing was trained and no checkpoint or metrics were written; run "
+                  "without explain=true to train.[/]")
     summary["loss"] = float(loss.detach())
     return summary
 

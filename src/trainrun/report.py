@@ -78,7 +78,7 @@ class Reporter:
     def show_start(self, cfg: Any) -> None:
         """The config as a rich tree (``print_config``) and the run folder, to copy."""
         if self.mode != "none":
-            if cfg.get("print_config", True):
+            if cfg.get("print_config", True) and not cfg.get("explain", False):  # explain: one screen
                 print_config_tree(cfg)
             log.info(f"run folder: {self.run_dir}")
 
