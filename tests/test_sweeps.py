@@ -303,3 +303,17 @@ def test_optuna_stored_study_resumes(tmp_path: Path) -> None:
     assert {t.params["optim"] for t in study.trials} <= {"adam", "adamw", "sgd"}
     best = yaml.safe_load((second_dir / "optimization_results.yaml").read_text())
     assert math.isclose(best["best_value"], study.best_value)
+
+
+@pytest.mark.slow
+def test_optuna_study_where_every_trial_fails_exits_nonzero_with_a_summary(tmp_path: Path) -> None:
+    # The sweeper itself stops at the end (Optuna: "No trials are completed yet"); the summary is
+    # still written, from the exit hook of the callback.
+    result, sweep_dir = sweep(tmp_path, "hparams_search=lr", "optim=sgd",
+                              f"optim.lr=choice({BAD_LR},1e10)", "hydra/sweeper/sampler=random",
+                              "hydra.sweeper.n_trials=2")
+
+    assert result.returncode == 1, result.output
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("non-finite" in r["error"] for r in rows)
