@@ -1,0 +1,96 @@
+"""Early stopping: ``trainer.early_stopping.{patience,min_delta,monitor,mode}``; the reason is
+printed and recorded in summary.json (and in last.pt, whose history decides a resumed run)."""
+
+from __future__ import annotations
+
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import run_train
+
+from trainrun.loop import early_stopping_reason
+
+
+def rule(patience, min_delta=0.0, monitor="val_loss", mode="min"):
+    return SimpleNamespace(patience=patience, min_delta=min_delta, monitor=monitor, mode=mode)
+
+
+def history(values, key="val_loss"):
+    return [{"epoch": i + 1, "train_loss": 1.0, key: v} for i, v in enumerate(values)]
+
+
+def test_patience_counts_epochs_without_improvement():
+    # Like Keras and Lightning: patience=2 stops after the 2nd epoch in a row without improvement.
+    assert early_stopping_reason(history([1.0, 0.9, 0.95]), rule(2)) is None
+    reason = early_stopping_reason(history([1.0, 0.9, 0.95, 0.91]), rule(2))
+    assert reason == ("early stopping after epoch 4: val_loss has not improved by more than 0.0 "
+                      "for 2 epochs (patience 2; best 0.9 at epoch 2)")
+    # An improvement resets the count.
+    assert early_stopping_reason(history([1.0, 0.9, 0.95, 0.8, 0.85]), rule(2)) is None
+    # patience=0: stop at the first epoch that does not improve (never at one that does).
+    assert early_stopping_reason(history([1.0, 0.9]), rule(0)) is None
+    assert "for 1 epoch " in early_stopping_reason(history([1.0, 0.9, 0.9]), rule(0))
+    # Off while patience is null.
+    assert early_stopping_reason(history([1.0, 2.0, 3.0, 4.0]), rule(None)) is None
+    assert early_stopping_reason([], rule(1)) is None
+
+
+def test_min_delta_mode_and_monitor():
+    # Improvements of min_delta or less do not count.
+    assert early_stopping_reason(history([1.0, 0.95, 0.92]), rule(2, min_delta=0.1)) is not None
+    assert early_stopping_reason(history([1.0, 0.85, 0.7]), rule(2, min_delta=0.1)) is None
+    # mode=max for accuracy-like values; the monitored key is the one named.
+    accs = history([0.5, 0.7, 0.6, 0.4], key="val_acc")
+    assert "val_acc has not improved" in early_stopping_reason(accs, rule(2, monitor="val_acc", mode="max"))
+    assert early_stopping_reason(accs, rule(2, monitor="val_acc", mode="min")) is None  # 0.4 improves
+    # A non-finite value never improves.
+    assert early_stopping_reason(history([1.0, math.nan, math.nan]), rule(2)) is not None
+    assert "best none" in early_stopping_reason(history([math.nan, math.nan]), rule(2))
+
+
+def test_a_run_stops_early_and_says_why(tmp_path):
+    result = run_train("data=synthetic", "data.n_samples=400", "data.batch_size=16",
+                       "model.hidden=[32]", "optim=adamw", "optim.lr=0.05", "trainer.epochs=30",
+                       "trainer.early_stopping.patience=2", "plot=false", cwd=tmp_path)
+    summary = result.summary
+    assert summary["status"] == "stopped early"
+    reason = summary["stop_reason"]
+    assert reason.startswith(f"early stopping after epoch {summary['epochs_run']}: val_loss")
+    assert reason in result.output
+    assert summary["epochs_run"] < 30 and len(result.metrics) == summary["epochs_run"]
+    # The two last epochs did not beat the best before them.
+    values = [row["val_loss"] for row in result.metrics]
+    assert min(values[-2:]) >= min(values[:-2])
+    # last.pt holds the stopping epoch (resume=auto of a stopped run stops again at once).
+    saved = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == summary["epochs_run"]
+    assert saved["state"]["stop_reason"] == reason
+
+
+@pytest.mark.slow
+def test_resuming_a_stopped_run_with_more_patience_continues(tmp_path):
+    common = ("data=synthetic", "data.n_samples=400", "data.batch_size=16", "model.hidden=[32]",
+              "optim=adamw", "optim.lr=0.05", "trainer.epochs=30", "plot=false")
+    first = run_train(*common, "trainer.early_stopping.patience=1", cwd=tmp_path)
+    stopped_at = first.summary["epochs_run"]
+    again = run_train(*common, "trainer.early_stopping.patience=1", "resume=auto", cwd=tmp_path)
+    assert again.summary["status"] == "stopped early"
+    assert again.summary["epochs_run"] == stopped_at  # decided again from the history
+    assert not re.search(r"^epoch\s+\d+/", again.output, re.MULTILINE), again.output  # no epoch trained
+    more = run_train(*common, "trainer.early_stopping.patience=100", "trainer.epochs=" +
+                     str(stopped_at + 2), "resume=auto", cwd=tmp_path)
+    assert "config changed since the checkpoint: trainer.early_stopping.patience: 1 -> 100" in more.output
+    assert more.summary["status"] == "completed"
+    assert more.summary["epochs_run"] == stopped_at + 2
+
+
+def test_monitoring_a_value_the_run_does_not_log(tmp_path):
+    monitor = "val_f1"
+    result = run_train("data=synthetic", "data.n_samples=100", "trainer.epochs=1", "plot=false",
+                       "trainer.early_stopping.patience=1", f"trainer.early_stopping.monitor={monitor}",
+                       cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.output
+    assert f"trainer.early_stopping.monitor={monitor} is not a value this run logs" in result.output
