@@ -18,7 +18,7 @@ from trainrun import __version__, checkpoint, explain, preflight
 from trainrun.build import Run, build
 from trainrun.config import objective_direction
 from trainrun.distributed import AgreedInterrupt
-from trainrun.errors import TrainrunError
+from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.loggers import make_loggers
 from trainrun.loop import TrainState, fit
 from trainrun.report import Reporter
@@ -133,8 +133,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         try:
             with anomaly:
                 fit(run, state, reporter, checkpoints)
-        except BaseException:
+        except BaseException as err:
             reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
+            if cfg.trainer.detect_anomaly and "returned nan values" in str(err):
+                raise TrainrunError(
+                    f"{err} (torch.autograd.detect_anomaly; the forward line that made it is in the "
+                    "warning above)", key="trainer.detect_anomaly", exit_code=TRAINING_ERROR,
+                    fix="look at that line; lower optim.lr, clip gradients or check the data") from None
             raise
         train_seconds = time.perf_counter() - fit_started
 

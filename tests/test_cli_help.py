@@ -1,0 +1,148 @@
+"""``train --help``: every config group and option (checked against what Hydra itself finds),
+the trainer and data keys (checked against the schemas), example commands that compose; and
+``--cfg job`` / ``--info`` still work."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import subprocess
+
+import pytest
+from conftest import BIN, env_for_tests
+
+from trainrun import config as schemas
+from trainrun import reference
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "train"), *args], cwd=cwd, env=env_for_tests(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def help_text(tmp_path_factory) -> str:
+    proc = run_cli("--help", cwd=tmp_path_factory.mktemp("help"))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def parse_groups(text: str) -> dict[str, dict[str, tuple[str, bool]]]:
+    """The "Config groups" section as ``group -> option -> (description, current)``."""
+    section = text.split("Config groups", 1)[1].split("\n\n", 1)[0]
+    groups: dict[str, dict[str, tuple[str, bool]]] = {}
+    group = None
+    for line in section.splitlines()[1:]:
+        option = re.match(r"    ([* ]) (\S+)\s*(.*)$", line)
+        if option and group is not None:
+            groups[group][option.group(2)] = (option.group(3).strip(), option.group(1) == "*")
+            continue
+        head = re.match(r"  (\S+)", line)
+        if head:
+            group = head.group(1)
+            groups[group] = {}
+    return groups
+
+
+def hydra_groups() -> dict[str, list[str]]:
+    """Every group and option Hydra finds for ``train`` (the ground truth for the help)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trainrun.cli import config_dir
+
+    found: dict[str, list[str]] = {}
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+
+        def walk(parent: str) -> None:
+            for name in loader.list_groups(parent):
+                group = f"{parent}/{name}" if parent else name
+                found[group] = loader.get_group_options(group)
+                walk(group)
+
+        walk("")
+    return found
+
+
+def test_help_lists_every_group_and_option_with_a_description(help_text):
+    shown = parse_groups(help_text)
+    for group, options in hydra_groups().items():
+        if group.startswith(("schema", "hydra")) or not options:
+            continue
+        assert group in shown, f"group {group} missing from train --help"
+        assert set(shown[group]) == set(options), f"{group}: help shows {sorted(shown[group])}, Hydra has {options}"
+        for option, (description, _) in shown[group].items():
+            assert description, f"{group}={option} has no description (first comment line of its YAML)"
+
+
+def test_help_lists_the_projects_launcher_presets(help_text):
+    shown = parse_groups(help_text)
+    project = {p.stem for p in (reference.config_dir() / "hydra" / "launcher").glob("*.yaml")}
+    assert project, "configs/hydra/launcher holds no presets"
+    assert set(shown["hydra/launcher"]) == project
+    assert all(o in help_text for o in ("submitit_slurm", "joblib"))  # Hydra's own, named in the group line
+
+
+def test_help_marks_the_default_choices(help_text):
+    shown = parse_groups(help_text)
+    assert shown["model"]["mlp"][1] and not shown["model"]["cnn"][1]
+    assert shown["logger"]["csv"][1] and not shown["logger"]["tensorboard"][1]
+
+
+@pytest.mark.slow
+def test_help_marks_the_choices_made_on_the_command_line(tmp_path):
+    proc = run_cli("model=cnn", "logger=[csv,tensorboard]", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    shown = parse_groups(proc.stdout)
+    assert shown["model"]["cnn"][1] and not shown["model"]["mlp"][1]
+    assert shown["logger"]["csv"][1] and shown["logger"]["tensorboard"][1]
+
+
+@pytest.mark.parametrize("group, schema", [("trainer", schemas.TrainerConfig), ("data", schemas.DataConfig)])
+def test_help_lists_every_trainer_and_data_key(help_text, group, schema):
+    for key in reference.schema_keys(schema):
+        if key.name == "_target_":
+            continue
+        assert re.search(rf"^  {re.escape(group)}\.{re.escape(key.name)}=\S*\s+\S", help_text, re.M), \
+            f"{group}.{key.name} missing from train --help (or has no description)"
+    assert dataclasses.fields(schema)
+
+
+def test_help_examples_cover_the_main_tasks(help_text):
+    examples = help_text.split("\nExamples\n", 1)[1]
+    for needle in ("train ", "train -m ", "hparams_search=", "hydra/launcher=slurm", "resume=auto", "evaluate run="):
+        assert needle in examples, f"no example with {needle!r}"
+
+
+@pytest.mark.parametrize("command", [c for c, _ in reference.EXAMPLES])
+def test_help_examples_compose(command, tmp_path):
+    """Every example is a valid command: its first sweep combination composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainrun.cli import config_dir
+
+    if command.startswith("evaluate"):
+        import trainrun.evaluate  # noqa: F401  (registers evaluate's schema)
+    words = shlex.split(command.replace("<run folder>", str(tmp_path)))
+    name, overrides = words[0], [w for w in words[1:] if w != "-m"]
+    first = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
+            else override.get_value_element_as_str()
+        first.append(f"{override.get_key_element()}={value}")
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        cfg = compose(name if name == "evaluate" else "train", overrides=first, return_hydra_config=True)
+    assert cfg is not None
+
+
+@pytest.mark.slow
+def test_cfg_job_and_info_still_work(tmp_path):
+    job = run_cli("--cfg", "job", "model=cnn", cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert "_target_: trainrun.models.CNN" in job.stdout and "trainer:" in job.stdout
+    info = run_cli("--info", "defaults", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "logger/csv" in info.stdout and "hydra/help/trainrun" in info.stdout
