@@ -1,8 +1,10 @@
-"""The ``train`` console script: Hydra's entry point and the error boundary, nothing else.
+"""The ``train`` and ``evaluate`` console scripts: Hydra's entry points and the error boundary,
+nothing else.
 
 Exit statuses: 0 done; 2 a config or input error (found before training, Hydra's composition
 errors included); 1 a failure during training; 128 + N when signal N stopped the run after it
-saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM). ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM); 130 also for a second Ctrl-C, which stops at
+once without saving. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def _train_command() -> None:
     try:
         with friendly_hydra_errors(lambda: _task_started):  # short composition errors, exit 2
             _train()
-    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step)
-        print("\nStopped at once by a second Ctrl-C; checkpoints/last.pt holds the last saved "
-              "state (resume=auto continues from it).", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step),
+        # or one before training started: nothing is saved, the last checkpoint stays valid.
+        print("\nStopped at once by Ctrl-C, without saving: checkpoints/last.pt (if any) holds "
+              "the last saved state (resume=auto continues from it).", file=sys.stderr)
         sys.exit(128 + 2)
     except SystemExit as exit_:
         # Hydra exits with 1 on composition errors (typo, wrong type, unknown option), before
