@@ -122,6 +122,32 @@ def test_kill_after_the_epoch_that_stops_early(reference, tmp_path):
     assert summary["epochs_run"] == stop_epoch
 
 
+USER_DATASET = """
+import torch
+from torch.utils.data import TensorDataset
+
+
+def make():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 20, generator=g)
+    return TensorDataset(x, (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long())
+"""
+
+
+@pytest.mark.slow
+def test_dataloader_path_resumes_bit_identical(tmp_path):
+    """A user Dataset goes through a DataLoader, whose iterators draw a seed from a generator:
+    not from torch's global stream (dropout's), or a mid-epoch resume would shift it."""
+    (tmp_path / "userdata.py").write_text(USER_DATASET)
+    overrides = (*SMALL, "data._target_=userdata.make", "model.dropout=0.3", "trainer.epochs=3")
+    run_train(*overrides, cwd=tmp_path, run_dir=tmp_path / "reference")
+    # Steps count per process: the 2nd one starts at step 10 and dies after global step 27.
+    reports = kill_then_resume(["step:13", "step:17"], overrides, tmp_path / "run")
+    assert [line.split(" at ")[1] for line in reports] == [
+        "epoch 1, after batch 10 (step 10)", "epoch 2, after batch 5 (step 25)"]
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+
+
 def _improving_epochs(run_dir: Path) -> list[int]:
     best, out = None, []
     for row in metric_rows(run_dir):

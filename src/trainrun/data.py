@@ -490,12 +490,17 @@ class LoaderBatches:
             self.sampler = RandomSampler(dataset, generator=torch.Generator())
         else:
             self.sampler = SequentialSampler(dataset)
+        # Each new loader iterator draws its worker seed from this generator, seeded per epoch,
+        # not from torch's global stream (dropout's): a run resumed in the middle of an epoch
+        # then leaves the global stream exactly where the checkpoint saved it.
+        self.generator = torch.Generator()
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
+            generator=self.generator,
         )
         self.device, self.prepare_targets = device, prepare_targets
         n = len(self.sampler)
@@ -513,6 +518,7 @@ class LoaderBatches:
             self.sampler.set_epoch(epoch)
         elif isinstance(getattr(self.sampler, "generator", None), torch.Generator):
             self.sampler.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch + 500_009)
         for step, (x, y) in enumerate(self.loader):
             if step == len(self.sizes):
                 break
