@@ -70,13 +70,15 @@ def test_a_checkpoint_file_and_the_train_split(trained):
     assert math.isfinite(report["loss"]) and 0 <= report["acc"] <= 1
 
 
-def test_other_data(trained):
-    """data=<option> replaces the run's data config (same shapes, other samples)."""
+def test_other_data_and_device(trained):
+    """data=<option> replaces the run's data config (same shapes, other samples); device= the
+    device."""
     out = trained.parent / "other"
     evaluate(f"run={trained}", "data=synthetic", "data.n_samples=500", "data.seed=7",
-             f"out={out}", cwd=trained.parent)
+             "device=cpu", f"out={out}", cwd=trained.parent)
     report = json.loads((out / "eval.json").read_text())
     assert report["data_changed"] is True and report["data"]["seed"] == 7
+    assert report["device"] == "cpu"
     assert report["samples"] == 100  # 20 % of 500: the new data's own split
 
 

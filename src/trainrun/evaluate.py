@@ -134,7 +134,7 @@ def run_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
     if cfg.data is not None:
         train_cfg.data = cfg.data
     if cfg.device is not None:
-        train_cfg.device = cfg.device
+        train_cfg = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
     train_cfg.data.shuffle = False  # predictions in split order, also for split=train
     trainer = train_cfg.trainer
     for key, value in (("compile", False), ("devices", 1), ("limit_train_batches", None),
