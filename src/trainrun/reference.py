@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import textwrap
 import typing
 from enum import Enum
 from pathlib import Path
@@ -164,7 +165,7 @@ def _comments(cls: type) -> dict[str, str]:
     """``field -> comment`` from the source of ``cls`` itself (not its bases): the comment
     lines right above a field, or the comment at the end of its line."""
     try:
-        lines = inspect.getsource(cls).splitlines()
+        lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
     except (OSError, TypeError):
         return {}
     found: dict[str, str] = {}
@@ -205,7 +206,7 @@ def _sentence_case(text: str) -> str:
     if text.endswith(".") and not text.endswith(".."):
         text = text[:-1]
     first = text.split(" ", 1)[0]
-    if first.isalpha() and first[0].isupper() and first[1:].islower():
+    if first.isalpha() and first[0].isupper() and (len(first) == 1 or first[1:].islower()):
         text = text[0].lower() + text[1:]
     return text
 

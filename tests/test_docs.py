@@ -1,0 +1,105 @@
+"""The docs agree with the code: docs/configuration.md is what the schemas and option files
+generate, every key has a description, and the commands in the user guide and the recipes
+compose."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+
+import pytest
+from conftest import REPO
+
+from trainrun import config as schemas
+from trainrun import reference
+
+DOCS = REPO / "docs"
+
+
+def test_configuration_reference_is_up_to_date():
+    current = (DOCS / "configuration.md").read_text()
+    assert current == reference.markdown(), (
+        "docs/configuration.md differs from the schemas/option files: run python scripts/gen_config_docs.py"
+    )
+
+
+def test_every_schema_key_has_a_description():
+    assert reference.undocumented() == [], (
+        "add a comment above the field in config.py, or an entry in trainrun.reference.DESCRIPTIONS"
+    )
+
+
+def test_every_key_of_every_schema_is_in_the_reference():
+    text = (DOCS / "configuration.md").read_text()
+    sections = {"trainer": schemas.TrainerConfig, "checkpoint": schemas.CheckpointConfig,
+                "device": schemas.DeviceConfig}
+    for section, cls in sections.items():
+        for key in reference.schema_keys(cls):
+            assert f"| `{section}.{key.name}` |" in text
+    for group, by_name in schemas.SCHEMAS.items():
+        for name, cls in by_name.items():
+            prefix = f"logger.{name}." if group == "logger" else f"{group}."
+            for field in dataclasses.fields(cls):
+                if field.name == "_target_" and group != "logger":
+                    continue
+                assert f"`{prefix}{field.name}`" in text or f"`logger.<name>.{field.name}`" in text, \
+                    f"{prefix}{field.name} missing from docs/configuration.md"
+    for option_file in (reference.config_dir()).glob("*/*.yaml"):
+        assert f"`{option_file.parent.name}={option_file.stem}`" in text
+
+
+def test_the_reference_follows_a_schema_change(monkeypatch):
+    """A key added to a schema without regenerating the docs is caught (the drift this file guards)."""
+    @dataclasses.dataclass
+    class Patched(schemas.TrainerConfig):
+        # A key added without regenerating the docs.
+        new_knob: int = 3
+
+    monkeypatch.setattr(schemas, "TrainerConfig", Patched)
+    generated = reference.markdown()
+    assert "| `trainer.new_knob` | int | `3` | a key added without regenerating the docs |" in generated
+    assert generated != (DOCS / "configuration.md").read_text()
+
+
+def shell_commands(markdown: str) -> list[str]:
+    """``train ...`` / ``evaluate ...`` lines inside the fenced bash blocks of a markdown file."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line.startswith(("train ", "evaluate ")) or line == "train":
+                commands.append(line)
+    return commands
+
+
+GUIDES = ["user-guide.md", "recipes.md"]
+
+
+@pytest.mark.parametrize("command", [c for doc in GUIDES for c in shell_commands((DOCS / doc).read_text())])
+def test_commands_in_the_guides_compose(command, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainrun.cli import config_dir
+
+    words = shlex.split(re.sub(r"<[^>]+>", str(tmp_path), command))
+    name, overrides = words[0], [w for w in words[1:] if not w.startswith("-")]
+    if name == "evaluate":
+        import trainrun.evaluate  # noqa: F401  (registers evaluate's schema)
+    first = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
+            else override.get_value_element_as_str()
+        first.append(f"{override.get_key_element()}={value}")  # the key keeps its + prefix
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        compose(name, overrides=first)
+
+
+def test_the_guides_have_commands_and_cover_every_recipe():
+    assert len(shell_commands((DOCS / "user-guide.md").read_text())) >= 5
+    recipes = (DOCS / "recipes.md").read_text()
+    for option in (reference.config_dir() / "experiment").glob("*.yaml"):
+        assert f"experiment={option.stem}" in recipes, f"docs/recipes.md does not show experiment={option.stem}"
+    for option in (reference.config_dir() / "debug").glob("*.yaml"):
+        assert f"debug={option.stem}" in recipes
