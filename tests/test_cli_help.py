@@ -146,3 +146,22 @@ def test_cfg_job_and_info_still_work(tmp_path):
     info = run_cli("--info", "defaults", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     assert "logger/csv" in info.stdout and "hydra/help/trainrun" in info.stdout
+
+
+def test_the_run_prints_its_config_tree_and_folder_first(train):
+    result = train("trainer.epochs=1", "trainer.limit_train_batches=2", "optim.lr=0.0123")
+    out = result.proc.stdout
+    tree, _, rest = out.partition(f"run folder: {result.run_dir}\n")
+    assert rest, "the run folder is not printed on a line of its own"
+    assert "epoch 1/1" not in tree and "epoch 1/1" in rest  # before training starts
+    for line in ("├── optim", "│   ├── lr: 0.0123", "├── trainer", "│   ├── epochs: 1", "print_config: True"):
+        assert line in tree, f"{line!r} not in the config tree"
+
+
+def test_print_config_false_and_progress_none(train):
+    quiet_tree = train("trainer.epochs=1", "trainer.limit_train_batches=2", "print_config=false")
+    assert "├── optim" not in quiet_tree.output
+    assert f"run folder: {quiet_tree.run_dir}" in quiet_tree.output
+    silent = train("trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.progress=none")
+    assert "├── optim" not in silent.output and "epoch 1/1" not in silent.output
+    assert silent.summary["status"] == "completed"
