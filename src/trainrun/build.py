@@ -119,6 +119,25 @@ def autocast_factory(precision: str, device: torch.device) -> Callable[[], Any]:
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
+def check_compiler(device: torch.device) -> None:
+    """``torch.compile`` (inductor) generates C++ on CPU and needs a C++ compiler ($CXX or g++);
+    on CUDA, Triton needs a C compiler. Say so before the first step instead of deep inside it."""
+    import os
+    import shutil
+
+    wanted = os.environ.get("CXX", "g++") if device.type == "cpu" else os.environ.get("CC", "gcc")
+    found = shutil.which(wanted) or (device.type == "cuda" and (shutil.which("cc") or shutil.which("clang")))
+    if not found:
+        kind = "C++" if device.type == "cpu" else "C"
+        raise TrainrunError(
+            f"trainer.compile=true needs a {kind} compiler on {device.type} (torch.compile generates "
+            f"and builds native code); {wanted!r} was not found",
+            key="trainer.compile",
+            fix=f"install one (e.g. apt-get install {'g++' if kind == 'C++' else 'gcc'}), point "
+            f"{'CXX' if kind == 'C++' else 'CC'} at it, or run with trainer.compile=false",
+        )
+
+
 def load_data(cfg: DictConfig) -> tuple[Any, data_mod.DataInfo]:
     """Call the data source and split/standardize what it returns."""
     source = build_from_config(cfg.data, "data", consumed=DATA_KEYS)
@@ -194,6 +213,7 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1) -> Run:
 
         model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     if trainer.compile:
+        check_compiler(device)
         model = torch.compile(model)
 
     optimizer = build_from_config(cfg.optim, "optim", params=module.parameters())

@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,12 +140,15 @@ def shared_run_name() -> str | None:
 def pin_run_dir(argv: list[str]) -> None:
     """Under torchrun or srun, add ``hydra.run.dir`` / ``hydra.sweep.dir`` overrides (unless the
     user gave them) so that every rank writes into the same folder."""
-    name = shared_run_name()
+    run_given, sweep_given = (
+        any(a.startswith((f"{key}=", f"++{key}=")) for a in argv[1:]) for key in ("hydra.run.dir", "hydra.sweep.dir")
+    )
+    name = None if run_given and sweep_given else shared_run_name()
     if name is None:
         return
-    if not any(a.startswith(("hydra.run.dir=", "++hydra.run.dir=")) for a in argv[1:]):
+    if not run_given:
         argv.append(f"hydra.run.dir=outputs/{name}")
-    if not any(a.startswith(("hydra.sweep.dir=", "++hydra.sweep.dir=")) for a in argv[1:]):
+    if not sweep_given:
         argv.append(f"hydra.sweep.dir=multirun/{name}")
 
 
@@ -433,13 +437,25 @@ def _worker(cfg: Any, run_dir: str, hydra_cfg: Any, logging_cfg: dict[str, Any] 
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-    if summary["status"] == "interrupted":
-        # A signal stopped the run (last.pt and summary.json are written). The agent that
-        # forwarded it no longer reads return values, and a returning worker would wait for
-        # that read: leave now; the parent reads summary.json.
-        logging.shutdown()
-        os._exit(0)
+    _leave_soon()
     return summary if rank == 0 else None
+
+
+def _leave_soon(seconds: float = 3.0) -> None:
+    """After returning, a worker waits until the agent has read every worker's return value. An
+    agent shutting down after forwarding a signal reads none, and would wait for the workers to
+    exit until its timeout. So leave a few seconds after returning, read or not (the value is
+    already written to the agent's pipe, and rank 0 wrote summary.json)."""
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
 
 
 # --------------------------------------------------------------------------- what the loop needs

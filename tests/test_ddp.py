@@ -1,0 +1,350 @@
+"""Distributed data parallel: ``trainer.devices=2`` (torch's elastic launcher), torchrun, srun and
+submitit tasks; equivalence with one process; failing ranks; signals, checkpoints and resume.
+
+The process tests start real gloo process groups on this machine's CPU; they are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import BIN, env_for_tests
+
+# 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
+# so the equivalence below includes a short, unevenly split last batch.
+DATA = ("data=synthetic", "data.n_samples=1004", "print_config=false")
+
+
+def final_weights(run_dir):
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    return saved["model"]
+
+
+def max_difference(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- where a process stands
+
+
+@pytest.fixture
+def environ(monkeypatch):
+    """A private copy of the environment without any launcher's variables."""
+    from trainrun import distributed
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
+           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    monkeypatch.setattr(distributed.os, "environ", env)
+    return env
+
+
+def test_alone_nothing_is_pinned(environ):
+    from trainrun.distributed import launched_place, pin_run_dir
+
+    argv = ["train", "trainer.epochs=2"]
+    pin_run_dir(argv)
+    assert argv == ["train", "trainer.epochs=2"]
+    assert launched_place() is None
+
+
+def test_torchrun_ranks_agree_on_one_folder(environ):
+    from trainrun.distributed import Place, launched_place, pin_run_dir
+
+    environ.update(TORCHELASTIC_RUN_ID="3f2a", RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    argv = ["train", "trainer.epochs=2"]
+    pin_run_dir(argv)
+    assert argv[2:] == ["hydra.run.dir=outputs/torchrun-3f2a", "hydra.sweep.dir=multirun/torchrun-3f2a"]
+    assert launched_place() == Place(1, 2, 1, 2, "torchrun")
+    given = ["train", "hydra.run.dir=mine"]
+    pin_run_dir(given)
+    assert given == ["train", "hydra.run.dir=mine", "hydra.sweep.dir=multirun/torchrun-3f2a"]
+
+
+def test_torchrun_without_a_unique_run_id_is_refused(environ):
+    from trainrun.distributed import pin_run_dir
+    from trainrun.errors import TrainrunError
+
+    environ.update(TORCHELASTIC_RUN_ID="none", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
+    with pytest.raises(TrainrunError, match="--standalone"):
+        pin_run_dir(["train"])
+    given = ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
+    pin_run_dir(given)  # folders given explicitly: fine
+    assert given == ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
+
+
+def test_srun_tasks_get_ranks_and_one_folder(environ):
+    from trainrun.distributed import Place, launched_place, pin_run_dir
+
+    environ.update(SLURM_JOB_ID="77", SLURM_STEP_ID="3", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="1",
+                   SLURM_LOCALID="1", SLURM_STEP_NUM_NODES="1", SLURM_JOB_NODELIST="node7")
+    argv = ["train"]
+    pin_run_dir(argv)
+    assert argv[1] == "hydra.run.dir=outputs/slurm-77-3"
+    assert launched_place() == Place(1, 2, 1, 2, "slurm")
+    # exported for init_process_group(env://): the job's first node, a port drawn from the job id
+    assert (environ["MASTER_ADDR"], environ["MASTER_PORT"]) == ("node7", str(20000 + 77))
+    assert (environ["RANK"], environ["WORLD_SIZE"]) == ("1", "2")
+
+
+def test_one_slurm_task_is_alone(environ):
+    from trainrun.distributed import launched_place, pin_run_dir
+
+    environ.update(SLURM_JOB_ID="77", SLURM_NTASKS="1", SLURM_PROCID="0")
+    argv = ["train"]
+    pin_run_dir(argv)
+    assert argv == ["train"] and launched_place() is None
+
+
+# --------------------------------------------------------------------------- equivalence and output
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_global_batch(train, tmp_path):
+    common = (*DATA, "optim=sgd", "trainer.epochs=3")
+    one = train(*common, "data.batch_size=32", run_dir=tmp_path / "one")
+    two = train(*common, "data.batch_size=16", "trainer.devices=2", run_dir=tmp_path / "two")
+
+    assert two.summary["world_size"] == 2 and two.summary["status"] == "completed"
+    assert [r["step"] for r in two.metrics] == [r["step"] for r in one.metrics] == [26, 52, 78]
+    assert max_difference(final_weights(one.run_dir), final_weights(two.run_dir)) < 1e-5
+    for a, b in zip(one.metrics, two.metrics, strict=True):
+        # epoch losses are means over the whole epoch (every rank's batches), not rank 0's
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    # one run folder, written and printed by rank 0 only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    assert two.output.count("epoch 1/3") == 1
+    assert (two.run_dir / "train.log").read_text().count("epoch 3/3") == 1
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_one_run_folder(tmp_path):
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    args = [*DATA, "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli",
+         *args, "data.batch_size=16"],
+        cwd=cwd, env=env_for_tests(), capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folders = list((cwd / "outputs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("torchrun-")
+    summary = json.loads((folders[0] / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert proc.stdout.count("epoch 2/2") == 1
+    single = subprocess.run(
+        [str(BIN / "train"), *args, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'one'}"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=240,
+    )
+    assert single.returncode == 0
+    assert max_difference(final_weights(folders[0]), final_weights(tmp_path / "one")) < 1e-5
+
+
+@pytest.mark.slow
+def test_srun_style_tasks_train_together(tmp_path):
+    """Two `train` processes with the variables srun gives its tasks (no SLURM daemons needed)."""
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        env = env_for_tests({
+            "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2",
+            "SLURM_STEP_NUM_NODES": "1", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+            "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(port),
+        })
+        procs.append(subprocess.Popen(
+            [str(BIN / "train"), *DATA, "trainer.epochs=2", "trainer.progress=epoch"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["slurm-4242-0"]
+    summary = json.loads((tmp_path / "outputs" / "slurm-4242-0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert "epoch 2/2" in outputs[0] and "epoch 2/2" not in outputs[1]  # rank 0 reports
+
+
+@pytest.mark.slow
+def test_submitit_job_with_two_tasks_trains_as_two_ranks(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+         "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", *DATA, "trainer.epochs=2"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_joblib_job_starts_its_own_ddp_workers(tmp_path):
+    """Inside joblib's worker processes the workers are forked (spawn cannot bootstrap there)."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
+         f"hydra.sweep.dir={sweep}", *DATA, "trainer.devices=2", "trainer.epochs=1"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+FAULTY = textwrap.dedent("""
+    import os
+
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        \"\"\"Raises (FAIL=raise) or returns NaN (FAIL=nan) on rank 1 at its 5th training call.\"\"\"
+
+        def __init__(self, in_features, out_features, **unused):
+            super().__init__()
+            self.lin = nn.Linear(in_features, out_features)
+            self.calls = 0
+
+        def forward(self, x):
+            out = self.lin(x)
+            if self.training and os.environ.get("RANK") == "1":
+                self.calls += 1
+                if self.calls == 5 and os.environ["FAIL"] == "raise":
+                    raise RuntimeError("boom on rank 1")
+                if self.calls == 5:
+                    out = out * float("nan")
+            return out
+""")
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_the_job_with_its_message(train, tmp_path):
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    started = time.monotonic()
+    result = train(*DATA, "model._target_=faulty.Net", "trainer.devices=2", "trainer.epochs=3",
+                   env={"FAIL": "raise"}, check=False, timeout=120)  # a hang fails here
+    assert result.returncode == 1, result.output
+    assert "process 1 of 2 failed: RuntimeError: boom on rank 1" in result.output
+    assert "Traceback" not in result.output
+    assert time.monotonic() - started < 100
+
+
+@pytest.mark.slow
+def test_a_config_error_in_the_workers_keeps_its_status_and_fix(train):
+    result = train(*DATA, "trainer.devices=2", "trainer.precision=fp16", "device=cpu", check=False)
+    assert result.returncode == 2, result.output
+    assert "trainer.precision=fp16 needs a CUDA device" in result.output
+    assert "fix: use trainer.precision=bf16" in result.output
+
+
+@pytest.mark.slow
+def test_skipping_a_nonfinite_batch_is_agreed_by_all_ranks(train, tmp_path):
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    result = train(*DATA, "model._target_=faulty.Net", "trainer.devices=2", "trainer.epochs=2",
+                   "trainer.on_nonfinite=skip", env={"FAIL": "nan"}, timeout=120)
+    assert result.summary["status"] == "completed"
+    assert all(r["val_loss"] == r["val_loss"] for r in result.metrics)  # no NaN reached the weights
+
+
+# --------------------------------------------------------------------------- signals, checkpoints, resume
+
+
+SELF_KILLER = textwrap.dedent("""
+    import os
+    import signal
+
+    from torch import nn
+
+
+    class Net(nn.Module):
+        \"\"\"Rank 0 alone sends itself SIGTERM at training call KILL_AT (when set).\"\"\"
+
+        def __init__(self, in_features, out_features, **unused):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, out_features))
+            self.calls = 0
+
+        def forward(self, x):
+            if self.training:
+                self.calls += 1
+                if self.calls == int(os.environ.get("KILL_AT", "0")) and os.environ.get("RANK") == "0":
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return self.body(x)
+""")
+
+
+@pytest.mark.slow
+def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, tmp_path):
+    (tmp_path / "killer.py").write_text(SELF_KILLER)
+    args = (*DATA, "model._target_=killer.Net", "optim=sgd", "scheduler=onecycle",
+            "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
+    whole = train(*args, run_dir=tmp_path / "whole")
+    cut = train(*args, run_dir=tmp_path / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+    assert cut.returncode == 143, cut.output
+    assert cut.output.count("SIGTERM: stopping after this step") == 1
+    saved = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    # 26 steps an epoch; the ranks compared notes every 10 steps and stopped together at step 40
+    assert (saved["state"]["epoch"], saved["state"]["step"], saved["state"]["batch"]) == (1, 40, 14)
+    assert tuple(saved["step_losses"].shape) == (2, 26)  # both ranks' losses of the open epoch
+
+    mid_epoch = tmp_path / "copy"
+    shutil.copytree(cut.run_dir, mid_epoch)
+    resumed = train(*args, "resume=auto", run_dir=cut.run_dir)
+    assert max_difference(final_weights(whole.run_dir), final_weights(resumed.run_dir)) < 1e-6
+    for a, b in zip(whole.metrics, resumed.metrics, strict=True):
+        assert (a["lr"], a["step"]) == (b["lr"], b["step"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+
+    other = train(*args[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto",
+                  run_dir=mid_epoch, check=False)  # trainer.devices=1 now
+    assert other.returncode == 2
+    assert "trainer.devices=2" in other.output
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launching_process_saves_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [str(BIN / "train"), "data=synthetic", "data.n_samples=60000", "trainer.devices=2",
+         "trainer.epochs=20", "trainer.progress=epoch", "print_config=false", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch  1/20"):
+            proc.send_signal(15)
+            break
+    rest = proc.communicate(timeout=150)[0]
+    output = "".join(lines) + rest
+    assert proc.returncode == 143, output
+    assert "last.pt is saved. Resume with:" in output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    assert summary["epochs_run"] < 20
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "--runslow", "-q"]))
