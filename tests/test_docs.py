@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shlex
 
 import pytest
 from conftest import REPO
+from test_cli_help import compose_command
 
 from trainrun import config as schemas
 from trainrun import reference
@@ -78,22 +78,7 @@ GUIDES = ["user-guide.md", "recipes.md"]
 
 @pytest.mark.parametrize("command", [c for doc in GUIDES for c in shell_commands((DOCS / doc).read_text())])
 def test_commands_in_the_guides_compose(command, tmp_path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from trainrun.cli import config_dir
-
-    words = shlex.split(re.sub(r"<[^>]+>", str(tmp_path), command))
-    name, overrides = words[0], [w for w in words[1:] if not w.startswith("-")]
-    if name == "evaluate":
-        import trainrun.evaluate  # noqa: F401  (registers evaluate's schema)
-    first = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
-            else override.get_value_element_as_str()
-        first.append(f"{override.get_key_element()}={value}")  # the key keeps its + prefix
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
-        compose(name, overrides=first)
+    compose_command(command, str(tmp_path))
 
 
 def test_the_guides_have_commands_and_cover_every_recipe():

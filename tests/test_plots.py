@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_loggers import shadow
 
-from trainrun.plots import NO_MATPLOTLIB, plot_sweep, write_curves
+from trainrun.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
 
 pytest.importorskip("matplotlib")
 
@@ -35,11 +35,21 @@ def history(epochs: int = 6) -> list[dict]:
 def test_curves_with_loss_and_metric_panels(tmp_path):
     path = tmp_path / "curves.png"
     assert write_curves(history(), path) is None
-    two_panels = drawn(path)
+    assert image(path).shape[:2] == (400, 1000)  # loss | val_acc
+    assert drawn(path) > 0.01
     write_curves([{k: v for k, v in r.items() if k != "val_acc"} for r in history()], tmp_path / "one.png")
-    one_panel = drawn(tmp_path / "one.png")
-    assert two_panels > one_panel > 0.01  # the metric panel adds ink
-    assert image(path).shape[:2] == (400, 1000)
+    assert image(tmp_path / "one.png").shape[:2] == (400, 500)  # no metric: the loss panel alone
+    assert drawn(tmp_path / "one.png") > 0.01
+
+
+def test_metrics_of_different_scales_get_their_own_panels(tmp_path):
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_rmse": 80 - 3 * e, "val_r2": e / 10 - 0.3,
+             "val_mae": 60 - 2 * e, "val_mse": (80 - 3 * e) ** 2} for e in range(1, 8)]
+    assert metric_panels(rows) == [["val_rmse"], ["val_r2"], ["val_mae"]]  # at most three
+    scores = [{"epoch": 1, "val_acc": 0.5, "val_f1": 0.4, "val_auroc": 0.7, "val_top3": 0.9}]
+    assert metric_panels(scores) == [["val_acc", "val_f1", "val_auroc", "val_top3"]]
+    assert write_curves(rows, tmp_path / "wide.png") is None
+    assert image(tmp_path / "wide.png").shape[:2] == (400, 2000)
 
 
 def test_no_epoch_no_picture(tmp_path):

@@ -50,13 +50,19 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_params(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config as flat parameters (resolved where it can be)."""
+def config_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain dicts and lists, resolved where it can be."""
     try:
         tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except Exception:  # an interpolation that needs Hydra's runtime (no HydraConfig here)
         tree = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    return flatten(tree)
+    assert isinstance(tree, dict)
+    return tree  # type: ignore[return-value]
+
+
+def config_params(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as flat parameters (``optim.lr`` -> 0.1)."""
+    return flatten(config_dict(cfg))
 
 
 def missing_extra(logger: str, extra: str, err: Exception) -> TrainrunError:

@@ -49,50 +49,56 @@ def metric_keys(history: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
-def write_curves(history: list[dict[str, Any]], path: str | Path, title: str | None = None) -> str | None:
-    """Train and validation loss per epoch (left) and the metrics per epoch (right) to ``path``.
+def metric_panels(history: list[dict[str, Any]], most: int = 3) -> list[list[str]]:
+    """The metrics grouped for drawing: scores that stay in [0, 1] (accuracy, F1, AUROC, top-k)
+    share one panel; any other metric (RMSE, MAE, R²) gets its own, so scales never clash."""
+    scores, others = [], []
+    for key in metric_keys(history):
+        values = [r[key] for r in history if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        if values:
+            (scores if all(0 <= v <= 1 for v in values) else others).append(key)
+    panels = ([scores] if scores else []) + [[key] for key in others]
+    return panels[:most]
+
+
+def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
+    """Train and validation loss per epoch (first panel) and the metrics per epoch (one more
+    panel for the scores in [0, 1], one per other metric, three at most) to ``path``.
     Returns None when written, or a note saying why not."""
     path = Path(path)
-    try:
-        fig = _figure(10, 4)
-    except ImportError:
-        return f"{path.name} {NO_MATPLOTLIB}"
     if not history:
         return f"{path.name} not written: no epoch finished"
+    panels = metric_panels(history)
+    try:
+        fig = _figure(5 * (1 + len(panels)), 4)
+    except ImportError:
+        return f"{path.name} {NO_MATPLOTLIB}"
     epochs = [row["epoch"] for row in history]
-    metrics = [k for k in metric_keys(history) if _finite([r.get(k) for r in history])]
-    axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)[0]
+    axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
 
     ax = axes[0]
     for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
         values = [row.get(key, math.nan) for row in history]
         if _finite(values):
             ax.plot(epochs, values, style, markersize=3, label=key)
-    ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("loss")
     _log_if_wide(ax, [v for r in history for k, v in r.items() if k.endswith("loss")])
-    ax.grid(alpha=0.3)
-    ax.legend()
 
-    if metrics:
-        ax = axes[1]
-        for key in metrics:
-            values = [row.get(key, math.nan) for row in history]
-            ax.plot(epochs, values, "-o", markersize=3, label=key)
+    for ax, keys in zip(axes[1:], panels, strict=True):
+        for key in keys:
+            ax.plot(epochs, [row.get(key, math.nan) for row in history], "-o", markersize=3, label=key)
         ax.margins(y=0.12)  # room for the label of the best value
-        best = _best_marker(history, metrics[0])
+        best = _best_marker(history, keys[0])
         if best is not None:
             ax.annotate(f"{best[1]:.4g}", best, textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=8)
+        ax.set_title("scores" if len(keys) > 1 else keys[0])
+    for ax in axes:
         ax.set_xlabel("epoch")
-        ax.set_title("metrics")
         ax.grid(alpha=0.3)
         ax.legend()
-    for ax in axes:
         _integer_epochs(ax, epochs)
-    if title:
-        fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return None

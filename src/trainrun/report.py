@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from trainrun.atomic import atomic_write_json
-from trainrun.loggers import CsvLogger, Loggers, config_params
+from trainrun.loggers import CsvLogger, Loggers, config_dict, config_params
 
 log = logging.getLogger("trainrun")
 
@@ -151,15 +151,9 @@ class Reporter:
 
 def print_config_tree(cfg: Any) -> None:
     """The composed config as a rich tree: the groups as branches, then the top-level values."""
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.text import Text
     from rich.tree import Tree
-
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    except Exception:  # an interpolation that needs Hydra's runtime
-        data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
 
     def add(branch: Tree, node: dict[str, Any]) -> None:
         for key, value in sorted(node.items(), key=lambda kv: isinstance(kv[1], dict) and bool(kv[1])):
@@ -170,6 +164,5 @@ def print_config_tree(cfg: Any) -> None:
                                                       else str(value), "green")))
 
     root = Tree(Text("config", style="bold"), guide_style="dim")
-    assert isinstance(data, dict)
-    add(root, data)
+    add(root, config_dict(cfg))
     Console(file=sys.stdout, width=100, highlight=False).print(root)
