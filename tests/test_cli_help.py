@@ -162,6 +162,7 @@ def test_the_run_prints_its_config_tree_and_folder_first(train):
         assert line in tree, f"{line!r} not in the config tree"
 
 
+@pytest.mark.slow
 def test_print_config_false_and_progress_none(train):
     quiet_tree = train("trainer.epochs=1", "trainer.limit_train_batches=2", "print_config=false")
     assert "├── optim" not in quiet_tree.output

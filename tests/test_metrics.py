@@ -113,6 +113,7 @@ def test_built_in_names_need_no_torchmetrics():
     assert extra_names(["rmse", "r2"], "regression", None) == ["r2"]
 
 
+@pytest.mark.slow
 def test_the_default_path_does_not_import_torchmetrics(tmp_path):
     """No metrics asked: build() adds nothing to evaluate() and imports nothing (~1.5 s)."""
     code = (
