@@ -118,6 +118,8 @@ CASES = [
     ("unparsable_override", ["data.image_shape=[1,8"], 2, ["cannot read a command-line override"]),
     ("append_existing_key", ["+optim.lr=3"], 2, ["+optim.lr adds a key, but optim.lr already exists"]),
     ("list_expected", ["data.image_shape=5"], 2, ["data.image_shape must be a list"]),
+    ("recipe_key_missing_in_option", ["experiment=regression_diabetes", "model=linear"], 2,
+     ["model.hidden is not a key of LinearConfig", "experiment/regression_diabetes"]),
     # -- values
     ("lr_negative", ["optim.lr=-1"], 2, ["optim.lr=-1.0 is not allowed", "greater than 0"]),
     ("lr_zero", ["optim=sgd", "optim.lr=0"], 2, ["optim.lr=0.0 is not allowed"]),

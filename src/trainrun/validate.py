@@ -321,6 +321,15 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
     if m:
         return TrainrunError(f"+{m.group(1)} adds a key, but {m.group(1)} already exists",
                              key=m.group(1), fix=f"drop the '+': {m.group(1)}=... changes the value")
+    m = re.search(r"Key '(.*)' not in '(\w+)'\s+full_key: (\S+)", str(ex))
+    if m:  # a key set by a preset (experiment=...) that the chosen option's schema lacks
+        where = re.match(r"In '([^']+)'", str(ex))
+        source = f" (set by {where.group(1)})" if where else ""
+        return TrainrunError(
+            f"{m.group(3)} is not a key of {m.group(2)}{source}",
+            key=m.group(3),
+            fix=f"drop {m.group(3)}, or choose the option whose schema has it",
+        )
     if isinstance(ex, HydraException | OmegaConfBaseException):
         lines = [_first_line(str(ex))]
         if cause is not None and _first_line(str(cause)):
