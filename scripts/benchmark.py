@@ -1,14 +1,27 @@
 #!/usr/bin/env python
-"""Time trainrun's loop against the best hand-written loop and the tutorial loop.
+"""Time trainrun's loop against the best hand-written loop, the tutorial loop and Lightning.
 
 Every variant trains the same model from the same initial weights on the same data in the same
 batch order, so all of them compute the same math and end with the same weights (checked and
-printed). Only the training part is timed. Variants run interleaved, round after round, in one
-process; the table shows the median per-step time of each and the ratios.
+printed; fused optimizers and compiled models round differently in the last bits). Only the
+training part is timed. Variants run interleaved, round after round, in one process; the table
+shows the median per-step time of each and its ratios to the best hand loop, the tutorial loop
+and Lightning's Trainer.
 
     python scripts/benchmark.py                       # all three workloads
     python scripts/benchmark.py --workloads digits --rounds 5
     python scripts/benchmark.py --quick               # fewer epochs, for a smoke test
+    python scripts/benchmark.py --levers fused compile compile+fused   # trainrun with levers
+
+Lightning variants run when ``lightning`` is installed (``pip install -e .[bench]``): its Trainer
+with the progress bar and ``self.log`` every step (what its docs show), and a lean one (no bar,
+no logging) as its best case. ``--no-lightning`` leaves them out.
+
+Levers (``--levers``, each a trainrun variant with extra overrides): ``fused`` (optim.fused=true),
+``foreach`` (optim.foreach=true), ``compile`` (trainer.compile=true; compiled and warmed up on
+one epoch outside the timed part, then weights and optimizer state reset), combinations with
+``+``, and ``bf16`` (trainer.precision=bf16: different math, different weights). ``hand+fused``
+is the hand loop with a fused optimizer, to show what the lever is worth outside trainrun too.
 
 Workloads (from the team's reference measurements):
   tiny   60-60-30-1 sigmoid MLP, BCE, SGD lr 0.1, 208 rows, batch 16, 200 epochs
@@ -96,6 +109,101 @@ class EpochOrder(Sampler[int]):
         return len(self.permutation(0))
 
 
+LEVERS = {
+    "fused": ["optim.fused=true"],
+    "foreach": ["optim.foreach=true"],
+    "compile": ["trainer.compile=true"],
+    "bf16": ["trainer.precision=bf16"],  # not the same math: autocast matmuls in bfloat16
+}
+
+
+def lever_overrides(spec: str) -> list[str]:
+    """``compile+fused`` -> the overrides of each named lever."""
+    return [o for part in spec.split("+") for o in LEVERS[part]]
+
+
+def warm_up_compiled(run: Run, initial: dict[str, torch.Tensor]) -> None:
+    """Compile outside the timed part: one epoch (every batch shape), then back to the initial
+    weights and a fresh optimizer state, so the timed run computes what the others compute."""
+    from trainrun.loop import train_epoch
+
+    train_epoch(run, TrainState(), 0)
+    run.module.load_state_dict(initial)
+    run.optimizer.state.clear()
+
+
+class EpochBatches:
+    """trainrun's batches for Lightning: an iterable with a length; each pass yields the slices
+    of the Trainer's current epoch (the same order every other variant sees)."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches, self.trainer = batches, None
+
+    def __iter__(self):
+        return iter(self.batches.epoch(self.trainer.current_epoch if self.trainer else 0))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def lightning_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lightning") is not None
+
+
+def lightning_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+                   lean: bool) -> float:
+    """Lightning's Trainer on the same module, optimizer and batches; returns the seconds from
+    the start of its training loop to its end (its set-up and tear-down are not counted)."""
+    import contextlib
+    import logging
+    import os
+    import warnings
+
+    import lightning as L
+
+    criterion = run.criterion
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = criterion(self.net(x), y)
+            if not lean:
+                self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return optimizer
+
+    class Clock(L.Callback):
+        started = stopped = 0.0
+
+        def on_train_start(self, trainer: Any, module: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_end(self, trainer: Any, module: Any) -> None:
+            self.stopped = time.perf_counter()
+
+    clock, batches = Clock(), EpochBatches(run.train_batches)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    with (warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink),
+          contextlib.redirect_stdout(sink)):  # the bar still draws, into /dev/null
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(
+            max_epochs=run.cfg.trainer.epochs, accelerator="cpu", devices=1, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=not lean,
+            num_sanity_val_steps=0, callbacks=[clock],
+        )
+        batches.trainer = trainer
+        trainer.fit(Module(), train_dataloaders=batches)
+    return clock.stopped - clock.started
+
+
 def make_run(overrides: list[str], extra: list[str]) -> Run:
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         cfg = compose("train", overrides=overrides + COMMON + extra)
@@ -156,7 +264,8 @@ class Result:
     steps: int = 0
 
 
-def time_workload(name: str, rounds: int, quick: bool, extra: list[str]) -> Result:
+def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers: list[str] = (),
+                  lightning: bool = False) -> Result:
     spec = WORKLOADS[name]
     overrides = list(spec["overrides"])
     if quick:
@@ -165,26 +274,41 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str]) -> Resu
     initial = copy.deepcopy(template.module.state_dict())
     result = Result(steps=len(template.train_batches) * template.cfg.trainer.epochs)
 
-    def trainrun_variant() -> dict[str, torch.Tensor]:
-        run = make_run(overrides, extra)  # built outside the timed part
+    def trainrun_variant(label: str = "trainrun", more: list[str] = ()) -> dict[str, torch.Tensor]:
+        run = make_run(overrides, [*extra, *more])  # built outside the timed part
         run.module.load_state_dict(initial)
+        if run.cfg.trainer.compile:
+            warm_up_compiled(run, initial)
         started = time.perf_counter()
         fit(run, TrainState(), QuietReporter())
-        result.times.setdefault("trainrun", []).append(time.perf_counter() - started)
+        result.times.setdefault(label, []).append(time.perf_counter() - started)
         return run.module.state_dict()
 
-    def plain_variant(label: str, loop: Callable[..., list[float]]) -> dict[str, torch.Tensor]:
-        run = make_run(overrides, extra)
+    def plain_variant(label: str, loop: Callable[..., Any], more: list[str] = (),
+                      **kwargs: Any) -> dict[str, torch.Tensor]:
+        run = make_run(overrides, [*extra, *more])
         run.module.load_state_dict(initial)
         started = time.perf_counter()
-        loop(run, run.module, run.optimizer)
-        result.times.setdefault(label, []).append(time.perf_counter() - started)
+        seconds = loop(run, run.module, run.optimizer, **kwargs)
+        if not isinstance(seconds, float):  # the loop did not time itself
+            seconds = time.perf_counter() - started
+        result.times.setdefault(label, []).append(seconds)
         return run.module.state_dict()
 
     for _ in range(rounds + 1):  # the first round warms up (imports, allocator) and is dropped
         result.weights["trainrun"] = trainrun_variant()
         result.weights["hand"] = plain_variant("hand", hand_loop)
         result.weights["tutorial"] = plain_variant("tutorial", tutorial_loop)
+        if lightning:
+            result.weights["lightning"] = plain_variant("lightning", lightning_loop, lean=False)
+            result.weights["lightning lean"] = plain_variant("lightning lean", lightning_loop, lean=True)
+        for lever in levers:
+            if lever.startswith("hand+"):
+                label = lever
+                result.weights[label] = plain_variant(label, hand_loop, lever_overrides(lever[5:]))
+            else:
+                label = f"trainrun +{lever}"
+                result.weights[label] = trainrun_variant(label, lever_overrides(lever))
     result.times = {k: v[1:] for k, v in result.times.items()}
     return result
 
@@ -202,32 +326,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="fewer epochs (smoke test)")
+    parser.add_argument("--levers", nargs="*", default=[], metavar="LEVER",
+                        help="trainrun variants with levers: fused, foreach, compile, compile+fused, "
+                        "...; hand+fused for the hand loop with a fused optimizer")
+    parser.add_argument("--no-lightning", action="store_true", help="leave Lightning out")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra trainrun overrides for every variant, "
                         "e.g. optim.fused=true (applied to all variants' optimizers)")
     args = parser.parse_args()
+    for lever in args.levers:
+        parts = lever[5:] if lever.startswith("hand+") else lever
+        if not all(part in LEVERS for part in parts.split("+")):
+            parser.error(f"unknown lever {lever!r}; choose from {', '.join(LEVERS)} (joined with +)")
     torch.set_num_threads(args.threads)
+    lightning = not args.no_lightning and lightning_available()
 
     rows = []
-    header = (f"{'workload':<8} {'steps':>7} {'trainrun':>10} {'hand':>10} {'tutorial':>10} "
-              f"{'trainrun/hand':>14} {'tutorial/trainrun':>18}  weights")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} "
-          "rounds, µs per training step")
-    print(header)
+          "rounds, µs per training step" + ("" if lightning else "; without Lightning"))
     for name in args.workloads:
-        result = time_workload(name, args.rounds, args.quick, args.overrides)
+        result = time_workload(name, args.rounds, args.quick, args.overrides, args.levers, lightning)
         us = {k: statistics.median(v) / result.steps * 1e6 for k, v in result.times.items()}
-        check = same_weights(result.weights["trainrun"], result.weights["hand"])
-        tut = same_weights(result.weights["trainrun"], result.weights["tutorial"])
-        row = {"workload": name, "steps": result.steps, **{f"{k}_us": v for k, v in us.items()},
-               "trainrun_over_hand": us["trainrun"] / us["hand"],
-               "tutorial_over_trainrun": us["tutorial"] / us["trainrun"],
-               "weights_vs_hand": check, "weights_vs_tutorial": tut}
-        rows.append(row)
-        print(f"{name:<8} {result.steps:>7} {us['trainrun']:>10.0f} {us['hand']:>10.0f} "
-              f"{us['tutorial']:>10.0f} {row['trainrun_over_hand']:>14.3f} "
-              f"{row['tutorial_over_trainrun']:>18.2f}  vs hand: {check}; vs tutorial: {tut}",
-              flush=True)
+        bases = [b for b in ("hand", "tutorial", "lightning") if b in us]
+        print(f"\n{name} ({result.steps} steps)")
+        print(f"  {'variant':<24} {'µs/step':>8} " + " ".join(f"{'÷ ' + b:>12}" for b in bases)
+              + "  weights vs hand")
+        for label, value in us.items():
+            check = same_weights(result.weights[label], result.weights["hand"])
+            row = {"workload": name, "variant": label, "steps": result.steps, "us_per_step": value,
+                   **{f"over_{b}": value / us[b] for b in bases}, "weights_vs_hand": check,
+                   "seconds": result.times[label]}
+            rows.append(row)
+            print(f"  {label:<24} {value:>8.0f} " + " ".join(f"{value / us[b]:>12.3f}" for b in bases)
+                  + f"  {check}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
