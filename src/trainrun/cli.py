@@ -95,11 +95,11 @@ def _train(cfg: DictConfig) -> float | None:
 def train() -> None:
     """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
     run folder and leave with a clean exit."""
-    from trainrun import distributed
+    from trainrun import ranks
 
-    with distributed.exit_as_rank():
+    with ranks.exit_as_rank():
         try:
-            distributed.pin_run_dir(sys.argv)
+            ranks.pin_run_dir(sys.argv)
         except TrainrunError as err:
             _fail(err)
         _train_command()

@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.ranks import Place, launched_place
 
 log = logging.getLogger("trainrun")
 
@@ -55,121 +55,6 @@ SHUTDOWN_TIMEOUT_S = 120
 
 
 # --------------------------------------------------------------------------- where this process stands
-
-
-@dataclass(frozen=True)
-class Place:
-    """This process's rank in a group another launcher started."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    launcher: str  # "torchrun", "submitit" or "slurm"
-
-
-def _slurm_master_addr() -> str:
-    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
-    with contextlib.suppress(Exception):
-        from submitit.slurm.slurm import _parse_node_list
-
-        hosts = _parse_node_list(nodes)
-        if hosts:
-            return str(hosts[0])
-    return nodes.split(",")[0] if nodes and "[" not in nodes else "127.0.0.1"
-
-
-def launched_place() -> Place | None:
-    """The rank this process holds when a launcher started several (torchrun, a submitit job
-    with several tasks, srun with several tasks); None when it runs alone.
-
-    For submitit and srun, ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE`` are exported
-    for ``init_process_group`` (the first node of the job, a port drawn from the job id).
-    """
-    env = os.environ
-    if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "WORLD_SIZE" in env and "MASTER_ADDR" in env):
-        world = int(env.get("WORLD_SIZE", "1"))
-        if world > 1:
-            return Place(int(env["RANK"]), world, int(env.get("LOCAL_RANK", "0")),
-                         int(env.get("LOCAL_WORLD_SIZE", str(world))), "torchrun")
-        return None
-    if env.get("SUBMITIT_EXECUTOR"):
-        import submitit
-
-        job = submitit.JobEnvironment()
-        if job.num_tasks > 1:
-            from submitit.helpers import TorchDistributedEnvironment
-
-            dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-            return Place(dist_env.rank, dist_env.world_size, dist_env.local_rank,
-                         dist_env.local_world_size, "submitit")
-        return None
-    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))  # set inside srun steps only
-    if tasks > 1 and "SLURM_PROCID" in env:
-        rank, local = int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0"))
-        nodes = int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_JOB_NUM_NODES", "1")))
-        job_id = int(env.get("SLURM_JOB_ID", "0"))
-        env.setdefault("MASTER_ADDR", _slurm_master_addr())
-        env.setdefault("MASTER_PORT", str(20000 + job_id % 40000))
-        env.update({"RANK": str(rank), "WORLD_SIZE": str(tasks), "LOCAL_RANK": str(local)})
-        return Place(rank, tasks, local, max(1, tasks // nodes), "slurm")
-    return None
-
-
-def shared_run_name() -> str | None:
-    """A folder name every rank of a torchrun / srun launch computes alike (Hydra's default names
-    folders by each process's own clock)."""
-    env = os.environ
-    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
-        run_id = env["TORCHELASTIC_RUN_ID"]
-        if run_id in ("", "none"):
-            raise TrainrunError(
-                "under torchrun every process runs `train`, and they need one run folder; this "
-                "launch has no unique run id (torchrun without --standalone or --rdzv-id)",
-                key="hydra.run.dir",
-                fix="use torchrun --standalone, pass --rdzv-id=<unique id>, or give "
-                "hydra.run.dir=<folder> explicitly",
-            )
-        return f"torchrun-{run_id}"
-    if not env.get("SUBMITIT_EXECUTOR") and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
-        job = env.get("SLURM_ARRAY_JOB_ID") and f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-        return f"slurm-{job or env.get('SLURM_JOB_ID', '0')}-{env.get('SLURM_STEP_ID', '0')}"
-    return None
-
-
-def pin_run_dir(argv: list[str]) -> None:
-    """Under torchrun or srun, add ``hydra.run.dir`` / ``hydra.sweep.dir`` overrides (unless the
-    user gave them) so that every rank writes into the same folder."""
-    run_given, sweep_given = (
-        any(a.startswith((f"{key}=", f"++{key}=")) for a in argv[1:]) for key in ("hydra.run.dir", "hydra.sweep.dir")
-    )
-    name = None if run_given and sweep_given else shared_run_name()
-    if name is None:
-        return
-    if not run_given:
-        argv.append(f"hydra.run.dir=outputs/{name}")
-    if not sweep_given:
-        argv.append(f"hydra.sweep.dir=multirun/{name}")
-
-
-@contextlib.contextmanager
-def exit_as_rank() -> Iterator[None]:
-    """Around the console script: a rank that torchrun/srun started flushes and leaves with
-    ``os._exit`` (a plain interpreter exit can abort in gloo's background threads)."""
-    if launched_place() is None:
-        yield
-        return
-    code: Any = 0
-    try:
-        yield
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        logging.shutdown()
-    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 # --------------------------------------------------------------------------- the process group
@@ -236,12 +121,27 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     ``trainer.devices`` workers, or alone. Returns rank 0's summary."""
     place = launched_place()
     if place is not None:
+        check_supported(cfg)
         return run_as_rank(cfg, run_dir, place)
     if int(cfg.trainer.devices) > 1:
+        check_supported(cfg)
         return start_workers(cfg, run_dir, int(cfg.trainer.devices))
     from trainrun.train import run_training
 
     return run_training(cfg, run_dir)
+
+
+def check_supported(cfg: Any) -> None:
+    """Settings DDP cannot honour exactly, refused before any process starts."""
+    skip = str(getattr(cfg.trainer.on_nonfinite, "value", cfg.trainer.on_nonfinite)) == "skip"
+    if skip and int(cfg.trainer.accumulate_grad_batches) > 1:
+        raise TrainrunError(
+            "trainer.on_nonfinite=skip with trainer.accumulate_grad_batches>1 is not supported "
+            "with several processes: skipping the last batch of a window would skip the gradient "
+            "all-reduce (DDP syncs on that batch), and the processes' weights would drift apart",
+            key="trainer.on_nonfinite",
+            fix="use trainer.on_nonfinite=stop, or trainer.accumulate_grad_batches=1, or one process",
+        )
 
 
 def _hydra_context() -> tuple[Any, dict[str, Any] | None, str]:
