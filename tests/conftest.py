@@ -23,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (-n auto) the SLURM tests share one worker, hence one cluster: the
+    # session fixture of another worker would otherwise stop it under their feet.
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow (CI does)")
@@ -128,10 +133,12 @@ def slurm_cluster():
     import shutil
     import time
 
+    # In CI (CI=true) these are failures, never silent skips: CI must exercise the cluster.
+    cannot = pytest.fail if os.environ.get("CI") == "true" else pytest.skip
     if os.geteuid() != 0:
-        pytest.skip("the SLURM tests start daemons: run them as root (CI does)")
+        cannot("the SLURM tests start daemons: run them as root (CI does)")
     if not (shutil.which("slurmctld") or shutil.which("apt-get")):
-        pytest.skip("no SLURM and no apt-get to install it (scripts/slurm_up.sh targets Debian)")
+        cannot("no SLURM and no apt-get to install it (scripts/slurm_up.sh targets Debian)")
     scripts = REPO / "scripts"
     started = time.perf_counter()
     try:

@@ -156,7 +156,7 @@ def test_user_data_source_and_optimizer(train, tmp_path):
         def blobs(n=400, seed=0):
             rng = np.random.default_rng(seed)
             y = rng.integers(0, 2, size=n)
-            x = rng.normal(size=(n, 3)) + y[:, None] * 2.0
+            x = rng.normal(size=(n, 3)) + y[:, None] * 3.0
             return x.astype("float32"), y
     """))
     result = train("data._target_=mydata.blobs", "+data.n=500", "loss=bce_logits",

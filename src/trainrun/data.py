@@ -46,7 +46,8 @@ def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
         from sklearn import datasets
 
         bunch = getattr(datasets, f"load_{name}")()
-        return bunch.data.astype(np.float32), bunch.target
+        x = bunch.data.astype(np.float32)
+        return (x.reshape(-1, 1, 8, 8) if name == "digits" else x), bunch.target
 
 
 def _read_sklearn_files(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +59,7 @@ def _read_sklearn_files(name: str) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
     if name == "digits":
         table = np.loadtxt(folder / "digits.csv.gz", delimiter=",", dtype=np.float32)
-        return table[:, :-1], table[:, -1].astype(np.int64)
+        return table[:, :-1].reshape(-1, 1, 8, 8), table[:, -1].astype(np.int64)
     if name == "diabetes":
         x = np.loadtxt(folder / "diabetes_data_raw.csv.gz", dtype=np.float32)
         return x, np.loadtxt(folder / "diabetes_target.csv.gz", dtype=np.float32)
@@ -152,11 +153,12 @@ def read_csv(
                 fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]",
             ) from None
     y_text = columns[target]
-    y: np.ndarray = (
-        np.asarray(y_text, dtype=np.float64)
-        if all(_is_number(v) for v in y_text)
-        else np.asarray(y_text)
-    )
+    if all(v.lstrip("-").isdigit() for v in y_text):
+        y: np.ndarray = np.asarray(y_text, dtype=np.int64)  # whole numbers: class labels
+    elif all(_is_number(v) for v in y_text):
+        y = np.asarray(y_text, dtype=np.float64)
+    else:
+        y = np.asarray(y_text)
     return x, y
 
 
@@ -273,6 +275,7 @@ def prepare_arrays(
         )
     if x.dtype.kind not in "biuf":
         raise TrainrunError(f"features must be numbers, got dtype {x.dtype}", key="data")
+    sample_shape = tuple(x.shape[1:])  # kept: a source that returns images gives [C, H, W]
     x = x.reshape(len(x), -1).astype(np.float32)
     if not np.all(np.isfinite(x)):
         rows = np.unique(np.nonzero(~np.isfinite(x))[0])[:5].tolist()
@@ -333,7 +336,9 @@ def prepare_arrays(
             y_scale = float(np.mean(y_std))
             y_stats = np.atleast_1d(y_mean).tolist(), np.atleast_1d(y_std).tolist()
 
-    in_shape: tuple[int, ...] = (x.shape[1],)
+    in_shape: tuple[int, ...] = sample_shape
+    if len(sample_shape) > 1 and not image_shape:
+        x = x.reshape(n, *sample_shape)
     if image_shape:
         if math.prod(image_shape) != x.shape[1]:
             raise TrainrunError(
