@@ -331,7 +331,9 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="how rounds combine; min suits a machine other jobs disturb")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="fewer epochs (smoke test)")
     parser.add_argument("--levers", nargs="*", default=[], metavar="LEVER",
@@ -350,11 +352,12 @@ def main() -> None:
     lightning = not args.no_lightning and lightning_available()
 
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of {args.rounds} "
           "rounds, µs per training step" + ("" if lightning else "; without Lightning"))
     for name in args.workloads:
         result = time_workload(name, args.rounds, args.quick, args.overrides, args.levers, lightning)
-        us = {k: statistics.median(v) / result.steps * 1e6 for k, v in result.times.items()}
+        combine = statistics.median if args.stat == "median" else min
+        us = {k: combine(v) / result.steps * 1e6 for k, v in result.times.items()}
         bases = [b for b in ("hand", "tutorial", "lightning") if b in us]
         print(f"\n{name} ({result.steps} steps)")
         print(f"  {'variant':<24} {'µs/step':>8} " + " ".join(f"{'÷ ' + b:>12}" for b in bases)
