@@ -274,6 +274,7 @@ class Checkpoints:
         self.run, self.folder, self.interrupt = run, folder, interrupt
         self.cfg = run.cfg.checkpoint
         self.writes = run.rank == 0 and self.cfg.enabled
+        self.every_n_steps = self.cfg.every_n_steps  # read once: after_step runs every step
         self.stopped = False  # True once a signal stopped the run (after saving last.pt)
         if self.writes:
             remove_partial_writes(folder)
@@ -289,7 +290,7 @@ class Checkpoints:
             self.save(state)
             self.stopped = True
             return True
-        every = self.cfg.every_n_steps
+        every = self.every_n_steps
         if every and state.step % every == 0 and state.batch < len(self.run.train_batches):
             self.save(state)
         return False
