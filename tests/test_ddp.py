@@ -218,37 +218,6 @@ def test_joblib_job_starts_its_own_ddp_workers(tmp_path):
     assert summary["world_size"] == 2 and summary["status"] == "completed"
 
 
-@pytest.mark.slow
-@pytest.mark.slurm
-@pytest.mark.timeout(600)
-def test_real_slurm_srun_and_launcher_tasks_train_as_two_ranks(tmp_path, slurm_cluster):
-    """On the single-node cluster of scripts/slurm_up.sh: `srun --ntasks=2 train` (ranks from the
-    SLURM variables) and the SLURM launcher with tasks_per_node=2 (ranks from submitit)."""
-    partition = slurm_cluster["partition"]
-    args = [*DATA, "trainer.epochs=2", "trainer.progress=epoch"]
-    srun = subprocess.run(
-        ["srun", f"--partition={partition}", "--ntasks=2", "--cpus-per-task=1", "--mem=2G",
-         "--time=10", str(BIN / "train"), *args],
-        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
-    )
-    assert srun.returncode == 0, srun.stdout + srun.stderr
-    folders = list((tmp_path / "outputs").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("slurm-"), folders
-    assert json.loads((folders[0] / "summary.json").read_text())["world_size"] == 2
-    assert srun.stdout.count("epoch 2/2") == 1
-
-    sweep = tmp_path / "sweep"
-    job = subprocess.run(
-        [str(BIN / "train"), "-m", "hydra/launcher=slurm", f"hydra.launcher.partition={partition}",
-         "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-         "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", *args],
-        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=400,
-    )
-    assert job.returncode == 0, job.stdout + job.stderr
-    summary = json.loads((sweep / "0" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["status"] == "completed"
-
-
 # --------------------------------------------------------------------------- failures
 
 
