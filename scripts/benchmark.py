@@ -45,9 +45,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from trainrun.build import Run, build
-from trainrun.cli import config_dir
-from trainrun.loop import TrainState, fit
+from trainrun.build import Setup, build
+from trainrun.config import config_dir
+from trainrun.config.schemas import register
+from trainrun.engine.loop import TrainState, fit, train_epoch
+from trainrun.engine.stop import Stop
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -75,7 +77,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "quick_epochs": 1,
     },
 }
-COMMON = ["data.val_fraction=0", "trainer.progress=none", "checkpoint.enabled=false",
+COMMON = ["data.val_fraction=0", "objective=train_loss", "checkpoint.monitor=train_loss",
+          "trainer.progress=none", "checkpoint.enabled=false",
           "device=cpu"]
 
 
@@ -122,13 +125,11 @@ def lever_overrides(spec: str) -> list[str]:
     return [o for part in spec.split("+") for o in LEVERS[part]]
 
 
-def warm_up_compiled(run: Run, initial: dict[str, torch.Tensor]) -> None:
+def warm_up_compiled(run: Setup, initial: dict[str, torch.Tensor]) -> None:
     """Compile outside the timed part: one epoch (every batch shape), then back to the initial
     weights and a fresh optimizer state, so the timed run computes what the others compute."""
-    from trainrun.loop import train_epoch
-
-    train_epoch(run, TrainState(), 0)
-    run.module.load_state_dict(initial)
+    train_epoch(run, TrainState(), 0, Stop.for_setup(run, checkpoints=None))
+    run.raw_model.load_state_dict(initial)
     run.optimizer.state.clear()
 
 
@@ -152,7 +153,7 @@ def lightning_available() -> bool:
     return importlib.util.find_spec("lightning") is not None
 
 
-def lightning_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
                    lean: bool) -> float:
     """Lightning's Trainer on the same module, optimizer and batches; returns the seconds from
     the start of its training loop to its end (its set-up and tear-down are not counted)."""
@@ -204,13 +205,14 @@ def lightning_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Opti
     return clock.stopped - clock.started
 
 
-def make_run(overrides: list[str], extra: list[str]) -> Run:
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+def make_run(overrides: list[str], extra: list[str]) -> Setup:
+    register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         cfg = compose("train", overrides=overrides + COMMON + extra)
     return build(cfg)
 
 
-def hand_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
+def hand_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
     """The best hand-written loop: slices of a permuted copy, one .item() per epoch."""
     batches = run.train_batches
     x_all, y_all, criterion = batches.x, batches.y, run.criterion
@@ -233,7 +235,7 @@ def hand_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return losses
 
 
-def tutorial_loop(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
+def tutorial_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
     """The tutorial loop: DataLoader over a TensorDataset, loss.item() every step."""
     batches = run.train_batches
     sampler = EpochOrder(batches.permutation)
@@ -271,37 +273,37 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
     if quick:
         overrides.append(f"trainer.epochs={spec['quick_epochs']}")
     template = make_run(overrides, extra)
-    initial = copy.deepcopy(template.module.state_dict())
+    initial = copy.deepcopy(template.raw_model.state_dict())
     result = Result(steps=len(template.train_batches) * template.cfg.trainer.epochs)
 
-    compiled: dict[str, Run] = {}
+    compiled: dict[str, Setup] = {}
 
     def trainrun_variant(label: str = "trainrun", more: list[str] = ()) -> dict[str, torch.Tensor]:
         if label in compiled:  # compiled once: later rounds reuse it from the initial state
             run = compiled[label]
-            run.module.load_state_dict(initial)
+            run.raw_model.load_state_dict(initial)
             run.optimizer.state.clear()
         else:
             run = make_run(overrides, [*extra, *more])  # built outside the timed part
-            run.module.load_state_dict(initial)
+            run.raw_model.load_state_dict(initial)
             if run.cfg.trainer.compile:
                 warm_up_compiled(run, initial)
                 compiled[label] = run
         started = time.perf_counter()
         fit(run, TrainState(), QuietReporter())
         result.times.setdefault(label, []).append(time.perf_counter() - started)
-        return run.module.state_dict()
+        return run.raw_model.state_dict()
 
     def plain_variant(label: str, loop: Callable[..., Any], more: list[str] = (),
                       **kwargs: Any) -> dict[str, torch.Tensor]:
         run = make_run(overrides, [*extra, *more])
-        run.module.load_state_dict(initial)
+        run.raw_model.load_state_dict(initial)
         started = time.perf_counter()
-        seconds = loop(run, run.module, run.optimizer, **kwargs)
+        seconds = loop(run, run.raw_model, run.optimizer, **kwargs)
         if not isinstance(seconds, float):  # the loop did not time itself
             seconds = time.perf_counter() - started
         result.times.setdefault(label, []).append(seconds)
-        return run.module.state_dict()
+        return run.raw_model.state_dict()
 
     for _ in range(rounds + 1):  # the first round warms up (imports, allocator) and is dropped
         result.weights["trainrun"] = trainrun_variant()

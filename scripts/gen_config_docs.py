@@ -1,5 +1,5 @@
-"""Write docs/configuration.md from the schemas (src/trainrun/config.py) and the option files
-(configs/), through trainrun.reference.markdown().
+"""Write docs/configuration.md from the schemas (src/trainrun/config/) and the option files
+(configs/), through trainrun.cli.reference.markdown().
 
     python scripts/gen_config_docs.py           # rewrite the file
     python scripts/gen_config_docs.py --check   # exit 1 if the file is out of date
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from trainrun import reference
+from trainrun.cli import reference
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -21,8 +21,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 def main() -> int:
     missing = reference.undocumented()
     if missing:
-        print("keys without a description (add a comment above the field in config.py, or an "
-              "entry in trainrun.reference.DESCRIPTIONS):\n  " + "\n  ".join(missing), file=sys.stderr)
+        print("keys without a description (declare the field with setting(default, \"...\") in "
+              "src/trainrun/config/):\n  " + "\n  ".join(missing), file=sys.stderr)
         return 1
     text = reference.markdown()
     if "--check" in sys.argv[1:]:

@@ -114,10 +114,13 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from trainrun.cli import config_dir
+    from trainrun.config import config_dir
+    from trainrun.config.schemas import register
+
+    register()
 
     def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             return hydra_compose("train", overrides=list(overrides))
 
     return _compose

@@ -20,7 +20,6 @@ it) and the signals go through trainrun's real handlers; only the *timing* is ma
 from __future__ import annotations
 
 import csv
-import io
 import os
 import signal
 import subprocess
@@ -67,7 +66,10 @@ def metric_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def main() -> None:
-    from trainrun import atomic, checkpoint, cli, report
+    from trainrun import files
+    from trainrun.cli import main as cli
+    from trainrun.engine import checkpoint, stop
+    from trainrun.report import console
 
     plan: dict[str, list[int]] = {}
     for item in sys.argv[1].split(","):
@@ -85,15 +87,25 @@ def main() -> None:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    original_save = checkpoint.save
+    # Checkpoint files are written on the writer's background thread, one at a time, through
+    # checkpoint.write_file: the N-th call is the N-th checkpoint file.
+    original_write_file = checkpoint.write_file
 
-    def save(path, payload):
-        out = original_save(path, payload)
+    def write_file(path, data):
+        if due("write"):  # half the bytes reach the temporary file, then the kill
+            def half(f):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                die()
+
+            return files.atomic_write(path, half)
+        out = original_write_file(path, data)
         if due("saved"):
             die()
         return out
 
-    checkpoint.save = save
+    checkpoint.write_file = write_file
 
     original_replace = os.replace
 
@@ -102,42 +114,24 @@ def main() -> None:
             die()
         return original_replace(src, dst, *args, **kwargs)
 
-    atomic.os.replace = replace  # the os module itself: atomic_write looks it up on each call
+    files.os.replace = replace  # the os module itself: atomic_write looks it up on each call
 
-    original_atomic_write = checkpoint.atomic_write
+    original_after_step = stop.Stop.after_step
 
-    def atomic_write(path, write):
-        if not due("write"):
-            return original_atomic_write(path, write)
-
-        def half(f):
-            buffer = io.BytesIO()
-            write(buffer)
-            data = buffer.getvalue()
-            f.write(data[: len(data) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            die()
-
-        return original_atomic_write(path, half)
-
-    checkpoint.atomic_write = atomic_write
-
-    original_after_step = checkpoint.Checkpoints.after_step
-
-    def after_step(self, state):
-        stop = original_after_step(self, state)
+    def after_step(self, state, epoch):
+        stopped = original_after_step(self, state, epoch)
         if due("step"):
+            self.writer.wait()  # "right after the step and its checkpoint": the write is done
             die()
-        return stop
+        return stopped
 
-    checkpoint.Checkpoints.after_step = after_step
+    stop.Stop.after_step = after_step
 
     signals = [e for e in plan if e.startswith("SIG")]
     if signals:
         # Every batch calls progress.step(loss) between its backward and the optimizer step;
         # trainer.progress=epoch gives the quiet progress object, patched here.
-        original_step = report._Quiet.step
+        original_step = console._Quiet.step
 
         def step(self, loss):
             seen["batch"] += 1
@@ -146,7 +140,7 @@ def main() -> None:
                     os.kill(os.getpid(), getattr(signal, name))
             return original_step(self, loss)
 
-        report._Quiet.step = step
+        console._Quiet.step = step
 
     sys.argv = ["train", *sys.argv[2:]]
     cli.train()

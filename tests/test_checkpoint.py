@@ -18,25 +18,26 @@ import torch
 from conftest import env_for_tests, run_command, run_train
 from omegaconf import OmegaConf
 
-from trainrun import checkpoint
+from trainrun.engine import checkpoint, resume
 from trainrun.errors import TrainrunError
 
 # A child process writes last.pt once, then writes it again and SIGKILLs itself at ``WHERE``:
 # "rename" between the fsynced temporary file and the rename, "write" half-way through the bytes.
 CHILD = textwrap.dedent("""
     import os, signal, sys, torch
-    from trainrun import atomic, checkpoint
+    from trainrun import files
+    from trainrun.engine import checkpoint
     path, where = sys.argv[1], sys.argv[2]
     checkpoint.save(path, {"format": 1, "w": torch.zeros(1000)})
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "rename":
-        atomic.os.replace = die
+        files.os.replace = die
         checkpoint.save(path, {"format": 1, "w": torch.ones(1000)})
     else:
         def half(f):
             f.write(b"x" * 50_000); f.flush(); os.fsync(f.fileno()); die()
-        atomic.atomic_write(path, half)
+        files.atomic_write(path, half)
 """)
 
 
@@ -51,9 +52,9 @@ def test_a_write_killed_at_the_worst_moment_leaves_the_old_checkpoint(tmp_path, 
     assert torch.equal(checkpoint.load(path)["w"], torch.zeros(1000))
     leftovers = list(folder.glob(".last.pt.*.tmp"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
-    assert checkpoint.find("auto", tmp_path / "run") == path
+    assert resume.find("auto", tmp_path / "run") == path
     assert sorted(p.name for p in folder.iterdir()) == sorted(["last.pt", leftovers[0].name])
-    # The next run's Checkpoints tidies them up.
+    # The next run's CheckpointWriter tidies them up.
     assert checkpoint.remove_partial_writes(folder) == leftovers
     assert [p.name for p in folder.iterdir()] == ["last.pt"]
 
@@ -112,8 +113,8 @@ def test_files_that_are_not_trainrun_checkpoints(tmp_path):
     with pytest.raises(TrainrunError, match="checkpoint not found"):
         checkpoint.load(tmp_path / "missing.pt")
     with pytest.raises(TrainrunError, match="no checkpoint at"):
-        checkpoint.find(str(tmp_path), tmp_path)  # a folder without checkpoints/last.pt
-    assert checkpoint.find("auto", tmp_path) is None  # resume=auto: start fresh
+        resume.find(str(tmp_path), tmp_path)  # a folder without checkpoints/last.pt
+    assert resume.find("auto", tmp_path) is None  # resume=auto: start fresh
 
 
 def test_random_streams_round_trip(tmp_path):
@@ -134,7 +135,7 @@ def test_random_streams_round_trip(tmp_path):
 
 def test_config_differences(compose):
     saved = OmegaConf.to_container(compose("data=synthetic"), resolve=True, enum_to_str=True)
-    blocking, harmless = checkpoint.config_differences(saved, compose(
+    blocking, harmless = resume.config_differences(saved, compose(
         "data=synthetic", "model.hidden=[64]", "loss=nll", "checkpoint.monitor=val_acc",
         "trainer.epochs=50", "optim.lr=0.01", "data.num_workers=2", "resume=auto",
     ))
@@ -150,5 +151,5 @@ def test_config_differences(compose):
         "optim.lr: 0.001 -> 0.01",
         "trainer.epochs: 20 -> 50",
     ]
-    assert [d for d in harmless if checkpoint.under(d, checkpoint.RESTORED)] == ["optim.lr: 0.001 -> 0.01"]
-    assert checkpoint.config_differences(saved, compose("data=synthetic")) == ([], [])
+    assert [d for d in harmless if resume.under(d, resume.RESTORED)] == ["optim.lr: 0.001 -> 0.01"]
+    assert resume.config_differences(saved, compose("data=synthetic")) == ([], [])

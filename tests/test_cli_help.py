@@ -12,8 +12,10 @@ import subprocess
 import pytest
 from conftest import BIN, env_for_tests
 
-from trainrun import config as schemas
-from trainrun import reference
+from trainrun.cli import help as cli_help
+from trainrun.cli import reference
+from trainrun.config import config_dir, schemas
+from trainrun.config.groups import DataConfig
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess[str]:
@@ -50,10 +52,8 @@ def hydra_groups() -> dict[str, list[str]]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from trainrun.cli import config_dir
-
     found: dict[str, list[str]] = {}
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         loader = GlobalHydra.instance().config_loader()
 
         def walk(parent: str) -> None:
@@ -79,7 +79,7 @@ def test_help_lists_every_group_and_option_with_a_description(help_text):
 
 def test_help_lists_the_projects_launcher_presets(help_text):
     shown = parse_groups(help_text)
-    project = {p.stem for p in (reference.config_dir() / "hydra" / "launcher").glob("*.yaml")}
+    project = {p.stem for p in (config_dir() / "hydra" / "launcher").glob("*.yaml")}
     assert project, "configs/hydra/launcher holds no presets"
     assert set(shown["hydra/launcher"]) == project
     assert all(o in help_text for o in ("submitit_slurm", "joblib"))  # Hydra's own, named in the group line
@@ -100,7 +100,7 @@ def test_help_marks_the_choices_made_on_the_command_line(tmp_path):
     assert shown["logger"]["csv"][1] and shown["logger"]["tensorboard"][1]
 
 
-@pytest.mark.parametrize("group, schema", [("trainer", schemas.TrainerConfig), ("data", schemas.DataConfig)])
+@pytest.mark.parametrize("group, schema", [("trainer", schemas.TrainerConfig), ("data", DataConfig)])
 def test_help_lists_every_trainer_and_data_key(help_text, group, schema):
     for key in reference.schema_keys(schema):
         if key.name == "_target_":
@@ -122,22 +122,21 @@ def compose_command(command: str, placeholder: str) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from trainrun.cli import config_dir
+    from trainrun.config.schemas import register
 
+    register()
     words = shlex.split(re.sub(r"<[^>]+>", placeholder, command))
     name, overrides = words[0], [w for w in words[1:] if not w.startswith("-")]
-    if name == "evaluate":
-        import trainrun.evaluate  # noqa: F401  (registers evaluate's schema)
     first = []
     for override in OverridesParser.create().parse_overrides(overrides):
         value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
             else override.get_value_element_as_str()
         first.append(f"{override.get_key_element()}={value}")  # the key keeps a + prefix
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         compose(name, overrides=first)
 
 
-@pytest.mark.parametrize("command", [c for c, _ in reference.EXAMPLES])
+@pytest.mark.parametrize("command", [c for c, _ in cli_help.EXAMPLES])
 def test_help_examples_compose(command, tmp_path):
     compose_command(command, str(tmp_path))
 
@@ -149,7 +148,7 @@ def test_cfg_job_and_info_still_work(tmp_path):
     assert "_target_: trainrun.models.CNN" in job.stdout and "trainer:" in job.stdout
     info = run_cli("--info", "defaults", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
-    assert "logger/csv" in info.stdout and "hydra/help/trainrun" in info.stdout
+    assert "logger/csv" in info.stdout and "hydra/job_logging/trainrun" in info.stdout
 
 
 def test_the_run_prints_its_config_tree_and_folder_first(train):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainrun.data import TensorBatches, infer_task, prepare_arrays
+from trainrun.data.batches import TensorBatches
+from trainrun.data.prepare import infer_task, prepare_arrays
 from trainrun.errors import TrainrunError
 
 
@@ -101,7 +102,7 @@ def test_ddp_shards_split_each_global_batch():
 def test_bundled_sets_match_scikit_learn(name):
     from sklearn import datasets
 
-    from trainrun.data import load_sklearn
+    from trainrun.data.sources import load_sklearn
 
     x, y = load_sklearn(name)
     reference = getattr(datasets, f"load_{name}")(**({"scaled": False} if name == "diabetes" else {}))

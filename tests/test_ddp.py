@@ -45,7 +45,7 @@ def free_port() -> int:
 @pytest.fixture
 def environ(monkeypatch):
     """A private copy of the environment without any launcher's variables."""
-    from trainrun import ranks
+    from trainrun.cli import ranks
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
@@ -55,7 +55,7 @@ def environ(monkeypatch):
 
 
 def test_alone_nothing_is_pinned(environ):
-    from trainrun.ranks import launched_place, pin_run_dir
+    from trainrun.cli.ranks import launched_place, pin_run_dir
 
     argv = ["train", "trainer.epochs=2"]
     pin_run_dir(argv)
@@ -64,7 +64,7 @@ def test_alone_nothing_is_pinned(environ):
 
 
 def test_torchrun_ranks_agree_on_one_folder(environ):
-    from trainrun.ranks import Place, launched_place, pin_run_dir
+    from trainrun.cli.ranks import Place, launched_place, pin_run_dir
 
     environ.update(TORCHELASTIC_RUN_ID="3f2a", RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
                    LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
@@ -78,8 +78,8 @@ def test_torchrun_ranks_agree_on_one_folder(environ):
 
 
 def test_torchrun_without_a_unique_run_id_is_refused(environ):
+    from trainrun.cli.ranks import pin_run_dir
     from trainrun.errors import TrainrunError
-    from trainrun.ranks import pin_run_dir
 
     environ.update(TORCHELASTIC_RUN_ID="none", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
     with pytest.raises(TrainrunError, match="--standalone"):
@@ -90,7 +90,7 @@ def test_torchrun_without_a_unique_run_id_is_refused(environ):
 
 
 def test_srun_tasks_get_ranks_and_one_folder(environ):
-    from trainrun.ranks import Place, launched_place, pin_run_dir
+    from trainrun.cli.ranks import Place, launched_place, pin_run_dir
 
     environ.update(SLURM_JOB_ID="77", SLURM_STEP_ID="3", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="1",
                    SLURM_LOCALID="1", SLURM_STEP_NUM_NODES="1", SLURM_JOB_NODELIST="node7")
@@ -104,7 +104,7 @@ def test_srun_tasks_get_ranks_and_one_folder(environ):
 
 
 def test_one_slurm_task_is_alone(environ):
-    from trainrun.ranks import launched_place, pin_run_dir
+    from trainrun.cli.ranks import launched_place, pin_run_dir
 
     environ.update(SLURM_JOB_ID="77", SLURM_NTASKS="1", SLURM_PROCID="0")
     argv = ["train"]
@@ -113,7 +113,7 @@ def test_one_slurm_task_is_alone(environ):
 
 
 def test_skip_with_accumulation_is_refused_under_ddp(compose):
-    from trainrun.distributed import check_supported
+    from trainrun.cli.launch import check_supported
     from trainrun.errors import TrainrunError
 
     check_supported(compose("trainer.on_nonfinite=skip"))

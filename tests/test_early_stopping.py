@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import run_train
 
-from trainrun.loop import early_stopping_reason
+from trainrun.engine.stop import early_stopping_reason
+from trainrun.settings import EarlyStopping
 
 
 def rule(patience, min_delta=0.0, monitor="val_loss", mode="min"):
-    return SimpleNamespace(patience=patience, min_delta=min_delta, monitor=monitor, mode=mode)
+    """The loop's typed setting; patience null turns early stopping off (no setting at all)."""
+    return None if patience is None else EarlyStopping(patience, min_delta, monitor, mode)
 
 
 def history(values, key="val_loss"):

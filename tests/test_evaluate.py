@@ -89,7 +89,7 @@ def test_regression_predictions_are_in_the_targets_units(tmp_path):
     folder = tmp_path / "run" / "eval" / "best_val"
     report = json.loads((folder / "eval.json").read_text())
     rows = read_csv(folder / "predictions.csv")
-    from trainrun.data import load_sklearn
+    from trainrun.data.sources import load_sklearn
 
     _, y = load_sklearn("diabetes")
     for row in rows:  # the target column is the data set's own value for that row
@@ -128,8 +128,8 @@ def test_the_stored_config_is_typed_as_train_composed_it(compose, with_names):
     matched by _target_ for checkpoints without the names)."""
     from omegaconf import OmegaConf
 
-    from trainrun.checkpoint import schema_names
-    from trainrun.evaluate import typed_config
+    from trainrun.engine.checkpoint import schema_names
+    from trainrun.trained import typed_config
 
     composed = compose("data=diabetes", "loss=mse", "optim=sgd", "scheduler=onecycle", "model=cnn",
                        "data.image_shape=[1,2,5]")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from trainrun.build import build
-from trainrun.loop import TrainState, fit
-from trainrun.report import Reporter
+from trainrun.engine.loop import TrainState, fit
+from trainrun.report.console import Reporter
 
 
 def canonical_loop(model, optimizer, criterion, batches, epochs):
@@ -53,8 +53,8 @@ def test_same_weights_as_the_canonical_loop(compose, tmp_path, overrides, make_o
                   "trainer.progress=none", "device=cpu")
     run = build(cfg)
     assert len(run.train_batches.x) % 50 != 0
-    initial = copy.deepcopy(run.module.state_dict())
-    model = copy.deepcopy(run.module)
+    initial = copy.deepcopy(run.raw_model.state_dict())
+    model = copy.deepcopy(run.raw_model)
     rng = torch.get_rng_state()
 
     state = fit(run, TrainState(), Reporter(tmp_path, epochs=3, progress="none"))
@@ -64,7 +64,7 @@ def test_same_weights_as_the_canonical_loop(compose, tmp_path, overrides, make_o
     losses = canonical_loop(model, make_optimizer(model.parameters()), run.criterion,
                             run.train_batches, epochs=3)
 
-    ours, theirs = run.module.state_dict(), model.state_dict()
+    ours, theirs = run.raw_model.state_dict(), model.state_dict()
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,9 +32,9 @@ def max_difference(a, b):
 
 
 def test_micro_batch_weights_make_each_step_a_mean_over_its_samples():
-    from trainrun.distributed import micro_batch_weights
+    from trainrun.engine.collectives import micro_batch_weights
 
-    alone = SimpleNamespace(world_size=1)
+    alone = 1  # world size: one process
     sizes = torch.tensor([8.0] * 8 + [3.0])
     assert micro_batch_weights(sizes, 1, alone) == [1.0] * 9  # plain steps: no multiply at all
     weights = micro_batch_weights(sizes, 4, alone)
@@ -72,17 +71,18 @@ def _train_one_epoch(compose, *overrides):
     """Build a run in this process and train one epoch; return the run and, per optimizer step,
     the gradients it stepped with (the clipped ones: ``after_step`` runs after the step)."""
     from trainrun.build import build
-    from trainrun.loop import TrainState, train_epoch
+    from trainrun.engine.loop import TrainState, train_epoch
 
     cfg = compose(*DATA, "optim=sgd", "optim.lr=0.5", "preflight=false", *overrides)
     run = build(cfg)
     grads = []
 
-    def record(state):
-        grads.append([p.grad.detach().clone() for p in run.module.parameters()])
-        return False
+    class Record:  # in the place of the run's Stop: asked after every optimizer step
+        def after_step(self, state, epoch):
+            grads.append([p.grad.detach().clone() for p in run.raw_model.parameters()])
+            return False
 
-    train_epoch(run, TrainState(), 0, after_step=record)
+    train_epoch(run, TrainState(), 0, Record())
     return run, grads
 
 
@@ -95,7 +95,7 @@ def test_clip_by_norm_bounds_every_step_and_changes_the_result(compose):
     clipped, clipped_grads = _train_one_epoch(compose, "trainer.grad_clip.max_norm=0.05")
     assert sum(_norm(g) > 0.05 for g in free_grads) > len(free_grads) // 2  # the bound binds
     assert all(_norm(g) <= 0.05 * (1 + 1e-5) for g in clipped_grads)
-    a, b = free.module.state_dict(), clipped.module.state_dict()
+    a, b = free.raw_model.state_dict(), clipped.raw_model.state_dict()
     assert max_difference(a, b) > 1e-3
 
 

@@ -119,9 +119,11 @@ def test_the_default_path_does_not_import_torchmetrics(tmp_path):
     code = (
         "import sys\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from trainrun.cli import config_dir\n"
+        "from trainrun.config import config_dir\n"
+        "from trainrun.config.schemas import register\n"
         "from trainrun.build import build\n"
-        "with initialize_config_dir(config_dir=config_dir(), version_base=None):\n"
+        "register()\n"
+        "with initialize_config_dir(config_dir=str(config_dir()), version_base=None):\n"
         "    for extra in ([], ['metrics=[f1]']):\n"
         "        run = build(compose('train', overrides=['data=breast_cancer', 'loss=bce', *extra]))\n"
         "        print(run.metrics is None, 'torchmetrics' in sys.modules)\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_loggers import shadow
 
-from trainrun.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
+from trainrun.report.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
 
 pytest.importorskip("matplotlib")
 

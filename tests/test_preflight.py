@@ -72,6 +72,16 @@ class EndsIn(nn.Module):
         return self.last(self.fc(x))
 
 
+class FunctionalSigmoid(nn.Module):
+    "Ends in torch.sigmoid in forward: no nn.Sigmoid module to see."
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
 class Unused(nn.Module):
     def __init__(self, in_features, out_features):
         super().__init__()
@@ -227,12 +237,15 @@ BROKEN = [
      ["1 score per sample", "always 0"]),
     ("bce_targets_outside_0_1", "regression", ["loss=bce"],
      ["needs targets in [0, 1]", "regression", "loss=mse"]),
+    # torch's own check, worded with the key that fixes it
     ("bce_gets_raw_scores", "binary", ["loss=bce", "loss.head=none"],
-     ["BCELoss needs probabilities", "loss.head=sigmoid"]),
+     ["all elements of input should be between 0 and 1", "loss.head"]),
     ("nll_gets_raw_scores", "multiclass", ["loss=nll", "loss.head=none"],
      ["NLLLoss needs log-probabilities", "loss.head=log_softmax"]),
     ("double_sigmoid", "binary", ["loss=bce", "model._target_=mymodels.EndsIn"],
-     ["double sigmoid", "loss.head=none"]),
+     ["ends in a Sigmoid", "double sigmoid", "loss.head=none"]),
+    ("double_sigmoid_functional", "binary", ["loss=bce", "model._target_=mymodels.FunctionalSigmoid"],
+     ["already outputs values in [0, 1]", "double sigmoid", "loss.head=none"]),
     ("bce_logits_after_sigmoid", "binary", ["loss=bce_logits", "model._target_=mymodels.EndsIn"],
      ["BCEWithLogitsLoss applies the sigmoid itself", "loss=bce loss.head=none"]),
     ("cross_entropy_after_softmax", "multiclass", ["model._target_=mymodels.EndsIn", "+model.last=softmax"],
@@ -267,9 +280,9 @@ BROKEN = [
 
 def refused(compose, folder: Path, *overrides: str) -> str:
     """Build the run in-process from ``folder`` and run preflight; the error it must raise."""
-    from trainrun import preflight
     from trainrun.build import build
     from trainrun.errors import TrainrunError
+    from trainrun.preflight import run as preflight
 
     run = build(compose(*overrides))
     with pytest.raises(TrainrunError) as caught:
@@ -347,21 +360,21 @@ def test_preflight_changes_nothing(train, folder: Path) -> None:
 def test_preflight_restores_state_in_process(compose, folder: Path, monkeypatch) -> None:
     """Direct check on the built objects: parameters, buffers, .grad, train/eval flags and every
     random stream are as before."""
-    from trainrun import preflight
     from trainrun.build import build
+    from trainrun.preflight import run as preflight
 
     monkeypatch.chdir(folder)
     cfg = compose(*write_csv(folder, "multiclass").split(), "model._target_=mymodels.Noisy")
     run = build(cfg)
-    run.module.eval()
-    before = {k: v.clone() for k, v in run.module.state_dict().items()}
+    run.raw_model.eval()
+    before = {k: v.clone() for k, v in run.raw_model.state_dict().items()}
     rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     report = preflight.check(run)
     assert report.line.startswith("preflight ok")
-    after = run.module.state_dict()
+    after = run.raw_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert all(p.grad is None for p in run.module.parameters())
-    assert not any(m.training for m in run.module.modules())
+    assert all(p.grad is None for p in run.raw_model.parameters())
+    assert not any(m.training for m in run.raw_model.modules())
     assert torch.equal(rng[0], torch.get_rng_state())
     assert np.array_equal(rng[1], np.random.get_state()[1])
     assert rng[2] == random.getstate()
@@ -371,9 +384,9 @@ def test_preflight_restores_state_in_process(compose, folder: Path, monkeypatch)
 def test_class_index_targets_must_be_int64(compose, folder: Path, monkeypatch) -> None:
     """Targets that reach a class-index loss as floats are refused (trainrun's own data path
     always gives int64, so the batches are altered here)."""
-    from trainrun import preflight
     from trainrun.build import build
     from trainrun.errors import TrainrunError
+    from trainrun.preflight import run as preflight
 
     monkeypatch.chdir(folder)
     run = build(compose(*write_csv(folder, "multiclass").split()))

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from trainrun.reference import config_dir
+from trainrun.config import config_dir
 
 RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 CLAIM = re.compile(r"Reaches (\w+) (>=|<=) ([\d.]+)")
@@ -42,7 +42,7 @@ def test_tutorial_binary_is_the_classic_network(compose):
     from trainrun.build import build
 
     run = build(cfg)
-    layers = [m for m in run.module.modules() if not list(m.children())]
+    layers = [m for m in run.raw_model.modules() if not list(m.children())]
     linears = [(m.in_features, m.out_features) for m in layers if type(m).__name__ == "Linear"]
     assert linears == [(60, 60), (60, 30), (30, 1)]
     assert [type(m).__name__ for m in layers] == ["Flatten", "Linear", "ReLU", "Linear", "ReLU", "Linear",

@@ -16,7 +16,7 @@ import torch
 from conftest import BIN, env_for_tests, run_train
 from killpoints import launch, metric_rows, same_weights, weights
 
-from trainrun.checkpoint import Interrupt
+from trainrun.engine.stop import Signals
 
 # 20 batches (= steps) per epoch; no mid-epoch checkpoints, so a last.pt in the middle of an
 # epoch can only come from a signal.
@@ -110,13 +110,13 @@ def test_interrupt_handler(monkeypatch):
     """In-process: the handler records the first signal, restores the previous handlers on
     exit, and a second SIGINT raises KeyboardInterrupt."""
     before = signal.getsignal(signal.SIGUSR1)
-    with Interrupt() as interrupt:
+    with Signals() as interrupt:
         assert interrupt.signum is None and interrupt.name == ""
         os.kill(os.getpid(), signal.SIGUSR1)
         assert interrupt.signum == signal.SIGUSR1 and interrupt.name == "SIGUSR1"
         os.kill(os.getpid(), signal.SIGTERM)  # a later, different signal: still stop, no raise
     assert signal.getsignal(signal.SIGUSR1) is before
-    with Interrupt() as interrupt, pytest.raises(KeyboardInterrupt):
+    with Signals() as interrupt, pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         assert interrupt.name == "SIGINT"
         os.kill(os.getpid(), signal.SIGINT)

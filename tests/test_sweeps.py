@@ -15,7 +15,8 @@ import pytest
 import yaml
 from conftest import BIN, env_for_tests, run_command
 
-from trainrun.sweep import finite_or_none, parallel_jobs, summarize
+from trainrun.cli.sweep import parallel_jobs
+from trainrun.report.sweep import finite_or_none, summarize
 
 # Small and quick: iris, two epochs.
 FAST = ("data=iris", "trainer.epochs=2", "trainer.progress=epoch")
@@ -127,9 +128,11 @@ def test_parallel_jobs_follows_joblib_n_jobs() -> None:
 def compose_with_hydra(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from trainrun.cli import config_dir
+    from trainrun.config import config_dir
+    from trainrun.config.schemas import register
 
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+    register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 

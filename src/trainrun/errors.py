@@ -1,11 +1,15 @@
-"""The one exception type trainrun raises for problems a user can fix.
+"""The one exception type trainrun raises for problems a user can fix, and the exit statuses.
 
-``cli.py`` catches it, prints ``message`` (plus the key and the fix) without a traceback and
+``cli.main`` catches it, prints ``message`` (plus the key and the fix) without a traceback and
 exits with ``exit_code``: 2 for a wrong config or input (found before training), 1 for a
 failure during training. ``HYDRA_FULL_ERROR=1`` shows the traceback as well.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
 
 CONFIG_ERROR = 2
 TRAINING_ERROR = 1
@@ -35,3 +39,9 @@ class TrainrunError(Exception):
         if self.fix:
             lines.append(f"  fix: {self.fix}")
         return "\n".join(lines)
+
+
+def did_you_mean(word: str, choices: Iterable[Any], prefix: str = "") -> str:
+    """`` (did you mean <prefix><nearest>?)`` when one of ``choices`` is close to ``word``."""
+    near = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{near[0]}?)" if near else ""

@@ -19,19 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainrun.preflight import first_batch
+from trainrun.preflight.common import dtype_text, shape_text, split_head
+from trainrun.preflight.run import first_batch
 
 # Optimizer settings not worth a beginner's attention in the report.
 QUIET_SETTINGS = ("params", "foreach", "maximize", "capturable", "differentiable", "fused",
                   "decoupled_weight_decay", "initial_lr")
-
-
-def _shape(t: torch.Tensor) -> str:
-    return str(list(t.shape)).replace(" ", "")
-
-
-def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
 
 
 def _fmt(v: Any) -> str:
@@ -43,45 +36,23 @@ def _fmt(v: Any) -> str:
 
 
 def first_step_rule(optimizer: torch.optim.Optimizer) -> tuple[str, Any] | None:
-    """For a fresh optimizer: the formula of its first step and a function
-    ``(p_before, grad) -> expected change``; None when trainrun has no rule for it."""
-    if len(optimizer.state) or len(optimizer.param_groups) != 1:
+    """For a fresh SGD optimizer (the teaching case): the formula of its first step and a
+    function ``(p_before, grad) -> expected change``. None for any other optimizer: its rule is
+    torch's, and the report shows what the step did without re-deriving it."""
+    if type(optimizer) is not torch.optim.SGD or len(optimizer.state) or len(optimizer.param_groups) != 1:
         return None
     g = optimizer.param_groups[0]
-    lr, wd = float(g["lr"]), float(g.get("weight_decay", 0.0))
     if g.get("maximize"):
         return None
-    kind = type(optimizer)
-    if kind is torch.optim.SGD:
-        momentum, nesterov = float(g["momentum"]), bool(g["nesterov"])
-        factor = 1 + momentum if nesterov and momentum else 1.0
-        text = "-lr·grad" if not wd else "-lr·(grad + weight_decay·p)"
-        if factor != 1:
-            text = f"-lr·(1+momentum)·{text[4:] if wd else 'grad'}"
-        return text, lambda p, d: -lr * factor * (d + wd * p)
-    if kind in (torch.optim.Adam, torch.optim.AdamW):
-        eps = float(g["eps"])
-        decoupled = kind is torch.optim.AdamW or bool(g.get("decoupled_weight_decay"))
-        if decoupled:
-            text = "-lr·grad/(|grad|+eps)" + (" - lr·weight_decay·p" if wd else "")
-
-            def adamw(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-                return -lr * wd * p - lr * d / (d.abs() + eps)
-            return text, adamw
-        text = "-lr·grad/(|grad|+eps)" if not wd else "-lr·g/(|g|+eps), g = grad+weight_decay·p"
-
-        def adam(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            d = d + wd * p
-            return -lr * d / (d.abs() + eps)
-        return text, adam
-    if kind is torch.optim.Adagrad and not wd and float(g.get("initial_accumulator_value", 0)) == 0:
-        eps = float(g["eps"])
-        return "-lr·grad/(|grad|+eps)", lambda p, d: -lr * d / (d.abs() + eps)
-    if kind is torch.optim.RMSprop and not wd and not g["momentum"] and not g["centered"]:
-        eps, alpha = float(g["eps"]), float(g["alpha"])
-        return ("-lr·grad/(√(1-alpha)·|grad|+eps)",
-                lambda p, d: -lr * d / ((1 - alpha) ** 0.5 * d.abs() + eps))
-    return None
+    lr, wd = float(g["lr"]), float(g.get("weight_decay", 0.0))
+    momentum, nesterov = float(g["momentum"]), bool(g["nesterov"])
+    # The momentum buffer starts as the gradient itself, so a first step is -lr·grad (times
+    # 1+momentum with Nesterov).
+    factor = 1 + momentum if nesterov and momentum else 1.0
+    text = "-lr·grad" if not wd else "-lr·(grad + weight_decay·p)"
+    if factor != 1:
+        text = f"-lr·(1+momentum)·{text[4:] if wd else 'grad'}"
+    return text, lambda p, d: -lr * factor * (d + wd * p)
 
 
 def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str], int]:
@@ -118,16 +89,16 @@ def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str]
     return path, len(leaves)
 
 
-def explain(run: Any, file: Any = None) -> dict[str, Any]:
+def explain(setup: Any, file: Any = None) -> dict[str, Any]:
     """Print the binding report for ``run`` after one training step; returns a summary."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    module, optimizer, criterion = run.module, run.optimizer, run.criterion
+    module, optimizer, criterion = setup.raw_model, setup.optimizer, setup.criterion
     summary = {"status": "explained", "signal": None,
-               "objective": {"name": run.cfg.objective, "value": math.nan}}
-    if run.rank != 0:
+               "objective": {"name": setup.cfg.objective, "value": math.nan}}
+    if setup.rank != 0:
         return summary
     file = file or sys.stdout
     console = Console(file=file, width=None if file.isatty() else 110, highlight=False)
@@ -140,7 +111,7 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
     # -- the model
     trainable = sum(p.numel() for _, p in named if p.requires_grad)
     layers = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title_justify="left",
-                   title=f"[bold]model[/]: {type(_body(run)).__name__}, {total:,} parameters in "
+                   title=f"[bold]model[/]: {type(split_head(setup)[0]).__name__}, {total:,} parameters in "
                    f"{len(named)} tensors ({'all' if trainable == total else f'{trainable:,}'} "
                    "trainable)")
     for col in ("layer", "module", "parameters"):
@@ -153,13 +124,13 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
     console.print(layers)
 
     # -- one step, instrumented
-    x, y = first_batch(run)
+    x, y = first_batch(setup)
     rule_now = first_step_rule(optimizer)
     module.train()
     optimizer.zero_grad(set_to_none=True)
     grad_before = {n: p.grad for n, p in named}
     before = {n: p.detach().clone() for n, p in named}
-    with run.autocast():
+    with setup.autocast():
         out = module(x)
         loss = criterion(out, y)
     path, reached = _backward_path(loss, names)
@@ -171,9 +142,9 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
     grad_after = {n: p.grad for n, p in named}
 
     # -- the loss, the optimizer, the graph
-    head = run.loss.head
+    head = setup.loss.head
     head_text = f"{type(head).__name__} (module 'head')" if head is not None else "none (raw scores)"
-    if run.loss.targets == "index":
+    if setup.loss.targets == "index":
         rule = f"class indices, int64 [N], in [0, {out.shape[-1]})"
     else:
         rule = "floats shaped like the output [N, k], never broadcast"
@@ -190,8 +161,8 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
                   f"({sum(p.numel() for p in held):,} values) in {len(optimizer.param_groups)} "
                   f"group(s): {'the very same objects' if same else 'NOT the same objects'} as "
                   "model.parameters() (checked with `is`)")
-    facts.add_row("batch", f"x {_shape(x)} {_dtype(x)} -> output {_shape(out)} {_dtype(out)}; "
-                  f"y {_shape(y)} {_dtype(y)}; loss {float(loss.detach()):.5g}")
+    facts.add_row("batch", f"x {shape_text(x)} {dtype_text(x)} -> output {shape_text(out)} {dtype_text(out)}; "
+                  f"y {shape_text(y)} {dtype_text(y)}; loss {float(loss.detach()):.5g}")
     facts.add_row("graph", f"loss.grad_fn = {' <- '.join(shown)}. backward() follows it to "
                   f"{reached} AccumulateGrad nodes, one per parameter, which write p.grad; "
                   "step() then reads p.grad of every tensor it holds")
@@ -215,7 +186,7 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
             ok = err <= 4 * torch.finfo(torch.float32).eps * scale + 1e-6 * float(want.abs().max())
             worst, checked, failed = max(worst, err), checked + 1, failed + (not ok)
             check = f"{'yes' if ok else 'NO'} {err:.1e}"
-        step.add_row(n, _shape(p), str(grad_before[n]),
+        step.add_row(n, shape_text(p), str(grad_before[n]),
                      "None" if g is None else f"{float(g.norm()):.6g}",
                      f"{float(delta[n].norm()):.6g}", check,
                      "None" if grad_after[n] is None else "zeros")
@@ -227,19 +198,12 @@ def explain(run: Any, file: Any = None) -> dict[str, Any]:
                       f"lr={lr:g} {verdict} for {checked} tensors; max |Δp - ({rule_now[0]})| = "
                       f"{worst:.2e} (float32 rounding)")
     else:
-        console.print(f"[bold]{type(optimizer).__name__}[/]: its step depends on running state; "
-                      "no first-step rule is checked for it")
+        console.print(f"[bold]{type(optimizer).__name__}[/]: its step is torch's own rule (running "
+                      "averages, scaling); the Δp column shows what this one did")
     console.print("[dim]Nothing was trained and no checkpoint or metrics were written; run "
                   "without explain=true to train.[/]")
     summary["loss"] = float(loss.detach())
     return summary
-
-
-def _body(run: Any) -> nn.Module:
-    module = run.module
-    if run.loss.head is not None and isinstance(module, nn.Sequential) and hasattr(module, "body"):
-        return module.body
-    return module
 
 
 def _short(m: nn.Module) -> str:

@@ -13,6 +13,7 @@ Two things make this more than a bare ``instantiate`` call:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import os
 import sys
@@ -26,18 +27,29 @@ from trainrun.errors import TrainrunError
 
 
 def locate(target: str, key: str) -> Any:
-    """Import ``target`` (``pkg.module.Name``), with the current folder importable."""
-    from hydra._internal.utils import _locate
-
+    """Import ``target`` (``pkg.module.Name``, or ``module.Name`` of a file in the current
+    folder): the longest importable module prefix, then attributes."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+    parts = target.split(".")
     try:
-        return _locate(target)
+        for cut in range(len(parts), 0, -1):
+            name = ".".join(parts[:cut])
+            try:
+                obj: Any = importlib.import_module(name)
+            except ModuleNotFoundError as err:
+                if err.name is not None and not name.startswith(err.name):
+                    raise  # the module exists but imports something missing: say so
+                continue
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+            return obj
+        raise ModuleNotFoundError(f"No module named {parts[0]!r}")
     except Exception as err:
         module = target.rpartition(".")[0] or target
         raise TrainrunError(
-            f"cannot import {key}._target_={target!r}: {_first_line(err.__cause__ or err)}",
+            f"cannot import {key}._target_={target!r}: {_first_line(err)}",
             key=f"{key}._target_",
             fix=f"check the spelling; a module of yours ({module!r}) must be importable from "
             f"{cwd} or be installed",
@@ -86,7 +98,8 @@ def build_from_config(
             )
     passed = {name: v for name, v in provided.items() if takes_any or name in names}
     try:
-        factory = instantiate({"_target_": target, "_partial_": True, "_convert_": "all", **kwargs})
+        # The located object itself, not its name: Hydra does not import it a second time.
+        factory = instantiate({"_target_": obj, "_partial_": True, "_convert_": "all", **kwargs})
         return factory(**passed)
     except TrainrunError:
         raise

@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from trainrun.data import DataInfo
+from trainrun.config.choices import text
+from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 from trainrun.instantiate import build_from_config
 
@@ -65,7 +66,7 @@ class LossPlan:
 
 def plan_loss(cfg: DictConfig, info: DataInfo) -> LossPlan:
     """Check that the loss fits the data's task, then build the criterion and head."""
-    targets, head_name = str(getattr(cfg.targets, "value", cfg.targets)), str(getattr(cfg.head, "value", cfg.head))
+    targets, head_name = text(cfg.targets), text(cfg.head)
     target = cfg._target_
     if targets == "index" and info.task == "regression":
         raise TrainrunError(

@@ -84,7 +84,7 @@ if _SubmititSlurmLauncher is not None:
 
         def _failed(self, overrides: list[str], idx: int, job: Any, err: Exception) -> JobReturn:
             """Record a job that ended without a result; the sweep goes on without it."""
-            from trainrun.sweep import mark_failed, read_summary
+            from trainrun.report.sweep import mark_failed, read_summary
 
             run_dir = self._job_dir(overrides, idx, job.job_id)
             try:

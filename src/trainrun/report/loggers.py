@@ -27,8 +27,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.atomic import atomic_write_text
 from trainrun.errors import TrainrunError
+from trainrun.files import METRICS_CSV, METRICS_JSONL, atomic_write_text
+from trainrun.instantiate import build_from_config
 
 log = logging.getLogger("trainrun")
 
@@ -99,9 +100,9 @@ class CsvLogger:
         pass  # the config is in .hydra/config.yaml already
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.run_dir / "metrics.csv", metrics_csv(history))
+        atomic_write_text(self.run_dir / METRICS_CSV, metrics_csv(history))
         atomic_write_text(
-            self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
+            self.run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in history)
         )
 
     def log_summary(self, summary: dict[str, Any]) -> None:
@@ -282,8 +283,6 @@ class Loggers:
 
 def make_loggers(cfg: DictConfig, run_dir: Path) -> Loggers:
     """Build every logger chosen under ``cfg.logger`` (rank 0 only)."""
-    from trainrun.instantiate import build_from_config
-
     chosen = cfg.get("logger") or {}
     built = []
     for name, node in chosen.items():

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trainrun.config.choices import direction as direction_of
+from trainrun.files import METRICS_JSONL
+
 NO_MATPLOTLIB = "not written: matplotlib is not installed (pip install 'trainrun[plot]'; plot=false skips it)"
 # Keys of an epoch row that are not learning curves.
 _NOT_CURVES = ("epoch", "step", "lr", "seconds", "samples_per_s")
@@ -105,13 +108,11 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
 
 
 def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
-    from trainrun.config import objective_direction
-
     points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), int | float)
               and math.isfinite(r[key])]
     if not points:
         return None
-    pick = min if objective_direction(key) == "minimize" else max
+    pick = min if direction_of(key) == "minimize" else max
     return pick(points, key=lambda p: p[1])
 
 
@@ -144,7 +145,7 @@ def _label(settings: dict[str, str], params: list[str], row: dict[str, Any]) -> 
 
 
 def _history(run_dir: Any) -> list[dict[str, Any]]:
-    file = Path(str(run_dir)) / "metrics.jsonl" if run_dir else None
+    file = Path(str(run_dir)) / METRICS_JSONL if run_dir else None
     if file is None or not file.is_file():
         return []
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
@@ -171,8 +172,6 @@ def plot_sweep(
     Right (when run folders are given): each job's per-epoch curve of the objective (or
     ``val_loss``). Returns None when written, or a note saying why not.
     """
-    from trainrun.config import objective_direction
-
     path = Path(path)
     try:
         fig = _figure(11, 4.5)
@@ -181,7 +180,7 @@ def plot_sweep(
     rows = list(summary_rows)
     key = objective or next((k for k in _RESULT_KEYS if any(k in r for r in rows)), "objective")
     name = next((str(r["objective_name"]) for r in rows if r.get("objective_name")), None) or key
-    direction = direction or objective_direction(name)
+    direction = direction or direction_of(name)
     done = [(r, _settings(r), _number(r.get(key))) for r in rows]
     done = [(r, s, v) for r, s, v in done if v is not None and math.isfinite(v)]
     if not done:

@@ -1,4 +1,5 @@
-"""Write files so that a crash at any moment leaves the old content or the new, never half.
+"""The run folder's file names, and writing files so that a crash at any moment leaves the old
+content or the new, never half.
 
 The bytes go to a temporary file in the same folder, are flushed and fsynced, and the file is
 renamed over the target (atomic on POSIX); then the folder is fsynced so the rename survives.
@@ -12,6 +13,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+# What a run folder holds (``.hydra/`` is Hydra's).
+CHECKPOINTS = "checkpoints"
+LAST, BEST = "last.pt", "best.pt"
+SUMMARY_JSON = "summary.json"
+METRICS_CSV, METRICS_JSONL = "metrics.csv", "metrics.jsonl"
+CURVES_PNG = "curves.png"
+# What a sweep folder holds next to its job folders.
+SWEEP_CSV, SWEEP_PNG = "summary.csv", "sweep.png"
+# What ``evaluate`` writes.
+EVAL_JSON, PREDICTIONS_CSV = "eval.json", "predictions.csv"
 
 # mkstemp creates files readable by the owner only; give them the mode open() would.
 _UMASK = os.umask(0)

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from trainrun.atomic import atomic_write_json
-from trainrun.loggers import CsvLogger, Loggers, config_dict, config_params
+from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
+from trainrun.report.loggers import CsvLogger, Loggers, config_dict, config_params
+from trainrun.report.plots import write_curves
 
 log = logging.getLogger("trainrun")
 
@@ -115,11 +116,9 @@ class Reporter:
                 plot: bool = True) -> None:
         if not self.writes:
             return
-        atomic_write_json(self.run_dir / "summary.json", summary)
+        atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            from trainrun.plots import write_curves
-
-            note = write_curves(history, self.run_dir / "curves.png")
+            note = write_curves(history, self.run_dir / CURVES_PNG)
             if note and self.mode != "none":
                 log.info(note)
         self.loggers.log_summary(summary)

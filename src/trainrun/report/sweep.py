@@ -1,63 +1,36 @@
-"""Sweeps (``train -m``): what each job records, and the summary of the whole sweep.
+"""A sweep read from disk: each job folder's ``summary.json`` (written by the job itself, or by
+the launcher for a job the cluster killed), and the sweep's ``summary.csv``, table and picture.
 
-Three pieces, whatever the launcher (basic, joblib, submitit) or sweeper (basic, Optuna):
-
-- :func:`run_job` is the multirun path of ``train``'s task. A job that fails is recorded in its
-  own ``summary.json`` (``status: failed`` and the error's first line) and returns ``None`` to
-  the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
-  non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
-  A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
-  it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
-- :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
-  At the end of every multirun it reads each job folder's ``summary.json`` from the sweep
-  folder (not the launcher's return values, which some launchers never bring back), writes
-  ``summary.csv`` next to them and prints a table sorted by the objective, best first. When
-  every job failed, ``train -m`` exits with status 1.
-- :func:`mark_failed` records a failure seen from outside the job (the SLURM launcher in
-  ``hydra_plugins/trainrun_launcher`` uses it for a job the cluster killed).
-
-Only light imports here: the callback is instantiated in every ``train`` process.
+Read from the folders, not from the launcher's return values (which some launchers never bring
+back), so the summary is the same whatever the launcher and sweeper.
 """
 
 from __future__ import annotations
 
-import atexit
 import csv
 import io
 import json
-import logging
 import math
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from trainrun.atomic import atomic_write_json, atomic_write_text
-from trainrun.config import objective_direction
-from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.config.choices import direction
+from trainrun.errors import TrainrunError
+from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
+from trainrun.report.plots import plot_sweep
 
-log = logging.getLogger("trainrun")
-
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
 # Statuses of a job that ran to its end (its objective counts).
 OK = ("completed", "stopped early")
 # Row keys that are bookkeeping, not metrics.
 _NOT_METRICS = ("epoch", "step", "seconds", "samples_per_s")
 
 
-class SweepFailed(SystemExit):
-    """Every job of the sweep failed: ``train -m`` exits with this status (1)."""
-
-
-# --------------------------------------------------------------------------- inside a job
+# --------------------------------------------------------------------------- one job's record
 
 
 def first_line(err: BaseException | str) -> str:
@@ -102,108 +75,6 @@ def finite_or_none(value: Any) -> float | None:
         return None
     return number if math.isfinite(number) else None
 
-
-def requeue_count() -> int:
-    """How many times SLURM requeued this job (``SLURM_RESTART_COUNT``; 0 elsewhere)."""
-    try:
-        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    except ValueError:
-        return 0
-
-
-def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
-    """A requeued SLURM job lands in its own folder again: continue from its ``last.pt``."""
-    restarts = requeue_count()
-    last = run_dir / "checkpoints" / "last.pt"
-    if not restarts or not last.is_file():
-        return False
-    if cfg.resume != "auto":
-        log.info(f"requeued by SLURM (restart {restarts}): resuming from this job's {last}")
-        cfg.resume = "auto"
-    return True
-
-
-def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
-    """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
-    handler = signal.getsignal(signum)
-    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
-        return handler  # type: ignore[return-value]
-    return None
-
-
-def _launcher_target() -> str:
-    try:
-        return str(HydraConfig.get().launcher.get("_target_", ""))
-    except ValueError:
-        return ""
-
-
-def parallel_jobs(n_jobs: int, cpus: int) -> int:
-    """How many jobs joblib runs at once for ``n_jobs`` (-1: all cores, -2: all but one...)."""
-    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
-
-
-def limit_threads(cfg: DictConfig) -> None:
-    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
-    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
-    if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
-        return
-    cpus = os.cpu_count() or 1
-    jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
-    cfg.trainer.threads = max(1, cpus // jobs)
-    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
-
-
-def run_job(
-    cfg: DictConfig, run_dir: Path, run_training: Callable[[DictConfig, Path], dict[str, Any]]
-) -> float | None:
-    """One job of a multirun: train, and never let a failure abort the sweep.
-
-    Returns the objective for the sweeper (None when the job failed or it is not finite).
-    """
-    started = time.perf_counter()
-    objective = {"name": cfg.objective, "value": None,
-                 "direction": objective_direction(str(cfg.objective))}
-    try:
-        limit_threads(cfg)
-        resume_if_requeued(cfg, run_dir)
-        summary = run_training(cfg, run_dir)
-    except Exception as err:
-        if isinstance(err, TrainrunError):
-            log.error(f"Error: {err}")
-        else:
-            log.error(f"Error: {first_line(err)}", exc_info=err)
-        mark_failed(run_dir, first_line(err), objective=objective,
-                    total_seconds=time.perf_counter() - started)
-        return None
-    if summary["status"] == "interrupted":
-        return _interrupted(summary, run_dir)
-    return finite_or_none(summary["objective"]["value"])
-
-
-def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
-    """The run stopped on a signal after saving ``last.pt``; decide what the job does now."""
-    name = summary["signal"]
-    signum = signal.Signals[name].value
-    requeue = _submitit_requeue_handler(signum)
-    if requeue is not None:
-        # Under submitit the signal means preemption or time-out: submitit's own handler (which
-        # trainrun's replaced while training) checkpoints the job and requeues it, then exits.
-        update_summary(run_dir, error=f"stopped by {name}; requeued by submitit")
-        log.info(f"stopped by {name}; last.pt is saved, handing over to submitit to requeue")
-        try:
-            requeue(signum, None)
-        except Exception as err:  # submitit decided not to requeue (e.g. too many time-outs)
-            mark_failed(run_dir, f"stopped by {name}; not requeued: {first_line(err)}")
-            return None
-    note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
-    update_summary(run_dir, error=note)
-    log.info(note)
-    if "joblib" in _launcher_target():
-        return None  # a worker process: the sweep's other jobs go on
-    # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
-    # requeues it or reports it as cancelled).
-    sys.exit(128 + signum)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -331,7 +202,7 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
     swept = varying(rows)
     failed = sum(r["status"] not in OK for r in rows)
     title = (f"sweep: {len(rows)} jobs, {len(rows) - failed} done, {failed} failed; "
-             f"sorted by {objective} ({objective_direction(objective)}), best first")
+             f"sorted by {objective} ({direction(objective)}), best first")
     table = Table(title=title, title_justify="left")
     for name in ("#", "job", "overrides", "status", objective, "best epoch", "seconds", "error"):
         text = name in ("overrides", "error")
@@ -346,7 +217,7 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
                       _shorten(row.get("error") or "", 70), style=style)
     console = Console(file=file or sys.stdout, width=max(100, Console().width))
     console.print(table)
-    console.print(f"summary: {sweep_dir / SUMMARY_CSV}")
+    console.print(f"summary: {sweep_dir / SWEEP_CSV}")
 
 
 def summarize(sweep_dir: Path, objective: str, *, table: bool = True,
@@ -354,55 +225,15 @@ def summarize(sweep_dir: Path, objective: str, *, table: bool = True,
     """Write ``summary.csv`` in ``sweep_dir`` (and print the table, and draw ``sweep.png``);
     returns the sorted rows."""
     rows = [job_row(d) for d in find_jobs(sweep_dir)]
-    rows = sort_rows(rows, objective_direction(objective))
-    atomic_write_text(sweep_dir / SUMMARY_CSV, summary_csv(rows))
+    rows = sort_rows(rows, direction(objective))
+    atomic_write_text(sweep_dir / SWEEP_CSV, summary_csv(rows))
     if table and rows:
         print_table(rows, sweep_dir, objective)
     if plot and rows:
-        from trainrun.plots import plot_sweep
-
         try:
-            note = plot_sweep(rows, sweep_dir / "sweep.png",
-                              direction=objective_direction(objective))
+            note = plot_sweep(rows, sweep_dir / SWEEP_PNG,
+                              direction=direction(objective))
         except Exception as err:  # a picture never fails the sweep
             note = f"sweep.png not written: {first_line(err)}"
         print(note or f"plot: {sweep_dir / 'sweep.png'}")
     return rows
-
-
-class SweepSummary(Callback):
-    """Hydra callback: ``summary.csv`` and a table at the end of every multirun.
-
-    Also written if the sweep itself ends early (a sweeper error, Ctrl-C), from an exit hook.
-    """
-
-    def __init__(self, table: bool = True, fail_if_all_failed: bool = True) -> None:
-        self.table = table
-        self.fail_if_all_failed = fail_if_all_failed
-        self._pending: tuple[Path, str] | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
-        atexit.register(self._at_exit)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        objective = str(config.get("objective", "val_loss"))
-        self._pending = None
-        if not sweep_dir.is_dir():
-            return
-        rows = summarize(sweep_dir, objective, table=self.table, plot=bool(config.get("plot")))
-        if rows and self.fail_if_all_failed and not any(r["status"] in OK for r in rows):
-            log.error(f"every job of the sweep failed ({len(rows)}); see {sweep_dir / SUMMARY_CSV}")
-            raise SweepFailed(TRAINING_ERROR)
-
-    def _at_exit(self) -> None:
-        if self._pending is None:
-            return
-        sweep_dir, objective = self._pending
-        self._pending = None
-        if sweep_dir.is_dir():
-            try:
-                summarize(sweep_dir, objective, table=self.table)
-            except Exception as err:  # never mask the reason the sweep stopped
-                print(f"could not write the sweep summary: {first_line(err)}", file=sys.stderr)

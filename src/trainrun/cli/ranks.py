@@ -1,6 +1,7 @@
-"""Where this process stands among ranks, decided from the environment alone.
+"""Where this process stands among ranks, decided from the environment alone, and the one run
+folder all ranks of a launch agree on.
 
-Kept apart from ``distributed.py`` because the ``train`` console script asks it before Hydra
+Kept apart from ``launch.py`` because the ``train`` console script asks it before Hydra
 composes the config: importing torch here would add a second to every command, the ones that stop
 at a config error included.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +31,22 @@ class Place:
     launcher: str  # "torchrun", "submitit" or "slurm"
 
 
+def first_host(nodelist: str) -> str | None:
+    """The first host of a SLURM hostlist (``gpu-a[01-02,07],cpu3`` -> ``gpu-a01``), as
+    ``scontrol show hostnames`` would print it first; None for an empty list."""
+    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip())
+    if head is None or not (head.group(1) or head.group(2)):
+        return None
+    prefix, ranges, suffix = head.groups()
+    if ranges is None:
+        return prefix + suffix
+    first = ranges.split(",")[0].split("-")[0]  # keeps zero padding: [01-02] -> 01
+    return f"{prefix}{first}{suffix}"
+
+
 def _slurm_master_addr() -> str:
     nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
-    with contextlib.suppress(Exception):
-        from submitit.slurm.slurm import _parse_node_list
-
-        hosts = _parse_node_list(nodes)
-        if hosts:
-            return str(hosts[0])
-    return nodes.split(",")[0] if nodes and "[" not in nodes else "127.0.0.1"
+    return first_host(nodes) or "127.0.0.1"
 
 
 def launched_place() -> Place | None:

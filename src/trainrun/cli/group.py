@@ -1,0 +1,45 @@
+"""Joining the default process group for a run: the backend for the device (gloo on CPU, nccl
+on CUDA), the device of each local rank, and torch threads per process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from trainrun.config.choices import text
+from trainrun.devices import resolve_device
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def device_for(cfg: Any, local_rank: int) -> torch.device:
+    return resolve_device(text(cfg.device.type), local_rank)
+
+
+@contextlib.contextmanager
+def process_group(cfg: Any, rank: int, world_size: int, local_rank: int) -> Iterator[None]:
+    """Join the default process group (``env://``: MASTER_ADDR/MASTER_PORT) for the run."""
+    device = device_for(cfg, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend_for(device), rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def threads_per_process(local_world_size: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))

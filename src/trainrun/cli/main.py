@@ -1,0 +1,130 @@
+"""The ``train`` and ``evaluate`` console scripts: Hydra's entry points, ``--help``, and the
+error boundary's last line (message, exit status).
+
+Exit statuses: 0 done; 2 a config or input error (found before training, Hydra's composition
+errors included); 1 a failure during training; 128 + N when signal N stopped the run after it
+saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM); 130 also for a second Ctrl-C, which stops at
+once without saving. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+
+Torch is imported only once the config has composed (inside the task): a typo exits in under a
+second instead of paying torch's import first.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from trainrun.cli import help as cli_help
+from trainrun.cli import ranks
+from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
+from trainrun.config import config_dir
+from trainrun.config.schemas import register
+from trainrun.errors import TrainrunError
+
+log = logging.getLogger("trainrun")
+register()  # the schemas, before Hydra composes anything
+
+_task_started = False
+
+
+def _fail(err: TrainrunError) -> None:
+    """Print the error for a person (and the run log), then exit with its status."""
+    log.debug("error", exc_info=err)
+    print(f"\nError: {err}", file=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("trainrun", logging.ERROR, "", 0, f"Error: {err}", None, None))
+    if full_errors():
+        raise err
+    sys.exit(err.exit_code)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run in its own folder."""
+    overrides = [
+        o for o in HydraConfig.get().overrides.task
+        if not o.startswith(("resume=", "hydra.run.dir="))
+    ]
+    words = ["train", f"hydra.run.dir={run_dir}", "resume=auto", *overrides]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
+def _train_task(cfg: DictConfig) -> float | None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        # Imported here, once the config composed: these import torch (a second or more).
+        from trainrun.cli.launch import launch  # alone, as the parent of DDP workers, or one rank
+        from trainrun.cli.sweep import run_job
+
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # A failed job is recorded in its summary.json and returns None: the sweep goes on.
+            return run_job(cfg, run_dir, launch)
+        try:
+            summary = launch(cfg, run_dir)
+        except TrainrunError as err:
+            _fail(err)
+            raise
+        if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
+            log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
+                     f"{resume_command(run_dir)}")
+            sys.exit(128 + signal.Signals[summary["signal"]].value)
+        return float(summary["objective"]["value"])
+
+
+def train() -> None:
+    """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
+    run folder and leave with a clean exit."""
+    if cli_help.wants_help(sys.argv):
+        try:
+            cli_help.print_help("train", sys.argv)
+        except TrainrunError as err:
+            _fail(err)
+        return
+    with ranks.exit_as_rank():
+        try:
+            ranks.pin_run_dir(sys.argv)
+        except TrainrunError as err:
+            _fail(err)
+        try:
+            run_app(_train_task, lambda: _task_started)
+        except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step),
+            # or one before training started: nothing is saved, the last checkpoint stays valid.
+            print("\nStopped at once by Ctrl-C, without saving: checkpoints/last.pt (if any) holds "
+                  "the last saved state (resume=auto continues from it).", file=sys.stderr)
+            sys.exit(128 + 2)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="evaluate", version_base=None)
+def _evaluate_task(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
+
+        try:
+            evaluate_checkpoint(cfg)
+        except TrainrunError as err:
+            _fail(err)
+
+
+def evaluate() -> None:
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
+    or input error (a missing run folder, checkpoint or split)."""
+    if cli_help.wants_help(sys.argv):
+        cli_help.print_help("evaluate", sys.argv)
+        return
+    run_app(_evaluate_task, lambda: _task_started)

@@ -1,0 +1,192 @@
+"""Sweeps (``train -m``), the job side: each job records its outcome and never aborts the sweep,
+and the ``SweepSummary`` Hydra callback writes the summary at the end.
+
+- :func:`run_job` is the multirun path of ``train``'s task. A job that fails is recorded in its
+  own ``summary.json`` (``status: failed`` and the error's first line) and returns ``None`` to
+  the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
+  non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
+  A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
+  it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
+- :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
+  At the end of every multirun it writes ``summary.csv`` from the job folders
+  (:mod:`trainrun.report.sweep`) and prints a table sorted by the objective, best first. When
+  every job failed, ``train -m`` exits with status 1.
+
+Only light imports here: the callback is instantiated in every ``train`` process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from trainrun.config.choices import direction
+from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
+from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, summarize, update_summary
+
+log = logging.getLogger("trainrun")
+
+
+class SweepFailed(SystemExit):
+    """Every job of the sweep failed: ``train -m`` exits with this status (1)."""
+
+
+
+# --------------------------------------------------------------------------- inside a job
+
+
+def requeue_count() -> int:
+    """How many times SLURM requeued this job (``SLURM_RESTART_COUNT``; 0 elsewhere)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
+    """A requeued SLURM job lands in its own folder again: continue from its ``last.pt``."""
+    restarts = requeue_count()
+    last = run_dir / CHECKPOINTS / LAST
+    if not restarts or not last.is_file():
+        return False
+    if cfg.resume != "auto":
+        log.info(f"requeued by SLURM (restart {restarts}): resuming from this job's {last}")
+        cfg.resume = "auto"
+    return True
+
+
+def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
+    """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
+    handler = signal.getsignal(signum)
+    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
+        return handler  # type: ignore[return-value]
+    return None
+
+
+def _launcher_target() -> str:
+    try:
+        return str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return ""
+
+
+def parallel_jobs(n_jobs: int, cpus: int) -> int:
+    """How many jobs joblib runs at once for ``n_jobs`` (-1: all cores, -2: all but one...)."""
+    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+
+
+def limit_threads(cfg: DictConfig) -> None:
+    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
+    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
+    if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
+        return
+    cpus = os.cpu_count() or 1
+    jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
+    cfg.trainer.threads = max(1, cpus // jobs)
+    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
+
+
+def run_job(
+    cfg: DictConfig, run_dir: Path, train_job: Callable[[DictConfig, Path], dict[str, Any]]
+) -> float | None:
+    """One job of a multirun: train, and never let a failure abort the sweep.
+
+    Returns the objective for the sweeper (None when the job failed or it is not finite).
+    """
+    started = time.perf_counter()
+    objective = {"name": cfg.objective, "value": None,
+                 "direction": direction(str(cfg.objective))}
+    try:
+        limit_threads(cfg)
+        resume_if_requeued(cfg, run_dir)
+        summary = train_job(cfg, run_dir)
+    except Exception as err:
+        if isinstance(err, TrainrunError):
+            log.error(f"Error: {err}")
+        else:
+            log.error(f"Error: {first_line(err)}", exc_info=err)
+        mark_failed(run_dir, first_line(err), objective=objective,
+                    total_seconds=time.perf_counter() - started)
+        return None
+    if summary["status"] == "interrupted":
+        return _interrupted(summary, run_dir)
+    return finite_or_none(summary["objective"]["value"])
+
+
+def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
+    """The run stopped on a signal after saving ``last.pt``; decide what the job does now."""
+    name = summary["signal"]
+    signum = signal.Signals[name].value
+    requeue = _submitit_requeue_handler(signum)
+    if requeue is not None:
+        # Under submitit the signal means preemption or time-out: submitit's own handler (which
+        # trainrun's replaced while training) checkpoints the job and requeues it, then exits.
+        update_summary(run_dir, error=f"stopped by {name}; requeued by submitit")
+        log.info(f"stopped by {name}; last.pt is saved, handing over to submitit to requeue")
+        try:
+            requeue(signum, None)
+        except Exception as err:  # submitit decided not to requeue (e.g. too many time-outs)
+            mark_failed(run_dir, f"stopped by {name}; not requeued: {first_line(err)}")
+            return None
+    note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
+    update_summary(run_dir, error=note)
+    log.info(note)
+    if "joblib" in _launcher_target():
+        return None  # a worker process: the sweep's other jobs go on
+    # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
+    # requeues it or reports it as cancelled).
+    sys.exit(128 + signum)
+
+
+
+# --------------------------------------------------------------------------- the whole sweep
+
+
+class SweepSummary(Callback):
+    """Hydra callback: ``summary.csv`` and a table at the end of every multirun.
+
+    Also written if the sweep itself ends early (a sweeper error, Ctrl-C), from an exit hook.
+    """
+
+    def __init__(self, table: bool = True, fail_if_all_failed: bool = True) -> None:
+        self.table = table
+        self.fail_if_all_failed = fail_if_all_failed
+        self._pending: tuple[Path, str] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
+        atexit.register(self._at_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        objective = str(config.get("objective", "val_loss"))
+        self._pending = None
+        if not sweep_dir.is_dir():
+            return
+        rows = summarize(sweep_dir, objective, table=self.table, plot=bool(config.get("plot")))
+        if rows and self.fail_if_all_failed and not any(r["status"] in OK for r in rows):
+            log.error(f"every job of the sweep failed ({len(rows)}); see {sweep_dir / SWEEP_CSV}")
+            raise SweepFailed(TRAINING_ERROR)
+
+    def _at_exit(self) -> None:
+        if self._pending is None:
+            return
+        sweep_dir, objective = self._pending
+        self._pending = None
+        if sweep_dir.is_dir():
+            try:
+                summarize(sweep_dir, objective, table=self.table)
+            except Exception as err:  # never mask the reason the sweep stopped
+                print(f"could not write the sweep summary: {first_line(err)}", file=sys.stderr)

@@ -1,0 +1,278 @@
+"""Schemas of the config groups that build an object from ``_target_``: data, model, loss,
+optim, scheduler and logger.
+
+Every YAML option in ``configs/<group>/`` starts from one of these (through its defaults list,
+``/schema/<group>/<name>@_here_``), so a misspelt key (``optim.lrr=0.1``) or a wrong type
+(``trainer.epochs=ten``) fails while Hydra composes the config, before anything is built. Keys
+that trainrun reads itself are declared on the group's base class; values that only the
+``_target_`` reads are declared on that target's schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from trainrun.config.choices import Head, Interval, Mode, Targets, Task
+from trainrun.config.fields import setting
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataConfig:
+    """Keys common to every data source. The source itself is ``_target_``: a callable that
+    returns ``(X, y)`` arrays, or a ``torch.utils.data.Dataset`` (then a DataLoader is used)."""
+
+    _target_: str = setting(MISSING, "the source: a callable returning (X, y) arrays, or a torch Dataset")
+    task: Task = setting(Task.auto, "auto (from the targets), regression, binary or multiclass")
+    batch_size: int = setting(32, "samples per batch (per process under DDP)")
+    val_fraction: float = setting(0.2, "share of the samples held out for validation")
+    test_fraction: float = setting(0.0, "share of the samples held out for test (evaluate split=test)")
+    standardize: bool = setting(True, "scale features (and regression targets) with train-split statistics")
+    shuffle: bool = setting(True, "a new order of the training samples every epoch")
+    seed: int = setting(0, "seeds the split into train/val/test")
+    image_shape: list[int] | None = setting(
+        None, "reshape each flat sample to this shape (e.g. [1, 8, 8] for digits under model=cnn)")
+    num_workers: int = setting(
+        0, "only for the DataLoader path (user Datasets); in-memory data is sliced, not loaded")
+
+
+@dataclass
+class SklearnDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.load_sklearn"
+    name: str = setting("digits", "digits, iris, wine, breast_cancer or diabetes")
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.make_synthetic"
+    task: Task = setting(Task.multiclass, "multiclass, binary or regression")
+    n_samples: int = setting(1000, "rows generated")
+    n_features: int = setting(20, "features per row")
+    num_classes: int = setting(3, "classes (multiclass)")
+    noise: float = setting(0.1, "label noise (classification) or target noise (regression)")
+
+
+@dataclass
+class CsvDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.read_csv"
+    path: str = setting(MISSING, "the CSV file (a header row, then one row per sample)")
+    target: str = setting(MISSING, "the column holding the targets")
+    features: list[str] | None = setting(None, "the feature columns; null: every column but the target")
+
+
+@dataclass
+class NpzDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.read_npz"
+    path: str = setting(MISSING, "the .npz file")
+    x_key: str = setting("X", "the array holding the features")
+    y_key: str = setting("y", "the array holding the targets")
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """Sizes (``in_features``, ``in_shape``, ``out_features``) come from the data and are passed
+    to the target when its signature accepts them; never type them here."""
+
+    _target_: str = setting(MISSING, "the model class; sizes from the data are passed when it accepts them")
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    _target_: str = "trainrun.models.MLP"
+    hidden: list[int] = setting([128], "hidden layer widths, e.g. [60, 30]")
+    activation: str = setting("relu", "relu, tanh, gelu, sigmoid, ...")
+    dropout: float = setting(0.0, "dropout after each hidden layer")
+
+
+@dataclass
+class LinearConfig(ModelConfig):
+    _target_: str = "trainrun.models.Linear"
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    _target_: str = "trainrun.models.CNN"
+    channels: list[int] = setting([16, 32], "output channels of each conv block")
+    kernel_size: int = setting(3, "convolution kernel size")
+    hidden: int = setting(64, "width of the dense layer after the convolutions")
+    dropout: float = setting(0.0, "dropout before the output layer")
+
+
+# --------------------------------------------------------------------------- loss
+
+
+@dataclass
+class LossConfig:
+    """``_target_`` is the criterion; ``head`` and ``targets`` say how the model's output and
+    the data's targets are prepared for it (see ``losses.py``)."""
+
+    _target_: str = setting(MISSING, "the criterion class (torch.nn.*Loss or your own)")
+    head: Head = setting(Head.none, "none, sigmoid or log_softmax: added after the model's raw output")
+    targets: Targets = setting(Targets.float, "index (class ids, int64 [N]) or float ([N, k], like the output)")
+
+
+@dataclass
+class CrossEntropyConfig(LossConfig):
+    _target_: str = "torch.nn.CrossEntropyLoss"
+    targets: Targets = Targets.index
+    label_smoothing: float = setting(0.0, "torch.nn.CrossEntropyLoss label_smoothing")
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+@dataclass
+class OptimConfig:
+    """Built as ``_target_(model.parameters(), **keys)`` after the model is on its device."""
+
+    _target_: str = setting(MISSING, "the optimizer class (torch.optim.* or your own)")
+    lr: float = setting(1e-3, "learning rate")
+    weight_decay: float = setting(0.0, "L2 penalty (decoupled for AdamW)")
+    foreach: bool | None = setting(None, "torch's implementation switches; None lets torch choose")
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.1
+    momentum: float = setting(0.9, "momentum factor; 0 for plain SGD")
+    nesterov: bool = setting(False, "Nesterov momentum")
+    dampening: float = setting(0.0, "dampening for momentum")
+    fused: bool | None = setting(None, "torch's fused implementation; null lets torch choose")
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: list[float] = setting([0.9, 0.999], "coefficients of the running averages of the gradient and its square")
+    eps: float = setting(1e-8, "added to the denominator for stability")
+    amsgrad: bool = setting(False, "the AMSGrad variant")
+    fused: bool | None = setting(None, "torch's fused implementation; null lets torch choose")
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class RMSpropConfig(OptimConfig):
+    _target_: str = "torch.optim.RMSprop"
+    lr: float = 1e-3
+    alpha: float = setting(0.99, "smoothing constant")
+    eps: float = setting(1e-8, "added to the denominator for stability")
+    momentum: float = setting(0.0, "momentum factor")
+    centered: bool = setting(False, "normalize by an estimate of the gradient's variance")
+
+
+@dataclass
+class AdagradConfig(OptimConfig):
+    _target_: str = "torch.optim.Adagrad"
+    lr: float = 1e-2
+    lr_decay: float = setting(0.0, "learning-rate decay")
+    eps: float = setting(1e-10, "added to the denominator for stability")
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+@dataclass
+class SchedulerConfig:
+    """``_target_: null`` means no scheduler. ``interval`` says when ``scheduler.step()`` runs;
+    ``monitor`` (plateau only) names the value passed to it."""
+
+    _target_: str | None = setting(None, "the scheduler class; null: a constant learning rate")
+    interval: Interval = setting(Interval.epoch, "epoch or step: when scheduler.step() runs")
+    monitor: str | None = setting(None, "the logged value passed to step() (plateau)")
+
+
+@dataclass
+class StepLRConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = setting(10, "epochs between decays")
+    gamma: float = setting(0.1, "factor applied to the lr at each decay")
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int = setting("${trainer.epochs}", "epochs of one cosine half-period (default: trainer.epochs)")
+    eta_min: float = setting(0.0, "the lowest learning rate")
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.OneCycleLR"
+    interval: Interval = Interval.step
+    max_lr: float = setting("${optim.lr}", "the peak learning rate (default: optim.lr)")
+    pct_start: float = setting(0.3, "share of the steps spent increasing the lr")
+    total_steps: int | None = setting(
+        None, "the number of optimizer steps; null: computed from the data and trainer.epochs")
+
+
+@dataclass
+class PlateauConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    monitor: str | None = "val_loss"
+    mode: Mode = setting(Mode.min, "min or max: the direction of improvement of monitor")
+    factor: float = setting(0.1, "factor applied to the lr on a plateau")
+    patience: int = setting(5, "epochs without improvement before the lr drops")
+    threshold: float = setting(1e-4, "smallest change counted as an improvement")
+
+
+# --------------------------------------------------------------------------- loggers
+
+
+@dataclass
+class LoggerConfig:
+    """One chosen logger (``logger.<name>``); built with the run folder (``trainrun.report.loggers``)."""
+
+    _target_: str = setting(MISSING, "the logger class (trainrun.report.loggers.* or your own)")
+
+
+@dataclass
+class CsvLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.report.loggers.CsvLogger"
+
+
+@dataclass
+class TensorBoardLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.report.loggers.TensorBoardLogger"
+    log_dir: str = setting("tensorboard", "event files go here (relative paths are inside the run folder)")
+
+
+@dataclass
+class MLflowLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.report.loggers.MLflowLogger"
+    tracking_uri: str | None = setting(
+        None, "null: a local file store in the run folder (<run>/mlruns); or http://host:5000, "
+        "sqlite:///mlflow.db, file:///shared/mlruns, ...")
+    experiment_name: str = setting("trainrun", "the MLflow experiment the run is filed under")
+    run_name: str | None = setting(None, "null: the run folder's name")
+
+
+# The schemas of each group, by the name its option files use (``/schema/<group>/<name>``).
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"sklearn": SklearnDataConfig, "synthetic": SyntheticDataConfig,
+             "csv": CsvDataConfig, "npz": NpzDataConfig},
+    "model": {"mlp": MLPConfig, "linear": LinearConfig, "cnn": CNNConfig},
+    "loss": {"base": LossConfig, "cross_entropy": CrossEntropyConfig},
+    "optim": {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig,
+              "rmsprop": RMSpropConfig, "adagrad": AdagradConfig},
+    "scheduler": {"none": SchedulerConfig, "step": StepLRConfig, "cosine": CosineConfig,
+                  "onecycle": OneCycleConfig, "plateau": PlateauConfig},
+    "logger": {"csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
+               "mlflow": MLflowLoggerConfig},
+}
+# The base class of each group: a section of a stored config is typed by it when its own schema
+# is not known.
+GROUP_BASES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig,
+                                "optim": OptimConfig, "scheduler": SchedulerConfig}

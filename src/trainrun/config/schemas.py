@@ -1,0 +1,135 @@
+"""The primary schemas: ``train``'s (``TrainConfig`` with its trainer, checkpoint and device
+sections) and ``evaluate``'s, and their registration in Hydra's ConfigStore.
+
+The group schemas (data, model, loss, optim, scheduler, logger) are in :mod:`trainrun.config.groups`
+and are stored under ``schema/<group>/<name>``, a group of its own that ``--help`` leaves out.
+Every field carries its one-line description (:func:`trainrun.config.fields.setting`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from trainrun.config.choices import DeviceType, Mode, OnNonFinite, Progress, Split, direction
+from trainrun.config.fields import setting
+from trainrun.config.groups import GROUP_SCHEMAS
+
+
+@dataclass
+class DeviceConfig:
+    """``auto`` picks cuda, then mps, then cpu. Asking for one that is absent is an error."""
+
+    type: DeviceType = setting(DeviceType.auto, "auto, cpu, cuda or mps")
+
+
+@dataclass
+class GradClipConfig:
+    max_norm: float | None = setting(None, "clip the gradients' total norm to this; null: no norm clipping")
+    norm_type: float = setting(2.0, "the p of the p-norm for max_norm")
+    max_value: float | None = setting(None, "clip each gradient value to [-v, v]; null: no value clipping")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Off while ``patience`` is null."""
+
+    patience: int | None = setting(None, "epochs without improvement before stopping; null: off")
+    min_delta: float = setting(0.0, "an improvement must beat the best by more than this")
+    monitor: str = setting("val_loss", "the logged value watched (train_loss, val_loss, val_acc, ...)")
+    mode: Mode = setting(Mode.min, "min or max: the direction of improvement")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = setting(20, "passes over the training data")
+    seed: int = setting(0, "seeds torch, numpy, random and the shuffling")
+    deterministic: bool = setting(False, "torch.use_deterministic_algorithms (warn only)")
+    progress: Progress = setting(
+        Progress.auto, "auto (a bar on a terminal, one line per epoch otherwise), bar, epoch or none")
+    precision: str = setting(
+        "32", "32, bf16 (autocast, CPU and CUDA) or fp16 (autocast + GradScaler, CUDA only)")
+    accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step")
+    grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
+    compile: bool = setting(False, "torch.compile the model")
+    devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher")
+    on_nonfinite: OnNonFinite = setting(
+        OnNonFinite.stop, "a NaN/inf loss: stop (with the batch named) or skip the batch")
+    early_stopping: EarlyStoppingConfig = setting(
+        EarlyStoppingConfig, "stop when a monitored value stops improving")
+    threads: int | None = setting(None, "torch.set_num_threads; null keeps torch's default")
+    limit_train_batches: int | None = setting(
+        None, "use only the first N batches of each epoch (debug=fast / debug=overfit); null uses all")
+    limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all")
+    detect_anomaly: bool = setting(
+        False, "wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op")
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = setting(True, "write checkpoints/last.pt and best.pt")
+    every_n_epochs: int = setting(1, "write last.pt every N epochs")
+    every_n_steps: int | None = setting(
+        None, "also write last.pt every N optimizer steps (mid-epoch); null: off")
+    monitor: str = setting("val_loss", "the logged value that decides best.pt")
+    mode: Mode = setting(Mode.min, "min or max: which direction of monitor is better")
+
+
+@dataclass
+class TrainConfig:
+    """The primary config of ``train`` (``configs/train.yaml`` builds on it)."""
+
+    model: Any = setting(MISSING, "the network: an option of the model group, or model._target_=pkg.Net")
+    loss: Any = setting(MISSING, "the criterion with its head and target rule: an option of the loss group")
+    optim: Any = setting(MISSING, "the optimizer, built over the model's parameters: an option of optim")
+    scheduler: Any = setting(MISSING, "the learning-rate schedule: an option of the scheduler group")
+    data: Any = setting(MISSING, "the data source and its split/batching keys: an option of the data group")
+    device: DeviceConfig = setting(DeviceConfig, "where the model and data live")
+    trainer: TrainerConfig = setting(TrainerConfig, "the loop's settings")
+    checkpoint: CheckpointConfig = setting(CheckpointConfig, "what is saved to checkpoints/ and when")
+    objective: str = setting(
+        "val_loss", "the value returned to Hydra for sweepers: a key of the epoch metrics (best value of the "
+        "run, in the direction implied by its name: *loss/*rmse/*mae minimize, others maximize)")
+    resume: str | None = setting(
+        None, "null, auto (continue this run folder's last.pt if present), or a checkpoint / run folder")
+    explain: bool = setting(
+        False, "print how model, loss, optimizer and data are bound after one step, then stop")
+    print_config: bool = setting(True, "print the composed config as a tree at the start")
+    preflight: bool = setting(
+        True, "run one real batch through the built objects before training (changes nothing)")
+    logger: dict[str, Any] = setting(
+        {}, "where epoch values, params and the summary go: the logger group (csv, tensorboard, mlflow; "
+        "several at once with logger=[csv,tensorboard]). One entry per chosen logger")
+    metrics: list[str] = setting([], "extra validation metrics through torchmetrics (e.g. [f1, auroc])")
+    plot: bool = setting(True, "write curves.png (loss and metric per epoch) at the end of the run (needs matplotlib)")
+
+
+@dataclass
+class EvaluateConfig:
+    """The primary config of ``evaluate`` (``configs/evaluate.yaml`` builds on it)."""
+
+    run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
+    checkpoint: str = setting(
+        "best", "with a run folder: best (checkpoints/best.pt), last (checkpoints/last.pt), or a file name "
+        "or path; ignored when run is a file")
+    split: Split = setting(Split.val, "the split to score: val, test or train")
+    predictions: bool = setting(False, "also write predictions.csv (one row per sample of the split)")
+    out: str | None = setting(
+        None, "folder for eval.json / predictions.csv; null: <run folder>/eval/<checkpoint>_<split>")
+    data: Any = setting(None, "data=<option> replaces the run's data config (new data); null keeps the run's own")
+    device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)
+    if not OmegaConf.has_resolver("direction"):
+        OmegaConf.register_new_resolver("direction", direction)

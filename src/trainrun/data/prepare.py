@@ -1,0 +1,212 @@
+"""Preparation: check what a source returned, infer the task, encode labels, split with a
+seeded permutation and standardize with statistics of the train split only.
+
+:class:`DataInfo` is what the data tells the rest of the build (task, sample shape, classes,
+scaling); it is decided here, once, so the model and the loss are built to fit it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainrun.errors import TrainrunError
+
+
+@dataclass
+class DataInfo:
+    """What the data tells the rest of the build: task and sizes."""
+
+    task: str  # regression | binary | multiclass
+    in_shape: tuple[int, ...]
+    num_classes: int | None  # classification only
+    target_width: int  # columns of y for regression, 1 otherwise
+    classes: list[Any] | None = None  # original labels, index = class id
+    y_scale: float = 1.0  # regression: RMSE is reported in the target's own units
+    sizes: dict[str, int] = field(default_factory=dict)
+    # Regression with standardize: per target column, so predictions map back to the target's
+    # units (prediction * y_std + y_mean). ``None`` when targets were not standardized.
+    y_mean: list[float] | None = None
+    y_std: list[float] | None = None
+    # Array data: each split's sample positions in the source's rows (evaluate's predictions.csv).
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.in_shape)
+
+
+@dataclass
+class Splits:
+    """Arrays (``X`` float32, ``y`` class ids or float32) per split; ``val``/``test`` may be None."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None
+    test: tuple[np.ndarray, np.ndarray] | None
+
+
+@dataclass
+class DatasetSplits:
+    """User ``Dataset`` objects per split (the DataLoader path)."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+
+
+def infer_task(y: np.ndarray) -> str:
+    """Non-integer numbers are a regression target; two labels binary; more multiclass."""
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        return "regression"
+    if y.ndim > 1 and y.shape[1] > 1:
+        return "regression"
+    return "binary" if len(np.unique(y)) <= 2 else "multiclass"
+
+
+def prepare_arrays(
+    x: Any,
+    y: Any,
+    *,
+    task: str,
+    val_fraction: float,
+    test_fraction: float,
+    standardize: bool,
+    seed: int,
+    image_shape: list[int] | None,
+) -> tuple[Splits, DataInfo]:
+    """Check, encode, split and standardize ``(X, y)``; the statistics come from train only."""
+    x = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    y = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
+    if x.ndim < 2 or len(x) != len(y):
+        raise TrainrunError(
+            f"the data source returned X of shape {list(x.shape)} and y of shape {list(y.shape)}; "
+            "X needs one row per sample and y one target per row",
+            key="data._target_",
+        )
+    if x.dtype.kind not in "biuf":
+        raise TrainrunError(f"features must be numbers, got dtype {x.dtype}", key="data")
+    sample_shape = tuple(x.shape[1:])  # kept: a source that returns images gives [C, H, W]
+    x = x.reshape(len(x), -1).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        rows = np.unique(np.nonzero(~np.isfinite(x))[0])[:5].tolist()
+        raise TrainrunError(
+            f"the features hold NaN or infinite values (rows {rows}...)",
+            key="data",
+            fix="clean or impute the missing values before training",
+        )
+    task = infer_task(y) if task == "auto" else task
+
+    classes = None
+    num_classes = None
+    if task == "regression":
+        if y.dtype.kind not in "biuf":
+            raise TrainrunError(
+                f"data.task=regression needs numeric targets, got {y.dtype} values like {y[0]!r}",
+                key="data.task",
+                fix="use data.task=multiclass (or binary) for labels",
+            )
+        y = y.astype(np.float32)
+        if not np.all(np.isfinite(y)):
+            raise TrainrunError("the targets hold NaN or infinite values", key="data")
+    else:
+        classes, y = np.unique(y, return_inverse=True)
+        num_classes = len(classes)
+        if task == "binary" and num_classes > 2:
+            raise TrainrunError(
+                f"data.task=binary but the targets hold {num_classes} classes",
+                key="data.task",
+                fix="use data.task=multiclass",
+            )
+        num_classes = max(num_classes, 2)
+        y = y.astype(np.int64)
+
+    n = len(x)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    if n - n_val - n_test < 1:
+        raise TrainrunError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training "
+            f"samples out of {n}",
+            key="data.val_fraction",
+            fix="lower data.val_fraction / data.test_fraction",
+        )
+    test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
+
+    y_scale = 1.0
+    y_stats: tuple[list[float], list[float]] | tuple[None, None] = (None, None)
+    if standardize:
+        mean = x[train_idx].mean(axis=0)
+        std = x[train_idx].std(axis=0)
+        x = (x - mean) / np.where(std > 0, std, 1.0)
+        if task == "regression":
+            y_mean, y_std = y[train_idx].mean(axis=0), y[train_idx].std(axis=0)
+            y_std = np.where(y_std > 0, y_std, 1.0)
+            y = (y - y_mean) / y_std
+            y_scale = float(np.mean(y_std))
+            y_stats = np.atleast_1d(y_mean).tolist(), np.atleast_1d(y_std).tolist()
+
+    in_shape: tuple[int, ...] = sample_shape
+    if len(sample_shape) > 1 and not image_shape:
+        x = x.reshape(n, *sample_shape)
+    if image_shape:
+        if math.prod(image_shape) != x.shape[1]:
+            raise TrainrunError(
+                f"data.image_shape={list(image_shape)} holds {math.prod(image_shape)} values, "
+                f"but each sample has {x.shape[1]} features",
+                key="data.image_shape",
+            )
+        in_shape = tuple(image_shape)
+        x = x.reshape(n, *in_shape)
+
+    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return (np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])) if len(idx) else None
+
+    splits = Splits(train=pick(train_idx), val=pick(val_idx), test=pick(test_idx))  # type: ignore[arg-type]
+    info = DataInfo(
+        task=task,
+        in_shape=in_shape,
+        num_classes=num_classes,
+        target_width=1 if y.ndim == 1 else y.shape[1],
+        classes=None if classes is None else classes.tolist(),
+        y_scale=y_scale,
+        sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
+        y_mean=y_stats[0],
+        y_std=y_stats[1],
+        rows={"train": train_idx, "val": val_idx, "test": test_idx},
+    )
+    return splits, info
+
+
+def prepare_dataset(
+    dataset: Dataset, *, task: str, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[DatasetSplits, DataInfo]:
+    """Split a user Dataset with a seeded generator and read its task and sizes."""
+    n = len(dataset)  # type: ignore[arg-type]
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n - n_val - n_test < 1:
+        raise TrainrunError("the split fractions leave no training samples", key="data.val_fraction")
+    train, val, test = torch.utils.data.random_split(
+        dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
+    )
+    x0, _ = dataset[0]
+    targets = np.asarray([np.asarray(dataset[i][1]) for i in range(n)])
+    task = getattr(dataset, "task", None) or (infer_task(targets) if task == "auto" else task)
+    num_classes = None
+    if task != "regression":
+        num_classes = int(getattr(dataset, "num_classes", 0) or int(targets.max()) + 1)
+    info = DataInfo(
+        task=task,
+        in_shape=tuple(torch.as_tensor(x0).shape),
+        num_classes=max(num_classes, 2) if num_classes else None,
+        target_width=1 if targets.ndim == 1 else targets.shape[1],
+        sizes={"train": len(train), "val": n_val, "test": n_test},
+    )
+    return DatasetSplits(train, val if n_val else None, test if n_test else None), info
+
+

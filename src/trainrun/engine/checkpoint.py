@@ -1,0 +1,259 @@
+"""Checkpoints: what exact continuation needs, written atomically off the training thread,
+loaded safely.
+
+A checkpoint holds the model (with its head), optimizer, scheduler and grad-scaler states, the
+:class:`~trainrun.engine.loop.TrainState` (epoch, step, position inside the epoch and that
+epoch's batch losses so far, best value, history), every random stream, and the composed
+config. The shuffle order needs no state: each epoch's permutation is seeded by the seed and
+the epoch number.
+
+Writing: the payload is serialized to memory on the training thread (a consistent snapshot of
+that moment), then written, fsynced and renamed into place on a background thread
+(:class:`CheckpointWriter`), so training goes on meanwhile. The next save and the end of the run
+wait for it. Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import pickle
+import queue
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.engine.collectives import gather_rows, rank_row
+from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.files import LAST, atomic_write
+
+FORMAT = 1
+
+
+# --------------------------------------------------------------------------- files
+
+
+def serialize(payload: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    """Put ``data`` at ``path`` atomically: a kill leaves the old file or the new, whole."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Serialize and write one checkpoint now, on this thread."""
+    return write_file(Path(path), serialize(payload))
+
+
+def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's own first line suggests weights_only=False: the opposite of what to do here.
+        why = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line.upper()),
+                   "it is not a plain tensor/value pickle")
+        raise TrainrunError(
+            f"refusing to load {str(path)!r}: it holds pickled Python objects, not only tensors "
+            f"and plain values ({why}). trainrun loads checkpoints with "
+            "torch.load(weights_only=True) and never runs code stored in one.",
+            key=key,
+            fix="use a checkpoint written by trainrun; do not load files from a source you do "
+            "not trust with weights_only=False",
+        ) from None
+    except Exception as err:
+        raise TrainrunError(
+            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise TrainrunError(
+            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key
+        )
+    return payload
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete temporary files a killed write left behind (``.last.pt.<random>.tmp``). They are
+    never read as checkpoints (only ``last.pt`` / ``best.pt`` / a named file are), so this is
+    only tidying."""
+    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+# --------------------------------------------------------------------------- state
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def schema_names(cfg: DictConfig) -> dict[str, str]:
+    """The schema class of each config section (``data`` -> ``SklearnDataConfig``), so that the
+    plain config stored in a checkpoint can be typed again (``evaluate`` rebuilds from it)."""
+    names = {}
+    for key in cfg:
+        kind = OmegaConf.get_type(cfg, str(key))
+        if dataclasses.is_dataclass(kind) and kind.__module__.startswith("trainrun.config."):
+            names[str(key)] = kind.__name__
+    return names
+
+
+def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
+            config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
+    DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``); by default
+    this process's. ``config``: the plain config, when the caller already has it."""
+    if step_losses is None:
+        step_losses = state.step_losses
+    return {
+        "format": FORMAT,
+        "model": setup.raw_model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
+        "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
+        "state": {
+            "epoch": state.epoch,
+            "step": state.step,
+            "batch": state.batch,
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+            "history": state.history,
+            "stop_reason": state.stop_reason,
+        },
+        "step_losses": None if step_losses is None else step_losses.detach().cpu(),
+        "rng": rng_state(),
+        "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
+        "schemas": schema_names(setup.cfg),
+    }
+
+
+def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
+    """Put a loaded checkpoint back into ``setup`` and ``state``."""
+    losses = rank_row(saved["step_losses"], setup.rank, setup.world_size)  # DDP: this rank's
+    if losses is not None and len(losses) != len(setup.train_batches):
+        raise TrainrunError(
+            f"the checkpoint was saved in the middle of an epoch of {len(losses)} batches; this "
+            f"run has {len(setup.train_batches)} batches per epoch (batch size or number of "
+            "processes changed), so it cannot continue that epoch",
+            key="resume",
+            fix="resume with the batch size and trainer.devices the run started with",
+        )
+    setup.raw_model.load_state_dict(saved["model"])
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    if setup.scheduler is not None and saved["scheduler"] is not None:
+        setup.scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"] is not None:
+        setup.scaler.load_state_dict(saved["scaler"])
+    for key, value in saved["state"].items():
+        setattr(state, key, value)
+    state.step_losses = None if losses is None else losses.to(setup.device)
+    set_rng_state(saved["rng"])
+
+
+# --------------------------------------------------------------------------- during the run
+
+
+class CheckpointWriter:
+    """Writes ``last.pt`` / ``best.pt`` into ``folder`` (rank 0 only; every rank calls
+    :meth:`save`, which gathers the ranks' batch losses under DDP).
+
+    :meth:`save` serializes on the calling thread and hands the bytes to one background thread,
+    which writes each file atomically in order. A save first waits for the writes of the one
+    before (so at most one snapshot waits in memory), and :meth:`close` waits for the last; a
+    write that failed (disk full, folder gone) is reported then, with the previous file intact.
+    """
+
+    def __init__(self, setup: Any, folder: Path, enabled: bool = True) -> None:
+        self.setup, self.folder = setup, folder
+        self.writes = setup.rank == 0 and enabled
+        self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
+        self._jobs: queue.Queue[tuple[Path, bytes] | None] = queue.Queue()
+        self._failure: tuple[Path, BaseException] | None = None
+        self._thread: threading.Thread | None = None
+        if self.writes:
+            remove_partial_writes(folder)
+
+    def save(self, state: Any, *names: str) -> None:
+        """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
+        losses = gather_rows(state.step_losses, self.setup.world_size)  # a collective under DDP
+        if not self.writes:
+            return
+        self.wait()
+        data = serialize(payload(self.setup, state, losses, self._config))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="trainrun-checkpoints")
+            self._thread.start()
+        for name in names or (LAST,):
+            self._jobs.put((self.folder / name, data))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            path, data = job
+            try:
+                if self._failure is None:
+                    write_file(path, data)
+            except BaseException as err:  # reported by wait(), on the training thread
+                self._failure = (path, err)
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def wait(self) -> None:
+        """Block until every handed-over write is on disk; raise if one failed."""
+        if self._thread is not None:
+            self._jobs.join()
+        if self._failure is not None:
+            path, err = self._failure
+            self._failure = None
+            raise TrainrunError(
+                f"could not write the checkpoint {str(path)!r}: {type(err).__name__}: {err}; the "
+                "checkpoint written before it (if any) is intact",
+                key="hydra.run.dir",
+                fix="free disk space or make the run folder writable, then resume=auto",
+                exit_code=TRAINING_ERROR,
+            ) from err
+
+    def close(self) -> None:
+        """Wait for the last write and stop the background thread; raise if a write failed."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        self.wait()
+
+    def close_quietly(self) -> None:
+        """:meth:`close` while another error ends the run: that error is the one to report."""
+        with contextlib.suppress(TrainrunError):
+            self.close()
+

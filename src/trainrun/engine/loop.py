@@ -1,0 +1,191 @@
+"""The loop: ``train_epoch`` (the canonical loop), ``eval_epoch`` (no_grad) and ``fit`` (epochs).
+
+Read ``train_epoch`` top to bottom: it is ``zero_grad -> out = model(x) -> loss = criterion(out, y)
+-> backward -> step``, with the standard levers as visible lines: autocast (``trainer.precision``),
+the gradient scaler (fp16), accumulation over ``k`` batches (DDP's ``no_sync`` on all but the
+last), clipping, and a per-step scheduler. Loss values stay on the device: each step's loss is
+copied into a device tensor, and the epoch's sample-weighted mean is read once, at the end.
+Everything it reads comes from ``setup.settings`` (typed, read once by ``build``), never from
+the config; everything that may end the run is asked of one ``stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from trainrun.build import Batches, Setup
+from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
+from trainrun.engine.stop import Stop, better
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; everything here goes into the checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batch: int = 0  # batches done in the current, unfinished epoch (mid-epoch checkpoints)
+    step_losses: torch.Tensor | None = None  # per-batch losses of that unfinished epoch
+    best: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None
+
+
+class Progress(Protocol):
+    def step(self, loss: torch.Tensor) -> None: ...
+
+
+class Reporter(Protocol):
+    """What ``fit`` tells the outside world (``trainrun.report.console.Reporter`` is one)."""
+
+    def progress(self, epoch: int, steps: int) -> contextlib.AbstractContextManager[Progress]: ...
+
+    def epoch_end(self, row: dict[str, Any], state: TrainState) -> None: ...
+
+
+class _NoProgress:
+    def step(self, loss: torch.Tensor) -> None:
+        pass
+
+
+NO_PROGRESS = _NoProgress()
+
+
+def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
+                progress: Progress = NO_PROGRESS) -> bool:
+    """Train one epoch (from ``state.batch`` on). Returns False if ``stop`` ended it after a
+    step; ``state.step_losses`` then holds the losses of the batches done so far."""
+    model, criterion, optimizer, scaler = setup.model, setup.criterion, setup.optimizer, setup.scaler
+    s = setup.settings
+    k = s.accumulate
+    step_scheduler = setup.scheduler if s.scheduler_interval == "step" else None
+    no_sync = getattr(model, "no_sync", None)  # DDP's context manager; None on one process
+    n = len(setup.train_batches)
+    if state.step_losses is None:
+        state.step_losses = torch.zeros(n, device=setup.device)
+    losses = state.step_losses
+    # Each batch's share of its optimizer step (1/k when accumulating k equal batches; exact for
+    # short last batches and DDP shards), so a step's gradient is the mean over its samples.
+    weights = micro_batch_weights(setup.train_batches.sizes, k, setup.world_size)
+
+    model.train()
+    for i, (x, y) in enumerate(setup.train_batches.epoch(epoch, state.batch), start=state.batch):
+        steps_now = (i + 1) % k == 0 or i + 1 == n  # last batch of the window: step after it
+        if i % k == 0:
+            optimizer.zero_grad(set_to_none=True)
+        # DDP: all-reduce gradients only on the batch that steps; autocast: bf16/fp16 forward
+        with no_sync() if no_sync and not steps_now else contextlib.nullcontext(), setup.autocast():
+            out = model(x)
+            loss = criterion(out, y)
+        losses[i] = loss.detach()
+        if s.skip_nonfinite and not all_finite(loss, setup.world_size):  # opt-in: one sync per batch
+            pass  # this batch adds no gradient; the rest of its window still steps
+        else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
+            scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
+        progress.step(loss)
+        state.batch = i + 1
+        if steps_now:
+            if s.clip_norm or s.clip_value:
+                scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
+                if s.clip_norm:
+                    torch.nn.utils.clip_grad_norm_(setup.raw_model.parameters(), s.clip_norm, s.clip_norm_type)
+                if s.clip_value:
+                    torch.nn.utils.clip_grad_value_(setup.raw_model.parameters(), s.clip_value)
+            scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on inf gradients
+            scaler.update()
+            if step_scheduler is not None:
+                step_scheduler.step()
+            state.step += 1
+            if stop.after_step(state, epoch):  # signals, step checkpoints
+                return False
+    return True
+
+
+def epoch_mean(setup: Setup, losses: torch.Tensor) -> tuple[float, int]:
+    """The sample-weighted mean of the epoch's batch losses over all ranks (one read), and the
+    index of the first non-finite batch loss (-1 if none)."""
+    sizes = setup.train_batches.sizes
+    finite = torch.isfinite(losses)
+    totals = torch.stack([
+        torch.where(finite, losses * sizes, 0.0).sum(),
+        torch.where(finite, sizes, 0.0).sum(),
+        (~finite).sum().float(),
+    ])
+    total, count, bad = all_reduce_sum(totals, setup.world_size).tolist()
+    mean = total / count if count else math.nan
+    if not bad:
+        return mean, -1
+    local = torch.nonzero(~finite)  # empty when only another rank saw it
+    return mean, int(local[0, 0]) if len(local) else len(losses) - 1
+
+
+@torch.no_grad()
+def eval_epoch(setup: Setup, batches: Batches) -> dict[str, float]:
+    """Mean loss and metric over ``batches`` with the model in eval mode."""
+    model, criterion, plan = setup.model, setup.criterion, setup.loss
+    extra = setup.metrics  # torchmetrics, only when cfg.metrics asks for more (trainrun.metrics)
+    model.eval()
+    loss_sum = torch.zeros((), device=setup.device)
+    metric_sum = torch.zeros((), device=setup.device)
+    for x, y in batches.epoch():
+        with setup.autocast():
+            out = model(x)
+            loss = criterion(out, y)
+        loss_sum += loss.float() * len(x)
+        metric_sum += plan.metric_sum(out, y)
+        if extra is not None:
+            extra.update(out, y)
+    count = torch.tensor(float(batches.num_samples), device=setup.device)
+    totals = all_reduce_sum(torch.stack([loss_sum, metric_sum, count]), setup.world_size)
+    loss_total, metric_total, n = totals.tolist()
+    result = {"loss": loss_total / n, plan.metric: plan.finish_metric(metric_total, int(n))}
+    if extra is not None:
+        result.update(extra.compute())  # torchmetrics gathers every rank's state here
+    return result
+
+
+def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None = None) -> TrainState:
+    """Epochs of train -> evaluate -> report -> checkpoint, from ``state`` on, until the last
+    epoch or until ``stop`` says so (by default: only early stopping; no signals, no files)."""
+    s = setup.settings
+    stop = stop or Stop.for_setup(setup, checkpoints=None)
+    if stop.before_training(state):
+        return state
+    for epoch in range(state.epoch, s.epochs):
+        started = time.perf_counter()
+        with reporter.progress(epoch, len(setup.train_batches)) as progress:
+            if not train_epoch(setup, state, epoch, stop, progress):
+                return state  # stopped mid-epoch; the checkpoint holds where
+        train_loss, first_bad = epoch_mean(setup, state.step_losses)
+        seconds = time.perf_counter() - started
+        stop.check_losses(epoch, state.step_losses, first_bad)  # on_nonfinite=stop ends it here
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss}
+        if setup.val_batches is not None:
+            row.update({f"val_{k}": v for k, v in eval_epoch(setup, setup.val_batches).items()})
+        row["lr"] = float(setup.optimizer.param_groups[0]["lr"])
+        row["seconds"] = seconds
+        row["samples_per_s"] = setup.train_batches.num_samples * setup.world_size / max(seconds, 1e-9)
+        if s.scheduler_interval == "epoch":
+            if s.scheduler_monitor:
+                setup.scheduler.step(row[s.scheduler_monitor])
+            else:
+                setup.scheduler.step()
+
+        state.epoch, state.batch, state.step_losses = epoch + 1, 0, None
+        state.history.append(row)
+        value = row[s.monitor]
+        improved = better(value, state.best, s.mode)
+        if improved:
+            state.best, state.best_epoch = value, epoch + 1
+        reporter.epoch_end(row, state)
+        if stop.after_epoch(state, improved):  # early stopping; last.pt / best.pt
+            break
+    return state
+

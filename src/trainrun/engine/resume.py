@@ -1,0 +1,121 @@
+"""Resuming: find the checkpoint ``resume=`` points to, refuse one written with a config that
+changes what is computed, and put it back into the built run.
+
+``resume=auto`` continues this run folder's ``last.pt`` (or starts fresh); a checkpoint file or
+a run folder continues that one. Differences that change the weights' shapes or meaning (model,
+loss, data, the optimizer's or scheduler's class, accumulation, seed, what "best" means) refuse
+the resume with the keys named; others (more epochs) are allowed and reported, and changed
+optimizer/scheduler values are reported as not applied (their saved state is restored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.engine.checkpoint import load, restore
+from trainrun.errors import TrainrunError
+from trainrun.files import CHECKPOINTS, LAST
+
+# Config keys whose change refuses a resume: the weights' shapes and meaning (model, loss, data:
+# its split, scaling and batches), what the saved optimizer/scheduler states belong to, how steps
+# group batches and in which order they come (seed), and what "best" means for best.pt.
+MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
+              "scheduler.interval", "trainer.accumulate_grad_batches", "trainer.seed",
+              "checkpoint.monitor", "checkpoint.mode")
+# ...except these, which change nothing in what is computed.
+NEVER_BLOCK = ("data.num_workers",)
+# Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
+# allowed but has no effect (reported as such).
+RESTORED = ("optim", "scheduler")
+# Run-control keys, never compared.
+IGNORED = ("resume", "print_config", "explain")
+
+
+def find(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` points to: ``auto`` (this run folder's last.pt, if any), a
+    checkpoint file, or a run folder (its last.pt)."""
+    if resume == "auto":
+        candidate = run_dir / CHECKPOINTS / LAST
+        return candidate if candidate.is_file() else None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINTS / LAST
+    if not path.is_file():
+        raise TrainrunError(
+            f"resume={resume!r}: no checkpoint at {str(path)!r}",
+            key="resume",
+            fix="give a checkpoint file, a run folder holding checkpoints/last.pt, or resume=auto",
+        )
+    return path
+
+
+def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """Keys whose values differ between a checkpoint's config and ``cfg``: (blocking, harmless)."""
+    now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
+
+    walk(saved, now, "")
+    diffs = [d for d in diffs if not under(d, IGNORED)]
+    blocking = [d for d in diffs if under(d, MUST_MATCH) and not under(d, NEVER_BLOCK)]
+    return blocking, [d for d in diffs if d not in blocking]
+
+
+def under(diff: str, keys: tuple[str, ...]) -> bool:
+    """Whether a ``"key: old -> new"`` line is about one of ``keys`` or a key below one."""
+    return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
+
+
+def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) -> bool:
+    """Load the checkpoint ``cfg.resume`` points to into ``setup`` and ``state``; False when
+    ``resume=auto`` found none (a fresh start)."""
+    cfg = setup.cfg
+    path = find(str(cfg.resume), run_dir)
+    if path is None:
+        say("resume=auto: no checkpoint in this run folder yet, starting fresh")
+        return False
+    saved = load(path)
+    blocking, harmless = config_differences(saved["config"], cfg)
+    if blocking:
+        raise TrainrunError(
+            f"the checkpoint {str(path)!r} was written with a different config:\n    "
+            + "\n    ".join(blocking),
+            key="resume",
+            fix="resume with the config the run started with, or start a new run",
+        )
+    planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
+    restore(setup, state, saved)
+    saved_steps = getattr(setup.scheduler, "total_steps", None)
+    if planned_steps and saved_steps and planned_steps > saved_steps:
+        raise TrainrunError(
+            f"the checkpoint's {type(setup.scheduler).__name__} was built for {saved_steps} steps; "
+            f"this config needs {planned_steps} (trainer.epochs changed), and that schedule "
+            "cannot be stretched after the fact",
+            key="trainer.epochs",
+            fix=f"resume with trainer.epochs={saved['config']['trainer']['epochs']}, or start a new run",
+        )
+    epochs = setup.settings.epochs
+    if state.epoch >= epochs:
+        where = f"the end of epoch {state.epoch} (all {epochs} epochs done)"
+    elif state.batch:
+        where = f"epoch {state.epoch + 1}, after batch {state.batch}"
+    else:
+        where = f"the start of epoch {state.epoch + 1}"
+    say(f"resumed from {path} at {where} (step {state.step})")
+    for diff in harmless:
+        if under(diff, RESTORED):
+            say(f"  config changed since the checkpoint, NOT applied (the saved "
+                f"optimizer/scheduler state is restored): {diff}")
+        else:
+            say(f"  config changed since the checkpoint: {diff}")
+    return True

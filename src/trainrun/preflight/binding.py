@@ -1,0 +1,88 @@
+"""Binding: the optimizer holds exactly the model's trainable parameters, and after one
+``backward`` each of them has a finite gradient (an unused layer and a detached output are told
+apart by which layers ran)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainrun.preflight.common import MODEL_KEY, Report, names, refuse, shape_text
+
+
+def check_binding(setup: Any, report: Report, after_forward: bool = False) -> None:
+    module, optimizer = setup.raw_model, setup.optimizer
+    named = list(module.named_parameters())
+    in_model = {id(p) for _, p in named}
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    held_ids = {id(p) for p in held}
+    when = " during the first forward pass" if after_forward else ""
+    strays = [p for p in held if id(p) not in in_model]
+    if strays:
+        raise refuse(
+            f"the optimizer holds {len(strays)} tensor(s) that are no longer parameters of the "
+            f"model (shapes {names([shape_text(p) for p in strays])}){when}: the model's parameters "
+            "were replaced after the optimizer was built, so optimizer.step() would update copies "
+            "the model no longer uses",
+            key=MODEL_KEY,
+            fix="don't move the model to another device/dtype or re-create layers after it is "
+            "built (in forward or in a callback); create every layer in __init__",
+        )
+    missing = [f"{n} {shape_text(p)}" for n, p in named if p.requires_grad and id(p) not in held_ids]
+    if missing:
+        created = " (created during the first forward pass)" if after_forward else ""
+        raise refuse(
+            f"the optimizer does not hold these trainable parameters{created}, so "
+            f"optimizer.step() would never change them: {names(missing)}",
+            key="optim._target_" if not after_forward else MODEL_KEY,
+            fix="create every layer in the model's __init__ and build the optimizer from all of "
+            "model.parameters(); if leaving them out is on purpose, freeze them "
+            "(requires_grad=False)",
+        )
+    if after_forward:
+        return
+    frozen = [n for n, p in named if not p.requires_grad]
+    if frozen and len(frozen) == len(named):
+        raise refuse("every parameter of the model is frozen (requires_grad=False): nothing "
+                    "would train", key=MODEL_KEY,
+                    fix="unfreeze the layers you want to train")
+    if frozen:
+        report.warnings.append(
+            f"{len(frozen)} parameter tensor(s) are frozen (requires_grad=False) and will not "
+            f"train: {names(frozen)}"
+        )
+
+
+def check_gradients(setup: Any, ran: set[str]) -> None:
+    module = setup.raw_model
+    owner = {id(p): (m, n) for m, sub in module.named_modules()
+             for n, p in sub.named_parameters(recurse=False)}
+    held = [p for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad]
+    param_names = {id(p): n for n, p in module.named_parameters()}
+    unused, cut = [], []
+    for p in held:
+        if p.grad is None:
+            layer = owner.get(id(p), ("?", ""))[0]
+            (cut if layer in ran else unused).append(f"{param_names.get(id(p), '?')} {shape_text(p)}")
+    if unused or cut:
+        parts = []
+        if unused:
+            parts.append(f"{names(unused)}: its layer never ran in forward (an unused layer)")
+        if cut:
+            parts.append(f"{names(cut)}: its layer ran, but the output is cut from it (a "
+                         ".detach(), .data or no_grad between it and the output)")
+        raise refuse(
+            "after loss.backward() these parameters have no gradient, so optimizer.step() would "
+            "never change them: " + "; ".join(parts),
+            key=MODEL_KEY,
+            fix="use every layer in forward and remove the .detach(); if a layer is unused on "
+            "purpose, freeze it (requires_grad=False) or delete it",
+        )
+    bad = [param_names.get(id(p), "?") for p in held
+           if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    if bad:
+        raise refuse(f"the first backward gave NaN or infinite gradients for {names(bad)}",
+                    key=MODEL_KEY,
+                    fix="check the model's forward for operations that are not differentiable "
+                    "everywhere (sqrt/log at 0, division by a tiny number)")

@@ -1,0 +1,57 @@
+"""What every preflight rule uses: the report, how a refusal is worded, and how to read the
+built model (its body and the head the loss added)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainrun.errors import TrainrunError
+
+MODEL_KEY = "model._target_"
+
+
+@dataclass
+class Report:
+    """What preflight saw; ``line`` is the one line printed when all is well."""
+
+    line: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def shape_text(t: torch.Tensor) -> str:
+    return str(list(t.shape)).replace(" ", "")
+
+
+def dtype_text(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def names(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def criterion_name(setup: Any) -> str:
+    return type(setup.criterion).__name__
+
+
+def refuse(message: str, *, key: str | None, fix: str | None = None) -> TrainrunError:
+    return TrainrunError(f"preflight: {message}", key=key, fix=fix)
+
+
+def ends_in(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
+    """Whether the last registered leaf module of ``module`` is one of ``kinds``."""
+    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+    return bool(leaves) and isinstance(leaves[-1], kinds)
+
+
+def split_head(setup: Any) -> tuple[nn.Module, nn.Module | None]:
+    """The user's model (body) and the head the loss added, if any."""
+    module = setup.raw_model
+    if setup.loss.head is not None and isinstance(module, nn.Sequential) and hasattr(module, "body"):
+        return module.body, module.head
+    return module, None

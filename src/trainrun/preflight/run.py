@@ -1,0 +1,176 @@
+"""Preflight: one real batch through the built objects before epoch 1.
+
+Catches, in milliseconds, the mistakes that otherwise train silently or fail deep inside torch:
+
+* **output vs loss**: the output's type, shape and dtype against what the loss needs (an
+  ``[N]`` output against ``[N, 1]`` targets is refused, not broadcast); class-index losses get
+  int64 targets in ``[0, C)`` and ``C`` equals the output width; BCE targets lie in [0, 1];
+  ``BCELoss`` gets probabilities and ``NLLLoss`` log-probabilities; a model that already ends in
+  a Sigmoid/Softmax under a loss that adds or applies one again;
+* **non-finite values** in the data, the first output, the first loss or the first gradients;
+* **binding**: every trainable parameter is held by the optimizer, the optimizer holds nothing
+  that is no longer a parameter of the model (replaced after the optimizer was built), all on
+  the run's device, and after one ``backward`` every held parameter has a gradient (an unused
+  layer and a detached output are told apart by which layers ran).
+
+Real errors raise :class:`TrainrunError` (exit status 2); harmless oddities (frozen layers) are
+warnings. Preflight changes nothing: the random streams, every parameter and buffer, the
+``.grad`` fields and the train/eval flags are restored, and the optimizer never steps, so a run
+with preflight ends with the same weights as one with ``preflight=false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainrun.errors import TrainrunError
+from trainrun.preflight.binding import check_binding, check_gradients
+from trainrun.preflight.common import (
+    MODEL_KEY,
+    Report,
+    criterion_name,
+    dtype_text,
+    refuse,
+    shape_text,
+    split_head,
+)
+from trainrun.preflight.output import check_data, check_loss, check_output
+
+
+@contextlib.contextmanager
+def preserved(setup: Any) -> Iterator[None]:
+    """Restore the random streams, parameters, buffers, ``.grad`` fields and train/eval flags of
+    ``setup.raw_model`` on exit, so whatever happens inside leaves no trace."""
+    module: nn.Module = setup.raw_model
+    cuda = setup.device.type == "cuda"
+    rng = (torch.get_rng_state(), torch.cuda.get_rng_state(setup.device) if cuda else None,
+           np.random.get_state(), random.getstate())
+    with torch.no_grad():
+        tensors = [(t, t.detach().clone()) for t in (*module.parameters(), *module.buffers())]
+    grads = [(p, p.grad) for p in module.parameters()]
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, saved in tensors:
+                if t.shape == saved.shape:
+                    t.copy_(saved)
+        for p, g in grads:
+            p.grad = g
+        for m, mode in modes:
+            m.training = mode
+        torch.set_rng_state(rng[0])
+        if cuda:
+            torch.cuda.set_rng_state(rng[1], setup.device)
+        np.random.set_state(rng[2])
+        random.setstate(rng[3])
+
+
+def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first batch of the training split (unshuffled for in-memory data)."""
+    batches = setup.train_batches
+    if hasattr(batches, "bounds") and hasattr(batches, "x"):
+        if not batches.bounds:
+            raise refuse("the training split yields no batch", key="data.batch_size")
+        lo, hi = batches.bounds[0]
+        return batches.x[lo:hi], batches.y[lo:hi]
+    iterator = batches.epoch(0)
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise refuse("the training split yields no batch", key="data.batch_size") from None
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
+    """Run every preflight check on one real batch; raise on the first real error, print one
+    line (and any warnings) through ``say`` otherwise."""
+    started = time.perf_counter()
+    report = Report()
+    with preserved(setup):
+        x, y = first_batch(setup)
+        check_data(setup, x, y)
+        check_binding(setup, report)
+        out, loss, ran = _forward_backward(setup, x, y, report)
+        check_binding(setup, report, after_forward=True)
+        check_gradients(setup, ran)
+        loss_value = float(loss.detach().float())
+    held = sum(1 for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad)
+    ms = (time.perf_counter() - started) * 1000
+    report.line = (
+        f"preflight ok: batch {shape_text(x)} -> output {shape_text(out)} {dtype_text(out)}, targets "
+        f"{shape_text(y)} {dtype_text(y)}, first loss {loss_value:.4g}; the optimizer holds all "
+        f"{held} trainable tensors and each got a gradient ({ms:.0f} ms)"
+    )
+    if say is not None:
+        say(report.line)
+        for warning in report.warnings:
+            say(f"preflight warning: {warning}")
+    return report
+
+
+def _forward_backward(
+    setup: Any, x: torch.Tensor, y: torch.Tensor, report: Report
+) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
+    """Forward (recording which layers ran), check the output and loss, then backward."""
+    module, criterion = setup.raw_model, setup.criterion
+    body, head = split_head(setup)
+    ran: set[str] = set()
+    hooks = [
+        m.register_forward_hook(lambda *_, name=name: ran.add(name))
+        for name, m in module.named_modules()
+        if any(True for _ in m.parameters(recurse=False))
+    ]
+    module.train()
+    for p in module.parameters():
+        p.grad = None
+    try:
+        with setup.autocast():
+            try:
+                inner = body(x)
+                out = head(inner) if head is not None and isinstance(inner, torch.Tensor) else inner
+            except TrainrunError:
+                raise
+            except Exception as err:
+                raise refuse(
+                    f"the model failed on a batch x of shape {shape_text(x)} ({dtype_text(x)}): "
+                    f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+                    key=MODEL_KEY,
+                    fix="check the model's forward and the input size it expects "
+                    "(trainrun passes in_features / in_shape / out_features when __init__ accepts them)",
+                ) from None
+            check_output(setup, x, y, inner if head is not None else None, out, report)
+            try:
+                loss = criterion(out, y)
+            except Exception as err:
+                raise refuse(
+                    f"{criterion_name(setup)} failed on output {shape_text(out)} {dtype_text(out)} and targets "
+                    f"{shape_text(y)} {dtype_text(y)}: {type(err).__name__}: {str(err).strip().splitlines()[0]}",
+                    key="loss",
+                    fix="check that the loss fits the model's output: loss.head (sigmoid for BCELoss, "
+                    "log_softmax for NLLLoss, none for raw scores) and loss.targets",
+                ) from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    check_loss(setup, loss, out)
+    try:
+        loss.backward()
+    except Exception as err:
+        raise refuse(f"loss.backward() failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}",
+                    key=MODEL_KEY) from None
+    return out, loss, ran
+
+

@@ -1,0 +1,69 @@
+"""A trained run, found and typed again: the checkpoint ``run=`` points to, and the config
+stored inside it with trainrun's schemas, for the commands that use a trained model
+(``evaluate``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from trainrun.config.groups import GROUP_BASES, GROUP_SCHEMAS
+from trainrun.config.schemas import TrainConfig
+from trainrun.errors import TrainrunError
+from trainrun.files import BEST, CHECKPOINTS, LAST
+
+
+def locate(run: str, checkpoint: str) -> tuple[Path, Path]:
+    """``(checkpoint file, run folder)`` for ``run=`` and ``checkpoint=``."""
+    path = Path(run).expanduser()
+    if not path.exists():
+        raise TrainrunError(
+            f"run={run!r}: no such folder or file (looked in {Path.cwd()})",
+            key="run",
+            fix="give a run folder (e.g. outputs/2026-11-24/08-30-00-123456) or a checkpoint file",
+        )
+    if path.is_file():
+        folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return path, folder
+    names = {"best": BEST, "last": LAST}
+    name = names.get(checkpoint, checkpoint)
+    file = Path(name).expanduser()
+    if not file.is_absolute():
+        file = path / CHECKPOINTS / name
+    if not file.is_file():
+        found = sorted(p.name for p in (path / CHECKPOINTS).glob("*.pt"))
+        have = f"; checkpoints/ holds {', '.join(found)}" if found else \
+            " and it has no checkpoints/ files (was it run with checkpoint.enabled=false?)"
+        raise TrainrunError(
+            f"run={run!r}: no checkpoint {str(file)!r}{have}",
+            key="checkpoint",
+            fix="choose one with checkpoint=best|last|<file>" if found else
+            "point run= at a run folder that holds checkpoints/best.pt or last.pt",
+        )
+    return file, path
+
+
+def typed_config(saved: dict[str, Any]) -> DictConfig:
+    """The plain config stored in a checkpoint, typed again by the schemas ``train`` composed it
+    with (the checkpoint names them; older ones are matched by ``_target_``). The types matter:
+    building leaves out a preset's declared keys that its ``_target_`` does not take."""
+    base = OmegaConf.structured(TrainConfig)
+    OmegaConf.set_struct(base, False)  # a checkpoint may hold keys a newer schema dropped
+    cfg = OmegaConf.merge(base, saved["config"])
+    names = saved.get("schemas") or {}
+    for key, node in saved["config"].items():
+        if key not in GROUP_BASES or not isinstance(node, dict):
+            continue
+        # Only trainrun's own schema classes, looked up by name: a checkpoint names no code.
+        by_name = {cls.__name__: cls for cls in GROUP_SCHEMAS[key].values()}
+        kind = by_name.get(str(names.get(key)))
+        if kind is None:
+            same_target = [c for c in GROUP_SCHEMAS.get(key, {}).values()
+                           if getattr(c, "_target_", MISSING) == node.get("_target_")]
+            kind = same_target[0] if same_target else GROUP_BASES[key]
+        section = OmegaConf.structured(kind)
+        OmegaConf.set_struct(section, False)  # keys a user added (+model.width=3) stay
+        cfg[key] = OmegaConf.merge(section, node)
+    return cfg
