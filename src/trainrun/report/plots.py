@@ -36,8 +36,14 @@ def _log_if_wide(ax: Any, values: Sequence[Any], axis: str = "y") -> None:
 
 
 def _integer_epochs(ax: Any, epochs: Sequence[int]) -> None:
+    """Ticks on whole epochs only: each epoch up to 12 of them, else whole numbers that
+    matplotlib spaces (its default locator puts ticks at 2.5, 7.5, ... for 20 epochs)."""
     if epochs and len(set(epochs)) <= 12:
         ax.set_xticks(sorted(set(epochs)))
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _finite(values: Sequence[Any]) -> bool:
@@ -71,11 +77,19 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
     path = Path(path)
     if not history:
         return f"{path.name} not written: no epoch finished"
-    panels = metric_panels(history)
     try:
-        fig = _figure(5 * (1 + len(panels)), 4)
+        fig = curves_figure(history)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return None
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Any:
+    """The figure of :func:`write_curves` (raises ImportError without matplotlib)."""
+    panels = metric_panels(history)
+    fig = _figure(5 * (1 + len(panels)), 4)
     epochs = [row["epoch"] for row in history]
     axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
 
@@ -102,9 +116,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
         _integer_epochs(ax, epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return None
+    return fig
 
 
 def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
