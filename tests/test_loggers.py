@@ -36,12 +36,22 @@ def test_tensorboard_and_csv_together(train):
     result = train(*FAST, "logger=[csv,tensorboard]")
     assert (result.run_dir / "metrics.csv").is_file()
     events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"tensors": 0}).Reload()
-    assert {"train_loss", "val_loss", "val_acc", "lr"} <= set(events.Tags()["scalars"])
+    scalars = set(events.Tags()["scalars"])
+    assert {"train_loss", "val_loss", "val_acc", "lr"} <= scalars
+    # Timings are charted apart from the metrics, under time/.
+    assert {"time/seconds", "time/samples_per_s"} <= scalars
+    assert not {"seconds", "samples_per_s"} & scalars
+    assert [e.value for e in events.Scalars("time/seconds")] == pytest.approx(
+        [r["seconds"] for r in result.metrics], rel=1e-6)
     val_loss = events.Scalars("val_loss")
     assert [e.step for e in val_loss] == [1, 2, 3]
     assert [e.value for e in val_loss] == pytest.approx([r["val_loss"] for r in result.metrics], rel=1e-6)
     assert "config/text_summary" in events.Tags()["tensors"]  # the config as text
     assert list((result.run_dir / "tensorboard" / "hparams").glob("events.out.tfevents.*"))
+    hparams = EventAccumulator(str(result.run_dir / "tensorboard" / "hparams")).Reload()
+    results = set(hparams.Tags()["scalars"])
+    assert {"best/val_loss", "best/val_acc", "objective"} <= results
+    assert not {"best/seconds", "best/samples_per_s"} & results  # timings are not results
 
 
 @pytest.mark.slow

@@ -35,6 +35,23 @@ log = logging.getLogger("trainrun")
 
 # Row keys that are bookkeeping, not values to chart.
 NOT_METRICS = ("epoch", "step")
+# Row keys that time the epoch: charted by the trackers (a slow epoch, a data stall shows) but
+# under ``time/``, apart from the metrics, and never among the hparams results.
+TIMINGS = ("seconds", "samples_per_s")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def chart_name(key: str) -> str:
+    """A row key as the trackers (tensorboard, mlflow, wandb) chart it: ``time/seconds``."""
+    return f"time/{key}" if key in TIMINGS else key
+
+
+def charted(row: dict[str, Any]) -> dict[str, float]:
+    """The values of an epoch row that the trackers chart, by :func:`chart_name`."""
+    return {chart_name(k): float(v) for k, v in row.items() if k not in NOT_METRICS and _scalar(v)}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -115,14 +132,10 @@ class CsvLogger:
 # --------------------------------------------------------------------------- tensorboard
 
 
-def _scalar(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 class TensorBoardLogger:
-    """Scalars per epoch (x = epoch), the config as text, and an hparams entry at the end
-    (the config's scalar values against the summary's best values). View with
-    ``tensorboard --logdir outputs``."""
+    """Scalars per epoch (x = epoch; the timings under ``time/``), the config as text, and an
+    hparams entry at the end (the config's scalar values against the summary's best metrics).
+    View with ``tensorboard --logdir outputs``."""
 
     def __init__(self, run_dir: str | Path, log_dir: str = "tensorboard") -> None:
         try:
@@ -141,9 +154,8 @@ class TensorBoardLogger:
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         epoch = int(row["epoch"])
-        for key, value in row.items():
-            if key not in NOT_METRICS and _scalar(value):
-                self.writer.add_scalar(key, value, epoch)
+        for name, value in charted(row).items():
+            self.writer.add_scalar(name, value, epoch)
         self.writer.flush()
 
     def log_summary(self, summary: dict[str, Any]) -> None:
@@ -153,7 +165,8 @@ class TensorBoardLogger:
             if not k.startswith("hydra.")
         }
         best = summary.get("best") or summary.get("final") or {}
-        results = {f"best/{k}": v for k, v in best.items() if k not in NOT_METRICS and _scalar(v)}
+        results = {f"best/{k}": v for k, v in best.items()
+                   if k not in (*NOT_METRICS, *TIMINGS) and _scalar(v)}
         objective = summary.get("objective") or {}
         if _scalar(objective.get("value")):
             results["objective"] = objective["value"]
@@ -227,11 +240,7 @@ class MLflowLogger:
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         now, epoch = int(time.time() * 1000), int(row["epoch"])
-        metrics = [
-            self._metric(k, float(v), now, epoch)
-            for k, v in row.items()
-            if k not in NOT_METRICS and _scalar(v)
-        ]
+        metrics = [self._metric(name, value, now, epoch) for name, value in charted(row).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
