@@ -94,6 +94,27 @@ def test_summary_sorts_best_first_and_lists_every_failure(tmp_path: Path) -> Non
     assert [r["job"] for r in rows] == [0, 5, 1, 2, 3, 4]
 
 
+def test_summary_csv_and_table_show_each_jobs_tags(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], {**done(0.5), "tags": ["baseline", "v2"]})
+    write_job(sweep_dir, 1, ["optim.lr=0.2"], done(0.2))  # written before tags existed: none
+
+    summarize(sweep_dir, "val_loss", table=True)
+
+    on_disk = {r["job"]: r for r in read_csv(sweep_dir / "summary.csv")}
+    assert on_disk["0"]["tags"] == "baseline,v2" and on_disk["1"]["tags"] == ""
+    table = capsys.readouterr().out
+    assert "tags" in table and "baseline,v2" in table
+
+
+def test_the_table_has_no_tags_column_when_no_job_has_tags(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], {**done(0.5), "tags": []})
+    summarize(sweep_dir, "val_loss", table=True)
+    assert "tags" not in capsys.readouterr().out
+    assert read_csv(sweep_dir / "summary.csv")[0]["tags"] == ""
+
+
 def test_summary_reads_a_failure_recorded_outside_the_job(tmp_path: Path) -> None:
     """The SLURM launcher records a job the cluster killed before Hydra made its folder."""
     sweep_dir = tmp_path / "sweep"

@@ -96,6 +96,7 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
     return {
         "status": status,
+        "tags": [str(t) for t in cfg.get("tags") or []],
         "signal": signal or None,
         "stop_reason": state.stop_reason,
         "objective": {"name": cfg.objective, "value": objective_value(state.history, cfg.objective),
