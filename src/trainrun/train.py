@@ -28,6 +28,7 @@ from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.report.console import Reporter
 from trainrun.report.loggers import make_loggers
+from trainrun.report.overfit import overfit_verdict
 
 
 def objective_value(history: list[dict[str, Any]], name: str) -> float:
@@ -80,7 +81,17 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
     summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
+    verdict = None
+    if cfg.get("overfit_check") is not None and summary["status"] != "interrupted":  # debug=overfit
+        verdict = summary["overfit_check"] = overfit_verdict(state.history, float(cfg.overfit_check))
     reporter.summary(summary, state.history, plot=cfg.plot)
+    if verdict is not None:
+        if verdict["passed"]:
+            reporter.info(verdict["message"])
+        else:  # summary.json, metrics and curves are written; the exit status says it failed
+            raise TrainrunError(verdict["message"], key="overfit_check", exit_code=TRAINING_ERROR,
+                                fix="train explain=true shows how model, loss and optimizer are bound; "
+                                "try another optim.lr, or more trainer.epochs")
     return summary
 
 

@@ -81,6 +81,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
      "trainer.early_stopping.patience=5"),
     ("trainer.early_stopping.min_delta", _non_negative, "0 or more",
      "trainer.early_stopping.min_delta=0"),
+    ("overfit_check", lambda v: 0 < v <= 1, "in (0, 1] (a fraction of the first epoch's train_loss)",
+     "overfit_check=0.1"),
     ("checkpoint.every_n_epochs", _at_least_one, "at least 1", "checkpoint.every_n_epochs=1"),
     ("checkpoint.every_n_steps", _at_least_one, "at least 1 (or null: off)",
      "checkpoint.every_n_steps=100"),

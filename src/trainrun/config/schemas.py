@@ -139,7 +139,7 @@ class TrainConfig:
     profiler: ProfilerConfig = setting(ProfilerConfig, "torch.profiler over a few training steps (debug=profile)")
     overfit_check: float | None = setting(
         None, "a verdict at the end: pass if the last train_loss is at most this fraction of the first epoch's, "
-        "else exit 1 (debug=overfit sets 0.05); null: none")
+        "else exit 1 (debug=overfit sets 0.1); null: none")
 
 
 @dataclass
