@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from trainrun import __version__, explain
+from trainrun import __version__, explain, lr_find
 from trainrun.build import Setup, build
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
@@ -50,6 +50,9 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(setup)
+    # lr_find=true|apply: a range test that leaves the run as it was (apply: built again with it)
+    setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
+                                            say=reporter.info)
     if rank == 0:
         reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
@@ -81,6 +84,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
     summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
+    if lr_found is not None:
+        summary["lr_find"] = lr_found
     verdict = None
     if cfg.get("overfit_check") is not None and summary["status"] != "interrupted":  # debug=overfit
         verdict = summary["overfit_check"] = overfit_verdict(state.history, float(cfg.overfit_check))

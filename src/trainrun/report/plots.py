@@ -1,4 +1,5 @@
-"""Pictures: ``curves.png`` for a run, a comparison plot for a sweep.
+"""Pictures: ``curves.png`` for a run, ``lr_find.png`` for a range test, a comparison plot for
+a sweep.
 
 matplotlib is the ``plot`` extra (``pip install 'trainrun[plot]'``). Figures are drawn with
 ``matplotlib.figure.Figure`` on the Agg canvas: no pyplot, no display, no global backend
@@ -126,6 +127,40 @@ def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float]
         return None
     pick = min if direction_of(key) == "minimize" else max
     return pick(points, key=lambda p: p[1])
+
+
+def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                  chosen: int | None, path: str | Path) -> str | None:
+    """``lr_find.png``: the loss of each step of the range test against its learning rate (log
+    axis), raw and smoothed, with the suggested learning rate marked. The y axis stops at twice
+    the first smoothed loss, so a diverging tail does not flatten the part that matters.
+    Returns None when written, or a note saying why not."""
+    path = Path(path)
+    try:
+        fig = _figure(6, 4)
+    except ImportError:
+        return f"{path.name} {NO_MATPLOTLIB}"
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
+    if chosen is not None:
+        ax.plot([lrs[chosen]], [smoothed[chosen]], "o", color="tab:red", markersize=8,
+                label=f"suggested lr {lrs[chosen]:.3g}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), min(max(finite), 2 * finite[0]) if finite[0] > 0 else max(finite)
+        if high > low:
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title("learning-rate range test" + (f": suggested {lrs[chosen]:.3g}" if chosen is not None else ""),
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return None
 
 
 # --------------------------------------------------------------------------- sweeps
