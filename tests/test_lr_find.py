@@ -38,7 +38,7 @@ def test_the_suggestion_is_the_steepest_descent_after_the_first_ten_steps():
         + [0.9 + 0.5 * i for i in range(19)]
     chosen = suggestion(lrs, loss)
     assert 35 <= chosen <= 40 and loss[chosen + 1] < loss[chosen]
-    noisy_start = [5.0, 0.1, 9.0] + loss[3:]  # the first ten steps never win
+    noisy_start = [5.0, 0.1, 9.0, *loss[3:]]  # the first ten steps never win
     assert suggestion(lrs, noisy_start) == chosen
     assert suggestion(lrs[:12], loss[:12]) is None  # too few points after the skip
     with_nan = [*loss[:30], math.nan, *loss[31:]]
