@@ -26,6 +26,7 @@ from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
+from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
@@ -65,9 +66,9 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
-        try:
-            with anomaly:
-                fit(setup, state, reporter, stop)
+        try:  # debug=profile: torch.profiler over a few steps, hooked in through the reporter
+            with anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
+                fit(setup, state, watch(reporter), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
             reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
