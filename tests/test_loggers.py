@@ -350,6 +350,15 @@ def test_tags_reach_the_summary_and_every_logger(train, tmp_path, monkeypatch):
     assert wandb_run(result.run_dir)["tags"] == ["baseline", "v2"]
 
 
+@pytest.mark.slow
+def test_a_tag_mlflow_refuses_names_the_tags_key(train, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    result = train(*FAST, "logger=[csv,mlflow]", "tags=[ok,'a=b']", check=False)
+    assert result.returncode == 2, result.output
+    assert "MLflow refuses the tag 'a=b'" in result.output and "key: tags" in result.output
+    assert not (result.run_dir / "metrics.csv").exists()
+
+
 def test_no_tags_is_an_empty_list(train):
     result = train(*FAST)
     assert result.summary["tags"] == []

@@ -106,3 +106,46 @@ def test_lr_find_under_accumulation_and_with_few_batches(train, tmp_path):
                    "trainer.accumulate_grad_batches=2")
     assert len(rows(result.run_dir)) == 30
     assert result.summary["lr_find"]["stopped_early"] is False
+
+
+@pytest.mark.slow
+def test_lr_find_under_ddp_agrees_across_ranks_and_changes_nothing(train, tmp_path):
+    """Two processes: each step's loss is averaged over the ranks, so both take the same
+    decisions (no rank waits for another in a collective), rank 0 writes the files, and the
+    training after it is bit-identical to one without the test."""
+    found = train("trainer.devices=2", "trainer.epochs=1", "print_config=false", "lr_find=true",
+                  run_dir=tmp_path / "found")
+    plain = train("trainer.devices=2", "trainer.epochs=1", "print_config=false", run_dir=tmp_path / "plain")
+    assert found.output.count("lr_find: ") == 1 and len(rows(found.run_dir)) > 20
+    a, b = weights(plain.run_dir), weights(found.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+USER_DATA = '''
+import torch
+
+class Noisy(torch.utils.data.Dataset):
+    def __init__(self, n=300):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 5, generator=g)
+        self.y = (self.x.sum(1) > 0).long()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+'''
+
+
+@pytest.mark.slow
+def test_lr_find_on_a_user_dataset_changes_nothing(train, tmp_path):
+    """The DataLoader path (shuffled, dropout): its sampler and worker seeds are per epoch, the
+    global random stream is restored, so the training is the same."""
+    (tmp_path / "noisy.py").write_text(USER_DATA)
+    common = ("data._target_=noisy.Noisy", "model.dropout=0.3", "trainer.epochs=2", "print_config=false")
+    found = train(*common, "lr_find=true", "lr_finder.steps=40", run_dir=tmp_path / "found")
+    plain = train(*common, run_dir=tmp_path / "plain")
+    assert len(rows(found.run_dir)) <= 40
+    a, b = weights(plain.run_dir), weights(found.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)

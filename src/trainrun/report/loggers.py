@@ -254,6 +254,8 @@ class MLflowLogger:
         try:
             with quick_http(startup_timeout):  # an unreachable server fails in seconds, not minutes
                 self._start(resume, experiment_name, run_name)
+        except TrainrunError:
+            raise
         except Exception as err:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise TrainrunError(
@@ -280,7 +282,15 @@ class MLflowLogger:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(id_file, self.run_id + "\n")
         for tag in self.tags:  # tags=[a,b]: one MLflow tag each, searchable as tags.a = 'true'
-            self.client.set_tag(self.run_id, tag, "true")
+            try:
+                self.client.set_tag(self.run_id, tag, "true")
+            except Exception as err:
+                if "invalid" not in str(err).lower():
+                    raise  # the server, not the name
+                self.client.set_terminated(self.run_id, status="FAILED")
+                raise TrainrunError(
+                    f"MLflow refuses the tag {tag!r}: {str(err).strip().splitlines()[0][:200]}",
+                    key="tags", fix="use letters, digits, _ - . : / and spaces in tags") from None
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.resumed:
