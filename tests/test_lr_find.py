@@ -149,3 +149,16 @@ def test_lr_find_on_a_user_dataset_changes_nothing(train, tmp_path):
     assert len(rows(found.run_dir)) <= 40
     a, b = weights(plain.run_dir), weights(found.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])
+def test_lr_find_with_a_scheduler_leaves_it_as_it_was(train, tmp_path, scheduler):
+    """The range test sets the rates itself: a per-step OneCycleLR planned for 45 steps is not
+    stepped 100 more times (it would refuse), and the training after it is unchanged."""
+    common = (f"scheduler={scheduler}", "trainer.epochs=1", "print_config=false")
+    found = train(*common, "lr_find=true", run_dir=tmp_path / "found")
+    plain = train(*common, run_dir=tmp_path / "plain")
+    a, b = weights(plain.run_dir), weights(found.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["lr"] for r in plain.metrics] == [r["lr"] for r in found.metrics]

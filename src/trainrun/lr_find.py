@@ -131,12 +131,16 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
     scheduler = copy.deepcopy(setup.scheduler.state_dict()) if setup.scheduler is not None else None
     scaler = copy.deepcopy(setup.scaler.state_dict())
     test = RangeTest(setup, schedule(min_lr, max_lr, steps), threshold)
+    # The test sets the rates itself: the run's scheduler sits out (a per-step OneCycleLR would
+    # also refuse to step past its planned total).
+    run_scheduler, setup.scheduler = setup.scheduler, None
     with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams
         try:
             state, epoch = TrainState(), 0
             while train_epoch(setup, state, epoch, test, test):  # type: ignore[arg-type]
                 epoch, state.batch, state.step_losses = epoch + 1, 0, None  # more steps than batches
         finally:
+            setup.scheduler = run_scheduler
             setup.optimizer.load_state_dict(optimizer)
             if scheduler is not None:
                 setup.scheduler.load_state_dict(scheduler)
