@@ -68,6 +68,18 @@ def infer_task(y: np.ndarray) -> str:
     return "binary" if len(np.unique(y)) <= 2 else "multiclass"
 
 
+def split_sizes_asked(n: int, val_fraction: float, n_val: int, test_fraction: float, n_test: int) -> None:
+    """A split asked for (a fraction above 0) must hold at least one sample: rounding
+    ``0.2 * 2`` down to none would silently train without the validation the config asks for."""
+    for key, fraction, size in (("data.val_fraction", val_fraction, n_val),
+                                ("data.test_fraction", test_fraction, n_test)):
+        if fraction > 0 and size == 0:
+            raise TrainrunError(
+                f"{key}={fraction} of {n} samples is {fraction * n:.2g} sample(s), which rounds to none",
+                key=key, fix=f"use more data, a larger {key}, or {key}=0 to go without that split",
+            )
+
+
 def prepare_arrays(
     x: Any,
     y: Any,
@@ -116,6 +128,14 @@ def prepare_arrays(
     else:
         classes, y = np.unique(y, return_inverse=True)
         num_classes = len(classes)
+        if num_classes < 2:
+            raise TrainrunError(
+                f"the targets hold a single class ({classes[0]!r} for all {len(y)} samples): there "
+                "is nothing to tell apart, and any model would score 100%",
+                key="data.task" if task != "auto" else "data._target_",
+                fix="check the target column/array (data.target for CSV); for numeric targets "
+                "use data.task=regression",
+            )
         if task == "binary" and num_classes > 2:
             raise TrainrunError(
                 f"data.task=binary but the targets hold {num_classes} classes",
@@ -136,6 +156,7 @@ def prepare_arrays(
             key="data.val_fraction",
             fix="lower data.val_fraction / data.test_fraction",
         )
+    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
     test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
 
     y_scale = 1.0
@@ -191,6 +212,7 @@ def prepare_dataset(
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n - n_val - n_test < 1:
         raise TrainrunError("the split fractions leave no training samples", key="data.val_fraction")
+    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
     train, val, test = torch.utils.data.random_split(
         dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
     )
