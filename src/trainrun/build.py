@@ -174,9 +174,9 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     if cfg.scheduler._target_:
         steps = trainer.epochs * math.ceil(len(train_batches) / trainer.accumulate_grad_batches)
         extra: dict[str, Any] = {"total_steps": max(1, steps)} if cfg.scheduler.get("total_steps", 0) is None else {}
-        if text(cfg.scheduler.get("mode", "")) == "auto":  # plateau: which way the monitor improves
-            monitor = cfg.scheduler.get("monitor")
-            extra["mode"] = resolve_mode("scheduler.mode", str(monitor), "auto") if monitor else "min"
+        if "mode" in cfg.scheduler:  # plateau: which way the monitor improves (auto: from its name)
+            monitor, mode = cfg.scheduler.get("monitor"), text(cfg.scheduler.mode)
+            extra["mode"] = resolve_mode("scheduler.mode", str(monitor), mode) if monitor else "min"
         scheduler = build_from_config(
             cfg.scheduler, "scheduler", what="building the scheduler", expect=LRScheduler,
             expect_text="a learning-rate scheduler (torch.optim.lr_scheduler.LRScheduler)",

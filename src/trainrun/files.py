@@ -83,8 +83,17 @@ class RunFolderLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as err:
+            raise TrainrunError(
+                f"cannot write the run folder {str(self.folder)!r}: {type(err).__name__}: "
+                f"{err.strerror or err}",
+                key="hydra.run.dir",
+                fix="choose a folder this user can create and write (hydra.run.dir=<folder>), on a "
+                "disk with free space",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

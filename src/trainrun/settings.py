@@ -63,7 +63,8 @@ def resolve_mode(key: str, monitor: str, mode: str) -> str:
     if named is not None and named != mode:
         raise TrainrunError(
             f"{key}={mode} contradicts {monitor}, which is better "
-            f"{'higher' if named == 'max' else 'lower'}: the run would keep its worst epoch",
+            f"{'higher' if named == 'max' else 'lower'}: every improvement would count as a setback"
+            + (" (best.pt would keep the worst epoch)" if key == "checkpoint.mode" else ""),
             key=key, fix=f"leave {key} at auto (or set {key}={named})",
         )
     return mode
@@ -74,6 +75,8 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | No
     (None: not checked); ``scheduler`` the built scheduler, if any."""
     trainer, checkpoint = cfg.trainer, cfg.checkpoint
     stopping = trainer.early_stopping
+    if logged is not None:  # a typo in a watched name says "not logged", before any mode is read
+        check_watched(cfg, logged, scheduler is not None)
     early = None
     if stopping.patience is not None:
         early = EarlyStopping(int(stopping.patience), float(stopping.min_delta), str(stopping.monitor),
@@ -100,8 +103,6 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | No
     )
     if has_scheduler:
         check_scheduler_cadence(cfg, scheduler, settings)
-    if logged is not None:
-        check_watched(cfg, settings, logged)
     return settings
 
 
@@ -132,14 +133,13 @@ def check_scheduler_cadence(cfg: DictConfig, scheduler: Any, settings: LoopSetti
         )
 
 
-def check_watched(cfg: DictConfig, settings: LoopSettings, logged: list[str]) -> None:
+def check_watched(cfg: DictConfig, logged: list[str], has_scheduler: bool) -> None:
     """Every value the config watches must be one the run logs."""
-    early = settings.early_stopping
-    watched = {"objective": str(cfg.objective), "checkpoint.monitor": settings.monitor}
-    if early is not None:
-        watched["trainer.early_stopping.monitor"] = early.monitor
-    if settings.scheduler_monitor:
-        watched["scheduler.monitor"] = settings.scheduler_monitor
+    watched = {"objective": str(cfg.objective), "checkpoint.monitor": str(cfg.checkpoint.monitor)}
+    if cfg.trainer.early_stopping.patience is not None:
+        watched["trainer.early_stopping.monitor"] = str(cfg.trainer.early_stopping.monitor)
+    if has_scheduler and cfg.scheduler.get("monitor"):
+        watched["scheduler.monitor"] = str(cfg.scheduler.monitor)
     for key, name in watched.items():
         if name not in logged:
             hint = ""

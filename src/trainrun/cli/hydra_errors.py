@@ -102,6 +102,10 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
             want = _TYPE_WORDS.get(m.group(2), m.group(2))
             return TrainrunError(f"{full_key}={m.group(1)} is not {want}", key=full_key,
                                  fix=f"give {full_key} {want}")
+        m = re.match(r"Value '(.*)' is not a valid bool", text)
+        if m:
+            return TrainrunError(f"{full_key}={m.group(1)} is not true or false", key=full_key,
+                                 fix=f"give {full_key} true or false")
         m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", text)
         if m:
             choices = [c.strip() for c in m.group(2).split(",")]

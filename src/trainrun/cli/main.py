@@ -28,6 +28,7 @@ from trainrun.cli import ranks
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
+from trainrun.config.checks import check_config
 from trainrun.config.schemas import register
 from trainrun.errors import TrainrunError
 
@@ -72,12 +73,14 @@ def _train_task(cfg: DictConfig) -> float | None:
     global _task_started
     _task_started = True
     with as_user_set():
-        # Imported here, once the config composed: these import torch (a second or more).
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            _check_before_torch(cfg, run_dir)
+        # Imported here, once the config composed and its values passed: these import torch.
         from trainrun.cli.launch import launch  # alone, as the parent of DDP workers, or one rank
         from trainrun.cli.sweep import run_job
 
-        hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # A failed job is recorded in its summary.json and returns None: the sweep goes on.
             return run_job(cfg, run_dir, launch)
@@ -100,6 +103,20 @@ def _train_task(cfg: DictConfig) -> float | None:
                      f"{resume_command(run_dir)}")
             sys.exit(128 + signal.Signals[summary["signal"]].value)
         return float(summary["objective"]["value"])
+
+
+def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
+    """The value checks, before torch is imported: a wrong value exits in about a second. (A
+    sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
+    try:
+        check_config(cfg)
+    except TrainrunError as err:
+        err.config = True
+        _report(err)
+        folder = _claimed or RunFolder(run_dir, new=True)
+        if (ranks.launched_place() or ranks.ALONE).rank == 0:
+            folder.give_back(err.exit_code, config_error=True)
+        _fail(err, reported=True)
 
 
 def train() -> None:
