@@ -331,3 +331,22 @@ def test_nonfinite_loss_skipped(train, folder: Path) -> None:
     saved = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert int(saved["model"]["calls"]) == 6  # 3 batches x 2 epochs; preflight's call undone
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_no_checkpoint_holds_weights_trained_on_a_nan(train, folder: Path) -> None:
+    """Step checkpoints every step, and the loss turns NaN at step 6: the run stops there
+    without saving the NaN-trained weights, last.pt is the step before, and the run resumes
+    from it (here with on_nonfinite=skip, which passes the one bad batch)."""
+    common = ("print_config=false", "trainer.epochs=3", *CSV, "data.val_fraction=0.25",
+              "model._target_=usercode.Blowup", "+model.at=6", "+model.once=true",
+              "checkpoint.every_n_steps=1")
+    result = train(*common, check=False)
+    assert result.returncode == 1, result.output
+    assert "non-finite in epoch 2, batch 3" in result.output  # 3 batches per epoch: step 6
+    saved = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["state"]["step"] == 5
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    resumed = train(*common, "resume=auto", "trainer.on_nonfinite=skip")
+    assert "resumed from" in resumed.output and "epoch 2, after batch 2 (step 5)" in resumed.output
+    assert resumed.summary["status"] == "completed"
