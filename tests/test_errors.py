@@ -295,6 +295,33 @@ def test_error_is_recorded_in_run_log(train, folder: Path) -> None:
     assert logs and "mat1 and mat2" in logs[0].read_text()
 
 
+@pytest.mark.slow
+def test_an_error_while_training_is_recorded_in_run_log(train, folder: Path) -> None:
+    """A user model's forward raising in epoch 2: one paragraph on the console and the same in
+    train.log, with the epoch, the batch and the line of the user's code."""
+    result = train("print_config=false", "trainer.epochs=2", *CSV, "model._target_=usercode.RaisesLater",
+                   "+model.at=7", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.output
+    log = (result.run_dir / "train.log").read_text()
+    assert "training (epoch 2, batch 2) failed: ValueError: boom in forward" in log
+    assert "raised in usercode.py:" in log
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_of_other_shapes(train, folder: Path) -> None:
+    """A trainrun checkpoint whose stored config matches but whose weights have other shapes
+    (copied from another run, edited): the resume phase names resume=, exit 2, no traceback."""
+    first = train("print_config=false", *CSV, run_dir=folder / "a")
+    saved = torch.load(first.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    saved["model"] = {k: torch.zeros(*(s + 1 for s in v.shape)) for k, v in saved["model"].items()}
+    torch.save(saved, folder / "other.pt")
+    result = train("print_config=false", *CSV, "resume=other.pt", run_dir=folder / "b", check=False)
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.output
+    assert "resuming from resume=other.pt failed" in result.output and "size mismatch" in result.output
+    assert "key: resume" in result.output
+
+
 def test_full_error_shows_traceback(train, folder: Path) -> None:
     """HYDRA_FULL_ERROR=1 is the way to see where an error came from."""
     result = train(*QUIET, "optim.lrr=0.1", check=False, env={"HYDRA_FULL_ERROR": "1"})

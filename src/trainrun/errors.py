@@ -66,8 +66,13 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
 
 def describe(err: BaseException) -> str:
     """``Type: first line of the message`` (what a traceback ends with, without the traceback)."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for MLP:" + the first one
+        text = f"{text} {lines[1]}"
+    return f"{type(err).__name__}: {text}"
 
 
 def raised_in(err: BaseException) -> str:
