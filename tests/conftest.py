@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+TOYS = Path(__file__).resolve().parent / "toys.py"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,6 +108,33 @@ def train(tmp_path: Path):
         return run_train(*overrides, **kwargs)
 
     return _train
+
+
+def write_csv(folder: Path, kind: str, n: int = 64, seed: int = 0) -> str:
+    """A small CSV (4 features ``a..d``, target column ``y``): ``multiclass`` (3 classes),
+    ``binary`` or ``regression``. Returns the overrides that select it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    if kind == "multiclass":
+        y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    elif kind == "binary":
+        y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    else:
+        y = x @ np.array([1.5, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=n)
+    path = folder / f"{kind}.csv"
+    lines = ["a,b,c,d,y"] + [",".join(f"{v:.5f}" for v in row) + f",{t}" for row, t in zip(x, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return f"data=csv data.path={path.name} data.target=y data.batch_size=16"
+
+
+@pytest.fixture
+def usercode(tmp_path: Path) -> Path:
+    """``tmp_path`` holding tests/toys.py as ``usercode.py``: the folder runs start in, where
+    ``model._target_=usercode.Squeezed`` finds a user's model."""
+    shutil.copy(TOYS, tmp_path / "usercode.py")
+    return tmp_path
 
 
 @pytest.fixture

@@ -4,217 +4,20 @@ preflight ends with exactly the weights of a run without it."""
 from __future__ import annotations
 
 import random
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_csv
 
 QUIET = ("print_config=false", "trainer.epochs=1", "checkpoint.enabled=false")
 
 
-def write_csv(folder: Path, kind: str, n: int = 64, seed: int = 0) -> str:
-    """A small CSV (4 features, target column ``y``): ``multiclass`` (3 classes), ``binary`` or
-    ``regression``. Returns the overrides that select it."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 4))
-    if kind == "multiclass":
-        y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
-    elif kind == "binary":
-        y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    else:
-        y = x @ np.array([1.5, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=n)
-    path = folder / f"{kind}.csv"
-    lines = ["a,b,c,d,y"] + [",".join(f"{v:.5f}" for v in row) + f",{t}" for row, t in zip(x, y, strict=True)]
-    path.write_text("\n".join(lines) + "\n")
-    return f"data=csv data.path={path} data.target=y data.batch_size=16"
-
-
-def write_module(folder: Path, name: str, source: str) -> None:
-    (folder / f"{name}.py").write_text(textwrap.dedent(source))
-
-
-MODELS = """
-import torch
-from torch import nn
-
-
-class Squeezed(nn.Module):
-    "Returns [N] instead of [N, 1]."
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-
-    def forward(self, x):
-        return self.fc(x).squeeze(-1)
-
-
-class FixedWidth(nn.Module):
-    "Ignores out_features: always `width` outputs."
-    def __init__(self, in_features, width=5):
-        super().__init__()
-        self.fc = nn.Linear(in_features, width)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-class EndsIn(nn.Module):
-    "Linear, then a final activation named by `last` (sigmoid, softmax, log_softmax)."
-    def __init__(self, in_features, out_features, last="sigmoid"):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-        self.last = {"sigmoid": nn.Sigmoid(), "softmax": nn.Softmax(dim=1),
-                     "log_softmax": nn.LogSoftmax(dim=1)}[last]
-
-    def forward(self, x):
-        return self.last(self.fc(x))
-
-
-class FunctionalSigmoid(nn.Module):
-    "Ends in torch.sigmoid in forward: no nn.Sigmoid module to see."
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(x))
-
-
-class Unused(nn.Module):
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-        self.extra = nn.Linear(in_features, 7)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-class DetachedMiddle(nn.Module):
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.first = nn.Linear(in_features, 8)
-        self.second = nn.Linear(8, out_features)
-
-    def forward(self, x):
-        return self.second(torch.relu(self.first(x)).detach())
-
-
-class DetachedOutput(nn.Module):
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-
-    def forward(self, x):
-        return self.fc(x).detach()
-
-
-class Frozen(nn.Module):
-    "The first layer is frozen on purpose."
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.first = nn.Linear(in_features, 8)
-        self.second = nn.Linear(8, out_features)
-        self.first.requires_grad_(False)
-
-    def forward(self, x):
-        return self.second(torch.relu(self.first(x)))
-
-
-class Recreates(nn.Module):
-    "Re-creates its layer on the first call: the optimizer keeps the old parameters."
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-        self.fresh = False
-
-    def forward(self, x):
-        if not self.fresh:
-            self.fc = nn.Linear(self.fc.in_features, self.fc.out_features)
-            self.fresh = True
-        return self.fc(x)
-
-
-class NaNOutput(nn.Module):
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-
-    def forward(self, x):
-        return self.fc(x) * float("nan")
-
-
-class Pair(nn.Module):
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-
-    def forward(self, x):
-        return self.fc(x), x
-
-
-class Crash(nn.Module):
-    "Hard-codes 7 input features."
-    def __init__(self, out_features):
-        super().__init__()
-        self.fc = nn.Linear(7, out_features)
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-class Noisy(nn.Module):
-    "BatchNorm running statistics and dropout: both change with a forward pass in train mode."
-    def __init__(self, in_features, out_features):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, 16), nn.BatchNorm1d(16), nn.ReLU(),
-                                 nn.Dropout(0.3), nn.Linear(16, out_features))
-
-    def forward(self, x):
-        return self.net(x)
-"""
-
-OPTIMIZERS = """
-import torch
-
-
-def first_layer_only(params, lr=0.1):
-    params = list(params)
-    return torch.optim.SGD(params[:2], lr=lr)
-"""
-
-DATASETS = """
-import torch
-
-
-class NaNFeatures(torch.utils.data.Dataset):
-    def __len__(self):
-        return 40
-
-    def __getitem__(self, i):
-        x = torch.full((3,), float(i))
-        x[0] = float("nan")
-        return x, i % 2
-
-
-class NegativeLabels(torch.utils.data.Dataset):
-    "Labels -1, 0, 1: not class indices in [0, C)."
-    def __len__(self):
-        return 40
-
-    def __getitem__(self, i):
-        return torch.full((3,), float(i)), i % 3 - 1
-"""
-
-
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    write_module(tmp_path, "mymodels", MODELS)
-    write_module(tmp_path, "myopt", OPTIMIZERS)
-    write_module(tmp_path, "mydata", DATASETS)
-    return tmp_path
+def folder(usercode: Path) -> Path:
+    """The run's folder, holding the toy user code (tests/toys.py as usercode.py)."""
+    return usercode
 
 
 def assert_refused(result, *needles: str) -> None:
@@ -227,13 +30,13 @@ def assert_refused(result, *needles: str) -> None:
 
 # (id, data kind or None for a user Dataset, overrides, what the message must say)
 BROKEN = [
-    ("mse_output_n_vs_target_n1", "regression", ["loss=mse", "model._target_=mymodels.Squeezed"],
+    ("mse_output_n_vs_target_n1", "regression", ["loss=mse", "model._target_=usercode.Squeezed"],
      ["shape [16]", "[16,1]", "broadcast them to [16,16]", "model._target_"]),
-    ("bce_output_n_vs_target_n1", "binary", ["loss=bce_logits", "model._target_=mymodels.Squeezed"],
+    ("bce_output_n_vs_target_n1", "binary", ["loss=bce_logits", "model._target_=usercode.Squeezed"],
      ["shape [16]", "[16,1]", "broadcast"]),
-    ("ce_width_differs_from_classes", "multiclass", ["model._target_=mymodels.FixedWidth"],
+    ("ce_width_differs_from_classes", "multiclass", ["model._target_=usercode.FixedWidth"],
      ["outputs 5 scores per sample but the data has 3 classes", "out_features"]),
-    ("ce_single_output_column", "multiclass", ["model._target_=mymodels.FixedWidth", "+model.width=1"],
+    ("ce_single_output_column", "multiclass", ["model._target_=usercode.FixedWidth", "+model.width=1"],
      ["1 score per sample", "always 0"]),
     ("bce_targets_outside_0_1", "regression", ["loss=bce"],
      ["needs targets in [0, 1]", "regression", "loss=mse"]),
@@ -242,38 +45,38 @@ BROKEN = [
      ["all elements of input should be between 0 and 1", "loss.head"]),
     ("nll_gets_raw_scores", "multiclass", ["loss=nll", "loss.head=none"],
      ["NLLLoss needs log-probabilities", "loss.head=log_softmax"]),
-    ("double_sigmoid", "binary", ["loss=bce", "model._target_=mymodels.EndsIn"],
+    ("double_sigmoid", "binary", ["loss=bce", "model._target_=usercode.EndsIn"],
      ["ends in a Sigmoid", "double sigmoid", "loss.head=none"]),
-    ("double_sigmoid_functional", "binary", ["loss=bce", "model._target_=mymodels.FunctionalSigmoid"],
+    ("double_sigmoid_functional", "binary", ["loss=bce", "model._target_=usercode.FunctionalSigmoid"],
      ["already outputs values in [0, 1]", "double sigmoid", "loss.head=none"]),
-    ("bce_logits_after_sigmoid", "binary", ["loss=bce_logits", "model._target_=mymodels.EndsIn"],
+    ("bce_logits_after_sigmoid", "binary", ["loss=bce_logits", "model._target_=usercode.EndsIn"],
      ["BCEWithLogitsLoss applies the sigmoid itself", "loss=bce loss.head=none"]),
-    ("cross_entropy_after_softmax", "multiclass", ["model._target_=mymodels.EndsIn", "+model.last=softmax"],
+    ("cross_entropy_after_softmax", "multiclass", ["model._target_=usercode.EndsIn", "+model.last=softmax"],
      ["ends in a Softmax", "remove the Softmax"]),
-    ("nll_head_after_softmax", "multiclass", ["loss=nll", "model._target_=mymodels.EndsIn",
+    ("nll_head_after_softmax", "multiclass", ["loss=nll", "model._target_=usercode.EndsIn",
                                               "+model.last=softmax"],
      ["log_softmax(softmax(x))"]),
-    ("nonfinite_first_output", "multiclass", ["model._target_=mymodels.NaNOutput"],
+    ("nonfinite_first_output", "multiclass", ["model._target_=usercode.NaNOutput"],
      ["first output holds NaN"]),
-    ("output_not_a_tensor", "multiclass", ["model._target_=mymodels.Pair"],
+    ("output_not_a_tensor", "multiclass", ["model._target_=usercode.Pair"],
      ["returned a tuple, not a tensor"]),
-    ("forward_fails", "multiclass", ["model._target_=mymodels.Crash"],
+    ("forward_fails", "multiclass", ["model._target_=usercode.Crash"],
      ["the model failed on a batch x of shape [16,4]", "mat1 and mat2"]),
     ("loss_not_reduced", "multiclass", ["+loss.reduction=none"],
      ["returned [16], not a single number", "loss.reduction"]),
-    ("optimizer_leaves_out_parameters", "multiclass", ["optim=sgd", "optim._target_=myopt.first_layer_only"],
+    ("optimizer_leaves_out_parameters", "multiclass", ["optim=sgd", "optim._target_=usercode.first_layer_only"],
      ["does not hold these trainable parameters", "3.weight [3,128]", "3.bias", "optim._target_"]),
-    ("unused_layer", "multiclass", ["model._target_=mymodels.Unused"],
+    ("unused_layer", "multiclass", ["model._target_=usercode.Unused"],
      ["extra.weight [7,4]", "never ran in forward (an unused layer)"]),
-    ("detached_middle", "multiclass", ["model._target_=mymodels.DetachedMiddle"],
+    ("detached_middle", "multiclass", ["model._target_=usercode.DetachedMiddle"],
      ["first.weight [8,4]", "its layer ran, but the output is cut from it"]),
-    ("detached_output", "multiclass", ["model._target_=mymodels.DetachedOutput"],
+    ("detached_output", "multiclass", ["model._target_=usercode.DetachedOutput"],
      ["does not depend on any trainable parameter", ".detach()"]),
-    ("parameters_replaced_after_optimizer", "multiclass", ["model._target_=mymodels.Recreates"],
+    ("parameters_replaced_after_optimizer", "multiclass", ["model._target_=usercode.Recreates"],
      ["no longer parameters of the model", "replaced after the optimizer was built"]),
-    ("nonfinite_features_in_dataset", None, ["data._target_=mydata.NaNFeatures"],
+    ("nonfinite_features_in_dataset", None, ["data._target_=usercode.NaNFeatures"],
      ["NaN or infinite feature values"]),
-    ("class_index_outside_range", None, ["data._target_=mydata.NegativeLabels"],
+    ("class_index_outside_range", None, ["data._target_=usercode.NegativeLabels"],
      ["class indices in [0, 2)", "from -1 to 1"]),
 ]
 
@@ -304,7 +107,7 @@ def test_preflight_refuses(compose, folder: Path, monkeypatch, kind, overrides, 
 def test_refusal_end_to_end(train, folder: Path) -> None:
     """Through the command: exit status 2, the message, no traceback, no training."""
     data = write_csv(folder, "regression").split()
-    result = train(*QUIET, *data, "loss=mse", "model._target_=mymodels.Squeezed", check=False)
+    result = train(*QUIET, *data, "loss=mse", "model._target_=usercode.Squeezed", check=False)
     assert_refused(result, "broadcast them to [16,16]", "key: model._target_")
     assert not (result.run_dir / "metrics.jsonl").exists()
 
@@ -312,13 +115,13 @@ def test_refusal_end_to_end(train, folder: Path) -> None:
 def test_fix_suggested_for_double_sigmoid_works(train, folder: Path) -> None:
     """The fix the double-sigmoid message gives (loss.head=none) makes the same model train."""
     data = write_csv(folder, "binary").split()
-    result = train(*QUIET, *data, "loss=bce", "loss.head=none", "model._target_=mymodels.EndsIn")
+    result = train(*QUIET, *data, "loss=bce", "loss.head=none", "model._target_=usercode.EndsIn")
     assert "preflight ok" in result.output
 
 
 def test_frozen_layer_is_a_warning(train, folder: Path) -> None:
     data = write_csv(folder, "multiclass").split()
-    result = train(*QUIET, *data, "model._target_=mymodels.Frozen")
+    result = train(*QUIET, *data, "model._target_=usercode.Frozen")
     assert "preflight warning: 2 parameter tensor(s) are frozen" in result.output
     assert "first.weight, first.bias" in result.output
     assert result.metrics[-1]["epoch"] == 1
@@ -341,7 +144,7 @@ def test_preflight_changes_nothing(train, folder: Path) -> None:
     whose forward pass moves BatchNorm statistics and draws dropout masks."""
     data = write_csv(folder, "multiclass", n=96).split()
     common = (*data, "print_config=false", "trainer.epochs=2", "optim=sgd",
-              "model._target_=mymodels.Noisy")
+              "model._target_=usercode.Noisy")
     train(*common, "preflight=true", run_dir=folder / "with")
     train(*common, "preflight=false", run_dir=folder / "without")
     a, b = (torch.load(folder / d / "checkpoints" / "last.pt", weights_only=True)
@@ -364,7 +167,7 @@ def test_preflight_restores_state_in_process(compose, folder: Path, monkeypatch)
     from trainrun.preflight import run as preflight
 
     monkeypatch.chdir(folder)
-    cfg = compose(*write_csv(folder, "multiclass").split(), "model._target_=mymodels.Noisy")
+    cfg = compose(*write_csv(folder, "multiclass").split(), "model._target_=usercode.Noisy")
     run = build(cfg)
     run.raw_model.eval()
     before = {k: v.clone() for k, v in run.raw_model.state_dict().items()}

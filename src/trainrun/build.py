@@ -22,16 +22,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainrun.config.choices import text
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.prepare import DataInfo, prepare_arrays, prepare_dataset
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
-from trainrun.errors import TrainrunError
+from trainrun.errors import TrainrunError, phase
 from trainrun.instantiate import build_from_config, takes_flat_samples
 from trainrun.losses import LossPlan, plan_loss
 from trainrun.metrics import MetricSet, build_metrics
-from trainrun.settings import LoopSettings, loop_settings
+from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
@@ -86,21 +87,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
     """Call the data source and split/standardize what it returns."""
-    source = build_from_config(cfg.data, "data", consumed=DATA_KEYS)
+    source = build_from_config(cfg.data, "data", what="reading the data", consumed=DATA_KEYS)
     common = dict(task=text(cfg.data.task), val_fraction=cfg.data.val_fraction,
                   test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
+    fix = ("a data source returns (X, y): X with one row per sample, y with one target per row "
+           "(numbers), or a torch.utils.data.Dataset of (x, y) pairs")
     if isinstance(source, torch.utils.data.Dataset):
-        return prepare_dataset(source, **common)
+        with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
+                   section=cfg.data, fix=fix):
+            return prepare_dataset(source, **common)
     if not (isinstance(source, tuple | list) and len(source) == 2):
+        shown = f"a {type(source).__name__}" + (f" of {len(source)} items" if isinstance(source, tuple | list) else "")
         raise TrainrunError(
-            f"the data source {cfg.data._target_} returned {type(source).__name__}; "
-            "it must return (X, y) arrays or a torch.utils.data.Dataset",
-            key="data._target_",
+            f"the data source data._target_={cfg.data._target_} returned {shown}; it must return "
+            "(X, y) arrays or a torch.utils.data.Dataset",
+            key="data._target_", fix=fix,
         )
-    return prepare_arrays(
-        *source, **common, standardize=cfg.data.standardize,
-        image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
-    )
+    with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
+               section=cfg.data, fix=fix):
+        return prepare_arrays(
+            *source, **common, standardize=cfg.data.standardize,
+            image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
+        )
 
 
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
@@ -142,11 +150,15 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         info = dataclasses.replace(info, in_shape=(info.in_features,))
     loss = plan_loss(cfg.loss, info)
     sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
-    body = build_from_config(cfg.model, "model", **sizes)
-    if not isinstance(body, nn.Module):
+    body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
+                             expect_text="a torch.nn.Module", **sizes)
+    if not any(p.requires_grad for p in body.parameters()):
         raise TrainrunError(
-            f"model._target_={cfg.model._target_} built a {type(body).__name__}, not a torch.nn.Module",
+            f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "
+            "for the optimizer to train",
             key="model._target_",
+            fix="give the model layers with parameters (nn.Linear, nn.Conv2d, ...) created in "
+            "__init__, or unfreeze them (requires_grad=True)",
         )
     raw_model = nn.Sequential(OrderedDict(body=body, head=loss.head)) if loss.head else body
     raw_model.to(device)
@@ -160,7 +172,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         check_compiler(device)
         model = torch.compile(model)
 
-    optimizer = build_from_config(cfg.optim, "optim", params=raw_model.parameters())
+    optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
+                                  expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     where = dict(rank=rank, world_size=world_size, flat=flat)
     train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
     val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
@@ -170,16 +183,20 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     scheduler = None
     if cfg.scheduler._target_:
         steps = trainer.epochs * math.ceil(len(train_batches) / trainer.accumulate_grad_batches)
-        extra = {"total_steps": max(1, steps)} if cfg.scheduler.get("total_steps", 0) is None else {}
+        extra: dict[str, Any] = {"total_steps": max(1, steps)} if cfg.scheduler.get("total_steps", 0) is None else {}
+        if "mode" in cfg.scheduler:  # plateau: which way the monitor improves (auto: from its name)
+            monitor, mode = cfg.scheduler.get("monitor"), text(cfg.scheduler.mode)
+            extra["mode"] = resolve_mode("scheduler.mode", str(monitor), mode) if monitor else "min"
         scheduler = build_from_config(
-            cfg.scheduler, "scheduler", consumed=("interval", "monitor", "total_steps" if extra else "_"),
-            optimizer=optimizer, **extra,
+            cfg.scheduler, "scheduler", what="building the scheduler", expect=LRScheduler,
+            expect_text="a learning-rate scheduler (torch.optim.lr_scheduler.LRScheduler)",
+            consumed=("interval", "monitor", *extra), optimizer=optimizer, **extra,
         )
     scaler = torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "fp16")
     metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
     logged = logged_names(info, loss, metrics, val_batches is not None)
     return Setup(
-        cfg=cfg, settings=loop_settings(cfg, logged if training else None, scheduler is not None),
+        cfg=cfg, settings=loop_settings(cfg, logged if training else None, scheduler),
         device=device, info=info,
         loss=loss, raw_model=raw_model, model=model, criterion=loss.criterion.to(device),
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,

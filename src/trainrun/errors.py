@@ -14,7 +14,7 @@ import re
 import site
 import sys
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 CONFIG_ERROR = 2
@@ -31,12 +31,14 @@ class TrainrunError(Exception):
         key: str | None = None,
         fix: str | None = None,
         exit_code: int = CONFIG_ERROR,
+        config: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.key = key
         self.fix = fix
         self.exit_code = exit_code
+        self.config = config  # the config itself is wrong (found before anything was built)
 
     def __str__(self) -> str:
         lines = [self.message]
@@ -64,8 +66,13 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
 
 def describe(err: BaseException) -> str:
     """``Type: first line of the message`` (what a traceback ends with, without the traceback)."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for MLP:" + the first one
+        text = f"{text} {lines[1]}"
+    return f"{type(err).__name__}: {text}"
 
 
 def raised_in(err: BaseException) -> str:
@@ -108,15 +115,17 @@ def named_key(err: BaseException, key: str, section: Mapping[str, Any] | None) -
 
 
 @contextlib.contextmanager
-def phase(what: str, key: str, *, section: Mapping[str, Any] | None = None, fix: str | None = None,
-          exit_code: int = CONFIG_ERROR) -> Iterator[None]:
+def phase(what: str | Callable[[], str], key: str, *, section: Mapping[str, Any] | None = None,
+          fix: str | Callable[[str], str] | None = None, exit_code: int = CONFIG_ERROR) -> Iterator[None]:
     """Run one phase of the run (building the optimizer, loading the data, training, ...).
 
     Any exception raised inside, whoever raised it (torch, numpy, the user's code), leaves as
     one :class:`TrainrunError`: what failed, the key the phase owns (narrowed to the key of
     ``section`` its text names), the original error's type and first line, where in the user's
-    code it was raised, and a fix. A :class:`TrainrunError` passes through: it already says
-    it better. Ctrl-C and exits are not errors and pass through too.
+    code it was raised, and a fix (``what`` may be a function, read when it failed; ``fix`` a
+    function of the key named). A
+    :class:`TrainrunError` passes through: it already says it better. Ctrl-C and exits are not
+    errors and pass through too.
     """
     try:
         yield
@@ -124,9 +133,11 @@ def phase(what: str, key: str, *, section: Mapping[str, Any] | None = None, fix:
         raise
     except Exception as err:
         where = raised_in(err)
+        named = named_key(err, key, section)
         raise TrainrunError(
-            f"{what} failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
-            key=named_key(err, key, section),
-            fix=fix,
+            f"{what() if callable(what) else what} failed: {describe(err)}"
+            + (f" (raised in {where})" if where else ""),
+            key=named,
+            fix=fix(named) if callable(fix) else fix,
             exit_code=exit_code,
         ) from err

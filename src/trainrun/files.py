@@ -7,12 +7,15 @@ renamed over the target (atomic on POSIX); then the folder is fsynced so the ren
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from trainrun.errors import TrainrunError
 
 # What a run folder holds (``.hydra/`` is Hydra's).
 CHECKPOINTS = "checkpoints"
@@ -64,3 +67,53 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- one writer per run folder
+
+LOCK = ".trainrun.lock"
+
+
+class RunFolderLock:
+    """An OS lock (``flock``) on ``<run folder>/.trainrun.lock``, held while this process
+    writes the folder: a second ``train`` on the same folder is refused instead of overwriting
+    the first one's files. The OS releases it when the process dies, however it dies (SIGKILL
+    included), so a stale lock never blocks a resume."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as err:
+            raise TrainrunError(
+                f"cannot write the run folder {str(self.folder)!r}: {type(err).__name__}: "
+                f"{err.strerror or err}",
+                key="hydra.run.dir",
+                fix="choose a folder this user can create and write (hydra.run.dir=<folder>), on a "
+                "disk with free space",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise TrainrunError(
+                f"another train ({holder}) is writing into {self.folder}; two runs in one folder "
+                "would overwrite each other's checkpoints and metrics",
+                key="hydra.run.dir",
+                fix="wait for it to finish (or stop it), or give this run its own hydra.run.dir",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None

@@ -17,22 +17,35 @@ import dataclasses
 import importlib
 import inspect
 import os
+import site
 import sys
+import sysconfig
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.errors import TrainrunError
+from trainrun.errors import TrainrunError, phase
+
+
+def user_folder_importable() -> str:
+    """Make the current folder importable for user modules (``model._target_=mynet.Net``)
+    without letting it shadow anything installed: it goes at the *end* of ``sys.path``, so a
+    ``numpy.py`` or ``matplotlib.py`` lying there is never imported in numpy's place."""
+    cwd = os.getcwd()
+    if cwd in sys.path[:-1] or "" in sys.path:
+        sys.path[:] = [p for p in sys.path if p not in ("", cwd)]
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    return cwd
 
 
 def locate(target: str, key: str) -> Any:
     """Import ``target`` (``pkg.module.Name``, or ``module.Name`` of a file in the current
     folder): the longest importable module prefix, then attributes."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    cwd = user_folder_importable()
     parts = target.split(".")
     try:
         for cut in range(len(parts), 0, -1):
@@ -43,10 +56,13 @@ def locate(target: str, key: str) -> Any:
                 if err.name is not None and not name.startswith(err.name):
                     raise  # the module exists but imports something missing: say so
                 continue
+            _check_not_shadowed(parts[0], cwd, key)
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)
             return obj
         raise ModuleNotFoundError(f"No module named {parts[0]!r}")
+    except TrainrunError:
+        raise
     except Exception as err:
         module = target.rpartition(".")[0] or target
         raise TrainrunError(
@@ -55,6 +71,20 @@ def locate(target: str, key: str) -> Any:
             fix=f"check the spelling; a module of yours ({module!r}) must be importable from "
             f"{cwd} or be installed",
         ) from None
+
+
+def _check_not_shadowed(top: str, cwd: str, key: str) -> None:
+    """A user's ``utils.py`` in the working folder loses to an installed ``utils``: say so
+    instead of building the wrong object."""
+    mine = [p for p in (Path(cwd) / f"{top}.py", Path(cwd) / top) if p.exists()]
+    loaded = getattr(sys.modules.get(top), "__file__", None) or ""
+    installed = [Path(p).resolve() for p in (*site.getsitepackages(), sysconfig.get_paths()["stdlib"])]
+    if mine and loaded and any(Path(loaded).resolve().is_relative_to(p) for p in installed):
+        raise TrainrunError(
+            f"{key}._target_ names module {top!r}: your {mine[0].name} in {cwd} is shadowed by the "
+            f"installed module of that name ({loaded}), which is the one that would be used",
+            key=f"{key}._target_", fix=f"rename your {mine[0].name} (e.g. my_{top}.py) and its _target_",
+        )
 
 
 def accepted_parameters(obj: Any) -> tuple[set[str], bool]:
@@ -79,15 +109,32 @@ def takes_flat_samples(node: DictConfig, key: str) -> bool:
     return "in_features" in names and "in_shape" not in names
 
 
+def _kind(obj: Any) -> str:
+    return f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+
+
 def build_from_config(
-    node: DictConfig, key: str, *, consumed: Iterable[str] = (), **provided: Any
+    node: DictConfig, key: str, *, what: str, expect: type | tuple[type, ...] | None = None,
+    expect_text: str = "", consumed: Iterable[str] = (), **provided: Any,
 ) -> Any:
-    """Instantiate ``node`` (the config at ``key``), leaving out the ``consumed`` keys that
-    trainrun reads itself, and passing ``provided`` values the target accepts."""
+    """Instantiate ``node`` (the config at ``key``); ``what`` says it ("building the optimizer"). Leaves out
+    the ``consumed`` keys that trainrun reads itself and passing ``provided`` values the target
+    accepts. ``expect``: what the object must be (checked on the class before building, and on
+    the result, so a factory function is checked too); ``expect_text`` says it in words.
+
+    Building runs inside the error boundary: whatever the target raises becomes one paragraph
+    naming ``key`` (or the key of ``node`` its message names)."""
     target = node.get("_target_")
     if not target:
         raise TrainrunError(f"{key} has no _target_", key=f"{key}._target_")
     obj = locate(target, key)
+    wanted = expect_text or (expect.__name__ if isinstance(expect, type) else "")
+    if expect is not None and isinstance(obj, type) and not issubclass(obj, expect):
+        raise TrainrunError(
+            f"{key}._target_={target} is {_kind(obj)}, not {wanted}",
+            key=f"{key}._target_",
+            fix=f"name {wanted} in {key}._target_ (or a function that returns one)",
+        )
     names, takes_any = accepted_parameters(obj)
     schema = OmegaConf.get_type(node)
     declared = (
@@ -110,21 +157,20 @@ def build_from_config(
                 fix=f"remove {key}.{name}, or rename it to one of the accepted arguments",
             )
     passed = {name: v for name, v in provided.items() if takes_any or name in names}
-    try:
+    accepted = ", ".join(sorted(names)) or "no keyword arguments"
+    with phase(f"{what} ({key}._target_={target})", f"{key}._target_", section=node,
+               fix=lambda named: f"check {named}" if named != f"{key}._target_"
+               else f"check the values under {key}; {target} accepts {accepted}"):
         # The located object itself, not its name: Hydra does not import it a second time.
         factory = instantiate({"_target_": obj, "_partial_": True, "_convert_": "all", **kwargs})
-        return factory(**passed)
-    except TrainrunError:
-        raise
-    except Exception as err:
-        cause = err.__cause__ or err
-        if isinstance(cause, TrainrunError):
-            raise cause from None
+        built = factory(**passed)
+    if expect is not None and not isinstance(built, expect):
         raise TrainrunError(
-            f"could not build {key} ({target}) with {kwargs}: {_first_line(cause)}",
-            key=key,
-            fix=f"check the values under {key}",
-        ) from None
+            f"{key}._target_={target} built {_kind(built)}, not {wanted}",
+            key=f"{key}._target_",
+            fix=f"make {target} return {wanted}",
+        )
+    return built
 
 
 def _first_line(err: BaseException) -> str:

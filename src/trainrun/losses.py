@@ -87,7 +87,8 @@ def plan_loss(cfg: DictConfig, info: DataInfo) -> LossPlan:
         out_features = info.target_width
     else:
         out_features = 1
-    criterion = build_from_config(cfg, "loss", consumed=("head", "targets"))
+    criterion = build_from_config(cfg, "loss", what="building the loss", expect=nn.Module,
+                                  expect_text="a loss module (torch.nn.Module)", consumed=("head", "targets"))
     head_factory = HEADS[head_name]
     is_logits_loss = isinstance(criterion, nn.BCEWithLogitsLoss)
     return LossPlan(

@@ -23,7 +23,7 @@ from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
-from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.profiler import profiling
@@ -43,7 +43,11 @@ def objective_value(history: list[dict[str, Any]], name: str) -> float:
 def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
-    check_config(cfg)  # values that cannot work, before anything is built
+    try:
+        check_config(cfg)  # values that cannot work, before anything is built
+    except TrainrunError as err:
+        err.config = True
+        raise
     reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank)
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
@@ -52,13 +56,18 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(setup)
     # lr_find=true|apply: a range test that leaves the run as it was (apply: built again with it)
-    setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
-                                            say=reporter.info)
+    with phase("the learning-rate range test (lr_find)", "lr_finder", section=cfg.lr_finder,
+               exit_code=TRAINING_ERROR, fix="the run's own training fails the same way: fix that first; "
+               "or lower lr_finder.max_lr, or leave lr_find=false"):
+        setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
+                                                say=reporter.info)
     if rank == 0:
         reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
     if cfg.resume:
-        resume(setup, state, run_dir, say=reporter.info)
+        with phase(f"resuming from resume={cfg.resume}", "resume",
+                   fix="resume from a checkpoint of this run's model and config, or start a new run"):
+            resume(setup, state, run_dir, say=reporter.info)
 
     with Signals(quiet=rank != 0) as signals:
         # DDP: the ranks agree on the step at which a signal stops them all
@@ -66,8 +75,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
+        training = phase(lambda: f"training (epoch {state.epoch + 1}, batch {state.batch + 1})",
+                         "model._target_", exit_code=TRAINING_ERROR,
+                         fix="fix the cause (the message says where it was raised); the checkpoints "
+                         "written before it are intact and resume=auto continues from the last one "
+                         "(HYDRA_FULL_ERROR=1 shows the whole traceback)")
         try:  # debug=profile: torch.profiler over a few steps, hooked in through the reporter
-            with anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
+            with training, anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
                 fit(setup, state, watch(reporter), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
@@ -75,8 +89,9 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
             stop.writer.close_quietly()
             if setup.settings.detect_anomaly and "returned nan values" in str(err):
                 raise TrainrunError(
-                    f"{err} (torch.autograd.detect_anomaly; the forward line that made it is in the "
-                    "warning above)", key="trainer.detect_anomaly", exit_code=TRAINING_ERROR,
+                    f"{err.message if isinstance(err, TrainrunError) else err} (torch.autograd."
+                    "detect_anomaly; the forward line that made it is in the warning above)",
+                    key="trainer.detect_anomaly", exit_code=TRAINING_ERROR,
                     fix="look at that line; lower optim.lr, clip gradients or check the data") from None
             raise
         train_seconds = time.perf_counter() - fit_started

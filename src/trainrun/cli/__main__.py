@@ -1,5 +1,15 @@
-"""``python -m trainrun.cli``: the ``train`` command (``torchrun --nproc_per_node=2 -m trainrun.cli``)."""
+"""``python -m trainrun.cli``: the ``train`` command (``torchrun --nproc_per_node=2 -m trainrun.cli``).
 
-from trainrun.cli.main import train
+``python -m`` puts the current folder first on ``sys.path``; it is taken off before anything
+else is imported, so a ``numpy.py`` lying there cannot run (user modules stay importable: see
+``trainrun.instantiate.user_folder_importable``).
+"""
+
+import os
+import sys
+
+sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+
+from trainrun.cli.main import train  # noqa: E402  (after the path is safe)
 
 train()

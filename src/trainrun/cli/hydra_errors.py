@@ -12,20 +12,16 @@ choice: ``HYDRA_FULL_ERROR=1 train ...`` still shows full tracebacks.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import os
 import re
 import sys
-import typing
 from collections.abc import Callable, Iterator
-from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig
 
-from trainrun.config.groups import GROUP_SCHEMAS
-from trainrun.config.schemas import TrainConfig
+from trainrun.config.checks import known_keys
 from trainrun.errors import CONFIG_ERROR, TrainrunError, did_you_mean
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -38,28 +34,6 @@ USER_VALUE = os.environ.setdefault(_USER_FULL_ERROR, os.environ.get(FULL_ERROR, 
 def full_errors() -> bool:
     """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
     return USER_VALUE == "1"
-
-
-@cache
-def known_keys() -> tuple[str, ...]:
-    """Every dotted key trainrun's schemas declare (``trainer.epochs``, ``optim.lr``, ...)."""
-    keys: list[str] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for field in dataclasses.fields(cls):
-            hint = hints.get(field.name)
-            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-                walk(hint, f"{prefix}{field.name}.")
-            elif not field.name.startswith("_"):
-                keys.append(prefix + field.name)
-
-    walk(TrainConfig, "")
-    for group, schemas in GROUP_SCHEMAS.items():
-        if group != "logger":
-            for cls in schemas.values():
-                walk(cls, f"{group}.")
-    return tuple(dict.fromkeys(keys))
 
 
 def _first_line(text: str) -> str:
@@ -128,6 +102,10 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
             want = _TYPE_WORDS.get(m.group(2), m.group(2))
             return TrainrunError(f"{full_key}={m.group(1)} is not {want}", key=full_key,
                                  fix=f"give {full_key} {want}")
+        m = re.match(r"Value '(.*)' is not a valid bool", text)
+        if m:
+            return TrainrunError(f"{full_key}={m.group(1)} is not true or false", key=full_key,
+                                 fix=f"give {full_key} true or false")
         m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", text)
         if m:
             choices = [c.strip() for c in m.group(2).split(",")]
@@ -192,10 +170,18 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     except Exception as ex:
         if full_errors():
             raise
-        err = composition_error(ex) or TrainrunError(
-            f"{type(ex).__name__}: {_first_line(str(ex))}",
-            fix="HYDRA_FULL_ERROR=1 shows the traceback")
-        err.exit_code = CONFIG_ERROR if not task_started() else 1
+        err = composition_error(ex)
+        if err is None and isinstance(ex, OSError):  # Hydra making the run folder or its log
+            where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
+            err = TrainrunError(
+                f"cannot write the run folder{where}: {type(ex).__name__}: {ex.strerror or ex}",
+                key="hydra.run.dir",
+                fix="choose a folder this user can create and write (hydra.run.dir=<folder>), "
+                "on a disk with free space")
+        if err is None:
+            err = TrainrunError(f"{type(ex).__name__}: {_first_line(str(ex))}",
+                                fix="HYDRA_FULL_ERROR=1 shows the traceback")
+            err.exit_code = 1 if task_started() else CONFIG_ERROR
         print(f"\nError: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     finally:

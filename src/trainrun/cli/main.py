@@ -26,7 +26,9 @@ from omegaconf import DictConfig
 from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
+from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
+from trainrun.config.checks import check_config
 from trainrun.config.schemas import register
 from trainrun.errors import TrainrunError
 
@@ -34,15 +36,23 @@ log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
 
 _task_started = False
+_claimed: RunFolder | None = None  # a hydra.run.dir named on the command line, locked before Hydra
 
 
-def _fail(err: TrainrunError) -> None:
-    """Print the error for a person (and the run log), then exit with its status."""
+def _report(err: TrainrunError) -> None:
+    """Print the error for a person, and into the run's log."""
     log.debug("error", exc_info=err)
     print(f"\nError: {err}", file=sys.stderr)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.emit(logging.LogRecord("trainrun", logging.ERROR, "", 0, f"Error: {err}", None, None))
+            handler.close()  # nothing more goes there (and the folder may be given back)
+
+
+def _fail(err: TrainrunError, reported: bool = False) -> None:
+    """Report the error (unless done), then exit with its status."""
+    if not reported:
+        _report(err)
     if full_errors():
         raise err
     sys.exit(err.exit_code)
@@ -63,25 +73,50 @@ def _train_task(cfg: DictConfig) -> float | None:
     global _task_started
     _task_started = True
     with as_user_set():
-        # Imported here, once the config composed: these import torch (a second or more).
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            _check_before_torch(cfg, run_dir)
+        # Imported here, once the config composed and its values passed: these import torch.
         from trainrun.cli.launch import launch  # alone, as the parent of DDP workers, or one rank
         from trainrun.cli.sweep import run_job
 
-        hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # A failed job is recorded in its summary.json and returns None: the sweep goes on.
             return run_job(cfg, run_dir, launch)
+        folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
+        writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
         try:
+            if writer:
+                folder.claim()
             summary = launch(cfg, run_dir)
         except TrainrunError as err:
-            _fail(err)
+            _report(err)
+            if writer:
+                folder.give_back(err.exit_code, config_error=err.config)
+            _fail(err, reported=True)
             raise
+        finally:
+            folder.lock.release()
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
             log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
                      f"{resume_command(run_dir)}")
             sys.exit(128 + signal.Signals[summary["signal"]].value)
         return float(summary["objective"]["value"])
+
+
+def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
+    """The value checks, before torch is imported: a wrong value exits in about a second. (A
+    sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
+    try:
+        check_config(cfg)
+    except TrainrunError as err:
+        err.config = True
+        _report(err)
+        folder = _claimed or RunFolder(run_dir, new=True)
+        if (ranks.launched_place() or ranks.ALONE).rank == 0:
+            folder.give_back(err.exit_code, config_error=True)
+        _fail(err, reported=True)
 
 
 def train() -> None:
@@ -93,13 +128,22 @@ def train() -> None:
         except TrainrunError as err:
             _fail(err)
         return
+    global _claimed
     with ranks.exit_as_rank():
         try:
             ranks.pin_run_dir(sys.argv)
+            named = named_run_dir(sys.argv)
+            if named is not None and (ranks.launched_place() or ranks.ALONE).rank == 0:
+                _claimed = RunFolder(named)
+                _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:
             _fail(err)
         try:
             run_app(_train_task, lambda: _task_started)
+        except SystemExit as exit_:
+            if _claimed is not None and not _task_started:  # composition failed: nothing was run
+                _claimed.give_back(exit_.code if isinstance(exit_.code, int) else 1, config_error=True)
+            raise
         except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step),
             # or one before training started: nothing is saved, the last checkpoint stays valid.
             print("\nStopped at once by Ctrl-C, without saving: checkpoints/last.pt (if any) holds "

@@ -49,6 +49,10 @@ def _slurm_master_addr() -> str:
     return first_host(nodes) or "127.0.0.1"
 
 
+# This process when no launcher started several: rank 0 of 1.
+ALONE = Place(rank=0, world_size=1, local_rank=0, local_world_size=1, launcher="none")
+
+
 def launched_place() -> Place | None:
     """The rank this process holds when a launcher started several (torchrun, a submitit job
     with several tasks, srun with several tasks); None when it runs alone.

@@ -9,12 +9,18 @@ schemas refuse them while Hydra composes (``trainrun.cli.hydra_errors`` words th
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import typing
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from trainrun.config.groups import GROUP_SCHEMAS
+from trainrun.config.schemas import TrainConfig
 from trainrun.errors import TrainrunError, did_you_mean
 
 # --------------------------------------------------------------------------- value checks
@@ -44,12 +50,21 @@ def _open_unit(v: Any) -> bool:
     return 0 < v < 1
 
 
+# Seeds feed torch's and numpy's generators and trainrun's per-epoch shuffle seed
+# (seed * 1_000_003 + epoch must fit a 64-bit generator seed).
+SEED_RANGE = "a whole number in [0, 2**32)"
+
+
+def _seed(v: Any) -> bool:
+    return isinstance(v, int) and 0 <= v < 2**32
+
+
 # (key, test, what the value must be, an example of a good value). A key the config does not
 # have (a user's own _target_ node) is skipped; ``None`` passes wherever null means "off".
 RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("optim.lr", _positive, "greater than 0", "optim.lr=0.01"),
-    ("optim.weight_decay", _non_negative, "0 or more", "optim.weight_decay=0"),
-    ("optim.momentum", _non_negative, "0 or more", "optim.momentum=0.9"),
+    # torch accepts any momentum >= 0; 1 or more never decays the velocity and diverges.
+    ("optim.momentum", _fraction, "in [0, 1)", "optim.momentum=0.9"),
     ("optim.dampening", _non_negative, "0 or more", "optim.dampening=0"),
     ("optim.eps", _non_negative, "0 or more", "optim.eps=1e-8"),
     ("optim.alpha", _non_negative, "0 or more", "optim.alpha=0.99"),
@@ -58,15 +73,19 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("data.val_fraction", _fraction, "in [0, 1)", "data.val_fraction=0.2"),
     ("data.test_fraction", _fraction, "in [0, 1)", "data.test_fraction=0.1"),
     ("data.num_workers", _non_negative, "0 or more", "data.num_workers=0"),
-    ("data.seed", _non_negative, "0 or more", "data.seed=0"),
+    ("data.seed", _seed, SEED_RANGE, "data.seed=0"),
     ("data.n_samples", lambda v: v >= 2, "at least 2", "data.n_samples=1000"),
     ("data.n_features", _at_least_one, "at least 1", "data.n_features=20"),
     ("data.num_classes", lambda v: v >= 2, "at least 2", "data.num_classes=3"),
     ("data.noise", _non_negative, "0 or more", "data.noise=0.1"),
     ("model.dropout", _fraction, "in [0, 1)", "model.dropout=0.1"),
     ("model.kernel_size", _at_least_one, "at least 1", "model.kernel_size=3"),
-    ("loss.label_smoothing", lambda v: 0 <= v <= 1, "in [0, 1]", "loss.label_smoothing=0.1"),
     ("trainer.epochs", _non_negative, "0 or more", "trainer.epochs=20"),
+    ("trainer.seed", _seed, SEED_RANGE, "trainer.seed=0"),
+    ("trainer.limit_train_batches", _at_least_one, "at least 1 (or null: all batches)",
+     "trainer.limit_train_batches=10"),
+    ("trainer.limit_val_batches", _at_least_one, "at least 1 (or null: all batches)",
+     "trainer.limit_val_batches=10"),
     ("trainer.accumulate_grad_batches", _at_least_one, "at least 1",
      "trainer.accumulate_grad_batches=1"),
     ("trainer.devices", _at_least_one, "at least 1", "trainer.devices=1"),
@@ -97,9 +116,6 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("scheduler.T_max", _at_least_one, "at least 1", "scheduler.T_max=20"),
     ("scheduler.eta_min", _non_negative, "0 or more", "scheduler.eta_min=0"),
     ("scheduler.max_lr", _positive, "greater than 0", "scheduler.max_lr=0.1"),
-    ("scheduler.pct_start", _open_unit, "in (0, 1)", "scheduler.pct_start=0.3"),
-    ("scheduler.total_steps", _at_least_one, "at least 1 (or null: computed)",
-     "scheduler.total_steps=1000"),
     ("scheduler.factor", _open_unit, "in (0, 1)", "scheduler.factor=0.1"),
     ("scheduler.patience", _non_negative, "0 or more", "scheduler.patience=5"),
 ]
@@ -130,6 +146,8 @@ def check_config(cfg: DictConfig) -> None:
     """Raise a :class:`TrainrunError` for the first value in ``cfg`` that cannot work."""
     _check_resolvable(cfg)
     _check_missing(cfg)
+    _check_closed(cfg)
+    _check_finite(cfg)
     for key, test, must, example in RULES:
         value = _value(cfg, key)
         if value is _ABSENT or value is None or not isinstance(value, int | float):
@@ -203,17 +221,94 @@ def _check_combinations(cfg: DictConfig) -> None:
             key="trainer.precision",
             fix=f"use one of {', '.join(PRECISIONS)}" + did_you_mean(str(precision), PRECISIONS),
         )
-    if _value(cfg, "optim.nesterov") is True:
-        momentum, dampening = _value(cfg, "optim.momentum"), _value(cfg, "optim.dampening")
-        if momentum is not _ABSENT and (momentum <= 0 or (dampening not in (_ABSENT, 0, 0.0))):
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """No number in the config may be inf or NaN: torch accepts ``optim.lr=inf`` and trains to
+    NaN weights; null is the way to say "off"."""
+    for key, value in leaves(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
             raise TrainrunError(
-                f"optim.nesterov=true needs momentum > 0 and dampening 0 (got momentum={momentum}, "
-                f"dampening={dampening})",
-                key="optim.nesterov",
-                fix="set optim.momentum=0.9 optim.dampening=0, or optim.nesterov=false",
+                f"{key}={value} is not a finite number",
+                key=key, fix=f"give {key} a finite value (null turns an optional setting off)",
             )
-    betas = _value(cfg, "optim.betas")
-    if isinstance(betas, ListConfig):
-        ok = len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in betas)
-        if not ok:
-            raise _bad("optim.betas", betas, "two numbers in [0, 1)", "optim.betas=[0.9,0.999]")
+
+
+def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every ``(dotted key, value)`` below ``node`` (lists count as one value each item)."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            value = OmegaConf.select(node, str(key), throw_on_missing=False, throw_on_resolution_failure=False)
+            out += leaves(value, f"{prefix}{key}.")
+    elif isinstance(node, ListConfig):
+        for i, value in enumerate(node):
+            out += leaves(value, f"{prefix[:-1]}[{i}].")
+    else:
+        out.append((prefix[:-1], node))
+    return out
+
+
+# --------------------------------------------------------------------------- closed sections
+
+
+@cache
+def known_keys() -> tuple[str, ...]:
+    """Every dotted key trainrun's schemas declare (``trainer.epochs``, ``optim.lr``, ...)."""
+    keys: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            hint = hints.get(field.name)
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{field.name}.")
+            elif not field.name.startswith("_"):
+                keys.append(prefix + field.name)
+
+    walk(TrainConfig, "")
+    for group, schemas in GROUP_SCHEMAS.items():
+        if group != "logger":
+            for cls in schemas.values():
+                walk(cls, f"{group}.")
+    return tuple(dict.fromkeys(keys))
+
+
+def nearest_key(key: str, near: list[str]) -> str:
+    """`` (did you mean X?)``: among ``near`` first, then among every key of every section."""
+    hint = did_you_mean(key.rpartition(".")[2], [n.rpartition(".")[2] for n in near])
+    if hint:
+        leaf = hint[len(" (did you mean "):-2]
+        return f" (did you mean {next(n for n in near if n.rpartition('.')[2] == leaf)}?)"
+    leaf = key.rpartition(".")[2]
+    same = [k for k in known_keys() if difflib.get_close_matches(leaf, [k.rpartition(".")[2]], cutoff=0.8)]
+    return f" (did you mean {same[0]}?)" if same else ""
+
+
+def _check_closed(cfg: DictConfig) -> None:
+    """A key added with ``+`` that nothing will read is refused like a typo. Sections whose
+    object is built from ``_target_`` are left to :func:`trainrun.instantiate.build_from_config`,
+    which refuses a key the target does not take; the other sections (and a ``_target_`` section
+    whose target is null, which builds nothing) are closed to their schema's fields."""
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        schema = OmegaConf.get_type(node)
+        builds = node.get("_target_") not in (None, "") if "_target_" in node else False
+        if dataclasses.is_dataclass(schema) and not builds:
+            fields = [f.name for f in dataclasses.fields(schema)]
+            for key in node:
+                if str(key) not in fields:
+                    full = f"{prefix}{key}"
+                    raise TrainrunError(
+                        f"{full} is not a key trainrun or anything it builds reads, so "
+                        f"+{full}=... would be ignored{nearest_key(full, [prefix + f for f in fields])}",
+                        key=full,
+                        fix=f"drop +{full}; the keys of {prefix.rstrip('.') or 'the top level'} are "
+                        + ", ".join(fields),
+                    )
+        for key in node:
+            child = node.get(str(key))
+            if isinstance(child, DictConfig) and str(key) != "logger":
+                walk(child, f"{prefix}{key}.")
+
+    walk(cfg, "")

@@ -3,6 +3,7 @@ the direction a logged value improves in."""
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -53,6 +54,10 @@ class Targets(str, Enum):
 
 
 class Mode(str, Enum):
+    """Which direction of a watched value is better; ``auto`` reads it from the value's name
+    (:func:`direction`)."""
+
+    auto = "auto"
     min = "min"
     max = "max"
 
@@ -74,7 +79,29 @@ def text(value: Any) -> str:
     return str(value.value if isinstance(value, Enum) else value)
 
 
+# The last word of a logged name (``val_loss`` -> ``loss``) says which way it improves.
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "mse", "error", "mape")
+HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "auroc", "precision", "recall", "r2")
+
+
+def known_direction(name: str) -> str | None:
+    """``minimize`` for losses and errors, ``maximize`` for scores (accuracy, f1, auroc, r2,
+    top-k), None for a name trainrun cannot tell."""
+    last = name.lower().rsplit("_", 1)[-1]
+    if last in LOWER_IS_BETTER:
+        return "minimize"
+    if last in HIGHER_IS_BETTER or re.fullmatch(r"top\d+", last):
+        return "maximize"
+    return None
+
+
 def direction(name: str) -> str:
-    """``minimize`` for losses and errors, ``maximize`` for scores (accuracy, f1, r2, ...)."""
-    lowered = name.lower()
-    return "minimize" if any(w in lowered for w in ("loss", "rmse", "mae", "mse", "error")) else "maximize"
+    """:func:`known_direction`, for names already checked to be known (every value a run logs
+    is); an unknown name is taken as a score (higher is better)."""
+    return known_direction(name) or "maximize"
+
+
+def mode_of(name: str) -> str | None:
+    """``min`` / ``max`` for a watched value, from its name; None when unknown."""
+    known = known_direction(name)
+    return None if known is None else ("min" if known == "minimize" else "max")

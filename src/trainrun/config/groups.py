@@ -222,7 +222,7 @@ class OneCycleConfig(SchedulerConfig):
 class PlateauConfig(SchedulerConfig):
     _target_: str | None = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     monitor: str | None = "val_loss"
-    mode: Mode = setting(Mode.min, "min or max: the direction of improvement of monitor")
+    mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
     factor: float = setting(0.1, "factor applied to the lr on a plateau")
     patience: int = setting(5, "epochs without improvement before the lr drops")
     threshold: float = setting(1e-4, "smallest change counted as an improvement")

@@ -40,7 +40,7 @@ class EarlyStoppingConfig:
     patience: int | None = setting(None, "epochs without improvement before stopping; null: off")
     min_delta: float = setting(0.0, "an improvement must beat the best by more than this")
     monitor: str = setting("val_loss", "the logged value watched (train_loss, val_loss, val_acc, ...)")
-    mode: Mode = setting(Mode.min, "min or max: the direction of improvement")
+    mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
 
 
 @dataclass
@@ -75,7 +75,7 @@ class CheckpointConfig:
     every_n_steps: int | None = setting(
         None, "also write last.pt every N optimizer steps (mid-epoch); null: off")
     monitor: str = setting("val_loss", "the logged value that decides best.pt")
-    mode: Mode = setting(Mode.min, "min or max: which direction of monitor is better")
+    mode: Mode = setting(Mode.auto, "auto (from the monitor's name: val_acc is better higher), min or max")
 
 
 @dataclass

@@ -68,6 +68,18 @@ def infer_task(y: np.ndarray) -> str:
     return "binary" if len(np.unique(y)) <= 2 else "multiclass"
 
 
+def split_sizes_asked(n: int, val_fraction: float, n_val: int, test_fraction: float, n_test: int) -> None:
+    """A split asked for (a fraction above 0) must hold at least one sample: rounding
+    ``0.2 * 2`` down to none would silently train without the validation the config asks for."""
+    for key, fraction, size in (("data.val_fraction", val_fraction, n_val),
+                                ("data.test_fraction", test_fraction, n_test)):
+        if fraction > 0 and size == 0:
+            raise TrainrunError(
+                f"{key}={fraction} of {n} samples is {fraction * n:.2g} sample(s), which rounds to none",
+                key=key, fix=f"use more data, a larger {key}, or {key}=0 to go without that split",
+            )
+
+
 def prepare_arrays(
     x: Any,
     y: Any,
@@ -87,9 +99,15 @@ def prepare_arrays(
             f"the data source returned X of shape {list(x.shape)} and y of shape {list(y.shape)}; "
             "X needs one row per sample and y one target per row",
             key="data._target_",
+            fix="return X shaped [samples, features...] and y shaped [samples] (or [samples, k])",
         )
     if x.dtype.kind not in "biuf":
-        raise TrainrunError(f"features must be numbers, got dtype {x.dtype}", key="data")
+        raise TrainrunError(f"the features must be numbers, got dtype {x.dtype} (e.g. {x.flat[0].tolist()!r})",
+                            key="data._target_",
+                            fix="encode text features as numbers before returning them")
+    if len(x) == 0:
+        raise TrainrunError("the data source returned no samples (X has 0 rows)", key="data._target_",
+                            fix="check what the source reads (path, filters, query)")
     sample_shape = tuple(x.shape[1:])  # kept: a source that returns images gives [C, H, W]
     x = x.reshape(len(x), -1).astype(np.float32)
     if not np.all(np.isfinite(x)):
@@ -112,10 +130,20 @@ def prepare_arrays(
             )
         y = y.astype(np.float32)
         if not np.all(np.isfinite(y)):
-            raise TrainrunError("the targets hold NaN or infinite values", key="data")
+            bad = np.unique(np.nonzero(~np.isfinite(y))[0])[:5].tolist()
+            raise TrainrunError(f"the targets hold NaN or infinite values (rows {bad}...)", key="data._target_",
+                                fix="drop or fix the rows whose target is missing")
     else:
         classes, y = np.unique(y, return_inverse=True)
         num_classes = len(classes)
+        if num_classes < 2:
+            raise TrainrunError(
+                f"the targets hold a single class ({classes[0].tolist()!r} for all {len(y)} samples): there "
+                "is nothing to tell apart, and any model would score 100%",
+                key="data.task" if task != "auto" else "data._target_",
+                fix="check the target column/array (data.target for CSV); for numeric targets "
+                "use data.task=regression",
+            )
         if task == "binary" and num_classes > 2:
             raise TrainrunError(
                 f"data.task=binary but the targets hold {num_classes} classes",
@@ -136,6 +164,7 @@ def prepare_arrays(
             key="data.val_fraction",
             fix="lower data.val_fraction / data.test_fraction",
         )
+    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
     test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
 
     y_scale = 1.0
@@ -188,9 +217,22 @@ def prepare_dataset(
 ) -> tuple[DatasetSplits, DataInfo]:
     """Split a user Dataset with a seeded generator and read its task and sizes."""
     n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
+                            fix="check what the Dataset reads (its folder, files or filters)")
+    first = dataset[0]
+    if not (isinstance(first, tuple | list) and len(first) == 2):
+        raise TrainrunError(f"the Dataset's samples must be (x, y) pairs; sample 0 is {type(first).__name__}",
+                            key="data._target_", fix="return (features, target) from __getitem__")
+    kinds = [type(v).__name__ for v in first]
+    if not all(isinstance(v, torch.Tensor | np.ndarray | int | float | np.number) for v in first):
+        raise TrainrunError(f"the Dataset's samples must be (x, y) of tensors, arrays or numbers; sample 0 "
+                            f"is ({', '.join(kinds)})", key="data._target_",
+                            fix="convert text or images to tensors in __getitem__ (e.g. with torchvision transforms)")
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n - n_val - n_test < 1:
         raise TrainrunError("the split fractions leave no training samples", key="data.val_fraction")
+    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
     train, val, test = torch.utils.data.random_split(
         dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
     )

@@ -19,6 +19,15 @@ def check_binding(setup: Any, report: Report, after_forward: bool = False) -> No
     held_ids = {id(p) for p in held}
     when = " during the first forward pass" if after_forward else ""
     strays = [p for p in held if id(p) not in in_model]
+    if strays and not after_forward:
+        raise refuse(
+            f"the optimizer holds {len(strays)} tensor(s) that are not parameters of the model "
+            f"(shapes {names([shape_text(p) for p in strays])}), so optimizer.step() would update "
+            "tensors the model does not use",
+            key="optim._target_",
+            fix="build the optimizer over the parameters trainrun passes it (its params argument: "
+            "the model's own, on their device), not over copies",
+        )
     if strays:
         raise refuse(
             f"the optimizer holds {len(strays)} tensor(s) that are no longer parameters of the "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainrun.errors import TrainrunError
+from trainrun.errors import TrainrunError, describe, named_key
 from trainrun.preflight.binding import check_binding, check_gradients
 from trainrun.preflight.common import (
     MODEL_KEY,
@@ -157,8 +157,8 @@ def _forward_backward(
             except Exception as err:
                 raise refuse(
                     f"{criterion_name(setup)} failed on output {shape_text(out)} {dtype_text(out)} and targets "
-                    f"{shape_text(y)} {dtype_text(y)}: {type(err).__name__}: {str(err).strip().splitlines()[0]}",
-                    key="loss",
+                    f"{shape_text(y)} {dtype_text(y)}: {describe(err)}",
+                    key=named_key(err, "loss", setup.cfg.loss),  # torch's own check names a loss key
                     fix="check that the loss fits the model's output: loss.head (sigmoid for BCELoss, "
                     "log_softmax for NLLLoss, none for raw scores) and loss.targets",
                 ) from None

@@ -34,12 +34,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.errors import TrainrunError
+from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CURVES_PNG, METRICS_CSV, METRICS_JSONL, PARAMS_CSV, atomic_write_text
 from trainrun.instantiate import build_from_config
 
 log = logging.getLogger("trainrun")
 
+# What the reporter calls on every logger.
+LOGGER_METHODS = ("log_params", "log_epoch", "log_summary", "close")
 # Row keys that are bookkeeping, not values to chart.
 NOT_METRICS = ("epoch", "step")
 # Row keys that time the epoch: charted by the trackers (a slow epoch, a data stall shows) but
@@ -115,7 +117,11 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
 
 class CsvLogger:
     """``metrics.csv`` and ``metrics.jsonl``, rewritten atomically from the whole history every
-    epoch, so a resumed run never duplicates or loses a row."""
+    epoch, so a resumed run never duplicates or loses a row. Essential: the run folder is the
+    record of the run, so a failed write ends the run (the checkpoints stay intact) instead of
+    dropping the logger like a remote one."""
+
+    essential = True
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -396,6 +402,13 @@ class Loggers:
             try:
                 getattr(logger, method)(*args)
             except Exception as err:
+                if getattr(logger, "essential", False):
+                    raise TrainrunError(
+                        f"{type(logger).__name__} could not write into the run folder: "
+                        f"{type(err).__name__}: {err}; the checkpoints written before are intact",
+                        key="hydra.run.dir", exit_code=TRAINING_ERROR,
+                        fix="free disk space or make the run folder writable, then resume=auto",
+                    ) from err
                 log.warning(f"logger {type(logger).__name__} failed in {method} and is now off: "
                             f"{type(err).__name__}: {err}")
                 self.loggers.remove(logger)
@@ -423,7 +436,16 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> Loggers:
     for name, node in chosen.items():
         if node is None:
             continue
-        built.append(build_from_config(node, f"logger.{name}", run_dir=run_dir,
-                                       resume=bool(cfg.get("resume")),
-                                       tags=[str(t) for t in cfg.get("tags") or []]))
+        logger = build_from_config(node, f"logger.{name}", what=f"starting the {name} logger",
+                                   run_dir=run_dir, resume=bool(cfg.get("resume")),
+                                   tags=[str(t) for t in cfg.get("tags") or []])
+        missing = [m for m in LOGGER_METHODS if not callable(getattr(logger, m, None))]
+        if missing:
+            raise TrainrunError(
+                f"logger.{name}._target_={node._target_} built {type(logger).__name__}, which has no "
+                f"{', '.join(missing)} method(s); a logger needs {', '.join(LOGGER_METHODS)}",
+                key=f"logger.{name}._target_",
+                fix="give the class those four methods (see trainrun.report.loggers.CsvLogger)",
+            )
+        built.append(logger)
     return Loggers(built)
