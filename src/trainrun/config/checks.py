@@ -5,6 +5,9 @@ work (``optim.lr=-1``, ``data.batch_size=0``, fractions that leave no training s
 values left empty (``data=csv`` without ``data.path``), and interpolations that point nowhere.
 Each message names the key, the value and the fix. Wrong keys and types never get here: the
 schemas refuse them while Hydra composes (``trainrun.cli.hydra_errors`` words those errors).
+
+Long because every value rule of every section (trainer, data, optim, scheduler, lr_finder, ...)
+is one row of one table here, with the few checks across keys next to it: one place to look.
 """
 
 from __future__ import annotations
