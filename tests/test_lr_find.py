@@ -91,6 +91,12 @@ def test_lr_find_apply_trains_as_if_the_suggestion_had_been_typed(train, tmp_pat
     assert resumed.summary["epochs_run"] == 3
 
 
+def test_a_range_that_does_not_go_up_is_a_config_error(train):
+    result = train("lr_find=true", "lr_finder.min_lr=0.1", "lr_finder.max_lr=0.01", check=False)
+    assert result.returncode == 2, result.output
+    assert "lr_finder.min_lr=0.1 is not below lr_finder.max_lr=0.01" in result.output
+
+
 def test_a_misspelt_lr_find_is_a_config_error(train):
     result = train("lr_find=aply", check=False)
     assert result.returncode == 2, result.output
@@ -162,3 +168,29 @@ def test_lr_find_with_a_scheduler_leaves_it_as_it_was(train, tmp_path, scheduler
     a, b = weights(plain.run_dir), weights(found.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["lr"] for r in plain.metrics] == [r["lr"] for r in found.metrics]
+
+
+FAILS_LATER = '''
+from torch import nn
+
+class FailsLater(nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 12:  # after preflight, inside the range test
+            raise RuntimeError("boom at call 12")
+        return self.fc(x)
+'''
+
+
+def test_a_failure_inside_the_range_test_is_one_paragraph(train, tmp_path):
+    (tmp_path / "later.py").write_text(FAILS_LATER)
+    result = train("model._target_=later.FailsLater", "lr_find=true", "print_config=false", check=False)
+    assert result.returncode == 1, result.output
+    assert "the learning-rate range test (lr_find) failed: RuntimeError: boom at call 12" in result.output
+    assert "later.py" in result.output and "Traceback" not in result.output
+    assert not (result.run_dir / "lr_find.csv").exists()

@@ -209,6 +209,10 @@ def _check_combinations(cfg: DictConfig) -> None:
             key="data.val_fraction",
             fix="make data.val_fraction + data.test_fraction less than 1 (e.g. 0.2 and 0.1)",
         )
+    low, high = _value(cfg, "lr_finder.min_lr"), _value(cfg, "lr_finder.max_lr")
+    if isinstance(low, int | float) and isinstance(high, int | float) and not low < high:
+        raise TrainrunError(f"lr_finder.min_lr={low} is not below lr_finder.max_lr={high}", key="lr_finder.max_lr",
+                            fix="the range test goes up: e.g. lr_finder.min_lr=1e-8 lr_finder.max_lr=1")
     lr_find = _value(cfg, "lr_find")
     if lr_find is not _ABSENT and str(lr_find).strip().lower() not in LR_FIND:
         raise TrainrunError(
