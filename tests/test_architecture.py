@@ -17,7 +17,7 @@ SRC = REPO / "src" / "trainrun"
 LAYERS: dict[str, int] = {
     "cli": 9,
     "train": 8, "evaluate": 8, "trained": 8,
-    "preflight": 7, "explain": 7,
+    "preflight": 7, "explain": 7, "lr_find": 7, "profiler": 7,
     "engine": 6,
     "build": 5, "settings": 5,
     "data": 4, "models": 4, "losses": 4, "metrics": 4, "devices": 4,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_loggers import shadow
 
-from trainrun.report.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
+from trainrun.report.plots import NO_MATPLOTLIB, curves_figure, metric_panels, plot_sweep, write_curves
 
 pytest.importorskip("matplotlib")
 
@@ -50,6 +50,18 @@ def test_metrics_of_different_scales_get_their_own_panels(tmp_path):
     assert metric_panels(scores) == [["val_acc", "val_f1", "val_auroc", "val_top3"]]
     assert write_curves(rows, tmp_path / "wide.png") is None
     assert image(tmp_path / "wide.png").shape[:2] == (400, 2000)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 12, 13, 20, 25, 150])
+def test_curves_put_ticks_on_whole_epochs_only(epochs):
+    """20 epochs (the default) used to get ticks at 2.5, 7.5, ...: never a half epoch."""
+    fig = curves_figure(history(epochs))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+        assert len(ticks) <= 13
 
 
 def test_no_epoch_no_picture(tmp_path):

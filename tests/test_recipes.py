@@ -67,6 +67,47 @@ def test_debug_overfit_drives_the_train_loss_near_zero(train, extra):
     assert all(r["step"] == 2 * r["epoch"] for r in result.metrics)  # two batches per epoch
     assert losses[-1] < 0.03 * losses[0], f"train_loss {losses[0]:.3f} -> {losses[-1]:.4f}"
     assert not (result.run_dir / "checkpoints").exists()
+    verdict = result.summary["overfit_check"]
+    assert verdict["passed"] and verdict["fraction"] == pytest.approx(losses[-1] / losses[0])
+    assert f"overfit check passed: train_loss went from {losses[0]:.4g} (epoch 1) to {losses[-1]:.4g} " \
+           "(epoch 150)" in result.output
+
+
+@pytest.mark.slow
+def test_debug_overfit_fails_a_setup_that_cannot_memorize(train):
+    """A learning rate far too small: the loss barely moves, and the run says so and exits 1
+    (after writing its summary and metrics), instead of a silent exit 0."""
+    result = train("debug=overfit", "trainer.progress=none", "optim.lr=1e-6", "trainer.epochs=20",
+                   check=False)
+    assert result.returncode == 1, result.output
+    assert "Error: overfit check FAILED: train_loss went from" in result.output
+    assert "of its start; the check asks for at most 10% of it (overfit_check=0.1)" in result.output
+    assert "key: overfit_check" in result.output and "Traceback" not in result.output
+    verdict = result.summary["overfit_check"]
+    assert not verdict["passed"] and verdict["fraction"] > 0.5
+    assert len(result.metrics) == 20
+
+
+def test_overfit_verdict_in_numbers():
+    from trainrun.report.overfit import overfit_verdict
+
+    rows = lambda *losses: [{"epoch": i + 1, "step": 2 * (i + 1), "train_loss": v}  # noqa: E731
+                            for i, v in enumerate(losses)]
+    good = overfit_verdict(rows(2.0, 1.0, 0.01), 0.1)
+    assert good["passed"] and good["fraction"] == pytest.approx(0.005) and "200x lower" in good["message"]
+    edge = overfit_verdict(rows(2.0, 0.2), 0.1)
+    assert edge["passed"]  # exactly 10%
+    slow = overfit_verdict(rows(2.0, 1.5), 0.1)
+    assert not slow["passed"] and "still 75.0% of its start" in slow["message"]
+    assert not overfit_verdict(rows(2.0, float("nan")), 0.1)["passed"]
+    assert not overfit_verdict(rows(float("inf"), 1.0), 0.1)["passed"]
+    assert not overfit_verdict([], 0.1)["passed"]
+    assert overfit_verdict(rows(0.0, 0.0), 0.1)["passed"]  # nothing left to fall
+
+
+def test_overfit_check_must_be_a_fraction(train):
+    result = train("debug=overfit", "overfit_check=3", check=False)
+    assert result.returncode == 2 and "overfit_check=3.0 is not allowed: it must be in (0, 1]" in result.output
 
 
 @pytest.mark.slow

@@ -94,6 +94,29 @@ def test_summary_sorts_best_first_and_lists_every_failure(tmp_path: Path) -> Non
     assert [r["job"] for r in rows] == [0, 5, 1, 2, 3, 4]
 
 
+def test_summary_csv_and_table_show_each_jobs_tags(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], {**done(0.5), "tags": ["baseline", "v2"]})
+    write_job(sweep_dir, 1, ["optim.lr=0.2"], done(0.2))  # written before tags existed: none
+
+    summarize(sweep_dir, "val_loss", table=True)
+
+    on_disk = {r["job"]: r for r in read_csv(sweep_dir / "summary.csv")}
+    assert on_disk["0"]["tags"] == "baseline,v2" and on_disk["1"]["tags"] == ""
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if "overrides" in line)
+    assert "tags" in header and "baseline,v2" in table
+
+
+def test_the_table_has_no_tags_column_when_no_job_has_tags(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "sweep"
+    write_job(sweep_dir, 0, ["optim.lr=0.1"], {**done(0.5), "tags": []})
+    summarize(sweep_dir, "val_loss", table=True)
+    header = next(line for line in capsys.readouterr().out.splitlines() if "overrides" in line)
+    assert "tags" not in header
+    assert read_csv(sweep_dir / "summary.csv")[0]["tags"] == ""
+
+
 def test_summary_reads_a_failure_recorded_outside_the_job(tmp_path: Path) -> None:
     """The SLURM launcher records a job the cluster killed before Hydra made its folder."""
     sweep_dir = tmp_path / "sweep"
@@ -146,7 +169,7 @@ def test_launcher_presets_compose() -> None:
     slurm = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                "hydra.launcher.account=lab", "hydra.launcher.qos=high",
                                "+hydra.launcher.additional_parameters.mail-type=END").hydra.launcher
-    assert slurm._target_ == "hydra_plugins.trainrun_launcher.slurm.SlurmLauncher"
+    assert slurm._target_ == "hydra_plugins.trainrun_launcher.slurm.TrainrunSlurmLauncher"
     for key in ("partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "account",
                 "qos", "additional_parameters", "setup", "signal_delay_s", "max_num_timeout"):
         assert key in slurm, key
@@ -158,6 +181,17 @@ def test_launcher_presets_compose() -> None:
     # Hydra only instantiates launchers it discovered in the hydra_plugins namespace.
     launchers = Plugins.instance().discover(Launcher)
     assert any(c.__module__ == "hydra_plugins.trainrun_launcher.slurm" for c in launchers)
+
+
+def test_info_lists_each_launcher_and_sweeper_once(tmp_path: Path) -> None:
+    """``train --info plugins``: trainrun's launcher and sweeper build on Hydra's own and carry
+    names of their own, so no plugin name is listed twice."""
+    result = run_command("train", "--info", "plugins", cwd=tmp_path)
+    listed = re.findall(r"^\t\t(\w+)$", result.output, flags=re.MULTILINE)
+    assert "SlurmLauncher" in listed and "TrainrunSlurmLauncher" in listed, result.output
+    assert "OptunaSweeper" in listed and "TrainrunOptunaSweeper" in listed, result.output
+    duplicates = sorted({name for name in listed if listed.count(name) > 1})
+    assert duplicates == [], result.output
 
 
 def test_optuna_presets_follow_the_objective() -> None:
@@ -285,27 +319,37 @@ def test_optuna_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_optuna_stored_study_resumes(tmp_path: Path) -> None:
+def test_optuna_stored_study_resumes_and_continues_its_search(tmp_path: Path) -> None:
+    """Running the same search again against a stored study adds new trials: the preset's fixed
+    seed no longer makes the second sweep repeat the first one's points, while a fresh study
+    with that seed still draws exactly the first sweep's points (reproducible)."""
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    common = ("hparams_search=mlp", f"hydra.sweeper.storage={storage}",
-              "hydra.sweeper.study_name=resume_me", "hydra.sweeper.n_trials=2")
-    first, first_dir = sweep(tmp_path, *common, name="first")
+    common = ("hparams_search=lr", "optim=sgd", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3")
+    stored = (f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=resume_me")
+    first, first_dir = sweep(tmp_path, *common, *stored, name="first")
     assert first.returncode == 0, first.output
-    second, second_dir = sweep(tmp_path, *common, name="second")
+    second, second_dir = sweep(tmp_path, *common, *stored, name="second")
     assert second.returncode == 0, second.output
+    assert "study resume_me holds 3 trials: the sampler continues with seed 0+3" in second.output
 
     study = optuna.load_study(study_name="resume_me", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    lrs = [t.params["optim.lr"] for t in study.trials]
+    assert len(set(lrs)) == 6, lrs  # the second sweep drew new points, none of the first's
     # Each sweep folder summarizes its own trials; the stored study holds all of them.
-    assert len(read_csv(first_dir / "summary.csv")) == 2
-    assert len(read_csv(second_dir / "summary.csv")) == 2
-    assert {t.params["optim"] for t in study.trials} <= {"adam", "adamw", "sgd"}
+    assert len(read_csv(first_dir / "summary.csv")) == 3
+    assert len(read_csv(second_dir / "summary.csv")) == 3
     best = yaml.safe_load((second_dir / "optimization_results.yaml").read_text())
     assert math.isclose(best["best_value"], study.best_value)
+
+    fresh, fresh_dir = sweep(tmp_path, *common, name="fresh")  # in memory, seed 0 again
+    assert fresh.returncode == 0, fresh.output
+    fresh_lrs = sorted(float(by) for by in by_lr(read_csv(fresh_dir / "summary.csv")))
+    assert fresh_lrs == pytest.approx(sorted(lrs[:3]), rel=1e-12)
 
 
 @pytest.mark.slow

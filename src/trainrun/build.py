@@ -10,6 +10,7 @@ config here, once (:func:`trainrun.settings.loop_settings`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.prepare import DataInfo, prepare_arrays, prepare_dataset
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.errors import TrainrunError, phase
-from trainrun.instantiate import build_from_config
+from trainrun.instantiate import build_from_config, takes_flat_samples
 from trainrun.losses import LossPlan, plan_loss
 from trainrun.metrics import MetricSet, build_metrics
 from trainrun.settings import LoopSettings, loop_settings, resolve_mode
@@ -111,20 +112,23 @@ def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
 
 
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
-                rank: int, world_size: int) -> Batches | None:
+                rank: int, world_size: int, flat: bool = False) -> Batches | None:
+    """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
     shuffle = train and cfg.data.shuffle
     limit = cfg.trainer.limit_train_batches if train else cfg.trainer.limit_val_batches
     if isinstance(split, tuple):
         x = torch.as_tensor(split[0], dtype=torch.float32).to(device)
+        if flat:
+            x = x.reshape(len(x), -1)
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
         return TensorBatches(x, y, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
                              rank=rank, world_size=world_size, limit=limit)
     return LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
-        rank=rank, world_size=world_size, limit=limit,
+        rank=rank, world_size=world_size, limit=limit, flat=flat,
     )
 
 
@@ -139,6 +143,11 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     seed_everything(trainer.seed, trainer.deterministic)
 
     splits, info = load_data(cfg)
+    # A model that asks for in_features (not in_shape) gets flat samples, [N, 64] for digits:
+    # every batch, so preflight, explain and evaluate see what the model sees.
+    flat = len(info.in_shape) > 1 and takes_flat_samples(cfg.model, "model")
+    if flat:
+        info = dataclasses.replace(info, in_shape=(info.in_features,))
     loss = plan_loss(cfg.loss, info)
     sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
@@ -165,9 +174,10 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
-    train_batches = batches_for(splits.train, cfg, loss, device, train=True, rank=rank, world_size=world_size)
-    val_batches = batches_for(splits.val, cfg, loss, device, train=False, rank=rank, world_size=world_size)
-    test_batches = batches_for(splits.test, cfg, loss, device, train=False, rank=rank, world_size=world_size)
+    where = dict(rank=rank, world_size=world_size, flat=flat)
+    train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
+    val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
+    test_batches = batches_for(splits.test, cfg, loss, device, train=False, **where)
     assert train_batches is not None
 
     scheduler = None

@@ -22,7 +22,11 @@ CHECKPOINTS = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
 SUMMARY_JSON = "summary.json"
 METRICS_CSV, METRICS_JSONL = "metrics.csv", "metrics.jsonl"
+PARAMS_CSV = "params.csv"
 CURVES_PNG = "curves.png"
+# What lr_find and the profiler write (lr_find=true|apply, debug=profile).
+LR_FIND_CSV, LR_FIND_PNG = "lr_find.csv", "lr_find.png"
+PROFILER = "profiler"
 # What a sweep folder holds next to its job folders.
 SWEEP_CSV, SWEEP_PNG = "summary.csv", "sweep.png"
 # What ``evaluate`` writes.

@@ -4,7 +4,8 @@ Two things make this more than a bare ``instantiate`` call:
 
 * Values trainrun knows (sizes from the data, the model's parameters) are *provided* and passed
   only when the target's signature accepts them, so ``model._target_=mynet.Net`` works whether
-  ``Net`` takes ``in_features`` or not.
+  ``Net`` takes ``in_features`` or not. What the model asks for also decides the shape of its
+  input (:func:`takes_flat_samples`): ``in_features`` alone means flat samples.
 * Keys declared by the built-in preset's schema (``model.hidden`` of ``model=mlp``) are dropped
   when a user's target does not accept them; keys the user added (``+model.width=3``) must be
   accepted, or the run stops before training with the key named.
@@ -94,6 +95,18 @@ def accepted_parameters(obj: Any) -> tuple[set[str], bool]:
         return set(), True
     names = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def takes_flat_samples(node: DictConfig, key: str) -> bool:
+    """Whether the target of ``node`` asks for ``in_features`` and not for ``in_shape``: a model
+    written as ``nn.Linear(in_features, ...)`` first, which wants each sample as a flat vector
+    (digits then arrive as ``[N, 64]``, not ``[N, 1, 8, 8]``). A model that asks for
+    ``in_shape`` (or for neither, or takes ``**kwargs`` only) gets the samples as the data shapes them."""
+    target = node.get("_target_")
+    if not target:
+        return False
+    names, _ = accepted_parameters(locate(target, key))
+    return "in_features" in names and "in_shape" not in names
 
 
 def _kind(obj: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from trainrun import __version__, explain
+from trainrun import __version__, explain, lr_find
 from trainrun.build import Setup, build
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
@@ -26,8 +26,10 @@ from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
+from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
 from trainrun.report.loggers import make_loggers
+from trainrun.report.overfit import overfit_verdict
 
 
 def objective_value(history: list[dict[str, Any]], name: str) -> float:
@@ -53,6 +55,12 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(setup)
+    # lr_find=true|apply: a range test that leaves the run as it was (apply: built again with it)
+    with phase("the learning-rate range test (lr_find)", "lr_finder", section=cfg.lr_finder,
+               exit_code=TRAINING_ERROR, fix="the run's own training fails the same way: fix that first; "
+               "or lower lr_finder.max_lr, or leave lr_find=false"):
+        setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
+                                                say=reporter.info)
     if rank == 0:
         reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
@@ -72,9 +80,9 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                          fix="fix the cause (the message says where it was raised); the checkpoints "
                          "written before it are intact and resume=auto continues from the last one "
                          "(HYDRA_FULL_ERROR=1 shows the whole traceback)")
-        try:
-            with training, anomaly:
-                fit(setup, state, reporter, stop)
+        try:  # debug=profile: torch.profiler over a few steps, hooked in through the reporter
+            with training, anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
+                fit(setup, state, watch(reporter), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
             reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
@@ -92,7 +100,19 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
     summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
+    if lr_found is not None:
+        summary["lr_find"] = lr_found
+    verdict = None
+    if cfg.get("overfit_check") is not None and summary["status"] != "interrupted":  # debug=overfit
+        verdict = summary["overfit_check"] = overfit_verdict(state.history, float(cfg.overfit_check))
     reporter.summary(summary, state.history, plot=cfg.plot)
+    if verdict is not None:
+        if verdict["passed"]:
+            reporter.info(verdict["message"])
+        else:  # summary.json, metrics and curves are written; the exit status says it failed
+            raise TrainrunError(verdict["message"], key="overfit_check", exit_code=TRAINING_ERROR,
+                                fix="train explain=true shows how model, loss and optimizer are bound; "
+                                "try another optim.lr, or more trainer.epochs")
     return summary
 
 
@@ -108,6 +128,7 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
     return {
         "status": status,
+        "tags": [str(t) for t in cfg.get("tags") or []],
         "signal": signal or None,
         "stop_reason": state.stop_reason,
         "objective": {"name": cfg.objective, "value": objective_value(state.history, cfg.objective),

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 if _SubmititSlurmLauncher is not None:
 
-    class SlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
+    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
         """``hydra/launcher=slurm``: a job the cluster killed is a failed row, not an abort."""
 
         def launch(

@@ -34,9 +34,12 @@ GROUPS: dict[str, str] = {
     "trainer": "the loop's settings (epochs, precision, accumulation, ...)",
     "logger": "where epoch values go; several at once: logger=[csv,tensorboard]",
     "experiment": "complete recipes that reach a stated quality (docs/recipes.md)",
-    "debug": "sanity checks: a fast smoke run, overfitting two batches, anomaly detection",
+    "debug": "sanity checks: a fast smoke run, overfitting two batches (with a verdict), anomaly detection, "
+             "profiling",
     "hparams_search": "Optuna searches (train -m hparams_search=...)",
     "hydra/launcher": "where sweep jobs run (also Hydra's basic, joblib, submitit_local, submitit_slurm)",
+    "hydra/sweeper": "what chooses a sweep's jobs (the hparams_search presets use trainrun_optuna; also "
+                     "Hydra's basic and optuna)",
 }
 # Folders of configs/ that are not groups a user chooses from.
 HIDDEN_GROUPS = ("schema", "hydra/help", "hydra/job_logging")

@@ -5,6 +5,9 @@ work (``optim.lr=-1``, ``data.batch_size=0``, fractions that leave no training s
 values left empty (``data=csv`` without ``data.path``), and interpolations that point nowhere.
 Each message names the key, the value and the fix. Wrong keys and types never get here: the
 schemas refuse them while Hydra composes (``trainrun.cli.hydra_errors`` words those errors).
+
+Long because every value rule of every section (trainer, data, optim, scheduler, lr_finder, ...)
+is one row of one table here, with the few checks across keys next to it: one place to look.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from trainrun.errors import TrainrunError, did_you_mean
 
 _ABSENT = object()
 PRECISIONS = ("32", "bf16", "fp16")
+LR_FIND = ("false", "true", "apply")
 
 
 def _positive(v: Any) -> bool:
@@ -100,6 +104,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
      "trainer.early_stopping.patience=5"),
     ("trainer.early_stopping.min_delta", _non_negative, "0 or more",
      "trainer.early_stopping.min_delta=0"),
+    ("overfit_check", lambda v: 0 < v <= 1, "in (0, 1] (a fraction of the first epoch's train_loss)",
+     "overfit_check=0.1"),
+    ("lr_finder.min_lr", _positive, "greater than 0", "lr_finder.min_lr=1e-8"),
+    ("lr_finder.max_lr", _positive, "greater than 0", "lr_finder.max_lr=1"),
+    ("lr_finder.steps", _at_least_one, "at least 1", "lr_finder.steps=100"),
+    ("lr_finder.early_stop_threshold", lambda v: v > 1, "greater than 1 (or null: off)",
+     "lr_finder.early_stop_threshold=4"),
     ("checkpoint.every_n_epochs", _at_least_one, "at least 1", "checkpoint.every_n_epochs=1"),
     ("checkpoint.every_n_steps", _at_least_one, "at least 1 (or null: off)",
      "checkpoint.every_n_steps=100"),
@@ -197,6 +208,18 @@ def _check_combinations(cfg: DictConfig) -> None:
             "which leaves no samples to train on",
             key="data.val_fraction",
             fix="make data.val_fraction + data.test_fraction less than 1 (e.g. 0.2 and 0.1)",
+        )
+    low, high = _value(cfg, "lr_finder.min_lr"), _value(cfg, "lr_finder.max_lr")
+    if isinstance(low, int | float) and isinstance(high, int | float) and not low < high:
+        raise TrainrunError(f"lr_finder.min_lr={low} is not below lr_finder.max_lr={high}", key="lr_finder.max_lr",
+                            fix="the range test goes up: e.g. lr_finder.min_lr=1e-8 lr_finder.max_lr=1")
+    lr_find = _value(cfg, "lr_find")
+    if lr_find is not _ABSENT and str(lr_find).strip().lower() not in LR_FIND:
+        raise TrainrunError(
+            f"lr_find={lr_find} is not one of {', '.join(LR_FIND)}",
+            key="lr_find",
+            fix="lr_find=true (a range test, then the run as configured) or lr_find=apply (train with "
+            "its suggestion)" + did_you_mean(str(lr_find).lower(), LR_FIND),
         )
     precision = _value(cfg, "trainer.precision")
     if precision is not _ABSENT and str(precision) not in PRECISIONS:

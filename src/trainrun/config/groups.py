@@ -257,6 +257,18 @@ class MLflowLoggerConfig(LoggerConfig):
         "sqlite:///mlflow.db, file:///shared/mlruns, ...")
     experiment_name: str = setting("trainrun", "the MLflow experiment the run is filed under")
     run_name: str | None = setting(None, "null: the run folder's name")
+    startup_timeout: float = setting(
+        10.0, "seconds the start-up check may spend on an unreachable tracking server before the run stops")
+
+
+@dataclass
+class WandbLoggerConfig(LoggerConfig):
+    _target_: str = "trainrun.report.loggers.WandbLogger"
+    project: str = setting("trainrun", "the W&B project the run is filed under")
+    entity: str | None = setting(None, "the W&B team or user; null: your default entity")
+    name: str | None = setting(None, "the run's name in W&B; null: the run folder's name")
+    mode: str | None = setting(
+        None, "online, offline (files under <run>/wandb, `wandb sync` later) or disabled; null: WANDB_MODE or online")
 
 
 # The schemas of each group, by the name its option files use (``/schema/<group>/<name>``).
@@ -270,7 +282,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": {"none": SchedulerConfig, "step": StepLRConfig, "cosine": CosineConfig,
                   "onecycle": OneCycleConfig, "plateau": PlateauConfig},
     "logger": {"csv": CsvLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
-               "mlflow": MLflowLoggerConfig},
+               "mlflow": MLflowLoggerConfig, "wandb": WandbLoggerConfig},
 }
 # The base class of each group: a section of a stored config is typed by it when its own schema
 # is not known.

@@ -79,6 +79,31 @@ class CheckpointConfig:
 
 
 @dataclass
+class LrFinderConfig:
+    """The learning-rate range test of ``lr_find=true|apply`` (``trainrun.lr_find``)."""
+
+    min_lr: float = setting(1e-8, "the learning rate of the first step")
+    max_lr: float = setting(1.0, "the learning rate of the last step (exponentially spaced in between)")
+    steps: int = setting(100, "optimizer steps of the range test (batches repeat over epochs if needed)")
+    early_stop_threshold: float | None = setting(
+        4.0, "stop once the smoothed loss exceeds this many times its best so far; null: run every step")
+
+
+@dataclass
+class ProfilerConfig:
+    """``torch.profiler`` over a few training steps (``debug=profile``; ``trainrun.profiler``)."""
+
+    enabled: bool = setting(False, "profile a few training steps: a trace in <run>/profiler and the top operators")
+    wait: int = setting(1, "steps skipped before the warm-up")
+    warmup: int = setting(1, "steps profiled but thrown away (caches, allocator, lazy initialization)")
+    active: int = setting(3, "steps recorded into the trace and the operator table")
+    row_limit: int = setting(15, "operators shown in the printed table")
+    record_shapes: bool = setting(True, "record input shapes of each operator")
+    profile_memory: bool = setting(False, "record tensor memory allocation and release")
+    with_stack: bool = setting(False, "record the Python source line of each operator (larger trace)")
+
+
+@dataclass
 class TrainConfig:
     """The primary config of ``train`` (``configs/train.yaml`` builds on it)."""
 
@@ -105,6 +130,16 @@ class TrainConfig:
         "several at once with logger=[csv,tensorboard]). One entry per chosen logger")
     metrics: list[str] = setting([], "extra validation metrics through torchmetrics (e.g. [f1, auroc])")
     plot: bool = setting(True, "write curves.png (loss and metric per epoch) at the end of the run (needs matplotlib)")
+    tags: list[str] = setting(
+        [], "labels for the run (tags=[baseline,v2]): in summary.json, the sweep summary and every logger")
+    lr_find: str = setting(
+        "false", "true: a learning-rate range test before training (lr_find.csv/.png, a suggestion), the run "
+        "itself unchanged; apply: train with the suggested lr")
+    lr_finder: LrFinderConfig = setting(LrFinderConfig, "the range test's settings (lr_find=true|apply)")
+    profiler: ProfilerConfig = setting(ProfilerConfig, "torch.profiler over a few training steps (debug=profile)")
+    overfit_check: float | None = setting(
+        None, "a verdict at the end: pass if the last train_loss is at most this fraction of the first epoch's, "
+        "else exit 1 (debug=overfit sets 0.1); null: none")
 
 
 @dataclass

@@ -102,8 +102,11 @@ class LoaderBatches:
         rank: int = 0,
         world_size: int = 1,
         limit: int | None = None,
+        flat: bool = False,
     ) -> None:
         from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
+
+        self.flat = flat  # each sample as one vector: the model asks for in_features only
 
         self.seed = seed
         if world_size > 1:
@@ -149,4 +152,6 @@ class LoaderBatches:
             if step < start:
                 continue
             x = torch.as_tensor(x).to(self.device, non_blocking=True).float()
+            if self.flat:
+                x = x.flatten(1)
             yield x, self.prepare_targets(torch.as_tensor(y).to(self.device, non_blocking=True))

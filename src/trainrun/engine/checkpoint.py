@@ -212,8 +212,9 @@ class CheckpointWriter:
         self.wait()
         data = serialize(payload(self.setup, state, losses, self._config))
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="trainrun-checkpoints")
-            self._thread.start()
+            thread = threading.Thread(target=self._work, name="trainrun-checkpoints")
+            thread.start()  # kept only once started: a failed start must not make close() join it
+            self._thread = thread
         for name in names or (LAST,):
             self._jobs.put((self.folder / name, data))
 

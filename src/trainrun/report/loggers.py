@@ -9,26 +9,33 @@ run folder. Every logger has the same four methods, called by the reporter on ra
 ``log_summary(summary)``  once at the end (``summary.json``'s content)
 ``close()``
 
-``csv`` (the default) writes ``metrics.csv`` and ``metrics.jsonl``; ``tensorboard`` and
-``mlflow`` need their pip extras, and say which one when it is missing. A user's own logger is
-any class with these methods: ``+logger.mine._target_=mypkg.MyLogger``.
+``csv`` (the default) writes ``metrics.csv``, ``metrics.jsonl`` and ``params.csv``;
+``tensorboard``, ``mlflow`` and ``wandb`` need their pip extras, and say which one when it is
+missing. A user's own logger is any class with these methods:
+``+logger.mine._target_=mypkg.MyLogger``. Each logger is built with the run folder, and with
+``resume`` and ``tags`` (``tags=[a,b]``) when its constructor takes them.
+
+Long because it holds every built-in logger (csv, tensorboard, mlflow, wandb), each small, side
+by side with the rules they share (what is charted, under which name).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import METRICS_CSV, METRICS_JSONL, atomic_write_text
+from trainrun.files import CURVES_PNG, METRICS_CSV, METRICS_JSONL, PARAMS_CSV, atomic_write_text
 from trainrun.instantiate import build_from_config
 
 log = logging.getLogger("trainrun")
@@ -37,6 +44,23 @@ log = logging.getLogger("trainrun")
 LOGGER_METHODS = ("log_params", "log_epoch", "log_summary", "close")
 # Row keys that are bookkeeping, not values to chart.
 NOT_METRICS = ("epoch", "step")
+# Row keys that time the epoch: charted by the trackers (a slow epoch, a data stall shows) but
+# under ``time/``, apart from the metrics, and never among the hparams results.
+TIMINGS = ("seconds", "samples_per_s")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def chart_name(key: str) -> str:
+    """A row key as the trackers (tensorboard, mlflow, wandb) chart it: ``time/seconds``."""
+    return f"time/{key}" if key in TIMINGS else key
+
+
+def charted(row: dict[str, Any]) -> dict[str, float]:
+    """The values of an epoch row that the trackers chart, by :func:`chart_name`."""
+    return {chart_name(k): float(v) for k, v in row.items() if k not in NOT_METRICS and _scalar(v)}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -103,7 +127,15 @@ class CsvLogger:
         self.run_dir = Path(run_dir)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        pass  # the config is in .hydra/config.yaml already
+        """``params.csv``: the flat config, one ``name,value`` row each (lists such as ``tags``
+        as JSON), for grepping or joining runs without a YAML reader."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["name", "value"])
+        for name, value in params.items():
+            writer.writerow([name, value if isinstance(value, str | int | float) and not isinstance(value, bool)
+                             else json.dumps(value)])
+        atomic_write_text(self.run_dir / PARAMS_CSV, out.getvalue())
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         atomic_write_text(self.run_dir / METRICS_CSV, metrics_csv(history))
@@ -121,16 +153,13 @@ class CsvLogger:
 # --------------------------------------------------------------------------- tensorboard
 
 
-def _scalar(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 class TensorBoardLogger:
-    """Scalars per epoch (x = epoch), the config as text, and an hparams entry at the end
-    (the config's scalar values against the summary's best values). View with
-    ``tensorboard --logdir outputs``."""
+    """Scalars per epoch (x = epoch; the timings under ``time/``), the config as text, and an
+    hparams entry at the end (the config's scalar values against the summary's best metrics).
+    View with ``tensorboard --logdir outputs``."""
 
-    def __init__(self, run_dir: str | Path, log_dir: str = "tensorboard") -> None:
+    def __init__(self, run_dir: str | Path, log_dir: str = "tensorboard",
+                 tags: list[str] | None = None) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
@@ -139,17 +168,19 @@ class TensorBoardLogger:
         self.log_dir = path if path.is_absolute() else Path(run_dir) / path
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self.params: dict[str, Any] = {}
+        self.tags = [str(t) for t in tags or []]
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.params = params
         lines = [f"    {k}: {v}" for k, v in params.items()]  # indented: markdown code block
         self.writer.add_text("config", "\n".join(lines), 0)
+        if self.tags:  # also in the hparams entry, as the ``tags`` column
+            self.writer.add_text("tags", ", ".join(self.tags), 0)
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         epoch = int(row["epoch"])
-        for key, value in row.items():
-            if key not in NOT_METRICS and _scalar(value):
-                self.writer.add_scalar(key, value, epoch)
+        for name, value in charted(row).items():
+            self.writer.add_scalar(name, value, epoch)
         self.writer.flush()
 
     def log_summary(self, summary: dict[str, Any]) -> None:
@@ -158,8 +189,11 @@ class TensorBoardLogger:
             for k, v in self.params.items()
             if not k.startswith("hydra.")
         }
+        if "tags" in hparams:
+            hparams["tags"] = ",".join(self.tags)
         best = summary.get("best") or summary.get("final") or {}
-        results = {f"best/{k}": v for k, v in best.items() if k not in NOT_METRICS and _scalar(v)}
+        results = {f"best/{k}": v for k, v in best.items()
+                   if k not in (*NOT_METRICS, *TIMINGS) and _scalar(v)}
         objective = summary.get("objective") or {}
         if _scalar(objective.get("value")):
             results["objective"] = objective["value"]
@@ -171,6 +205,24 @@ class TensorBoardLogger:
 
 
 # --------------------------------------------------------------------------- mlflow
+
+
+@contextlib.contextmanager
+def quick_http(seconds: float) -> Iterator[None]:
+    """MLflow's HTTP client, for the start-up check only, gives up within about ``seconds``:
+    one retry, each request at most ``seconds / 2``. Its defaults (7 retries, backoff factor 2,
+    120 s per request) spend nearly five minutes on an unreachable server before any error.
+    Values the user set in the environment are kept; after the check MLflow's own (or the
+    user's) retry settings apply again, for the logging calls of a long run."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(seconds // 2)))}
+    added = [name for name in quick if name not in os.environ]
+    os.environ.update({name: quick[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 class MLflowLogger:
@@ -190,6 +242,8 @@ class MLflowLogger:
         experiment_name: str = "trainrun",
         run_name: str | None = None,
         resume: bool = False,
+        startup_timeout: float = 10.0,
+        tags: list[str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         uri = tracking_uri or (self.run_dir / "mlruns").resolve().as_uri()
@@ -200,29 +254,49 @@ class MLflowLogger:
             from mlflow.tracking import MlflowClient
         except ImportError as err:
             raise missing_extra("mlflow", "mlflow", err) from None
-        self._metric, self._param = Metric, Param
+        self._metric, self._param, self._client_type = Metric, Param, MlflowClient
         self.uri = uri
-        id_file = self.run_dir / "mlflow_run_id"
+        self.tags = [str(t) for t in tags or []]
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            self.resumed = resume and id_file.is_file()
-            if self.resumed:
-                self.run_id = id_file.read_text().strip()
-                self.client.update_run(self.run_id, status="RUNNING")
-            else:
-                found = self.client.get_experiment_by_name(experiment_name)
-                experiment = found.experiment_id if found else self.client.create_experiment(experiment_name)
-                run = self.client.create_run(experiment, run_name=run_name or self.run_dir.name)
-                self.run_id = run.info.run_id
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(id_file, self.run_id + "\n")
+            with quick_http(startup_timeout):  # an unreachable server fails in seconds, not minutes
+                self._start(resume, experiment_name, run_name)
+        except TrainrunError:
+            raise
         except Exception as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise TrainrunError(
-                f"could not start an MLflow run at {uri}: {type(err).__name__}: {err}",
+                f"could not start an MLflow run at {uri} (within logger.mlflow.startup_timeout="
+                f"{startup_timeout:g} s): {type(err).__name__}: {lines[0][:300] if lines else ''}",
                 key="logger.mlflow.tracking_uri",
                 fix="check the tracking server is reachable, or leave tracking_uri null for a "
                 "local store in the run folder",
             ) from None
+
+    def _start(self, resume: bool, experiment_name: str, run_name: str | None) -> None:
+        """Continue this run folder's MLflow run (``resume``) or create one; tag it."""
+        id_file = self.run_dir / "mlflow_run_id"
+        self.client = self._client_type(tracking_uri=self.uri)
+        self.resumed = resume and id_file.is_file()
+        if self.resumed:
+            self.run_id = id_file.read_text().strip()
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            found = self.client.get_experiment_by_name(experiment_name)
+            experiment = found.experiment_id if found else self.client.create_experiment(experiment_name)
+            run = self.client.create_run(experiment, run_name=run_name or self.run_dir.name)
+            self.run_id = run.info.run_id
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(id_file, self.run_id + "\n")
+        for tag in self.tags:  # tags=[a,b]: one MLflow tag each, searchable as tags.a = 'true'
+            try:
+                self.client.set_tag(self.run_id, tag, "true")
+            except Exception as err:
+                if "invalid" not in str(err).lower():
+                    raise  # the server, not the name
+                self.client.set_terminated(self.run_id, status="FAILED")
+                raise TrainrunError(
+                    f"MLflow refuses the tag {tag!r}: {str(err).strip().splitlines()[0][:200]}",
+                    key="tags", fix="use letters, digits, _ - . : / and spaces in tags") from None
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.resumed:
@@ -233,16 +307,12 @@ class MLflowLogger:
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
         now, epoch = int(time.time() * 1000), int(row["epoch"])
-        metrics = [
-            self._metric(k, float(v), now, epoch)
-            for k, v in row.items()
-            if k not in NOT_METRICS and _scalar(v)
-        ]
+        metrics = [self._metric(name, value, now, epoch) for name, value in charted(row).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         self.client.log_dict(self.run_id, summary, "summary.json")
-        curves = self.run_dir / "curves.png"
+        curves = self.run_dir / CURVES_PNG
         if curves.is_file():
             self.client.log_artifact(self.run_id, str(curves))
         self.client.set_tag(self.run_id, "trainrun.status", str(summary.get("status")))
@@ -250,6 +320,71 @@ class MLflowLogger:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id, status=getattr(self, "status", "FAILED"))
+
+
+# --------------------------------------------------------------------------- wandb
+
+
+class WandbLogger:
+    """One Weights & Biases run per trainrun run: the flat config, one history row per epoch
+    (the values of ``metrics.csv``; x axis ``epoch``, timings under ``time/``), the summary's
+    status, objective and best values, and ``tags``.
+
+    Its files live under ``<run>/wandb``. ``WANDB_MODE=offline`` (or ``logger.wandb.mode=offline``)
+    needs no account and no network; ``wandb sync <run>/wandb/offline-run-*`` uploads it later. A
+    resumed run (``resume=...``) continues the same W&B run (its id is kept in ``<run>/wandb_run_id``).
+    """
+
+    def __init__(self, run_dir: str | Path, project: str = "trainrun", entity: str | None = None,
+                 name: str | None = None, mode: str | None = None, resume: bool = False,
+                 tags: list[str] | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise missing_extra("wandb", "wandb", err) from None
+        self.run_dir = Path(run_dir)
+        id_file = self.run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run = wandb.init(
+                project=project, entity=entity, name=name or self.run_dir.name, dir=str(self.run_dir),
+                id=run_id, resume="allow" if run_id else None, mode=mode, tags=[str(t) for t in tags or []],
+                # trainrun prints its own progress; wandb's console capture would wrap its streams
+                settings=wandb.Settings(console="off"),
+            )
+        except Exception as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise TrainrunError(
+                f"could not start a W&B run: {type(err).__name__}: {lines[0][:300] if lines else ''}",
+                key="logger.wandb",
+                fix="log in (wandb login, or WANDB_API_KEY), or keep the run on disk with WANDB_MODE=offline "
+                "(or logger.wandb.mode=offline) and `wandb sync` it later",
+            ) from None
+        atomic_write_text(id_file, self.run.id + "\n")
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        self.exit_code = 1  # until a summary says the run completed
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.run.log({**charted(row), "epoch": int(row["epoch"]), "step": int(row["step"])})
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        best = summary.get("best") or {}
+        objective = summary.get("objective") or {}
+        values: dict[str, Any] = {f"best/{k}": v for k, v in best.items()
+                                  if k not in (*NOT_METRICS, *TIMINGS) and _scalar(v)}
+        values.update(status=summary.get("status"), best_epoch=summary.get("best_epoch"))
+        if _scalar(objective.get("value")):
+            values["objective"] = objective["value"]
+        self.run.summary.update(values)
+        self.exit_code = 0 if summary.get("status") in ("completed", "stopped early") else 1
+
+    def close(self) -> None:
+        self.run.finish(exit_code=self.exit_code)
 
 
 # --------------------------------------------------------------------------- the set
@@ -302,7 +437,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> Loggers:
         if node is None:
             continue
         logger = build_from_config(node, f"logger.{name}", what=f"starting the {name} logger",
-                                   run_dir=run_dir, resume=bool(cfg.get("resume")))
+                                   run_dir=run_dir, resume=bool(cfg.get("resume")),
+                                   tags=[str(t) for t in cfg.get("tags") or []])
         missing = [m for m in LOGGER_METHODS if not callable(getattr(logger, m, None))]
         if missing:
             raise TrainrunError(

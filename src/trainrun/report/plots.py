@@ -1,4 +1,5 @@
-"""Pictures: ``curves.png`` for a run, a comparison plot for a sweep.
+"""Pictures: ``curves.png`` for a run, ``lr_find.png`` for a range test, a comparison plot for
+a sweep.
 
 matplotlib is the ``plot`` extra (``pip install 'trainrun[plot]'``). Figures are drawn with
 ``matplotlib.figure.Figure`` on the Agg canvas: no pyplot, no display, no global backend
@@ -36,8 +37,14 @@ def _log_if_wide(ax: Any, values: Sequence[Any], axis: str = "y") -> None:
 
 
 def _integer_epochs(ax: Any, epochs: Sequence[int]) -> None:
+    """Ticks on whole epochs only: each epoch up to 12 of them, else whole numbers that
+    matplotlib spaces (its default locator puts ticks at 2.5, 7.5, ... for 20 epochs)."""
     if epochs and len(set(epochs)) <= 12:
         ax.set_xticks(sorted(set(epochs)))
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _finite(values: Sequence[Any]) -> bool:
@@ -71,11 +78,19 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
     path = Path(path)
     if not history:
         return f"{path.name} not written: no epoch finished"
-    panels = metric_panels(history)
     try:
-        fig = _figure(5 * (1 + len(panels)), 4)
+        fig = curves_figure(history)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return None
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Any:
+    """The figure of :func:`write_curves` (raises ImportError without matplotlib)."""
+    panels = metric_panels(history)
+    fig = _figure(5 * (1 + len(panels)), 4)
     epochs = [row["epoch"] for row in history]
     axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
 
@@ -102,9 +117,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
         _integer_epochs(ax, epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return None
+    return fig
 
 
 def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
@@ -114,6 +127,40 @@ def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float]
         return None
     pick = min if direction_of(key) == "minimize" else max
     return pick(points, key=lambda p: p[1])
+
+
+def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                  chosen: int | None, path: str | Path) -> str | None:
+    """``lr_find.png``: the loss of each step of the range test against its learning rate (log
+    axis), raw and smoothed, with the suggested learning rate marked. The y axis stops at twice
+    the first smoothed loss, so a diverging tail does not flatten the part that matters.
+    Returns None when written, or a note saying why not."""
+    path = Path(path)
+    try:
+        fig = _figure(6, 4)
+    except ImportError:
+        return f"{path.name} {NO_MATPLOTLIB}"
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
+    if chosen is not None:
+        ax.plot([lrs[chosen]], [smoothed[chosen]], "o", color="tab:red", markersize=8,
+                label=f"suggested lr {lrs[chosen]:.3g}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), min(max(finite), 2 * finite[0]) if finite[0] > 0 else max(finite)
+        if high > low:
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title("learning-rate range test" + (f": suggested {lrs[chosen]:.3g}" if chosen is not None else ""),
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return None
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -112,7 +112,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     """One row of the sweep summary, from the job folder alone."""
     summary = read_summary(job_dir)
     num, overrides = _job_identity(job_dir, summary)
-    row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir)}
+    row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
+                           "tags": [str(t) for t in (summary or {}).get("tags") or []]}
     if summary is None:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
@@ -161,7 +162,7 @@ def varying(rows: list[dict[str, Any]]) -> set[str]:
 def summary_csv(rows: list[dict[str, Any]]) -> str:
     """``summary.csv``: one row per job, already sorted."""
     metric_names = list(dict.fromkeys(k for r in rows for k in (*r["final"], *r["best"])))
-    columns = ["rank", "job", "status", "objective_name", "objective", "overrides",
+    columns = ["rank", "job", "status", "objective_name", "objective", "overrides", "tags",
                "best_epoch", "epochs",
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
@@ -170,9 +171,10 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for rank, row in enumerate(rows, 1):
-        flat = {k: v for k, v in row.items() if k not in ("final", "best", "overrides")}
+        flat = {k: v for k, v in row.items() if k not in ("final", "best", "overrides", "tags")}
         flat["rank"] = rank
         flat["overrides"] = " ".join(row["overrides"])
+        flat["tags"] = ",".join(row.get("tags") or [])
         flat.update({f"final_{k}": v for k, v in row["final"].items()})
         flat.update({f"best_{k}": v for k, v in row["best"].items()})
         writer.writerow({k: "" if v is None else v for k, v in flat.items()})
@@ -204,15 +206,19 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
     title = (f"sweep: {len(rows)} jobs, {len(rows) - failed} done, {failed} failed; "
              f"sorted by {objective} ({direction(objective)}), best first")
     table = Table(title=title, title_justify="left")
-    for name in ("#", "job", "overrides", "status", objective, "best epoch", "seconds", "error"):
-        text = name in ("overrides", "error")
+    tagged = any(r.get("tags") for r in rows)  # a tags column only when a job has tags
+    names = ("#", "job", "overrides", *(("tags",) if tagged else ()), "status", objective,
+             "best epoch", "seconds", "error")
+    for name in names:
+        text = name in ("overrides", "tags", "error")
         table.add_column(name, justify="left" if text or name == "status" else "right",
                          overflow="fold", no_wrap=not text)
     for rank, row in enumerate(rows, 1):
         shown = [o for o in row["overrides"] if o.split("=", 1)[0] in swept] or row["overrides"]
         status = row["status"]
         style = "red" if status not in OK else ("green" if rank == 1 else "")
-        table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), status, _fmt(row["objective"]),
+        tags = (",".join(row.get("tags") or []),) if tagged else ()
+        table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), *tags, status, _fmt(row["objective"]),
                       _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
                       _shorten(row.get("error") or "", 70), style=style)
     console = Console(file=file or sys.stdout, width=max(100, Console().width))
