@@ -255,7 +255,9 @@ def test_a_failing_rank_fails_the_job_with_its_message(train, tmp_path):
     result = train(*DATA, "model._target_=faulty.Net", "trainer.devices=2", "trainer.epochs=3",
                    env={"FAIL": "raise"}, check=False, timeout=120)  # a hang fails here
     assert result.returncode == 1, result.output
-    assert "process 1 of 2 failed: RuntimeError: boom on rank 1" in result.output
+    # the error boundary's paragraph, from the rank that raised it
+    assert "(process 1 of 2) training (epoch 1, batch 4) failed: RuntimeError: boom on rank 1" in result.output
+    assert "raised in faulty.py" in result.output and "key: model._target_" in result.output
     assert "Traceback" not in result.output
     assert time.monotonic() - started < 100
 

@@ -120,7 +120,8 @@ def _replay(name, metrics, lr, steps_per_epoch):
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(metrics)),
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=len(metrics) * steps_per_epoch),
-        "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0, factor=0.5),
+        "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", patience=0, factor=0.5, threshold=1.0),
     }[name]()
     expected = []
     for row in metrics:
@@ -141,8 +142,9 @@ SCHEDULER_ARGS = {
     "step": ("scheduler.step_size=2", "scheduler.gamma=0.5"),
     "cosine": (),
     "onecycle": (),
-    # mode=max on a falling val_loss: no epoch "improves", so the lr is cut after each one
-    "plateau": ("scheduler.patience=0", "scheduler.factor=0.5", "scheduler.mode=max"),
+    # threshold=1 (relative): only a loss below 0 would count as an improvement, so after the
+    # first epoch none does and the lr is cut after each one
+    "plateau": ("scheduler.patience=0", "scheduler.factor=0.5", "scheduler.threshold=1.0"),
 }
 
 
