@@ -4,6 +4,7 @@ on CUDA), the device of each local rank, and torch threads per process."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -25,16 +26,26 @@ def device_for(cfg: Any, local_rank: int) -> torch.device:
 
 @contextlib.contextmanager
 def process_group(cfg: Any, rank: int, world_size: int, local_rank: int) -> Iterator[None]:
-    """Join the default process group (``env://``: MASTER_ADDR/MASTER_PORT) for the run."""
+    """Join the default process group (``env://``: MASTER_ADDR/MASTER_PORT) for the run.
+
+    ``trainer.ddp_timeout_s`` bounds the join and every collective after it (gloo raises in the
+    waiting process; nccl's watchdog aborts it); null keeps torch's default."""
     device = device_for(cfg, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend_for(device), rank=rank, world_size=world_size)
+    dist.init_process_group(backend_for(device), rank=rank, world_size=world_size,
+                            timeout=ddp_timeout(cfg))
     try:
         yield
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def ddp_timeout(cfg: Any) -> datetime.timedelta | None:
+    """``trainer.ddp_timeout_s`` as torch takes it (None: torch's default for the backend)."""
+    seconds = cfg.trainer.get("ddp_timeout_s")
+    return None if seconds is None else datetime.timedelta(seconds=float(seconds))
 
 
 def threads_per_process(local_world_size: int) -> int:

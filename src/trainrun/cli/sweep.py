@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from trainrun.config.choices import direction
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
-from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, summarize, update_summary
+from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
 
 log = logging.getLogger("trainrun")
 
@@ -55,14 +55,22 @@ def requeue_count() -> int:
         return 0
 
 
+# What a job handing over to submitit's requeue writes into its summary.json (see _interrupted).
+REQUEUED = "requeued by submitit"
+
+
 def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
-    """A requeued SLURM job lands in its own folder again: continue from its ``last.pt``."""
+    """A requeued job lands in its own folder again: continue from its ``last.pt``. SLURM counts
+    the restarts; submitit's local executor does not, so its job's own summary says it too."""
     restarts = requeue_count()
     last = run_dir / CHECKPOINTS / LAST
-    if not restarts or not last.is_file():
+    summary = read_summary(run_dir) or {}
+    handed_over = summary.get("status") == "interrupted" and REQUEUED in str(summary.get("error"))
+    if not (restarts or handed_over) or not last.is_file():
         return False
     if cfg.resume != "auto":
-        log.info(f"requeued by SLURM (restart {restarts}): resuming from this job's {last}")
+        by = f"SLURM (restart {restarts})" if restarts else "submitit"
+        log.info(f"requeued by {by}: resuming from this job's {last}")
         cfg.resume = "auto"
     return True
 
@@ -133,7 +141,7 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
     if requeue is not None:
         # Under submitit the signal means preemption or time-out: submitit's own handler (which
         # trainrun's replaced while training) checkpoints the job and requeues it, then exits.
-        update_summary(run_dir, error=f"stopped by {name}; requeued by submitit")
+        update_summary(run_dir, error=f"stopped by {name}; {REQUEUED}")
         log.info(f"stopped by {name}; last.pt is saved, handing over to submitit to requeue")
         try:
             requeue(signum, None)

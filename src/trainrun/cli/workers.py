@@ -5,25 +5,31 @@ Workers start their own session so that only the parent receives a terminal's si
 elastic agent forwards each one once (a first Ctrl-C stops every rank after a step, a second at
 once). Each worker leaves with ``os._exit`` a few seconds after returning: a plain interpreter
 exit can abort in gloo's background threads, and an agent shutting down after a signal reads no
-return values.
+return values. A failure is bounded and reported by :mod:`trainrun.cli.failures`; the signal
+handlers the agent replaced (submitit's requeue handler among them) are put back after it, and
+its temporary files (error records, logs) live in one folder removed however the run ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.train import run_training
@@ -40,9 +46,12 @@ SHUTDOWN_TIMEOUT_S = 120
 
 
 
-def _hydra_context() -> tuple[Any, dict[str, Any] | None, str]:
+def _hydra_context() -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
     """What a worker needs of the parent's Hydra job: its config (so ``HydraConfig`` works there
-    too), its logging setup (console and the run folder's log) and the launcher in use."""
+    too), its logging setup (console and the run folder's log) and the launcher in use.
+
+    The config travels as plain containers: under submitit its launcher node is typed by a class
+    of Hydra's plugin package that pickle cannot find again (a PicklingError in every worker)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
@@ -52,13 +61,37 @@ def _hydra_context() -> tuple[Any, dict[str, Any] | None, str]:
         hydra_cfg = HydraConfig.get()
         logging_cfg = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
         launcher = str(hydra_cfg.launcher.get("_target_", "")) if hydra_cfg.launcher else ""
-        return HydraConfig.instance().cfg, logging_cfg, launcher  # type: ignore[return-value]
+        plain = OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False)
+        return plain, logging_cfg, launcher  # type: ignore[return-value]
     except Exception:  # no Hydra around (tests, library use)
         return None, None, ""
 
 
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """The elastic agent installs its handlers for the forwarded signals and never puts the old
+    ones back; put them back (submitit's SIGUSR2 handler, which requeues the job, among them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = [getattr(signal, name) for name in FORWARDED_SIGNALS.split(",")]
+    handlers = {sig: signal.getsignal(sig) for sig in sigs}
+    env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        if env is None:
+            os.environ.pop("TORCHELASTIC_SIGNALS_TO_HANDLE", None)
+        else:
+            os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = env
+
+
 def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
     """Start ``devices`` workers with torch's elastic launcher and return rank 0's summary."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -74,7 +107,9 @@ def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
     # Spawn needs the worker importable (it is: this module). Inside joblib's worker processes
     # spawn fails to bootstrap; fork works there.
     start_method = "fork" if "joblib" in launcher else "spawn"
-    control = Path(tempfile.mkdtemp(prefix="trainrun-ddp-"))
+    # The control files and torch's per-worker error files (torch would make a torchelastic_*
+    # folder of its own): one temporary folder, removed however the run ends.
+    control = Control(Path(tempfile.mkdtemp(prefix="trainrun-ddp-")))
     started = time.time()
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=devices,
@@ -82,6 +117,7 @@ def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",
         max_restarts=0, monitor_interval=0.1, start_method=start_method,
         signals_to_handle=FORWARDED_SIGNALS, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        logs_specs=DefaultLogsSpecs(log_dir=str(control.folder / "elastic")),
     )
     # The agent logs each failure with its traceback; trainrun reports the first one itself.
     quiet = {name: logger for name, logger in logging.root.manager.loggerDict.items()
@@ -89,13 +125,17 @@ def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
     levels = {name: logger.level for name, logger in quiet.items()}
     for logger in quiet.values():
         logger.setLevel(logging.CRITICAL)
+    watchdog = Watchdog(control)
     try:
-        results = elastic_launch(config, _worker)(cfg, str(run_dir), hydra_cfg, logging_cfg, str(control))
+        with _own_signal_handlers(), watchdog:
+            results = elastic_launch(config, _worker)(
+                cfg, str(run_dir), hydra_cfg, logging_cfg, str(control.folder))
         if results.get(0) is not None:
             return results[0]
         return _interrupted_summary(run_dir, None, started)  # workers got a signal directly (srun)
     except ChildFailedError as err:
-        raise _worker_error(err, control, devices) from None
+        raise worker_error(err, control, devices, watchdog.killed,
+                           cfg.trainer.get("ddp_timeout_s")) from None
     except SignalException as err:
         # The agent forwarded the signal to the workers and waited for them: rank 0 saved
         # last.pt and wrote the summary of the interrupted run.
@@ -104,10 +144,7 @@ def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
-        for path in control.iterdir():
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            control.rmdir()
+        shutil.rmtree(control.folder, ignore_errors=True)
 
 
 def _interrupted_summary(run_dir: Path, signum: signal.Signals | None, since: float,
@@ -135,12 +172,11 @@ def _alive(pid: int) -> bool:
     return done == 0
 
 
-def _stop_workers(control: Path, signum: int, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
+def _stop_workers(control: Control, signum: int, timeout: float = SHUTDOWN_TIMEOUT_S) -> bool:
     """When the agent's wait for the workers was cut short by another signal: forward that
     signal too (a second Ctrl-C stops them at once, as without DDP), forward any further ones,
     and wait for the workers to end. Returns whether any worker was still running."""
-    pids = [int(path.read_text()) for path in control.glob("pid-*")]
-    alive = [pid for pid in pids if _alive(pid)]
+    alive = [pid for pid in control.pids().values() if _alive(pid)]
     if not alive:
         return False
 
@@ -165,33 +201,6 @@ def _stop_workers(control: Path, signum: int, timeout: float = SHUTDOWN_TIMEOUT_
     return True
 
 
-def _worker_error(err: Any, control: Path, devices: int) -> TrainrunError:
-    """The first failing worker's error, as the user should see it."""
-    rank, failure = err.get_first_failure()
-    saved = control / f"error-{rank}.json"
-    if saved.is_file():
-        info = json.loads(saved.read_text())
-        prefix = f"(process {rank} of {devices}) " if info["exit_code"] == TRAINING_ERROR else ""
-        return TrainrunError(prefix + info["message"], key=info["key"], fix=info["fix"],
-                             exit_code=info["exit_code"])
-    message = failure.message
-    if isinstance(message, dict):
-        message = message.get("message", message)
-    if failure.signal_name() != "<N/A>" and failure.error_file_data == {}:
-        message = f"it was killed by {failure.signal_name()}"
-    trace = ""
-    if isinstance(failure.error_file_data, dict):
-        trace = failure.error_file_data.get("message", {}).get("extraInfo", {}).get("py_callstack", "")
-    if trace and os.environ.get("HYDRA_FULL_ERROR") == "1":
-        message = f"{message}\n{trace.rstrip()}"
-    return TrainrunError(
-        f"process {rank} of {devices} failed: {message}",
-        fix=None if not trace or os.environ.get("HYDRA_FULL_ERROR") == "1"
-        else "HYDRA_FULL_ERROR=1 shows that process's traceback",
-        exit_code=TRAINING_ERROR,
-    )
-
-
 def _setup_worker_logging(rank: int, logging_cfg: dict[str, Any] | None) -> None:
     import logging.config
 
@@ -201,36 +210,51 @@ def _setup_worker_logging(rank: int, logging_cfg: dict[str, Any] | None) -> None
         logging.basicConfig(level=logging.WARNING, format="[rank %(process)d] %(message)s")
 
 
-def _worker(cfg: Any, run_dir: str, hydra_cfg: Any, logging_cfg: dict[str, Any] | None,
-            control: str) -> dict[str, Any] | None:
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the process that started it dies (a parent killed by
+    SIGKILL or the OOM killer would otherwise leave it training, alone, in the run folder)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def _worker(cfg: Any, run_dir: str, hydra_cfg: dict[str, Any] | None,
+            logging_cfg: dict[str, Any] | None, control_dir: str) -> dict[str, Any] | None:
     """One DDP worker (started by :func:`start_workers`): join the group, train, leave."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(TRAINING_ERROR)
     # Own session: the terminal's Ctrl-C reaches the parent only, which forwards it once, so a
     # first Ctrl-C stops gracefully everywhere and a second stops at once (as without DDP).
     with contextlib.suppress(OSError):
         os.setsid()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
-    Path(control, f"pid-{rank}").write_text(str(os.getpid()))
+    control = Control(Path(control_dir))
+    control.record_pid(rank)
     _setup_worker_logging(rank, logging_cfg)
     if hydra_cfg is not None:
+        from hydra.conf import HydraConf
         from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
 
-        with contextlib.suppress(Exception):
-            HydraConfig.instance().set_config(hydra_cfg)
+        with contextlib.suppress(Exception):  # typed again: HydraConfig takes only a HydraConf
+            typed = OmegaConf.merge(OmegaConf.structured(HydraConf), hydra_cfg["hydra"])
+            HydraConfig.instance().set_config(OmegaConf.create({"hydra": typed}))
     if not cfg.trainer.threads:
         torch.set_num_threads(threads_per_process(local_world))
     try:
         with process_group(cfg, rank, world, local_rank):
             summary = run_training(cfg, Path(run_dir), rank=rank, world_size=world)
     except TrainrunError as err:
-        Path(control, f"error-{rank}.json").write_text(json.dumps(
-            {"message": err.message, "key": err.key, "fix": err.fix, "exit_code": err.exit_code}
-        ))
-        raise
+        err = reworded(err, cfg.trainer.get("ddp_timeout_s"))
+        control.record_error(rank, err)
+        raise err
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+    control.record_done(rank)
     _leave_soon()
     return summary if rank == 0 else None
 

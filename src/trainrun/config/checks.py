@@ -92,6 +92,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("trainer.accumulate_grad_batches", _at_least_one, "at least 1",
      "trainer.accumulate_grad_batches=1"),
     ("trainer.devices", _at_least_one, "at least 1", "trainer.devices=1"),
+    ("trainer.ddp_timeout_s", lambda v: 0 < v < math.inf, "greater than 0 and finite (or null: torch's default)",
+     "trainer.ddp_timeout_s=600"),
     ("trainer.threads", _at_least_one, "at least 1 (or null for torch's default)",
      "trainer.threads=2"),
     ("trainer.grad_clip.max_norm", _positive, "greater than 0 (or null: no clipping)",

@@ -56,6 +56,9 @@ class TrainerConfig:
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
     compile: bool = setting(False, "torch.compile the model")
     devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher")
+    ddp_timeout_s: float | None = setting(
+        None, "under DDP, how long a process waits for the others in any collective before the job fails "
+        "naming the process that hung; null: torch's default (30 min with gloo, 10 with nccl)")
     on_nonfinite: OnNonFinite = setting(
         OnNonFinite.stop, "a NaN/inf loss: stop (with the batch named) or skip the batch")
     early_stopping: EarlyStoppingConfig = setting(
