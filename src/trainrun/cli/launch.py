@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, threads_per_process
 from trainrun.cli.ranks import Place, launched_place
 from trainrun.cli.workers import start_workers
@@ -35,7 +36,10 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
     if not cfg.trainer.threads and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(threads_per_process(place.local_world_size))
     with process_group(cfg, place.rank, place.world_size, place.local_rank):
-        return run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size)
+        try:
+            return run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size)
+        except TrainrunError as err:  # a collective that timed out says so, with its key
+            raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
 
 
 def _check_devices(cfg: Any, processes: int, launcher: str) -> None:

@@ -58,14 +58,30 @@ def _fail(err: TrainrunError, reported: bool = False) -> None:
     sys.exit(err.exit_code)
 
 
-def resume_command(run_dir: Path) -> str:
-    """The command that continues this run in its own folder."""
-    overrides = [
-        o for o in HydraConfig.get().overrides.task
-        if not o.startswith(("resume=", "hydra.run.dir="))
-    ]
-    words = ["train", f"hydra.run.dir={run_dir}", "resume=auto", *overrides]
-    return " ".join(shlex.quote(w) for w in words)
+def resume_command(run_dir: Path, overrides: list[str] | None = None,
+                   place: ranks.Place | None = None) -> str:
+    """The command that continues this run in its own folder, started the way this one was:
+    under torchrun or srun the same number of processes (a checkpoint saved mid-epoch resumes
+    only with them). Defaults: this job's overrides and place."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task)
+    place = place or ranks.launched_place() or ranks.ALONE
+    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    args = [f"hydra.run.dir={run_dir}", "resume=auto", *kept]
+    nodes = max(1, place.world_size // place.local_world_size)
+    if place.launcher == "torchrun" and nodes == 1:
+        start = ["torchrun", "--standalone", f"--nproc_per_node={place.local_world_size}", "-m", "trainrun.cli"]
+    elif place.launcher == "torchrun":
+        start = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={place.local_world_size}",
+                 "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:PORT", "--rdzv-id=NEW_ID", "-m", "trainrun.cli"]
+    elif place.launcher == "slurm":
+        start = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={place.local_world_size}", "train"]
+    else:
+        start = ["train"]
+    command = " ".join([*start, *(shlex.quote(w) for w in args)])
+    if place.launcher == "torchrun" and nodes > 1:
+        command += "\n  (on every node, with your rendezvous endpoint and a new id)"
+    return command
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
@@ -137,6 +153,8 @@ def train() -> None:
                 _claimed = RunFolder(named)
                 _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:
+            if (ranks.launched_place() or ranks.ALONE).rank != 0:
+                sys.exit(err.exit_code)  # every rank found it; rank 0 says it, once
             _fail(err)
         try:
             run_app(_train_task, lambda: _task_started)

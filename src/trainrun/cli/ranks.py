@@ -15,8 +15,10 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from trainrun.cli.run_folder import BEFORE_TRAINING
 from trainrun.errors import TrainrunError
 
 
@@ -32,16 +34,19 @@ class Place:
 
 
 def first_host(nodelist: str) -> str | None:
-    """The first host of a SLURM hostlist (``gpu-a[01-02,07],cpu3`` -> ``gpu-a01``), as
-    ``scontrol show hostnames`` would print it first; None for an empty list."""
-    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip())
-    if head is None or not (head.group(1) or head.group(2)):
-        return None
-    prefix, ranges, suffix = head.groups()
-    if ranges is None:
-        return prefix + suffix
-    first = ranges.split(",")[0].split("-")[0]  # keeps zero padding: [01-02] -> 01
-    return f"{prefix}{first}{suffix}"
+    """The first host of a SLURM hostlist, as ``scontrol show hostnames`` would print it first
+    (``gpu-a[01-02,07],cpu3`` -> ``gpu-a01``, ``rack[1-2]-n[01-04]`` -> ``rack1-n01``); None for
+    an empty list. Read here rather than by running ``scontrol``, which a task may lack."""
+    text, depth, end = nodelist.strip(), 0, None
+    for i, char in enumerate(text):  # the list's first entry: up to a comma outside brackets
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            end = i
+            break
+    first = text[:end]
+    # each bracket's first range, first number (zero padding kept: [01-02] -> 01)
+    host = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0].strip(), first)
+    return host or None
 
 
 def _slurm_master_addr() -> str:
@@ -121,9 +126,31 @@ def pin_run_dir(argv: list[str]) -> None:
     if name is None:
         return
     if not run_given:
+        _refuse_earlier_run(Path("outputs", name), argv)
         argv.append(f"hydra.run.dir=outputs/{name}")
     if not sweep_given:
         argv.append(f"hydra.sweep.dir=multirun/{name}")
+
+
+def _refuse_earlier_run(folder: Path, argv: list[str]) -> None:
+    """A run id used again (``torchrun --rdzv-id=<id>`` twice) names the same folder: refuse to
+    train over an earlier run's results unless asked to continue it.
+
+    Race-free among the ranks of this launch: each asks before joining the process group, and
+    rank 0 writes nothing beyond what a run leaves before training (``BEFORE_TRAINING``) until
+    every rank has joined."""
+    if not folder.is_dir() or "resume=auto" in argv[1:]:
+        return
+    results = sorted(p.name for p in folder.iterdir() if p.name not in BEFORE_TRAINING)
+    if results:
+        raise TrainrunError(
+            f"this launch's run id names the folder {folder}, which holds an earlier run "
+            f"({', '.join(results[:4])}{', ...' if len(results) > 4 else ''}): training there would "
+            "overwrite it (a torchrun --rdzv-id used again?)",
+            key="hydra.run.dir",
+            fix="give torchrun a new --rdzv-id (or use --standalone), continue that run with resume=auto, "
+            "or name another folder with hydra.run.dir=<folder>",
+        )
 
 
 @contextlib.contextmanager
