@@ -89,6 +89,19 @@ def _own_signal_handlers() -> Iterator[None]:
             os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = env
 
 
+@contextlib.contextmanager
+def _temporary_files_in(folder: Path) -> Iterator[None]:
+    """torch.multiprocessing names a ``pytorch-errorfile-*.pickle`` per worker in the temporary
+    folder and never removes the ones a failing worker wrote: have them made in ``folder``.
+    (This process only launches meanwhile; the workers keep the usual temporary folder.)"""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
     """Start ``devices`` workers with torch's elastic launcher and return rank 0's summary."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
@@ -127,7 +140,7 @@ def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
         logger.setLevel(logging.CRITICAL)
     watchdog = Watchdog(control)
     try:
-        with _own_signal_handlers(), watchdog:
+        with _own_signal_handlers(), _temporary_files_in(control.folder), watchdog:
             results = elastic_launch(config, _worker)(
                 cfg, str(run_dir), hydra_cfg, logging_cfg, str(control.folder))
         if results.get(0) is not None:
