@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -216,27 +217,65 @@ def test_two_processes_equal_one_process_with_the_global_batch(train, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_ranks_write_one_run_folder(tmp_path):
+def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command(tmp_path):
+    """torchrun stopped by SIGTERM: its ranks save in one folder, and the printed resume command
+    (torchrun again) continues it there. (torchrun's weights equal trainer.devices=2's: below.)"""
     cwd = tmp_path / "work"
     cwd.mkdir()
-    args = [*DATA, "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
-    proc = subprocess.run(
-        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli",
-         *args, "data.batch_size=16"],
-        cwd=cwd, env=env_for_tests(), capture_output=True, text=True, timeout=240,
+    (cwd / "killer.py").write_text(SELF_KILLER)
+    args = [*DATA, "model._target_=killer.Net", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
+    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    cut = subprocess.run(
+        ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli", *args, "data.batch_size=16"],
+        cwd=cwd, env={**env, "KILL_AT": "33", "KILL_PARENT": "1"}, capture_output=True, text=True, timeout=240,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     folders = list((cwd / "outputs").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("torchrun-")
+    assert len(folders) == 1 and folders[0].name.startswith("torchrun-"), cut.stdout + cut.stderr
+    assert json.loads((folders[0] / "summary.json").read_text())["status"] == "interrupted"
+    command = cut.stdout.split("Resume with:\n", 1)[1].splitlines()[0].strip()
+    assert command.startswith("torchrun --standalone --nproc_per_node=2 -m trainrun.cli hydra.run.dir=")
+    resumed = subprocess.run(shlex.split(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout and resumed.stdout.count("epoch 2/2") == 1
     summary = json.loads((folders[0] / "summary.json").read_text())
-    assert summary["world_size"] == 2
-    assert proc.stdout.count("epoch 2/2") == 1
-    single = subprocess.run(
-        [str(BIN / "train"), *args, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'one'}"],
-        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=240,
-    )
-    assert single.returncode == 0
-    assert max_difference(final_weights(folders[0]), final_weights(tmp_path / "one")) < 1e-5
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert [p.name for p in (cwd / "outputs").iterdir()] == [folders[0].name]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_path):
+    """Two torchrun agents (two "nodes" of one process each, c10d rendezvous on localhost):
+    one run folder, bit-identical to trainer.devices=2; the same --rdzv-id again is refused."""
+    args = [*DATA, "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch", "trainer.threads=1",
+            "data.batch_size=16"]
+
+    def two_nodes() -> list[subprocess.CompletedProcess]:
+        command = [str(BIN / "torchrun"), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                   f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args]
+        agents = [subprocess.Popen(command, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        return [(a.communicate(timeout=240)[0], a.returncode) for a in agents]
+
+    first = two_nodes()
+    assert [code for _, code in first] == [0, 0], first
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["torchrun-twonodes"]
+    folder = tmp_path / "outputs" / "torchrun-twonodes"
+    assert json.loads((folder / "summary.json").read_text())["world_size"] == 2
+    assert sum(out.count("epoch 2/2") for out, _ in first) == 1  # rank 0 reports, on one node
+    one_node = train(*args, "trainer.devices=2", run_dir=tmp_path / "one")
+    a, b = final_weights(folder), final_weights(one_node.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # The same run id again (two processes of one agent: refused before they join, so cheaper)
+    weights = (folder / "checkpoints" / "last.pt").read_bytes()
+    again = subprocess.run(
+        [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
+         f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=240)
+    assert again.returncode != 0
+    assert again.stdout.count("which holds an earlier run") + again.stderr.count("which holds an earlier run") == 1
+    assert "key: hydra.run.dir" in again.stderr
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == weights
 
 
 @pytest.mark.slow
@@ -273,6 +312,29 @@ def test_submitit_job_with_two_tasks_trains_as_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((sweep / "0" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_devices_inside_a_submitit_job_and_its_requeue(tmp_path):
+    """trainer.devices=2 inside a submitit job; a preemption signal (SIGUSR2 to the job) saves
+    last.pt, submitit requeues the job, and the requeued job resumes from it."""
+    (tmp_path / "killer.py").write_text(SELF_KILLER)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+         f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.Net", "trainer.devices=2",
+         "trainer.epochs=3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env_for_tests({"KILL_AT": "30", "KILL_PARENT": "1", "KILL_SIGNAL": "SIGUSR2",
+                           "KILL_ONCE": str(tmp_path / "preempted")}),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.out"))
+    assert "stopped by SIGUSR2; last.pt is saved, handing over to submitit to requeue" in log
+    assert "Requeued job" in log and "requeued by submitit: resuming from this job's" in log
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert [r["epoch"] for r in map(json.loads, (sweep / "0" / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -418,7 +480,9 @@ SELF_KILLER = textwrap.dedent("""
 
 
     class Net(nn.Module):
-        \"\"\"Rank 0 alone sends itself SIGTERM at training call KILL_AT (when set).\"\"\"
+        \"\"\"Rank 0 alone sends SIGTERM (or KILL_SIGNAL) at training call KILL_AT (when set) to
+        itself, or with KILL_PARENT=1 to its launcher (torchrun's agent, a submitit job); only
+        once when KILL_ONCE names a file (made then).\"\"\"
 
         def __init__(self, in_features, out_features, **unused):
             super().__init__()
@@ -429,7 +493,12 @@ SELF_KILLER = textwrap.dedent("""
             if self.training:
                 self.calls += 1
                 if self.calls == int(os.environ.get("KILL_AT", "0")) and os.environ.get("RANK") == "0":
-                    os.kill(os.getpid(), signal.SIGTERM)
+                    once = os.environ.get("KILL_ONCE")
+                    if not once or not os.path.exists(once):
+                        if once:
+                            open(once, "w").close()
+                        whom = os.getppid() if os.environ.get("KILL_PARENT") else os.getpid()
+                        os.kill(whom, getattr(signal, os.environ.get("KILL_SIGNAL", "SIGTERM")))
             return self.body(x)
 """)
 
