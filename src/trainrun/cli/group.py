@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from trainrun.config.choices import text
 from trainrun.devices import resolve_device
+from trainrun.errors import phase
 
 
 def backend_for(device: torch.device) -> str:
@@ -33,8 +34,11 @@ def process_group(cfg: Any, rank: int, world_size: int, local_rank: int) -> Iter
     device = device_for(cfg, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend_for(device), rank=rank, world_size=world_size,
-                            timeout=ddp_timeout(cfg))
+    with phase(f"joining the other {world_size - 1} process(es) (init_process_group)", "trainer.ddp_timeout_s",
+               fix="check that every process started (its own output) and can reach MASTER_ADDR:MASTER_PORT; "
+               "a process that starts much later than the others needs a longer trainer.ddp_timeout_s"):
+        dist.init_process_group(backend_for(device), rank=rank, world_size=world_size,
+                                timeout=ddp_timeout(cfg))
     try:
         yield
     finally:

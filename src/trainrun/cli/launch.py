@@ -35,11 +35,11 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
     _check_devices(cfg, place.local_world_size, place.launcher)
     if not cfg.trainer.threads and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(threads_per_process(place.local_world_size))
-    with process_group(cfg, place.rank, place.world_size, place.local_rank):
-        try:
+    try:
+        with process_group(cfg, place.rank, place.world_size, place.local_rank):
             return run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size)
-        except TrainrunError as err:  # a collective that timed out says so, with its key
-            raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
+    except TrainrunError as err:  # a collective that timed out says so, with its key
+        raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
 
 
 def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
