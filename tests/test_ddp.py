@@ -163,6 +163,10 @@ def test_a_reused_torchrun_run_id_does_not_overwrite_an_earlier_run(environ, tmp
         pin_run_dir(["train"])
     assert refused.value.key == "hydra.run.dir" and "--rdzv-id" in refused.value.fix
     pin_run_dir(["train", "resume=auto"])  # continuing it is what resume=auto is for
+    environ["TORCHELASTIC_RESTART_COUNT"] = "1"  # torchrun --max-restarts started them again
+    restarted = ["train"]
+    pin_run_dir(restarted)
+    assert restarted[1] == "resume=auto"
 
 
 def test_a_collective_timeout_names_its_key():

@@ -122,6 +122,7 @@ def pin_run_dir(argv: list[str]) -> None:
     run_given, sweep_given = (
         any(a.startswith((f"{key}=", f"++{key}=")) for a in argv[1:]) for key in ("hydra.run.dir", "hydra.sweep.dir")
     )
+    _resume_when_restarted(argv)
     name = None if run_given and sweep_given else shared_run_name()
     if name is None:
         return
@@ -130,6 +131,16 @@ def pin_run_dir(argv: list[str]) -> None:
         argv.append(f"hydra.run.dir=outputs/{name}")
     if not sweep_given:
         argv.append(f"hydra.sweep.dir=multirun/{name}")
+
+
+def _resume_when_restarted(argv: list[str]) -> None:
+    """torchrun restarts every process of a launch after a failure (``--max-restarts``): the
+    restarted processes continue the run from its ``last.pt`` unless ``resume=`` was given."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    if restarts > 0 and not any(a.startswith(("resume=", "+resume=", "++resume=")) for a in argv[1:]):
+        argv.append("resume=auto")
+        if os.environ.get("RANK") == "0":
+            print(f"torchrun restarted the processes (restart {restarts}): resume=auto", file=sys.stderr)
 
 
 def _refuse_earlier_run(folder: Path, argv: list[str]) -> None:
