@@ -16,8 +16,6 @@ Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, wi
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -29,21 +27,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build import Batches, Setup, build
 from trainrun.config.choices import text
-from trainrun.engine.checkpoint import load
+from trainrun.data.prepare import DataInfo
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError
 from trainrun.files import EVAL_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
-from trainrun.trained import locate, typed_config
+from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.trained import open_trained
 
 log = logging.getLogger("trainrun")
 
 
-def run_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
+def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None = None) -> DictConfig:
     """The training config stored in the checkpoint, with what evaluate changes: the user's
-    data/device choice, the whole split in order, one process, no compilation."""
-    train_cfg = typed_config(saved)
+    data/device choice (keys it leaves unset and the CSV columns as in training), the whole
+    split in order, one process, no compilation."""
     if cfg.data is not None:
-        train_cfg.data = cfg.data
+        train_cfg.data = data_config(cfg.data, train_cfg.data, fitted) if fitted else cfg.data
     if cfg.device is not None:
         train_cfg = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
     train_cfg.data.shuffle = False  # predictions in split order, also for split=train
@@ -62,7 +61,7 @@ def run_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
 def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
     """One row per sample: its row in the source data, the target, the prediction and, for
     classification, the probability of each class (labels as in the source data)."""
-    plan, info, model = setup.loss, setup.info, setup.model
+    model = setup.model
     model.eval()
     outs, ys = [], []
     with torch.no_grad():
@@ -71,38 +70,12 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
     out, y = torch.cat(outs), torch.cat(ys)
-    rows = info.rows.get(split)
+    rows = setup.info.rows.get(split)
     rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
     table: dict[str, list[Any]] = {"row": rows}
-
-    if info.task == "regression":
-        if info.y_mean is not None and info.y_std is not None:  # back to the target's units
-            mean, std = torch.tensor(info.y_mean), torch.tensor(info.y_std)
-            out, y = out * std + mean, y.float() * std + mean
-        width = out.shape[1]
-        for j in range(width):
-            suffix = f"_{j}" if width > 1 else ""
-            table[f"target{suffix}"] = y[:, j].tolist()
-            table[f"prediction{suffix}"] = out[:, j].tolist()
-    else:
-        labels = info.classes or list(range(info.num_classes or 2))
-        if plan.targets == "index":  # loss=nll puts a log-softmax head on the model
-            probs = out.exp() if isinstance(plan.head, torch.nn.LogSoftmax) else out.softmax(dim=1)
-            target_ids = y.long().tolist()
-        else:  # one output: the positive class (BCE: a probability, BCE-with-logits: a logit)
-            p = out[:, 0].sigmoid() if plan.threshold == 0.0 else out[:, 0]
-            probs = torch.stack([1 - p, p], dim=1)
-            target_ids = (y[:, 0] > 0.5).long().tolist()
-        table["target"] = [labels[i] for i in target_ids]
-        table["prediction"] = [labels[i] for i in probs.argmax(dim=1).tolist()]
-        for j, label in enumerate(labels[: probs.shape[1]]):
-            table[f"p_{label}"] = probs[:, j].tolist()
-
-    text_out = io.StringIO()
-    writer = csv.writer(text_out, lineterminator="\n")
-    writer.writerow(table)
-    writer.writerows(zip(*table.values(), strict=True))
-    return text_out.getvalue()
+    table.update(decode_targets(y, setup.info, setup.loss))
+    table.update(prediction_columns(out, setup.info, setup.loss))
+    return csv_text(table)
 
 
 # --------------------------------------------------------------------------- the command
@@ -116,10 +89,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                             fix="e.g. evaluate run=outputs/2026-11-24/08-30-00-123456 split=val")
     started = time.perf_counter()
     split = text(cfg.split)
-    file, folder = locate(str(cfg.run), str(cfg.checkpoint))
-    saved = load(file, key="run")
-    train_cfg = run_config(saved, cfg)
-    setup = build(train_cfg, training=False)
+    new_data = cfg.data is not None
+    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust),
+                           replaced=("data",) if new_data else ())
+    file, folder, saved = trained.file, trained.folder, trained.saved
+    # New data is scaled and encoded as the training data was (the checkpoint's statistics);
+    # the run's own data is rebuilt by its config, which computes the same statistics again.
+    fitted = fitted_info(trained) if new_data else None
+    train_cfg = run_config(trained.config, cfg, fitted)
+    setup = build(train_cfg, training=False, fitted=fitted)
     setup.raw_model.load_state_dict(saved["model"])
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:
