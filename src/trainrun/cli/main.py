@@ -1,5 +1,5 @@
-"""The ``train`` and ``evaluate`` console scripts: Hydra's entry points, ``--help``, and the
-error boundary's last line (message, exit status).
+"""The ``train``, ``evaluate``, ``predict`` and ``export`` console scripts: Hydra's entry points,
+``--help``, and the error boundary's last line (message, exit status).
 
 Exit statuses: 0 done; 2 a config or input error (found before training, Hydra's composition
 errors included); 1 a failure during training; 128 + N when signal N stopped the run after it
@@ -172,3 +172,51 @@ def evaluate() -> None:
         cli_help.print_help("evaluate", sys.argv)
         return
     run_app(_evaluate_task, lambda: _task_started)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="predict", version_base=None)
+def _predict_task(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        from trainrun.predict import predict as run_predict  # torch: once the config composed
+
+        try:
+            run_predict(cfg)
+        except TrainrunError as err:
+            _fail(err)
+
+
+def predict() -> None:
+    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
+    Exit statuses: 0 done, 2 a config or input error."""
+    if cli_help.wants_help(sys.argv):
+        cli_help.print_help("predict", sys.argv)
+        return
+    run_app(_predict_task, lambda: _task_started)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="export", version_base=None)
+def _export_task(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        from trainrun.export import export as run_export  # torch: once the config composed
+
+        try:
+            run_export(cfg)
+        except TrainrunError as err:
+            _fail(err)
+
+
+def export() -> None:
+    """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
+    command line): a trained run's network as safetensors, TorchScript, a
+    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
+    reproduce the checkpoint's outputs."""
+    if cli_help.wants_help(sys.argv):
+        cli_help.print_help("export", sys.argv)
+        return
+    run_app(_export_task, lambda: _task_started)
