@@ -16,6 +16,7 @@ Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, wi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -27,10 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build import Batches, Setup, build
 from trainrun.config.choices import text
+from trainrun.data.batches import whole
 from trainrun.data.prepare import DataInfo
+from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError
-from trainrun.files import EVAL_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.metrics import build_metrics
 from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.trained import open_trained
 
@@ -76,6 +80,32 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
     table.update(decode_targets(y, setup.info, setup.loss))
     table.update(prediction_columns(out, setup.info, setup.loss))
     return csv_text(table)
+
+
+# --------------------------------------------------------------------------- train's last step
+
+
+def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
+    """``train``'s last step when the data has a test split (``trainer.test_after_fit``): score
+    ``best.pt`` (else ``last.pt``; with ``checkpoint.enabled=false``, the weights in memory) on the
+    test split exactly as ``evaluate run=<run folder> split=test`` does: the model without DDP or
+    compilation, the whole split in order, in one process, so the numbers are the same. Under DDP
+    rank 0 scores alone and the other ranks return None: no collective is involved."""
+    if setup.rank != 0 or setup.test_batches is None:
+        return None
+    folder = run_dir / CHECKPOINTS
+    name = next((n for n in (BEST, LAST) if (folder / n).is_file()), None) if setup.settings.save_checkpoints else None
+    epoch = None
+    if name is not None:  # the writer has finished: train closed it before the summary
+        saved = load(folder / name, key="trainer.test_after_fit")
+        setup.raw_model.load_state_dict(saved["model"])
+        epoch = saved["state"]["epoch"]
+    metrics = build_metrics(list(setup.cfg.get("metrics") or []), setup.loss, setup.info, setup.device, sync=False)
+    alone = dataclasses.replace(setup, model=setup.raw_model, world_size=1, rank=0, metrics=metrics)
+    batches = whole(setup.test_batches, int(setup.cfg.data.batch_size))
+    values = eval_epoch(alone, batches)
+    return {**values, "checkpoint": name or "final weights (checkpoint.enabled=false)", "epoch": epoch,
+            "samples": int(batches.num_samples)}
 
 
 # --------------------------------------------------------------------------- the command

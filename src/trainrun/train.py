@@ -24,6 +24,7 @@ from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.evaluate import test_after_fit
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.profiler import profiling
@@ -99,6 +100,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if state.stop_reason:
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
+    if cfg.trainer.test_after_fit and setup.test_batches is not None and summary["status"] != "interrupted":
+        # best.pt (else last.pt) on the test split, as `evaluate split=test` scores it (rank 0 alone)
+        with phase("scoring the test split after training (trainer.test_after_fit)", "trainer.test_after_fit",
+                   exit_code=TRAINING_ERROR, fix="the checkpoints are written: evaluate run=<run folder> "
+                   "split=test gives the same numbers; trainer.test_after_fit=false skips this step"):
+            test = test_after_fit(setup, run_dir)
+        if test is not None:
+            summary["test"] = test
     summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
     if lr_found is not None:
         summary["lr_find"] = lr_found

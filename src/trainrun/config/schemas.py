@@ -195,7 +195,8 @@ class ExportConfig:
     format: ExportFormat = setting(
         ExportFormat.safetensors, "safetensors (weights), torchscript (traced), exported (torch.export) or "
         "onnx (the onnx extra)")
-    out: str | None = setting(None, "folder for the file and preprocessing.json; null: <run folder>/export/<checkpoint>")
+    out: str | None = setting(
+        None, "folder for the file and preprocessing.json; null: <run folder>/export/<checkpoint>")
     trust: list[str] = setting(
         [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
 

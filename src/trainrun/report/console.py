@@ -132,12 +132,20 @@ class Reporter:
         table.add_column("")
         table.add_column("final", justify="right")
         table.add_column(f"best (epoch {summary.get('best_epoch')})", justify="right")
+        test = summary.get("test")
+        if test:  # trainer.test_after_fit: the checkpoint it scored
+            table.add_column(f"test ({test['checkpoint'].split(' ')[0]})", justify="right")
         final, best = summary.get("final") or {}, summary.get("best") or {}
         for key, value in final.items():
             if key in ("epoch", "step", "seconds", "samples_per_s"):
                 continue
             shown = best.get(key)
-            table.add_row(key, f"{value:.5g}", "" if shown is None else f"{shown:.5g}")
+            cells = [key, f"{value:.5g}", "" if shown is None else f"{shown:.5g}"]
+            if test:
+                name = key.removeprefix("val_")
+                scored = test.get(name) if key.startswith("val_") else None
+                cells.append("" if scored is None else f"{scored:.5g}")
+            table.add_row(*cells)
         table.add_row("epochs", str(final.get("epoch", 0)), "")
         table.add_row("time", f"{summary['train_seconds']:.2f}s train, "
                       f"{summary['total_seconds']:.2f}s total", "")
