@@ -26,9 +26,11 @@ from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.evaluate import test_after_fit
 from trainrun.files import CHECKPOINTS
+from trainrun.model_summary import layer_table, parameter_line
 from trainrun.preflight import run as preflight
 from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
+from trainrun.report.echo import in_sweep_job
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
 
@@ -49,9 +51,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     except TrainrunError as err:
         err.config = True
         raise
-    reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank)
+    reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank,
+                        sweep_job=in_sweep_job())
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
+    reporter.info(parameter_line(setup.raw_model))  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
+    if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
+        reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing
         preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop

@@ -86,6 +86,9 @@ def _train_task(cfg: DictConfig) -> float | None:
             return run_job(cfg, run_dir, launch)
         folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
         writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
+        if writer and str(cfg.trainer.progress) != "none":  # the header's first line
+            given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
+            log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
         try:
             if writer:
                 folder.claim()
