@@ -64,12 +64,13 @@ def test_the_reference_follows_a_schema_change(monkeypatch):
 
 
 def shell_commands(markdown: str) -> list[str]:
-    """``train ...`` / ``evaluate ...`` lines inside the fenced bash blocks of a markdown file."""
+    """``train`` / ``evaluate`` / ``predict`` / ``export-model`` lines inside the fenced bash blocks
+    of a markdown file."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #", 1)[0].strip()
-            if line.startswith(("train ", "evaluate ")) or line == "train":
+            if line.startswith(("train ", "evaluate ", "predict ", "export-model ")) or line == "train":
                 commands.append(line)
     return commands
 
