@@ -205,7 +205,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "run"):
         raise TrainrunError("predict needs run=<run folder or checkpoint file>", key="run",
                             fix="e.g. predict run=outputs/2026-11-24/08-30-00-123456 data=csv data.path=new.csv")
-    if cfg.data is None:
+    if cfg.data is None or OmegaConf.is_missing(cfg.data, "_target_"):
         raise TrainrunError("predict needs the new data: data=<option> and its keys", key="data",
                             fix="e.g. predict run=<run folder> data=csv data.path=new.csv "
                             "(or data=npz data.path=new.npz, or data._target_=mymodule.load)")

@@ -82,7 +82,7 @@ predict: a trained run's model on new data; predictions.csv (row, prediction, p_
 class, or the value in the target's units) in a run folder of its own, predictions/<date>/<time>/.
 The new rows are scaled and encoded with the training split's statistics saved in the checkpoint.
 
-Options (key=value)
+Options (key=value; data=<option> and data.<key>=... as for train)
 {keys}
 
 Examples
@@ -238,7 +238,8 @@ def command_help(app: str, width: int = 118) -> str:
     """``predict --help`` / ``export --help``: the keys of the command's schema and examples."""
     schema, text = {"predict": (primary.PredictConfig, PREDICT_HELP),
                     "export": (primary.ExportConfig, EXPORT_HELP)}[app]
-    return text.format(keys="\n".join(keys_section(schema_keys(schema), "", width))) + "\n"
+    keys = [k for k in schema_keys(schema) if not k.name.startswith("data.") or k.name == "data._target_"]
+    return text.format(keys="\n".join(keys_section(keys, "", width))) + "\n"
 
 
 def print_help(app: str, argv: list[str]) -> None:

@@ -184,10 +184,18 @@ def _predict_task(cfg: DictConfig) -> None:
     with as_user_set():
         from trainrun.predict import predict as run_predict  # torch: once the config composed
 
+        # A predict that fails leaves no folder without predictions (unless the folder was named
+        # on the command line and existed before).
+        folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
             run_predict(cfg)
         except TrainrunError as err:
-            _fail(err)
+            _report(err)
+            folder.give_back(err.exit_code, config_error=True)
+            _fail(err, reported=True)
+
+
+_named_existed = False  # predict: whether hydra.run.dir=... named a folder that was already there
 
 
 def predict() -> None:
@@ -197,6 +205,9 @@ def predict() -> None:
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("predict", sys.argv)
         return
+    global _named_existed
+    named = named_run_dir(sys.argv)
+    _named_existed = named is not None and named.exists()
     run_app(_predict_task, lambda: _task_started)
 
 

@@ -17,7 +17,7 @@ from omegaconf import MISSING, OmegaConf
 
 from trainrun.config.choices import DeviceType, ExportFormat, Mode, OnNonFinite, Progress, Split, direction
 from trainrun.config.fields import setting
-from trainrun.config.groups import GROUP_SCHEMAS
+from trainrun.config.groups import GROUP_SCHEMAS, DataConfig
 
 
 @dataclass
@@ -177,9 +177,9 @@ class PredictConfig:
     run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
     checkpoint: str = setting(
         "best", "with a run folder: best, last, or a file name or path; ignored when run is a file")
-    data: Any = setting(
-        None, "the new data: data=<option> with its keys (data=csv data.path=new.csv); the target may be "
-        "missing; keys left unset are the run's")
+    data: DataConfig = setting(
+        DataConfig, "the new data: data=<option> with its keys (data=csv data.path=new.csv) or "
+        "data._target_=<your source>; the target may be missing; keys left unset are the run's")
     device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
     trust: list[str] = setting(
         [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
