@@ -37,7 +37,9 @@ def parameter_line(model: nn.Module) -> str:
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     which = "all trainable" if trainable == total else f"{trainable:,} trainable, {total - trainable:,} frozen"
-    return f"model: {model_name(model)}, {total:,} parameters ({which}), {size_mb(model):.2f} MB"
+    size = size_mb(model)
+    shown = f"{size:.2f}" if size >= 0.01 else f"{size:.2g}"  # 0.04 MB; 0.00081 MB for a toy
+    return f"model: {model_name(model)}, {total:,} parameters ({which}), {shown} MB"
 
 
 def _shape(value: Any) -> str:
