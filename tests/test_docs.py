@@ -75,11 +75,16 @@ def shell_commands(markdown: str) -> list[str]:
     return commands
 
 
-GUIDES = ["user-guide.md", "recipes.md"]
+GUIDES = ["user-guide.md", "recipes.md", "deploy.md"]
 
 
 @pytest.mark.parametrize("command", [c for doc in GUIDES for c in shell_commands((DOCS / doc).read_text())])
 def test_commands_in_the_guides_compose(command, tmp_path):
+    compose_command(command, str(tmp_path))
+
+
+@pytest.mark.parametrize("command", shell_commands((REPO / "README.md").read_text()))
+def test_commands_in_the_readme_compose(command, tmp_path):
     compose_command(command, str(tmp_path))
 
 
