@@ -186,3 +186,43 @@ def test_regression_predictions_are_in_the_targets_units(tmp_path):
     for mine, theirs in zip(got, reference, strict=True):
         assert float(mine["prediction"]) == pytest.approx(float(theirs["prediction"]), rel=1e-5)
         assert 10 < float(mine["prediction"]) < 400  # the target's units, not standardized ones
+
+
+def test_the_trust_rule_reads_every_target_of_the_stored_config():
+    from trainrun.errors import TrainrunError
+    from trainrun.trained import check_trusted
+
+    own = {"model": {"_target_": "trainrun.models.MLP"}, "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
+           "optim": {"_target_": "torch.optim.Adam"}, "scheduler": {"_target_": None},
+           "data": {"_target_": "trainrun.data.sources.read_csv"}, "logger": {"x": {"_target_": "any.Logger"}}}
+    check_trusted(own, [])  # trainrun's and torch's own; loggers are never built from a checkpoint
+    cases = {
+        "data._target_=torch.hub.load": {**own, "data": {"_target_": "torch.hub.load", "repo_or_dir": "x/y"}},
+        "model.layers[0]._target_=os.system": {**own, "model": {"_target_": "torch.nn.Sequential",
+                                                                "layers": [{"_target_": "os.system"}]}},
+        "optim._target_=mypkg.opt.Fancy": {**own, "optim": {"_target_": "mypkg.opt.Fancy"}},
+    }
+    for named, config in cases.items():
+        with pytest.raises(TrainrunError) as caught:
+            check_trusted(config, [])
+        assert named in caught.value.message and caught.value.key == "trust"
+    check_trusted(cases["optim._target_=mypkg.opt.Fancy"], ["mypkg"])  # a module named by the user
+    check_trusted(cases["optim._target_=mypkg.opt.Fancy"], ["mypkg.opt.Fancy"])
+    with pytest.raises(TrainrunError):
+        check_trusted(cases["optim._target_=mypkg.opt.Fancy"], ["mypk"])  # a prefix of a name is not it
+    check_trusted(cases["data._target_=torch.hub.load"], [], replaced=("data",))  # new data: the user's
+
+
+def test_the_statistics_survive_a_safe_load(tmp_path):
+    import torch
+
+    from trainrun.data.fitted import from_payload, to_payload
+    from trainrun.data.prepare import prepare_arrays
+
+    x = np.random.default_rng(0).normal(5, 3, size=(40, 3)).astype(np.float32)
+    _, info = prepare_arrays(x, np.array(["b", "a"] * 20), task="auto", val_fraction=0.25, test_fraction=0.0,
+                             standardize=True, seed=0, image_shape=None)
+    torch.save(to_payload(info), tmp_path / "d.pt")
+    back = from_payload(torch.load(tmp_path / "d.pt", weights_only=True))
+    assert back.classes == ["a", "b"] and back.in_shape == (3,) and back.task == "binary"
+    assert np.array_equal(back.x_mean, info.x_mean) and np.array_equal(back.x_std, info.x_std)

@@ -1,14 +1,17 @@
 """The ``evaluate`` command: score a trained run's checkpoint on one split.
 
 ``evaluate run=<run folder or checkpoint file> [checkpoint=best|last|<file>] [split=val|test|train]
-[data=<option> data.<key>=...] [device=<option>] [predictions=true] [out=<folder>]``
+[data=<option> data.<key>=...] [device=<option>] [predictions=true] [out=<folder>] [trust=[...]]``
 
 The model is rebuilt from the config stored *in the checkpoint* (the exact config that produced
-those weights; ``.hydra/config.yaml`` of a resumed run may carry harmless later changes) through
-the same :func:`trainrun.build.build` as ``train``, so the data is split and standardized exactly
-as in training and the loss and metric are those of :func:`trainrun.engine.loop.eval_epoch`.
-Evaluating ``best.pt`` on ``val`` therefore reproduces the ``val_loss`` the run logged for that
-epoch.
+those weights; ``.hydra/config.yaml`` of a resumed run may carry harmless later changes), under
+the trust rule of :mod:`trainrun.trained`, through the same :func:`trainrun.build.build` as
+``train``, so the data is split and standardized exactly as in training and the loss and metric
+are those of :func:`trainrun.engine.loop.eval_epoch`. Evaluating ``best.pt`` on ``val``
+therefore reproduces the ``val_loss`` the run logged for that epoch, and ``split=test`` what
+``train`` scored at its end (:func:`test_after_fit`, ``trainer.test_after_fit``). New data
+(``data=...``) is split by its own config but scaled and encoded with the training split's
+statistics saved in the checkpoint (:mod:`trainrun.data.fitted`).
 
 Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, with
 ``predictions=true``, ``predictions.csv``; ``out=<folder>`` puts them elsewhere.
