@@ -29,6 +29,7 @@ from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
 from trainrun.config.checks import check_config
+from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.errors import TrainrunError
 
@@ -86,7 +87,7 @@ def _train_task(cfg: DictConfig) -> float | None:
             return run_job(cfg, run_dir, launch)
         folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
         writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
-        if writer and str(cfg.trainer.progress) != "none":  # the header's first line
+        if writer and text(cfg.trainer.progress) != "none":  # the header's first line
             given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
             log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
         try:
