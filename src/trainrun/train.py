@@ -55,7 +55,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                         sweep_job=in_sweep_job())
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
-    reporter.info(parameter_line(setup.raw_model))  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
+    if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
+        reporter.info(parameter_line(setup.raw_model))
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
         reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing
