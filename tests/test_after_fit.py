@@ -1,28 +1,15 @@
 """``trainer.test_after_fit``: ``train`` ends by scoring ``best.pt`` (else ``last.pt``, else the
 weights in memory) on the test split when the data has one, and ``summary.json``'s ``test`` is
 what ``evaluate split=test`` reports. The single-process case with ``best.pt`` is in
-``test_predict.py`` (on its run); here: off, no checkpoints with an extra metric, and DDP."""
+``test_predict.py`` (on its run); ``trainer.test_after_fit=false`` and ``checkpoint.enabled=false``
+(the weights in memory) in ``test_console.py``; here DDP, with an extra metric."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from conftest import run_command
-
-SMALL = ("data=synthetic", "data.n_samples=150", "data.test_fraction=0.2", "trainer.epochs=1", "plot=false")
-
-
-@pytest.mark.slow
-def test_off_and_without_checkpoints(train, tmp_path):
-    off = train(*SMALL, "trainer.test_after_fit=false", run_dir=tmp_path / "off")
-    assert "test" not in off.summary and "test (" not in off.output
-    memory = train(*SMALL, "checkpoint.enabled=false", "metrics=[f1]", run_dir=tmp_path / "memory")
-    test = memory.summary["test"]
-    assert test["checkpoint"] == "final weights (checkpoint.enabled=false)" and test["epoch"] is None
-    assert test["samples"] == 30 and math.isfinite(test["loss"]) and 0 <= test["f1"] <= 1
-    assert not (memory.run_dir / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -157,35 +157,52 @@ def test_npz_with_x_only_and_a_user_source(trained):
         assert float(a["p_bird"]) == pytest.approx(float(b["p_bird"]), abs=1e-6)
 
 
-def test_new_data_that_does_not_fit(trained):
-    folder, result, x = trained
-    write_rows(folder / "narrow.csv", ["a", "b", "c"], [[1, 2, 3]])
-    wrong = predict(f"run={result.run_dir}", "data=csv", "data.path=narrow.csv", TRUST, cwd=folder,
-                    out=folder / "narrow", check=False)
-    assert wrong.returncode == 2 and "no feature column 'd'" in wrong.output, wrong.output
-    write_rows(folder / "unknown.csv", ["a", "b", "c", "d", "label"], [[*x[0], "fish"]])
-    unknown = run_command("evaluate", f"run={result.run_dir}", "data=csv", "data.path=unknown.csv",
-                          "data.val_fraction=0", "split=train", TRUST, cwd=folder, check=False)
-    assert unknown.returncode == 2 and "'fish'" in unknown.output and "Traceback" not in unknown.output
+def test_a_label_training_never_saw_is_refused():
+    from trainrun.data.fitted import encode_labels
+    from trainrun.errors import TrainrunError
+
+    assert encode_labels(np.array(["dog", "bird", "dog"]), ["bird", "cat", "dog"]).tolist() == [2, 0, 2]
+    assert encode_labels(np.array([2.0, 0.0]), [0, 1, 2]).tolist() == [2, 0]  # 2.0 is the label 2
+    with pytest.raises(TrainrunError, match="'fish' \\(row 1\\), which the model was not trained on"):
+        encode_labels(np.array(["dog", "fish"]), ["bird", "cat", "dog"])
 
 
 @pytest.mark.slow
 def test_regression_predictions_are_in_the_targets_units(tmp_path):
     """data=diabetes (targets 25..346, standardized in training): predict's values are the
-    model's outputs mapped back with the training statistics, as evaluate's are."""
-    run_train("data=diabetes", "loss=mse", "trainer.epochs=2", "plot=false", cwd=tmp_path)
-    run_command("evaluate", f"run={tmp_path / 'run'}", "predictions=true", cwd=tmp_path)
-    reference = read_csv(tmp_path / "run" / "eval" / "best_val" / "predictions.csv")[:4]
-    from trainrun.data.sources import load_sklearn
+    model's outputs mapped back with the training statistics (the checkpoint's model, run here)."""
+    import torch
 
-    x, _ = load_sklearn("diabetes")
-    np.savez(tmp_path / "four.npz", X=x[[int(r["row"]) for r in reference]])
+    from trainrun.build import build_model
+    from trainrun.data.fitted import from_payload
+    from trainrun.data.sources import load_sklearn
+    from trainrun.engine.checkpoint import load
+    from trainrun.trained import typed_config
+
+    run_train("data=diabetes", "loss=mse", "trainer.epochs=1", "plot=false", cwd=tmp_path)
+    x, y = load_sklearn("diabetes")
+    np.savez(tmp_path / "four.npz", X=x[:4])
     predict(f"run={tmp_path / 'run'}", "data=npz", "data.path=four.npz", cwd=tmp_path, out=tmp_path / "pred")
-    got = read_csv(tmp_path / "pred" / "predictions.csv")
-    assert list(got[0]) == ["row", "prediction"]
-    for mine, theirs in zip(got, reference, strict=True):
-        assert float(mine["prediction"]) == pytest.approx(float(theirs["prediction"]), rel=1e-5)
-        assert 10 < float(mine["prediction"]) < 400  # the target's units, not standardized ones
+    got = [float(r["prediction"]) for r in read_csv(tmp_path / "pred" / "predictions.csv")]
+
+    saved = load(tmp_path / "run" / "checkpoints" / "best.pt")
+    info = from_payload(saved["data"])
+    model = build_model(typed_config(saved), info)[0]
+    model.load_state_dict(saved["model"])
+    x_train = x[split_train_rows(len(x))]  # the statistics, computed here from the training rows
+    scaled = (x[:4] - x_train.mean(axis=0)) / x_train.std(axis=0)
+    with torch.no_grad():
+        out = model.eval()(torch.as_tensor(scaled, dtype=torch.float32))[:, 0].numpy()
+    y_train = y[split_train_rows(len(x))]
+    expected = out * y_train.std() + y_train.mean()
+    assert got == pytest.approx(expected.tolist(), rel=1e-4)
+    assert all(10 < v < 400 for v in got)  # the target's units, not standardized ones
+
+
+def split_train_rows(n: int) -> np.ndarray:
+    """The training rows of data.val_fraction=0.2, data.seed=0: the seeded permutation after the
+    first 20 %."""
+    return np.random.default_rng(0).permutation(n)[round(n * 0.2):]
 
 
 def test_the_trust_rule_reads_every_target_of_the_stored_config():
