@@ -117,8 +117,9 @@ def test_help_examples_cover_the_main_tasks(help_text):
 
 
 def compose_command(command: str, placeholder: str) -> None:
-    """Compose ``train ...`` / ``evaluate ...`` as Hydra would (the first job of a sweep), with
-    ``<...>`` placeholders replaced by ``placeholder``; raises if it does not compose."""
+    """Compose ``train ...`` / ``evaluate ...`` / ``predict ...`` / ``export-model ...`` as Hydra
+    would (the first job of a sweep), with ``<...>`` placeholders replaced by ``placeholder``;
+    raises if it does not compose."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -127,6 +128,7 @@ def compose_command(command: str, placeholder: str) -> None:
     register()
     words = shlex.split(re.sub(r"<[^>]+>", placeholder, command))
     name, overrides = words[0], [w for w in words[1:] if not w.startswith("-")]
+    name = {"export-model": "export"}.get(name, name)  # the console script's config
     first = []
     for override in OverridesParser.create().parse_overrides(overrides):
         value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
@@ -152,7 +154,7 @@ def test_cfg_job_and_info_still_work(tmp_path):
 
 
 def test_the_run_prints_its_config_tree_and_folder_first(train):
-    result = train("trainer.epochs=1", "trainer.limit_train_batches=2", "optim.lr=0.0123")
+    result = train("trainer.epochs=1", "trainer.limit_train_batches=2", "optim.lr=0.0123", "print_config=true")
     out = result.proc.stdout
     tree, _, rest = out.partition(f"run folder: {result.run_dir}\n")
     assert rest, "the run folder is not printed on a line of its own"
@@ -163,7 +165,7 @@ def test_the_run_prints_its_config_tree_and_folder_first(train):
 
 @pytest.mark.slow
 def test_print_config_false_and_progress_none(train):
-    quiet_tree = train("trainer.epochs=1", "trainer.limit_train_batches=2", "print_config=false")
+    quiet_tree = train("trainer.epochs=1", "trainer.limit_train_batches=2")  # print_config=false by default
     assert "├── optim" not in quiet_tree.output
     assert f"run folder: {quiet_tree.run_dir}" in quiet_tree.output
     silent = train("trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.progress=none")

@@ -64,21 +64,27 @@ def test_the_reference_follows_a_schema_change(monkeypatch):
 
 
 def shell_commands(markdown: str) -> list[str]:
-    """``train ...`` / ``evaluate ...`` lines inside the fenced bash blocks of a markdown file."""
+    """``train`` / ``evaluate`` / ``predict`` / ``export-model`` lines inside the fenced bash blocks
+    of a markdown file."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #", 1)[0].strip()
-            if line.startswith(("train ", "evaluate ")) or line == "train":
+            if line.startswith(("train ", "evaluate ", "predict ", "export-model ")) or line == "train":
                 commands.append(line)
     return commands
 
 
-GUIDES = ["user-guide.md", "recipes.md"]
+GUIDES = ["user-guide.md", "recipes.md", "deploy.md"]
 
 
 @pytest.mark.parametrize("command", [c for doc in GUIDES for c in shell_commands((DOCS / doc).read_text())])
 def test_commands_in_the_guides_compose(command, tmp_path):
+    compose_command(command, str(tmp_path))
+
+
+@pytest.mark.parametrize("command", shell_commands((REPO / "README.md").read_text()))
+def test_commands_in_the_readme_compose(command, tmp_path):
     compose_command(command, str(tmp_path))
 
 

@@ -89,7 +89,7 @@ def test_a_linear_first_model_gets_flat_digits_in_train_explain_and_evaluate(fol
     assert metrics[-1]["val_acc"] > 0.8  # three epochs of a 32-unit network
     assert "[32,64]" in result.output  # preflight's report of the batch the model got
 
-    evaluated = run_command("evaluate", f"run={result.run_dir}", "predictions=true", cwd=folder)
+    evaluated = run_command("evaluate", f"run={result.run_dir}", "predictions=true", "trust=[shapes]", cwd=folder)
     report = json.loads(next((result.run_dir / "eval").glob("*/eval.json")).read_text())
     # best.pt scored on val again: the val_loss its epoch logged, from the same flat input
     assert report["loss"] == pytest.approx(report["logged"]["val_loss"], rel=1e-5), evaluated.output
@@ -103,7 +103,7 @@ def test_a_linear_first_model_gets_flat_digits_in_train_explain_and_evaluate(fol
 def test_a_model_that_asks_for_in_shape_gets_images(folder):
     result = run_command("train", "model._target_=shapes.Images", *FAST, cwd=folder)
     assert "[32,1,8,8]" in result.output
-    run_command("evaluate", f"run={result.run_dir}", cwd=folder)
+    run_command("evaluate", f"run={result.run_dir}", "trust=[shapes]", cwd=folder)
 
 
 @pytest.mark.slow

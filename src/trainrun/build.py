@@ -25,8 +25,10 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from trainrun.config.choices import text
+from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.prepare import DataInfo, prepare_arrays, prepare_dataset
+from trainrun.data.sources import csv_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.errors import TrainrunError, phase
 from trainrun.instantiate import build_from_config, takes_flat_samples
@@ -38,6 +40,7 @@ from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
              "image_shape", "num_workers")
 Batches = TensorBatches | LoaderBatches
+CSV_SOURCE = "trainrun.data.sources.read_csv"
 
 
 @dataclass
@@ -85,8 +88,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
-    """Call the data source and split/standardize what it returns."""
+def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, DataInfo]:
+    """Call the data source and split/standardize what it returns. ``fitted``: the training's
+    statistics and label encoding (a checkpoint's), used instead of this data's own
+    (``evaluate data=...``)."""
     source = build_from_config(cfg.data, "data", what="reading the data", consumed=DATA_KEYS)
     common = dict(task=text(cfg.data.task), val_fraction=cfg.data.val_fraction,
                   test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
@@ -95,7 +100,10 @@ def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
     if isinstance(source, torch.utils.data.Dataset):
         with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
-            return prepare_dataset(source, **common)
+            splits, info = prepare_dataset(source, **common)
+        if fitted is not None:  # the model's task and classes; this data's sample shape and sizes
+            info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
+        return splits, info
     if not (isinstance(source, tuple | list) and len(source) == 2):
         shown = f"a {type(source).__name__}" + (f" of {len(source)} items" if isinstance(source, tuple | list) else "")
         raise TrainrunError(
@@ -105,10 +113,41 @@ def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
         )
     with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
                section=cfg.data, fix=fix):
-        return prepare_arrays(
+        if fitted is not None:
+            return fitted_data.apply_arrays(*source, fitted, val_fraction=cfg.data.val_fraction,
+                                            test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
+        splits, info = prepare_arrays(
             *source, **common, standardize=cfg.data.standardize,
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
         )
+    if str(cfg.data._target_) == CSV_SOURCE:  # the columns by name, for predict on a new file
+        info.features = csv_feature_names(cfg.data.path, cfg.data.target, cfg.data.get("features"))
+    return splits, info
+
+
+def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, DataInfo, bool]:
+    """The loss plan and the model with its head, sized by ``info`` (on the CPU). Returns the
+    model, the plan, ``info`` with the sample shape the model takes, and whether samples are
+    flattened for it (``build``; ``predict`` and ``export`` rebuild a trained model with this)."""
+    # A model that asks for in_features (not in_shape) gets flat samples, [N, 64] for digits:
+    # every batch, so preflight, explain and evaluate see what the model sees.
+    flat = len(info.in_shape) > 1 and takes_flat_samples(cfg.model, "model")
+    if flat:
+        info = dataclasses.replace(info, in_shape=(info.in_features,))
+    loss = plan_loss(cfg.loss, info)
+    sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
+    body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
+                             expect_text="a torch.nn.Module", **sizes)
+    if not any(p.requires_grad for p in body.parameters()):
+        raise TrainrunError(
+            f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "
+            "for the optimizer to train",
+            key="model._target_",
+            fix="give the model layers with parameters (nn.Linear, nn.Conv2d, ...) created in "
+            "__init__, or unfreeze them (requires_grad=True)",
+        )
+    raw_model = nn.Sequential(OrderedDict(body=body, head=loss.head)) if loss.head else body
+    return raw_model, loss, info, flat
 
 
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
@@ -132,9 +171,11 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
     )
 
 
-def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool = True) -> Setup:
+def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool = True,
+          fitted: DataInfo | None = None) -> Setup:
     """Build every object of the run from the composed config. ``training=False`` (``evaluate``)
-    skips checking the watched names, which only matter while training."""
+    skips checking the watched names, which only matter while training; ``fitted`` scales and
+    encodes the data with a trained run's statistics (``evaluate data=...``)."""
     trainer = cfg.trainer
     if trainer.threads:
         torch.set_num_threads(trainer.threads)
@@ -142,25 +183,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     autocast = autocast_factory(str(trainer.precision), device)
     seed_everything(trainer.seed, trainer.deterministic)
 
-    splits, info = load_data(cfg)
-    # A model that asks for in_features (not in_shape) gets flat samples, [N, 64] for digits:
-    # every batch, so preflight, explain and evaluate see what the model sees.
-    flat = len(info.in_shape) > 1 and takes_flat_samples(cfg.model, "model")
-    if flat:
-        info = dataclasses.replace(info, in_shape=(info.in_features,))
-    loss = plan_loss(cfg.loss, info)
-    sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
-    body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
-                             expect_text="a torch.nn.Module", **sizes)
-    if not any(p.requires_grad for p in body.parameters()):
-        raise TrainrunError(
-            f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "
-            "for the optimizer to train",
-            key="model._target_",
-            fix="give the model layers with parameters (nn.Linear, nn.Conv2d, ...) created in "
-            "__init__, or unfreeze them (requires_grad=True)",
-        )
-    raw_model = nn.Sequential(OrderedDict(body=body, head=loss.head)) if loss.head else body
+    splits, info = load_data(cfg, fitted)
+    raw_model, loss, info, flat = build_model(cfg, info)
     raw_model.to(device)
 
     model: nn.Module = raw_model

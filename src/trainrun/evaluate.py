@@ -1,14 +1,17 @@
 """The ``evaluate`` command: score a trained run's checkpoint on one split.
 
 ``evaluate run=<run folder or checkpoint file> [checkpoint=best|last|<file>] [split=val|test|train]
-[data=<option> data.<key>=...] [device=<option>] [predictions=true] [out=<folder>]``
+[data=<option> data.<key>=...] [device=<option>] [predictions=true] [out=<folder>] [trust=[...]]``
 
 The model is rebuilt from the config stored *in the checkpoint* (the exact config that produced
-those weights; ``.hydra/config.yaml`` of a resumed run may carry harmless later changes) through
-the same :func:`trainrun.build.build` as ``train``, so the data is split and standardized exactly
-as in training and the loss and metric are those of :func:`trainrun.engine.loop.eval_epoch`.
-Evaluating ``best.pt`` on ``val`` therefore reproduces the ``val_loss`` the run logged for that
-epoch.
+those weights; ``.hydra/config.yaml`` of a resumed run may carry harmless later changes), under
+the trust rule of :mod:`trainrun.trained`, through the same :func:`trainrun.build.build` as
+``train``, so the data is split and standardized exactly as in training and the loss and metric
+are those of :func:`trainrun.engine.loop.eval_epoch`. Evaluating ``best.pt`` on ``val``
+therefore reproduces the ``val_loss`` the run logged for that epoch, and ``split=test`` what
+``train`` scored at its end (:func:`test_after_fit`, ``trainer.test_after_fit``). New data
+(``data=...``) is split by its own config but scaled and encoded with the training split's
+statistics saved in the checkpoint (:mod:`trainrun.data.fitted`).
 
 Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, with
 ``predictions=true``, ``predictions.csv``; ``out=<folder>`` puts them elsewhere.
@@ -16,8 +19,7 @@ Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, wi
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -29,21 +31,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build import Batches, Setup, build
 from trainrun.config.choices import text
+from trainrun.data.batches import whole
+from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError
-from trainrun.files import EVAL_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
-from trainrun.trained import locate, typed_config
+from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.metrics import build_metrics
+from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.trained import open_trained
 
 log = logging.getLogger("trainrun")
 
 
-def run_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
+def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None = None) -> DictConfig:
     """The training config stored in the checkpoint, with what evaluate changes: the user's
-    data/device choice, the whole split in order, one process, no compilation."""
-    train_cfg = typed_config(saved)
+    data/device choice (keys it leaves unset and the CSV columns as in training), the whole
+    split in order, one process, no compilation."""
     if cfg.data is not None:
-        train_cfg.data = cfg.data
+        train_cfg.data = data_config(cfg.data, train_cfg.data, fitted) if fitted else cfg.data
     if cfg.device is not None:
         train_cfg = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
     train_cfg.data.shuffle = False  # predictions in split order, also for split=train
@@ -62,7 +68,7 @@ def run_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
 def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
     """One row per sample: its row in the source data, the target, the prediction and, for
     classification, the probability of each class (labels as in the source data)."""
-    plan, info, model = setup.loss, setup.info, setup.model
+    model = setup.model
     model.eval()
     outs, ys = [], []
     with torch.no_grad():
@@ -71,38 +77,38 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
     out, y = torch.cat(outs), torch.cat(ys)
-    rows = info.rows.get(split)
+    rows = setup.info.rows.get(split)
     rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
     table: dict[str, list[Any]] = {"row": rows}
+    table.update(decode_targets(y, setup.info, setup.loss))
+    table.update(prediction_columns(out, setup.info, setup.loss))
+    return csv_text(table)
 
-    if info.task == "regression":
-        if info.y_mean is not None and info.y_std is not None:  # back to the target's units
-            mean, std = torch.tensor(info.y_mean), torch.tensor(info.y_std)
-            out, y = out * std + mean, y.float() * std + mean
-        width = out.shape[1]
-        for j in range(width):
-            suffix = f"_{j}" if width > 1 else ""
-            table[f"target{suffix}"] = y[:, j].tolist()
-            table[f"prediction{suffix}"] = out[:, j].tolist()
-    else:
-        labels = info.classes or list(range(info.num_classes or 2))
-        if plan.targets == "index":  # loss=nll puts a log-softmax head on the model
-            probs = out.exp() if isinstance(plan.head, torch.nn.LogSoftmax) else out.softmax(dim=1)
-            target_ids = y.long().tolist()
-        else:  # one output: the positive class (BCE: a probability, BCE-with-logits: a logit)
-            p = out[:, 0].sigmoid() if plan.threshold == 0.0 else out[:, 0]
-            probs = torch.stack([1 - p, p], dim=1)
-            target_ids = (y[:, 0] > 0.5).long().tolist()
-        table["target"] = [labels[i] for i in target_ids]
-        table["prediction"] = [labels[i] for i in probs.argmax(dim=1).tolist()]
-        for j, label in enumerate(labels[: probs.shape[1]]):
-            table[f"p_{label}"] = probs[:, j].tolist()
 
-    text_out = io.StringIO()
-    writer = csv.writer(text_out, lineterminator="\n")
-    writer.writerow(table)
-    writer.writerows(zip(*table.values(), strict=True))
-    return text_out.getvalue()
+# --------------------------------------------------------------------------- train's last step
+
+
+def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
+    """``train``'s last step when the data has a test split (``trainer.test_after_fit``): score
+    ``best.pt`` (else ``last.pt``; with ``checkpoint.enabled=false``, the weights in memory) on the
+    test split exactly as ``evaluate run=<run folder> split=test`` does: the model without DDP or
+    compilation, the whole split in order, in one process, so the numbers are the same. Under DDP
+    rank 0 scores alone and the other ranks return None: no collective is involved."""
+    if setup.rank != 0 or setup.test_batches is None:
+        return None
+    folder = run_dir / CHECKPOINTS
+    name = next((n for n in (BEST, LAST) if (folder / n).is_file()), None) if setup.settings.save_checkpoints else None
+    epoch = None
+    if name is not None:  # the writer has finished: train closed it before the summary
+        saved = load(folder / name, key="trainer.test_after_fit")
+        setup.raw_model.load_state_dict(saved["model"])
+        epoch = saved["state"]["epoch"]
+    metrics = build_metrics(list(setup.cfg.get("metrics") or []), setup.loss, setup.info, setup.device, sync=False)
+    alone = dataclasses.replace(setup, model=setup.raw_model, world_size=1, rank=0, metrics=metrics)
+    batches = whole(setup.test_batches, int(setup.cfg.data.batch_size))
+    values = eval_epoch(alone, batches)
+    return {**values, "checkpoint": name or "final weights (checkpoint.enabled=false)", "epoch": epoch,
+            "samples": int(batches.num_samples)}
 
 
 # --------------------------------------------------------------------------- the command
@@ -116,10 +122,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                             fix="e.g. evaluate run=outputs/2026-11-24/08-30-00-123456 split=val")
     started = time.perf_counter()
     split = text(cfg.split)
-    file, folder = locate(str(cfg.run), str(cfg.checkpoint))
-    saved = load(file, key="run")
-    train_cfg = run_config(saved, cfg)
-    setup = build(train_cfg, training=False)
+    new_data = cfg.data is not None
+    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust),
+                           replaced=("data",) if new_data else ())
+    file, folder, saved = trained.file, trained.folder, trained.saved
+    # New data is scaled and encoded as the training data was (the checkpoint's statistics);
+    # the run's own data is rebuilt by its config, which computes the same statistics again.
+    fitted = fitted_info(trained) if new_data else None
+    train_cfg = run_config(trained.config, cfg, fitted)
+    setup = build(train_cfg, training=False, fitted=fitted)
     setup.raw_model.load_state_dict(saved["model"])
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:

@@ -29,8 +29,9 @@ LR_FIND_CSV, LR_FIND_PNG = "lr_find.csv", "lr_find.png"
 PROFILER = "profiler"
 # What a sweep folder holds next to its job folders.
 SWEEP_CSV, SWEEP_PNG = "summary.csv", "sweep.png"
-# What ``evaluate`` writes.
-EVAL_JSON, PREDICTIONS_CSV = "eval.json", "predictions.csv"
+# What ``evaluate``, ``predict`` and ``export`` write.
+EVAL_JSON, PREDICTIONS_CSV, PREDICT_JSON = "eval.json", "predictions.csv", "predict.json"
+EXPORT, PREPROCESSING_JSON = "export", "preprocessing.json"
 
 # mkstemp creates files readable by the owner only; give them the mode open() would.
 _UMASK = os.umask(0)

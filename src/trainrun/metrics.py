@@ -80,7 +80,8 @@ class MetricSet:
     (device only), ``compute`` once per epoch (syncs ranks under DDP, then resets)."""
 
     def __init__(self, names: list[str], *, task: str, num_classes: int | None, head: str,
-                 targets: str, threshold: float, y_scale: float, device: torch.device) -> None:
+                 targets: str, threshold: float, y_scale: float, device: torch.device,
+                 sync: bool = True) -> None:
         try:
             import torchmetrics  # ~1.5 s to import: only runs that ask for extra metrics pay it
             from torchmetrics import classification as tc
@@ -94,13 +95,15 @@ class MetricSet:
             ) from None
         self.names, self.task, self.head = list(names), task, head
         self.targets, self.threshold, self.y_scale = targets, threshold, y_scale
-        common: dict[str, Any] = {"validate_args": False}  # no value checks: they sync the device
+        # No value checks (they sync the device). sync=False: one process scores alone while
+        # others may be running (DDP's test after fit on rank 0): compute() must not gather.
+        common: dict[str, Any] = {"validate_args": False, "sync_on_compute": sync}
         made: dict[str, torchmetrics.Metric] = {}
         for name in names:
             top = _TOP_K.match(name)
             if task == "regression":
                 made[name] = {"mae": tr.MeanAbsoluteError, "mse": tr.MeanSquaredError,
-                              "r2": tr.R2Score}[name]()
+                              "r2": tr.R2Score}[name](sync_on_compute=sync)
             elif task == "binary":
                 made[name] = {
                     "f1": tc.BinaryF1Score, "auroc": tc.BinaryAUROC,
@@ -144,13 +147,14 @@ class MetricSet:
         return values
 
 
-def build_metrics(names: list[str], loss: Any, info: Any, device: torch.device) -> MetricSet | None:
+def build_metrics(names: list[str], loss: Any, info: Any, device: torch.device,
+                  sync: bool = True) -> MetricSet | None:
     """The run's extra metrics, or None when the built-in one is all it asks for (the fast
-    path: nothing imported, nothing added to ``evaluate``)."""
+    path: nothing imported, nothing added to ``evaluate``). ``sync=False``: never gather ranks."""
     wanted = extra_names(list(names or []), info.task, info.num_classes)
     if not wanted:
         return None
     head = "log_softmax" if isinstance(loss.head, torch.nn.LogSoftmax) else "other"
     return MetricSet(wanted, task=info.task, num_classes=info.num_classes, head=head,
                      targets=loss.targets, threshold=loss.threshold, y_scale=loss.y_scale,
-                     device=device)
+                     device=device, sync=sync)

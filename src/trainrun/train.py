@@ -24,10 +24,13 @@ from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.evaluate import test_after_fit
 from trainrun.files import CHECKPOINTS
+from trainrun.model_summary import layer_table, parameter_line
 from trainrun.preflight import run as preflight
 from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
+from trainrun.report.echo import in_sweep_job
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
 
@@ -48,9 +51,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     except TrainrunError as err:
         err.config = True
         raise
-    reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank)
+    reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank,
+                        sweep_job=in_sweep_job())
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
+    if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
+        reporter.info(parameter_line(setup.raw_model))
+    if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
+        reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing
         preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
@@ -99,6 +107,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if state.stop_reason:
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
+    if cfg.trainer.test_after_fit and setup.test_batches is not None and summary["status"] != "interrupted":
+        # best.pt (else last.pt) on the test split, as `evaluate split=test` scores it (rank 0 alone)
+        with phase("scoring the test split after training (trainer.test_after_fit)", "trainer.test_after_fit",
+                   exit_code=TRAINING_ERROR, fix="the checkpoints are written: evaluate run=<run folder> "
+                   "split=test gives the same numbers; trainer.test_after_fit=false skips this step"):
+            test = test_after_fit(setup, run_dir)
+        if test is not None:
+            summary["test"] = test
     summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
     if lr_found is not None:
         summary["lr_find"] = lr_found

@@ -1,4 +1,4 @@
-"""``train --help`` and ``evaluate --help``, built only when asked.
+"""``train --help``, ``evaluate --help``, ``predict --help`` and ``export --help``, built only when asked.
 
 The console scripts answer ``--help`` / ``-h`` here, before Hydra's own app starts: Hydra's help
 formats every config group it can see (most of them trainrun's ``schema/*`` registrations) and
@@ -36,6 +36,8 @@ EXAMPLES = [
      "SLURM array job"),
     ("train hydra.run.dir=<run folder> resume=auto", "resume a run from its last.pt"),
     ("evaluate run=<run folder> split=train", "score best.pt on a split"),
+    ("predict run=<run folder> data=csv data.path=new.csv", "predictions.csv for new rows"),
+    ("export-model run=<run folder> format=onnx", "the network as ONNX (or safetensors, ...)"),
     ("train logger=[csv,tensorboard] metrics=[f1,auroc] data=breast_cancer loss=bce",
      "TensorBoard + extra metrics"),
 ]
@@ -69,9 +71,43 @@ Examples
   evaluate run=<run folder> checkpoint=last split=train
   evaluate run=<run folder>/checkpoints/best.pt device=cpu
   evaluate run=<run folder> data=csv data.path=new.csv data.target=label
+  evaluate run=<run folder> trust=[mynet]                         # a run of your own model
+New data is scaled and encoded with the training split's statistics saved in the checkpoint.
 Results go to <run folder>/eval/<checkpoint>_<split>/ (out=<folder> to choose).
 Exit status: 0 done, 2 a wrong argument or a missing run/checkpoint/split.
 Docs: docs/checkpoints.md"""
+
+PREDICT_HELP = """\
+predict: a trained run's model on new data; predictions.csv (row, prediction, p_<label> per
+class, or the value in the target's units) in a run folder of its own, predictions/<date>/<time>/.
+The new rows are scaled and encoded with the training split's statistics saved in the checkpoint.
+
+Options (key=value; data=<option> and data.<key>=... as for train)
+{keys}
+
+Examples
+  predict run=outputs/2026-11-24/08-30-00-123456 data=csv data.path=new.csv   # no target column needed
+  predict run=<run folder> data=npz data.path=new.npz                          # an archive with X only
+  predict run=<run folder> checkpoint=last data=csv data.path=new.csv device=cpu
+  predict run=<run folder> data._target_=mydata.load_new trust=[mynet]
+Exit status: 0 done, 2 a wrong argument, a missing run/checkpoint, or data that does not fit.
+Docs: docs/deploy.md"""
+
+EXPORT_HELP = """\
+export-model: a trained run's whole network (with the head its loss added) as a file, checked by
+loading it back, with preprocessing.json (the input statistics) beside it, in
+<run folder>/export/<checkpoint>/.
+
+Options (key=value)
+{keys}
+
+Examples
+  export-model run=outputs/2026-11-24/08-30-00-123456                 # model.safetensors (the weights)
+  export-model run=<run folder> format=exported                       # model.pt2, torch.export
+  export-model run=<run folder> format=torchscript checkpoint=last    # model.torchscript.pt
+  export-model run=<run folder> format=onnx                           # model.onnx: pip install 'trainrun[onnx]'
+Exit status: 0 done, 2 a wrong argument or a missing run/checkpoint/extra, 1 an export that failed.
+Docs: docs/deploy.md"""
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -198,11 +234,22 @@ def evaluate_help(width: int = 118) -> str:
     return EVALUATE_HELP.format(keys="\n".join(keys)) + "\n"
 
 
+def command_help(app: str, width: int = 118) -> str:
+    """``predict --help`` / ``export --help``: the keys of the command's schema and examples."""
+    schema, text = {"predict": (primary.PredictConfig, PREDICT_HELP),
+                    "export": (primary.ExportConfig, EXPORT_HELP)}[app]
+    keys = [k for k in schema_keys(schema) if not k.name.startswith("data.") or k.name == "data._target_"]
+    return text.format(keys="\n".join(keys_section(keys, "", width))) + "\n"
+
+
 def print_help(app: str, argv: list[str]) -> None:
-    """Print ``app``'s help for this command line (``app``: ``train`` or ``evaluate``)."""
+    """Print ``app``'s help for this command line (``train``, ``evaluate``, ``predict``, ``export``)."""
     width = min(118, max(80, shutil.get_terminal_size((118, 24)).columns - 2))
     if app == "evaluate":
         sys.stdout.write(evaluate_help(width))
+        return
+    if app in ("predict", "export"):
+        sys.stdout.write(command_help(app, width))
         return
     try:
         cfg, roots = compose_for_help(argv, app)

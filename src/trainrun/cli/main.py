@@ -1,5 +1,5 @@
-"""The ``train`` and ``evaluate`` console scripts: Hydra's entry points, ``--help``, and the
-error boundary's last line (message, exit status).
+"""The ``train``, ``evaluate``, ``predict`` and ``export`` console scripts: Hydra's entry points,
+``--help``, and the error boundary's last line (message, exit status).
 
 Exit statuses: 0 done; 2 a config or input error (found before training, Hydra's composition
 errors included); 1 a failure during training; 128 + N when signal N stopped the run after it
@@ -29,6 +29,7 @@ from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
 from trainrun.config.checks import check_config
+from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.errors import TrainrunError
 
@@ -102,6 +103,9 @@ def _train_task(cfg: DictConfig) -> float | None:
             return run_job(cfg, run_dir, launch)
         folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
         writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
+        if writer and text(cfg.trainer.progress) != "none":  # the header's first line
+            given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
+            log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
         try:
             if writer:
                 folder.claim()
@@ -190,3 +194,62 @@ def evaluate() -> None:
         cli_help.print_help("evaluate", sys.argv)
         return
     run_app(_evaluate_task, lambda: _task_started)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="predict", version_base=None)
+def _predict_task(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        from trainrun.predict import predict as run_predict  # torch: once the config composed
+
+        # A predict that fails leaves no folder without predictions (unless the folder was named
+        # on the command line and existed before).
+        folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
+        try:
+            run_predict(cfg)
+        except TrainrunError as err:
+            _report(err)
+            folder.give_back(err.exit_code, config_error=True)
+            _fail(err, reported=True)
+
+
+_named_existed = False  # predict: whether hydra.run.dir=... named a folder that was already there
+
+
+def predict() -> None:
+    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
+    Exit statuses: 0 done, 2 a config or input error."""
+    if cli_help.wants_help(sys.argv):
+        cli_help.print_help("predict", sys.argv)
+        return
+    global _named_existed
+    named = named_run_dir(sys.argv)
+    _named_existed = named is not None and named.exists()
+    run_app(_predict_task, lambda: _task_started)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="export", version_base=None)
+def _export_task(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    with as_user_set():
+        from trainrun.export import export as run_export  # torch: once the config composed
+
+        try:
+            run_export(cfg)
+        except TrainrunError as err:
+            _fail(err)
+
+
+def export() -> None:
+    """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
+    command line): a trained run's network as safetensors, TorchScript, a
+    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
+    reproduce the checkpoint's outputs."""
+    if cli_help.wants_help(sys.argv):
+        cli_help.print_help("export", sys.argv)
+        return
+    run_app(_export_task, lambda: _task_started)

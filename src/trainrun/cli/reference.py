@@ -116,6 +116,8 @@ def all_schemas() -> dict[str, type]:
 
     walk(primary.TrainConfig)
     walk(primary.EvaluateConfig)
+    walk(primary.PredictConfig)
+    walk(primary.ExportConfig)
     for group in GROUP_SCHEMAS.values():
         for cls in group.values():
             for base in cls.__mro__:

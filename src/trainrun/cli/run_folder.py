@@ -25,7 +25,7 @@ from trainrun.files import LOCK, RunFolderLock
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 # What a run leaves in a folder before training starts: removing them loses nothing.
-BEFORE_TRAINING = {".hydra", "train.log", LOCK}
+BEFORE_TRAINING = {".hydra", "train.log", "predict.log", LOCK}
 
 
 def named_run_dir(argv: list[str]) -> Path | None:

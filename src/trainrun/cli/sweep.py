@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from trainrun.config.choices import direction
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
+from trainrun.report.echo import print_config_tree
 from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
 
 log = logging.getLogger("trainrun")
@@ -176,6 +177,12 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
         atexit.register(self._at_exit)
+        # What the jobs share, once: the sweep's command line (and the config tree if asked);
+        # each job then prints one line after Hydra's own "#N : overrides" line.
+        overrides = " ".join(str(o) for o in config.hydra.overrides.task) or "none"
+        log.info(f"sweep: {overrides} -> {config.hydra.sweep.dir}")
+        if config.get("print_config"):
+            print_config_tree(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -73,6 +73,16 @@ class Split(str, Enum):
     test = "test"
 
 
+class ExportFormat(str, Enum):
+    """What ``export`` writes: the weights (safetensors), a traced TorchScript module, a
+    ``torch.export`` program, or an ONNX graph."""
+
+    safetensors = "safetensors"
+    torchscript = "torchscript"
+    exported = "exported"
+    onnx = "onnx"
+
+
 def text(value: Any) -> str:
     """A config value as a word: an Enum member's value, anything else as ``str``. The one place
     that turns typed choices back into text (``build`` reads the config through it once)."""

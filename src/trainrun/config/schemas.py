@@ -1,5 +1,6 @@
 """The primary schemas: ``train``'s (``TrainConfig`` with its trainer, checkpoint and device
-sections) and ``evaluate``'s, and their registration in Hydra's ConfigStore.
+sections), ``evaluate``'s, ``predict``'s and ``export``'s, and their registration in Hydra's
+ConfigStore.
 
 The group schemas (data, model, loss, optim, scheduler, logger) are in :mod:`trainrun.config.groups`
 and are stored under ``schema/<group>/<name>``, a group of its own that ``--help`` leaves out.
@@ -14,9 +15,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from trainrun.config.choices import DeviceType, Mode, OnNonFinite, Progress, Split, direction
+from trainrun.config.choices import DeviceType, ExportFormat, Mode, OnNonFinite, Progress, Split, direction
 from trainrun.config.fields import setting
-from trainrun.config.groups import GROUP_SCHEMAS
+from trainrun.config.groups import GROUP_SCHEMAS, DataConfig
 
 
 @dataclass
@@ -69,6 +70,9 @@ class TrainerConfig:
     limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all")
     detect_anomaly: bool = setting(
         False, "wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op")
+    test_after_fit: bool = setting(
+        True, "when the data has a test split (data.test_fraction>0): score best.pt (else last.pt, else the "
+        "final weights) on it at the end, in summary.json's test entry")
 
 
 @dataclass
@@ -125,7 +129,10 @@ class TrainConfig:
         None, "null, auto (continue this run folder's last.pt if present), or a checkpoint / run folder")
     explain: bool = setting(
         False, "print how model, loss, optimizer and data are bound after one step, then stop")
-    print_config: bool = setting(True, "print the composed config as a tree at the start")
+    print_config: bool = setting(
+        False, "print the composed config as a tree at the start (it is always in <run>/.hydra/config.yaml)")
+    model_summary: bool = setting(
+        False, "print a table of the model's layers (name, type, output shape on a real batch, parameters)")
     preflight: bool = setting(
         True, "run one real batch through the built objects before training (changes nothing)")
     logger: dict[str, Any] = setting(
@@ -157,8 +164,44 @@ class EvaluateConfig:
     predictions: bool = setting(False, "also write predictions.csv (one row per sample of the split)")
     out: str | None = setting(
         None, "folder for eval.json / predictions.csv; null: <run folder>/eval/<checkpoint>_<split>")
-    data: Any = setting(None, "data=<option> replaces the run's data config (new data); null keeps the run's own")
+    data: Any = setting(
+        None, "data=<option> replaces the run's data config (new data, scaled and encoded with the training "
+        "split's statistics); null keeps the run's own")
     device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
+    trust: list[str] = setting(
+        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet]); "
+        "trainrun's and torch's need no trust")
+
+
+@dataclass
+class PredictConfig:
+    """The primary config of ``predict`` (``configs/predict.yaml`` builds on it)."""
+
+    run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
+    checkpoint: str = setting(
+        "best", "with a run folder: best, last, or a file name or path; ignored when run is a file")
+    data: DataConfig = setting(
+        DataConfig, "the new data: data=<option> with its keys (data=csv data.path=new.csv) or "
+        "data._target_=<your source>; the target may be missing; keys left unset are the run's")
+    device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
+    trust: list[str] = setting(
+        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
+
+
+@dataclass
+class ExportConfig:
+    """The primary config of ``export`` (``configs/export.yaml`` builds on it)."""
+
+    run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
+    checkpoint: str = setting(
+        "best", "with a run folder: best, last, or a file name or path; ignored when run is a file")
+    format: ExportFormat = setting(
+        ExportFormat.safetensors, "safetensors (weights), torchscript (traced), exported (torch.export) or "
+        "onnx (the onnx extra)")
+    out: str | None = setting(
+        None, "folder for the file and preprocessing.json; null: <run folder>/export/<checkpoint>")
+    trust: list[str] = setting(
+        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
 
 
 def register() -> None:
@@ -166,6 +209,8 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="export_schema", node=ExportConfig)
     for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=node)

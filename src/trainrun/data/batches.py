@@ -155,3 +155,13 @@ class LoaderBatches:
             if self.flat:
                 x = x.flatten(1)
             yield x, self.prepare_targets(torch.as_tensor(y).to(self.device, non_blocking=True))
+
+
+def whole(batches: TensorBatches | LoaderBatches, batch_size: int) -> TensorBatches | LoaderBatches:
+    """The same split for one process: every sample, in order, no batch limit (``test_after_fit``
+    on rank 0 of a DDP run scores the split exactly as ``evaluate`` does alone)."""
+    if isinstance(batches, TensorBatches):
+        return TensorBatches(batches.x, batches.y, batch_size, shuffle=False, seed=batches.seed)
+    return LoaderBatches(batches.loader.dataset, batch_size, shuffle=False, seed=batches.seed,
+                         device=batches.device, prepare_targets=batches.prepare_targets,
+                         num_workers=batches.loader.num_workers, flat=batches.flat)

@@ -35,6 +35,11 @@ class DataInfo:
     y_std: list[float] | None = None
     # Array data: each split's sample positions in the source's rows (evaluate's predictions.csv).
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    # standardize: the train split's per-feature mean and divisor (std, 0 replaced by 1) of the
+    # flattened samples, float32; kept in checkpoints and applied to new data (data/fitted.py).
+    x_mean: np.ndarray | None = None
+    x_std: np.ndarray | None = None
+    features: list[str] | None = None  # the feature columns by name (CSV), in the model's order
 
     @property
     def in_features(self) -> int:
@@ -154,25 +159,16 @@ def prepare_arrays(
         y = y.astype(np.int64)
 
     n = len(x)
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = round(n * test_fraction)
-    n_val = round(n * val_fraction)
-    if n - n_val - n_test < 1:
-        raise TrainrunError(
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training "
-            f"samples out of {n}",
-            key="data.val_fraction",
-            fix="lower data.val_fraction / data.test_fraction",
-        )
-    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
-    test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
+    train_idx, val_idx, test_idx = split_indices(n, val_fraction, test_fraction, seed)
 
     y_scale = 1.0
     y_stats: tuple[list[float], list[float]] | tuple[None, None] = (None, None)
+    x_stats: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
     if standardize:
         mean = x[train_idx].mean(axis=0)
         std = x[train_idx].std(axis=0)
-        x = (x - mean) / np.where(std > 0, std, 1.0)
+        x_stats = mean, np.where(std > 0, std, 1.0).astype(np.float32)
+        x = (x - x_stats[0]) / x_stats[1]
         if task == "regression":
             y_mean, y_std = y[train_idx].mean(axis=0), y[train_idx].std(axis=0)
             y_std = np.where(y_std > 0, y_std, 1.0)
@@ -208,8 +204,28 @@ def prepare_arrays(
         y_mean=y_stats[0],
         y_std=y_stats[1],
         rows={"train": train_idx, "val": val_idx, "test": test_idx},
+        x_mean=x_stats[0],
+        x_std=x_stats[1],
     )
     return splits, info
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` sample positions: one seeded permutation, test first, then val."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = round(n * test_fraction)
+    n_val = round(n * val_fraction)
+    if n - n_val - n_test < 1:
+        raise TrainrunError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training "
+            f"samples out of {n}",
+            key="data.val_fraction",
+            fix="lower data.val_fraction / data.test_fraction",
+        )
+    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
+    test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
+    return train_idx, val_idx, test_idx
 
 
 def prepare_dataset(

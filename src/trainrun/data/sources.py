@@ -111,10 +111,11 @@ def make_synthetic(
 
 
 def read_csv(
-    path: str, target: str, features: list[str] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    path: str, target: str, features: list[str] | None = None, require_target: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A CSV file with a header row. Feature columns must be numeric; the target may be text
-    (class labels) or numbers."""
+    (class labels) or numbers. ``require_target=False`` (``predict``): a file without the target
+    column gives ``y = None``."""
     file = _existing_file(path, "data.path")
     try:
         with file.open(newline="") as f:
@@ -129,13 +130,15 @@ def read_csv(
             key="data.path",
         )
     header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
-    if target not in header:
+    if target not in header and not require_target:
+        target = ""  # no target column: features only
+    elif target not in header:
         raise TrainrunError(
             f"CSV file {str(file)!r} has no column {target!r}; its columns are {header}",
             key="data.target",
             fix="set data.target to one of the columns above",
         )
-    names = list(features) if features else [h for h in header if h != target]
+    names = feature_names(header, target, features)
     for name in names:
         if name not in header:
             raise TrainrunError(
@@ -160,6 +163,8 @@ def read_csv(
                 key="data.features",
                 fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]",
             ) from None
+    if not target:
+        return x, None
     y_text = columns[target]
     if all(v.lstrip("-").isdigit() for v in y_text):
         y: np.ndarray = np.asarray(y_text, dtype=np.int64)  # whole numbers: class labels
@@ -170,8 +175,26 @@ def read_csv(
     return x, y
 
 
-def read_npz(path: str, x_key: str = "X", y_key: str = "y") -> tuple[np.ndarray, np.ndarray]:
-    """A NumPy ``.npz`` archive holding the features and the targets."""
+def feature_names(header: list[str], target: str, features: list[str] | None) -> list[str]:
+    """The feature columns of a CSV file: ``features`` as given, else every column but the target."""
+    return list(features) if features else [h for h in header if h != target]
+
+
+def csv_feature_names(path: str, target: str, features: list[str] | None = None) -> list[str] | None:
+    """The feature column names a ``read_csv`` of this file uses, from its header line alone
+    (kept in the checkpoint, so ``predict`` picks the same columns by name in a new file)."""
+    try:
+        with Path(path).expanduser().open(newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None if header is None else feature_names([h.strip() for h in header], target, features)
+
+
+def read_npz(path: str, x_key: str = "X", y_key: str = "y",
+             require_target: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """A NumPy ``.npz`` archive holding the features and the targets (``require_target=False``,
+    for ``predict``: an archive without the targets array gives ``y = None``)."""
     file = _existing_file(path, "data.path")
     try:
         archive = np.load(file, allow_pickle=False)
@@ -181,6 +204,8 @@ def read_npz(path: str, x_key: str = "X", y_key: str = "y") -> tuple[np.ndarray,
         ) from None
     with archive:
         for key, name in (("data.x_key", x_key), ("data.y_key", y_key)):
+            if name == y_key and name not in archive.files and not require_target:
+                return archive[x_key], None  # predict: features only
             if name not in archive.files:
                 raise TrainrunError(
                     f"NPZ file {str(file)!r} has no array {name!r}; it holds {archive.files}",

@@ -3,9 +3,11 @@ loaded safely.
 
 A checkpoint holds the model (with its head), optimizer, scheduler and grad-scaler states, the
 :class:`~trainrun.engine.loop.TrainState` (epoch, step, position inside the epoch and that
-epoch's batch losses so far, best value, history), every random stream, and the composed
-config. The shuffle order needs no state: each epoch's permutation is seeded by the seed and
-the epoch number.
+epoch's batch losses so far, best value, history), every random stream, the composed
+config, and what the training split taught the data pipeline (``data``: feature statistics,
+label encoding, sample shape; :mod:`trainrun.data.fitted`), which ``predict`` applies to new
+data. The shuffle order needs no state: each epoch's permutation is seeded by the seed and the
+epoch number.
 
 Writing: the payload is serialized to memory on the training thread (a consistent snapshot of
 that moment), then written, fsynced and renamed into place on a background thread
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, atomic_write
@@ -155,6 +158,8 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "rng": rng_state(),
         "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
         "schemas": schema_names(setup.cfg),
+        # the training split's statistics and label encoding, applied to new data (predict)
+        "data": to_payload(setup.info),
     }
 
 

@@ -32,7 +32,7 @@ NEVER_BLOCK = ("data.num_workers",)
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")
 # Run-control keys, never compared.
-IGNORED = ("resume", "print_config", "explain")
+IGNORED = ("resume", "print_config", "model_summary", "explain")
 
 
 def find(resume: str, run_dir: Path) -> Path | None:

@@ -1,7 +1,9 @@
-"""What the user sees and what lands in the run folder: the progress bar, one line per epoch,
-``metrics.csv`` / ``metrics.jsonl`` (rewritten atomically from the history every epoch, so a
-resumed run never duplicates or loses a row), ``summary.json`` and the closing rich table.
-Only rank 0 prints or writes.
+"""What the user sees and what lands in the run folder: a short header (the run folder, the
+model's size), the progress bar or one line per epoch, ``metrics.csv`` / ``metrics.jsonl``
+(rewritten atomically from the history every epoch, so a resumed run never duplicates or loses a
+row), ``summary.json`` and the closing rich table. The full config tree only with
+``print_config=true`` (it is always in ``.hydra/config.yaml``). A sweep job keeps the console to
+one line (its log file gets the rest, :mod:`trainrun.report.echo`). Only rank 0 prints or writes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
-from trainrun.report.loggers import CsvLogger, Loggers, config_dict, config_params
+from trainrun.report.echo import FILE_ONLY, print_config_tree, rendered
+from trainrun.report.loggers import CsvLogger, Loggers, config_params
 from trainrun.report.plots import write_curves
 
 log = logging.getLogger("trainrun")
@@ -66,22 +69,52 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-class Reporter:
-    """Progress, epoch lines and metric files for one run."""
+def job_line(summary: dict[str, Any]) -> str:
+    """A sweep job's one console line: how it ended, its objective, test, time, folder."""
+    objective = summary.get("objective") or {}
+    value = objective.get("value")
+    shown = f"{value:.5g}" if isinstance(value, float) else str(value)
+    parts = [f"  {summary.get('status')}: {objective.get('name')} {shown}"]
+    if summary.get("best_epoch") is not None:
+        parts.append(f" (best epoch {summary['best_epoch']} of {summary.get('epochs_run')})")
+    test = summary.get("test") or {}
+    scores = [f"test_{k} {v:.4g}" for k, v in test.items() if isinstance(v, float)]
+    if scores:
+        parts.append(", " + ", ".join(scores))
+    parts.append(f", {summary.get('total_seconds', 0.0):.1f} s: {summary.get('run_dir')}")
+    return "".join(parts)
 
-    def __init__(self, run_dir: Path, *, epochs: int, progress: str, rank: int = 0) -> None:
+
+class Reporter:
+    """Progress, epoch lines and metric files for one run. ``sweep_job``: a job of ``train -m``,
+    whose console gets one line at the end (with ``trainer.progress=auto``) and whose log file
+    gets everything."""
+
+    def __init__(self, run_dir: Path, *, epochs: int, progress: str, rank: int = 0,
+                 sweep_job: bool = False) -> None:
         self.run_dir, self.epochs, self.rank = run_dir, epochs, rank
-        self.mode = progress_mode(progress) if rank == 0 else "none"
+        self.quiet_console = sweep_job and progress == "auto" and rank == 0
+        self.mode = ("epoch" if self.quiet_console else progress_mode(progress)) if rank == 0 else "none"
+        self.extra = FILE_ONLY if self.quiet_console else None
         self.writes = rank == 0
         # Where epoch values go: metrics.csv/.jsonl unless use_loggers() chooses others.
         self.loggers = Loggers([CsvLogger(run_dir)] if self.writes else [])
 
+    def _say(self, message: str) -> None:
+        log.info(message, extra=self.extra)
+
     def show_start(self, cfg: Any) -> None:
-        """The config as a rich tree (``print_config``) and the run folder, to copy."""
+        """The run folder, to copy; the config as a rich tree only with ``print_config=true``
+        (a sweep prints the shared config once, at its start)."""
         if self.mode != "none":
-            if cfg.get("print_config", True) and not cfg.get("explain", False):  # explain: one screen
+            if cfg.get("print_config", False) and not cfg.get("explain", False) and not self.quiet_console:
                 print_config_tree(cfg)
-            log.info(f"run folder: {self.run_dir}")
+            self._say(f"run folder: {self.run_dir}")
+
+    def table(self, renderable: Any) -> None:
+        """A rich table (``model_summary=true``'s), on the console and in the log."""
+        if self.writes and self.mode != "none":
+            self._say(rendered(renderable))
 
     def use_loggers(self, loggers: Loggers, cfg: Any) -> None:
         """Send epochs and the summary to ``loggers`` (the ``logger`` group), starting with the
@@ -105,12 +138,12 @@ class Reporter:
 
     def epoch_end(self, row: dict[str, Any], state: Any) -> None:
         if self.mode != "none":
-            log.info(format_row(row, self.epochs))
+            self._say(format_row(row, self.epochs))
         self.loggers.log_epoch(row, state.history)
 
     def info(self, message: str) -> None:
         if self.rank == 0:
-            log.info(message)
+            self._say(message)
 
     def summary(self, summary: dict[str, Any], history: list[dict[str, Any]] | None = None,
                 plot: bool = True) -> None:
@@ -120,48 +153,37 @@ class Reporter:
         if plot and history:
             note = write_curves(history, self.run_dir / CURVES_PNG)
             if note and self.mode != "none":
-                log.info(note)
+                self._say(note)
         self.loggers.log_summary(summary)
         self.loggers.close()
         if self.mode == "none":
             return
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"trainrun: {summary['status']}", title_justify="left")
         table.add_column("")
         table.add_column("final", justify="right")
         table.add_column(f"best (epoch {summary.get('best_epoch')})", justify="right")
+        test = summary.get("test")
+        if test:  # trainer.test_after_fit: the checkpoint it scored
+            table.add_column(f"test ({test['checkpoint'].split(' ')[0]})", justify="right")
         final, best = summary.get("final") or {}, summary.get("best") or {}
         for key, value in final.items():
             if key in ("epoch", "step", "seconds", "samples_per_s"):
                 continue
             shown = best.get(key)
-            table.add_row(key, f"{value:.5g}", "" if shown is None else f"{shown:.5g}")
+            cells = [key, f"{value:.5g}", "" if shown is None else f"{shown:.5g}"]
+            if test:
+                name = key.removeprefix("val_")
+                scored = test.get(name) if key.startswith("val_") else None
+                cells.append("" if scored is None else f"{scored:.5g}")
+            table.add_row(*cells)
         table.add_row("epochs", str(final.get("epoch", 0)), "")
         table.add_row("time", f"{summary['train_seconds']:.2f}s train, "
                       f"{summary['total_seconds']:.2f}s total", "")
         table.add_row("parameters", f"{summary['num_parameters']:,}", "")
         table.add_row("device", summary["device"], "")
-        console = Console(file=sys.stdout, width=100)
-        console.print(table)
-        console.print(f"run folder: {self.run_dir}")
-
-
-def print_config_tree(cfg: Any) -> None:
-    """The composed config as a rich tree: the groups as branches, then the top-level values."""
-    from rich.console import Console
-    from rich.text import Text
-    from rich.tree import Tree
-
-    def add(branch: Tree, node: dict[str, Any]) -> None:
-        for key, value in sorted(node.items(), key=lambda kv: isinstance(kv[1], dict) and bool(kv[1])):
-            if isinstance(value, dict) and value:
-                add(branch.add(Text(str(key), style="bold cyan")), value)
-            else:
-                branch.add(Text.assemble(f"{key}: ", (repr(value) if isinstance(value, str)
-                                                      else str(value), "green")))
-
-    root = Tree(Text("config", style="bold"), guide_style="dim")
-    add(root, config_dict(cfg))
-    Console(file=sys.stdout, width=100, highlight=False).print(root)
+        self._say(rendered(table))  # on the console and in train.log
+        self._say(f"run folder: {self.run_dir}")
+        if self.quiet_console:  # a sweep job: this one line on the console
+            log.info(job_line(summary))

@@ -77,6 +77,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def test_values(summary: dict[str, Any]) -> dict[str, float]:
+    """``test/loss``, ``test/acc``, ...: what ``trainer.test_after_fit`` scored (none without)."""
+    test = summary.get("test") or {}
+    return {f"test/{k}": v for k, v in test.items() if k not in ("epoch", "samples") and _scalar(v)}
+
+
 def config_dict(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as plain dicts and lists, resolved where it can be."""
     try:
@@ -194,6 +200,7 @@ class TensorBoardLogger:
         best = summary.get("best") or summary.get("final") or {}
         results = {f"best/{k}": v for k, v in best.items()
                    if k not in (*NOT_METRICS, *TIMINGS) and _scalar(v)}
+        results.update(test_values(summary))
         objective = summary.get("objective") or {}
         if _scalar(objective.get("value")):
             results["objective"] = objective["value"]
@@ -377,6 +384,7 @@ class WandbLogger:
         objective = summary.get("objective") or {}
         values: dict[str, Any] = {f"best/{k}": v for k, v in best.items()
                                   if k not in (*NOT_METRICS, *TIMINGS) and _scalar(v)}
+        values.update(test_values(summary))
         values.update(status=summary.get("status"), best_epoch=summary.get("best_epoch"))
         if _scalar(objective.get("value")):
             values["objective"] = objective["value"]

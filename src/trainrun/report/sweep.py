@@ -118,7 +118,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
                    f"(see {job_dir.name}/*.log)")
-        row.update(final={}, best={}, best_epoch=None, epochs=None)
+        row.update(final={}, best={}, test={}, best_epoch=None, epochs=None)
         return row
     objective = summary.get("objective") or {}
     status = str(summary.get("status") or "failed")
@@ -132,6 +132,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         status=status, objective=value, objective_name=objective.get("name"),
         seconds=summary.get("total_seconds"), error=error,
         final=_metrics(summary.get("final")), best=_metrics(summary.get("best")),
+        test={k: v for k, v in (summary.get("test") or {}).items()
+              if k not in ("epoch", "samples", "checkpoint")},
         best_epoch=summary.get("best_epoch"), epochs=summary.get("epochs_run"),
     )
     return row
@@ -166,17 +168,19 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
                "best_epoch", "epochs",
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
+               *[f"test_{k}" for k in dict.fromkeys(k for r in rows for k in r.get("test", {}))],
                "seconds", "run_dir", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for rank, row in enumerate(rows, 1):
-        flat = {k: v for k, v in row.items() if k not in ("final", "best", "overrides", "tags")}
+        flat = {k: v for k, v in row.items() if k not in ("final", "best", "test", "overrides", "tags")}
         flat["rank"] = rank
         flat["overrides"] = " ".join(row["overrides"])
         flat["tags"] = ",".join(row.get("tags") or [])
         flat.update({f"final_{k}": v for k, v in row["final"].items()})
         flat.update({f"best_{k}": v for k, v in row["best"].items()})
+        flat.update({f"test_{k}": v for k, v in (row.get("test") or {}).items()})
         writer.writerow({k: "" if v is None else v for k, v in flat.items()})
     return out.getvalue()
 
