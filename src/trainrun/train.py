@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from trainrun import __version__, explain, lr_find
-from trainrun.build import Setup, build
+from trainrun.build import Setup, build, owners
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
@@ -52,7 +52,10 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
     if cfg.preflight:  # one real batch through the built objects; changes nothing
-        preflight.check(setup, say=reporter.info)
+        with phase("preflight (one batch through the model, the loss and the optimizer)", "model._target_",
+                   owners=lambda: owners(setup), fix=lambda key: f"look at {key}: the message says what "
+                   "failed (preflight=false would only move the same error into training)"):
+            preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(setup)
     # lr_find=true|apply: a range test that leaves the run as it was (apply: built again with it)
@@ -61,13 +64,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                "or lower lr_finder.max_lr, or leave lr_find=false"):
         setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
                                                 say=reporter.info)
-    if rank == 0:
-        reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
     if cfg.resume:
         with phase(f"resuming from resume={cfg.resume}", "resume",
                    fix="resume from a checkpoint of this run's model and config, or start a new run"):
             resume(setup, state, run_dir, say=reporter.info)
+    if rank == 0:  # after the resume: a refused one leaves the run's params.csv (and MLflow) alone
+        reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
 
     with Signals(quiet=rank != 0) as signals:
         # DDP: the ranks agree on the step at which a signal stops them all
@@ -76,7 +79,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
         training = phase(lambda: f"training (epoch {state.epoch + 1}, batch {state.batch + 1})",
-                         "model._target_", exit_code=TRAINING_ERROR,
+                         "model._target_", exit_code=TRAINING_ERROR, owners=lambda: owners(setup),
                          fix="fix the cause (the message says where it was raised); the checkpoints "
                          "written before it are intact and resume=auto continues from the last one "
                          "(HYDRA_FULL_ERROR=1 shows the whole traceback)")

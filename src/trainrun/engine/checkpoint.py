@@ -22,6 +22,7 @@ import pickle
 import queue
 import random
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.engine.collectives import gather_rows, rank_row
+from trainrun.engine.recognize import malformed, not_an_archive, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, atomic_write
+from trainrun.instantiate import untrusted_targets
 
 FORMAT = 1
 
@@ -55,11 +58,23 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     return write_file(Path(path), serialize(payload))
 
 
-def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
+def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str] = (),
+         trust_option: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error.
+
+    The file is recognized as a trainrun checkpoint before anything is read from it (a whole
+    ``torch.save`` archive, then a payload of the parts :func:`payload` writes). Its stored
+    config is data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim
+    class (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is
+    True for a caller that never builds from the stored config (resume compares it only).
+    ``trust_option``: the caller's config key that fills ``trust``, named in the refusal."""
     path = Path(path)
+    use = which_file(key)
     if not path.is_file():
-        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key)
+        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key, fix=use)
+    broken = not_an_archive(path)
+    if broken:
+        raise TrainrunError(f"{str(path)!r} is not a trainrun checkpoint: {broken}", key=key, fix=use)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -76,12 +91,28 @@ def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
         ) from None
     except Exception as err:
         raise TrainrunError(
-            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key
+            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key, fix=use
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TrainrunError(
-            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key
+            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key, fix=use
         )
+    wrong = malformed(payload)
+    if wrong:
+        raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key, fix=use)
+    if trust is not True:
+        refused = untrusted_targets(payload["config"], trust)
+        if refused:
+            names = sorted({r.partition("=")[2] for r in refused})
+            raise TrainrunError(
+                f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
+                "A config inside a checkpoint is data, and trainrun builds from it only its own "
+                "classes and torch.nn / torch.optim ones: a file from elsewhere must not run code",
+                key=key,
+                fix="use a checkpoint of a run you made" + (
+                    f"; if you trust this file and the code it names, say so explicitly: "
+                    f"{trust_option}=[{','.join(names)}]" if trust_option else ""),
+            )
     return payload
 
 
