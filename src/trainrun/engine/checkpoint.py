@@ -60,14 +60,36 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str] = (),
          trust_option: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error.
-
-    The file is recognized as a trainrun checkpoint before anything is read from it (a whole
-    ``torch.save`` archive, then a payload of the parts :func:`payload` writes). Its stored
-    config is data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim
-    class (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is
-    True for a caller that never builds from the stored config (resume compares it only).
+    """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
+    (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
+    data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
+    (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is True for a
+    caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal."""
+    payload = read(path, key)
+    wrong = malformed(payload)
+    if wrong:
+        raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
+                            fix=which_file(key))
+    if trust is not True:
+        refused = untrusted_targets(payload["config"], trust)
+        if refused:
+            names = sorted({r.partition("=")[2] for r in refused})
+            raise TrainrunError(
+                f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
+                "A config inside a checkpoint is data, and trainrun builds from it only its own "
+                "classes and torch.nn / torch.optim ones: a file from elsewhere must not run code",
+                key=key,
+                fix="use a checkpoint of a run you made" + (
+                    f"; if you trust this file and the code it names, say so explicitly: "
+                    f"{trust_option}=[{','.join(names)}]" if trust_option else ""),
+            )
+    return payload
+
+
+def read(path: str | Path, key: str = "resume") -> dict[str, Any]:
+    """The payload of a file trainrun wrote with :func:`save` (a whole ``torch.save`` archive with
+    ``format: 1``), read with ``weights_only=True``; a clear error for anything else."""
     path = Path(path)
     use = which_file(key)
     if not path.is_file():
@@ -97,22 +119,6 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
         raise TrainrunError(
             f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key, fix=use
         )
-    wrong = malformed(payload)
-    if wrong:
-        raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key, fix=use)
-    if trust is not True:
-        refused = untrusted_targets(payload["config"], trust)
-        if refused:
-            names = sorted({r.partition("=")[2] for r in refused})
-            raise TrainrunError(
-                f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
-                "A config inside a checkpoint is data, and trainrun builds from it only its own "
-                "classes and torch.nn / torch.optim ones: a file from elsewhere must not run code",
-                key=key,
-                fix="use a checkpoint of a run you made" + (
-                    f"; if you trust this file and the code it names, say so explicitly: "
-                    f"{trust_option}=[{','.join(names)}]" if trust_option else ""),
-            )
     return payload
 
 
