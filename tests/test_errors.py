@@ -269,6 +269,8 @@ CASES = [
     ("scheduler_makes_lr_negative", [*CSV, "scheduler._target_=usercode.NegativeSchedule",
                                      "scheduler.interval=step"], 1,
      ["NegativeSchedule set the learning rate of parameter group 0 to -", "key: scheduler._target_"]),
+    ("loss_fails_in_validation", [*CSV, "loss._target_=usercode.FailsWhenEvaluating"], 1,
+     ["validating after epoch 1 failed: ValueError: no loss for validation", "key: loss._target_"]),
     ("user_loss_without_init", [*CSV, "loss._target_=usercode.PerSampleLoss"], 2,
      ["PerSampleLoss returned [16], not a single number"]),
     ("provided_key_would_be_ignored", [*CSV, "+model.in_features=5"], 2,

@@ -368,3 +368,11 @@ def two_label_columns():
 
 def scalar_target():
     return np.random.default_rng(0).normal(size=(40, 3)), np.int64(1)
+
+
+class FailsWhenEvaluating(nn.Module):
+    "Cross-entropy while training; raises on the validation split."
+    def forward(self, out, y):
+        if not torch.is_grad_enabled():
+            raise ValueError("no loss for validation")
+        return nn.functional.cross_entropy(out, y)
