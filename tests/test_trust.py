@@ -134,6 +134,7 @@ def test_files_that_are_not_checkpoints(checkpoint, tmp_path):
     (lambda p: p["state"].update(step=True), "its state.step is True"),
     (lambda p: p["state"].update(evil=1), "unknown entries: evil"),
     (lambda p: p["state"].update(batch=-1), "negative"),
+    (lambda p: p["state"].update(history=[1, 2]), "not a list of epoch rows"),
     (lambda p: p.update(rng={}), "random-stream state lacks torch"),
     (lambda p: p["config"].pop("model"), "no model section"),
 ])

@@ -65,6 +65,8 @@ def malformed(payload: dict[str, Any]) -> str:
         return f"its state holds unknown entries: {', '.join(sorted(map(str, extra)))}"
     if any(state[n] < 0 for n in ("epoch", "step", "batch")):
         return "its state counts are negative"
+    if not all(isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in state["history"]):
+        return "its state.history is not a list of epoch rows"
     missing = [n for n in RNG_PARTS if n not in payload["rng"]]
     if missing:
         return f"its random-stream state lacks {', '.join(missing)}"
