@@ -101,7 +101,7 @@ def test_load_refuses_stored_code_unless_trusted(checkpoint, tmp_path):
     torch.save(saved, tmp_path / "mine.pt")
     with pytest.raises(TrainrunError) as refused:
         load(tmp_path / "mine.pt", key="run")
-    assert "model._target_=mynet.Net" in refused.value.message and "trust=" not in str(refused.value)
+    assert "model._target_=mynet.Net" in refused.value.message and "trust=" not in refused.value.fix
     with pytest.raises(TrainrunError) as offered:
         load(tmp_path / "mine.pt", key="run", trust_option="trust")
     assert "trust=[mynet.Net]" in str(offered.value)

@@ -77,12 +77,12 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
             names = sorted({r.partition("=")[2] for r in refused})
             raise TrainrunError(
                 f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
-                "A config inside a checkpoint is data, and trainrun builds from it only its own "
-                "classes and torch.nn / torch.optim ones: a file from elsewhere must not run code",
+                "A config inside a checkpoint is data: trainrun builds from it only its own classes "
+                "and torch.nn / torch.optim ones unless you name the code to trust, so that a file "
+                "from elsewhere cannot run code",
                 key=key,
-                fix="use a checkpoint of a run you made" + (
-                    f"; if you trust this file and the code it names, say so explicitly: "
-                    f"{trust_option}=[{','.join(names)}]" if trust_option else ""),
+                fix=f"if the file is yours (a run of your own code) or you trust it: {trust_option}=[{','.join(names)}]"
+                if trust_option else "use a checkpoint whose config names only trainrun's and torch's classes",
             )
     return payload
 
