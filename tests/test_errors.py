@@ -34,6 +34,12 @@ def folder(usercode: Path) -> Path:
     torch.save({"weight": torch.zeros(3)}, tmp_path / "weights.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "random.pt").write_bytes(np.random.default_rng(1).bytes(4096))
+    # A checkpoint with every part but a config that is text (it resumed with exit 0 before)
+    state = {"epoch": 1, "step": 1, "batch": 0, "best": None, "best_epoch": None, "history": [], "stop_reason": None}
+    torch.save({"format": 1, "model": {"w": torch.zeros(1)}, "optimizer": {}, "scheduler": None, "scaler": None,
+                "state": state, "step_losses": None, "rng": {"torch": torch.zeros(1), "cuda": [], "numpy": [],
+                                                             "python": []}, "config": "a string"},
+               tmp_path / "config_text.pt")
     return tmp_path
 
 
@@ -228,9 +234,55 @@ CASES = [
     ("resume_missing_file", ["resume=nope.pt"], 2, ["resume='nope.pt': no checkpoint at", "key: resume"]),
     ("resume_folder_without_checkpoint", ["resume=."], 2, ["no checkpoint at", "key: resume"]),
     ("resume_bare_state_dict", ["resume=weights.pt"], 2, ["is not a trainrun checkpoint", "key: resume"]),
-    ("resume_zero_byte_file", ["resume=empty.pt"], 2, ["empty.pt", "key: resume"]),
-    ("resume_random_bytes", ["resume=random.pt"], 2, ["random.pt", "key: resume"]),
+    ("resume_zero_byte_file", ["resume=empty.pt"], 2, ["empty.pt", "the file is empty (0 bytes", "key: resume"]),
+    ("resume_random_bytes", ["resume=random.pt"], 2,
+     ["random.pt", "is not a trainrun checkpoint: it is not a torch.save archive", "key: resume",
+      "fix: resume from a run's checkpoints/last.pt"]),
     # -- during training (exit 1)
+    # -- found by the adversarial pass (issue 11): each was a traceback, a wrong key, or exit 0
+    ("remove_required_key", ["~trainer.epochs"], 2,
+     ["~trainer.epochs removes a key that every run reads", "fix: give it a value instead"]),
+    ("key_of_another_option", ["data=csv", "data.path=m.csv", "data.target=y", "data.n_samples=3"], 2,
+     ["data.n_samples is not a key of 'data' as chosen (only data=synthetic has it)"]),
+    ("group_set_to_null", ["logger=null"], 2,
+     ["logger=null: a group's choice cannot be null", "key: logger", "logger=[] turns every logger off"]),
+    ("plateau_threshold_negative", ["scheduler=plateau", "scheduler.threshold=-1"], 2,
+     ["scheduler.threshold=-1.0 is not allowed: it must be 0 or more"]),
+    ("profiler_active_zero", ["profiler.active=0"], 2, ["profiler.active=0 is not allowed"]),
+    ("threads_beyond_cpus", ["trainer.threads=100000"], 2,
+     ["trainer.threads=100000 is not allowed: it must be between 1 and this machine's"]),
+    ("run_dir_empty", ["hydra.run.dir="], 2, ["hydra.run.dir is empty", "key: hydra.run.dir"]),
+    ("job_chdir", ["hydra.job.chdir=true"], 2, ["hydra.job.chdir=true would run the task inside the run folder"]),
+    ("target_takes_the_key", ["scheduler=plateau", "scheduler.min_lr=0.001"], 2,
+     ["scheduler.min_lr is not a key", "ReduceLROnPlateau takes min_lr: add it with +scheduler.min_lr=0.001"]),
+    ("model_exits_in_forward", ["model._target_=usercode.ExitsInForward"], 2,
+     ["preflight", "SystemExit: the code called sys.exit(0)", "raised in usercode.py:", "key: model._target_"]),
+    ("model_output_without_data", ["model._target_=usercode.OnMeta"], 2,
+     ["preflight", "cannot be called on meta tensors", "key: model._target_"]),
+    ("dataset_ragged_samples", ["data._target_=usercode.RaggedDataset"], 2,
+     ["preflight", "stack expects each tensor to be equal size", "key: data._target_"]),
+    ("optimizer_step_needs_closure", ["optim._target_=torch.optim.LBFGS"], 2,
+     ["its step() needs a closure", "key: optim._target_"]),
+    ("scheduler_raises_while_training", [*CSV, "scheduler._target_=usercode.RaisingSchedule",
+                                         "scheduler.interval=step"], 1,
+     ["training (epoch 1, batch 2) failed: RuntimeError: schedule table exhausted", "key: scheduler._target_"]),
+    ("scheduler_makes_lr_negative", [*CSV, "scheduler._target_=usercode.NegativeSchedule",
+                                     "scheduler.interval=step"], 1,
+     ["NegativeSchedule set the learning rate of parameter group 0 to -", "key: scheduler._target_"]),
+    ("loss_fails_in_validation", [*CSV, "loss._target_=usercode.FailsWhenEvaluating"], 1,
+     ["validating after epoch 1 failed: ValueError: no loss for validation", "key: loss._target_"]),
+    ("user_loss_without_init", [*CSV, "loss._target_=usercode.PerSampleLoss"], 2,
+     ["PerSampleLoss returned [16], not a single number"]),
+    ("provided_key_would_be_ignored", [*CSV, "+model.in_features=5"], 2,
+     ["model.in_features=5 would be ignored: trainrun passes in_features=4", "key: model.in_features"]),
+    ("source_two_label_columns", ["data._target_=usercode.two_label_columns", "data.task=multiclass"], 2,
+     ["needs one label per sample, but y has shape [40, 2]", "key: data.task"]),
+    ("source_scalar_target", ["data._target_=usercode.scalar_target"], 2, ["y of shape []"]),
+    ("dataset_fractional_labels", ["data._target_=usercode.FractionalLabels", "data.task=multiclass"], 2,
+     ["labels must be class ids", "0.25", "key: data.task"]),
+    ("betas_too_short", ["optim.betas=[0.9]"], 2, ["IndexError: list index out of range", "key: optim.betas"]),
+    ("resume_config_not_a_dict", ["resume=config_text.pt"], 2,
+     ["is not a whole trainrun checkpoint: its 'config' entry is a str", "key: resume"]),
     ("forward_raises_in_epoch_2", [*CSV, "model._target_=usercode.RaisesLater", "+model.at=7", "trainer.epochs=2"],
      1, ["training (epoch 2, batch 2) failed: ValueError: boom in forward", "raised in usercode.py:",
          "key: model._target_"]),
@@ -251,6 +303,8 @@ BEFORE_TORCH = {
     "momentum_above_one", "seed_too_big", "seed_negative", "limit_val_batches_zero",
     "limit_train_batches_zero", "devices_zero", "clip_negative", "patience_negative",
     "every_n_epochs_zero", "step_size_zero", "t_max_zero", "precision_word", "dropout_negative",
+    "remove_required_key", "key_of_another_option", "group_set_to_null", "plateau_threshold_negative",
+    "profiler_active_zero", "threads_beyond_cpus", "run_dir_empty", "job_chdir",
 }
 PARAMS = [c if hasattr(c, "marks") else
           pytest.param(*c[1:], id=c[0], marks=() if c[0] in BEFORE_TORCH else pytest.mark.slow)
@@ -377,3 +431,56 @@ def test_no_checkpoint_holds_weights_trained_on_a_nan(train, folder: Path) -> No
     resumed = train(*common, "resume=auto", "trainer.on_nonfinite=skip")
     assert "resumed from" in resumed.output and "epoch 2, after batch 2 (step 5)" in resumed.output
     assert resumed.summary["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- the boundary itself
+
+
+def test_the_boundary_names_the_object_whose_code_raised() -> None:
+    """In training every error used to be blamed on model._target_ (LBFGS's step, a scheduler's
+    get_lr): the innermost frame whose ``self`` is a built object names its key."""
+    from trainrun.errors import TrainrunError, phase
+
+    class Schedule:
+        def step(self):
+            raise RuntimeError("table exhausted")
+
+    schedule = Schedule()
+    with pytest.raises(TrainrunError) as err, phase("training", "model._target_",
+                                                    owners=lambda: {"scheduler._target_": [schedule]}):
+        schedule.step()
+    assert err.value.key == "scheduler._target_" and "RuntimeError: table exhausted" in err.value.message
+
+
+def test_an_exit_inside_a_phase_is_an_error_and_ctrl_c_is_not() -> None:
+    """A user's code calling sys.exit(0) ended the run with status 0 and no result."""
+    import sys
+
+    from trainrun.errors import TrainrunError, phase
+
+    with pytest.raises(TrainrunError, match=r"SystemExit: the code called sys.exit\(0\)"), phase("x", "model._target_"):
+        sys.exit(0)
+    with pytest.raises(KeyboardInterrupt), phase("x", "model._target_"):
+        raise KeyboardInterrupt
+
+
+def test_the_line_that_raised_names_the_key() -> None:
+    """torch's ``betas[1]`` raising IndexError names no key in its text; its line does."""
+    from trainrun.errors import TrainrunError, describe, phase
+
+    def check(betas):
+        return 0.0 <= betas[1] < 1.0
+
+    with pytest.raises(TrainrunError) as err, phase("building the optimizer", "optim._target_",
+                                                    section={"lr": 0.1, "betas": [0.9]}):
+        check([0.9])
+    assert err.value.key == "optim.betas"
+    wrapped = RuntimeError("Target 'x' is blocklisted because it allows\nconfig data to run code. More text.")
+    assert describe(wrapped).endswith("because it allows config data to run code. More text.")
+
+
+def test_inf_is_a_norm(compose) -> None:
+    """inf is torch's max-norm for clipping: refused as "not finite" before."""
+    from trainrun.config.checks import check_config
+
+    check_config(compose("trainer.grad_clip.norm_type=inf", "trainer.grad_clip.max_norm=1"))

@@ -257,6 +257,13 @@ def test_resume_config_checks(trained, tmp_path):
     assert "loss._target_: 'torch.nn.CrossEntropyLoss' -> 'torch.nn.NLLLoss'" in refused.output
     assert "different config" in refused.output
 
+    # The same refused in the run's own folder (resume=auto): its record stays as it was
+    # (params.csv used to be rewritten with the refused config before the resume was checked).
+    record = {name: (trained / name).read_bytes() for name in (".hydra/config.yaml", "params.csv")}
+    here = run_train(*ONE_EPOCH, "model.hidden=[64]", "resume=auto", cwd=tmp_path, run_dir=trained, check=False)
+    assert here.returncode == 2 and "different config" in here.output, here.output
+    assert {name: (trained / name).read_bytes() for name in record} == record
+
     # More epochs: allowed and reported; an optimizer value the saved state overrides: reported
     # as not applied.
     more = again("trainer.epochs=2", "optim.lr=0.01", check=True)

@@ -305,3 +305,74 @@ class NegativeLabels(torch.utils.data.Dataset):
 
 def text():
     return "not arrays"
+
+
+# --------------------------------------------------------------------------- found by the adversarial pass (issue 11)
+
+
+class OnMeta(Net):
+    "Returns its output on the meta device (no data): torch fails reading it."
+    def forward(self, x):
+        return self.fc(x).to("meta")
+
+
+class ExitsInForward(Net):
+    "Calls sys.exit(0) in forward: without the boundary the run ended with status 0, no result."
+    def forward(self, x):
+        raise SystemExit(0)
+
+
+class PerSampleLoss(nn.Module):
+    "A loss module without an __init__ of its own, returning one loss per sample."
+    def forward(self, out, y):
+        return nn.functional.cross_entropy(out, y, reduction="none")
+
+
+class RaisingSchedule(torch.optim.lr_scheduler.LRScheduler):
+    "Raises from its second step on."
+    def get_lr(self):
+        if self.last_epoch >= 2:
+            raise RuntimeError("schedule table exhausted")
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+
+class NegativeSchedule(torch.optim.lr_scheduler.LRScheduler):
+    "A linear decay sized for too few steps: the rate goes below 0."
+    def get_lr(self):
+        return [base * (1 - self.last_epoch / 2) for base in self.base_lrs]
+
+
+class RaggedDataset(torch.utils.data.Dataset):
+    "Samples of different lengths: the batches cannot be stacked."
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return torch.zeros(1 + i % 3), i % 2
+
+
+class FractionalLabels(torch.utils.data.Dataset):
+    "Labels 0.25 and 1.25: a class loss would truncate them."
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return torch.full((3,), float(i)), i % 2 + 0.25
+
+
+def two_label_columns():
+    "y with two integer columns: np.unique used to flatten it into two labels per sample."
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(40, 3)), np.stack([np.arange(40) % 2, np.arange(40) % 3], 1)
+
+
+def scalar_target():
+    return np.random.default_rng(0).normal(size=(40, 3)), np.int64(1)
+
+
+class FailsWhenEvaluating(nn.Module):
+    "Cross-entropy while training; raises on the validation split."
+    def forward(self, out, y):
+        if not torch.is_grad_enabled():
+            raise ValueError("no loss for validation")
+        return nn.functional.cross_entropy(out, y)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import random
 from collections import OrderedDict
@@ -150,6 +151,46 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     return raw_model, loss, info, flat
 
 
+def check_steps_alone(optimizer: torch.optim.Optimizer, target: str) -> None:
+    """The loop calls ``optimizer.step()`` with no argument: an optimizer whose ``step`` needs a
+    closure (LBFGS re-evaluates the loss itself) cannot be driven by it."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise TrainrunError(
+            f"optim._target_={target}: its step() needs a closure (a function that recomputes the "
+            "loss), but trainrun's loop calls optimizer.step() once per batch, after backward, "
+            "with no argument",
+            key="optim._target_",
+            fix="choose an optimizer whose step() works without a closure (sgd, adam, adamw, "
+            "rmsprop, adagrad)",
+        )
+
+
+def owners(setup: Setup) -> dict[str, list[object]]:
+    """Which key each built object belongs to, for naming the one whose code raised an error
+    (:func:`trainrun.errors.owner_key`): the model's layers, the loss, the optimizer, the
+    scheduler, and the batches with the user's Dataset behind them."""
+    data: list[object] = []
+    for batches in (setup.train_batches, setup.val_batches, setup.test_batches):
+        if batches is None:
+            continue
+        data.append(batches)
+        dataset = getattr(getattr(batches, "loader", None), "dataset", None)
+        while dataset is not None:  # a random_split Subset, then the user's Dataset
+            data.append(dataset)
+            dataset = getattr(dataset, "dataset", None)
+    return {
+        "model._target_": [setup.model, *setup.raw_model.modules()],
+        "loss._target_": [setup.criterion],
+        "optim._target_": [setup.optimizer],
+        "scheduler._target_": [setup.scheduler] if setup.scheduler is not None else [],
+        "data._target_": data,
+    }
+
+
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
                 rank: int, world_size: int, flat: bool = False) -> Batches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
@@ -198,10 +239,12 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
+    check_steps_alone(optimizer, cfg.optim._target_)
     where = dict(rank=rank, world_size=world_size, flat=flat)
-    train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
-    val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
-    test_batches = batches_for(splits.test, cfg, loss, device, train=False, **where)
+    with phase("preparing the batches", "data._target_", section=cfg.data):
+        train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
+        val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
+        test_batches = batches_for(splits.test, cfg, loss, device, train=False, **where)
     assert train_batches is not None
 
     scheduler = None
@@ -217,7 +260,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
             consumed=("interval", "monitor", *extra), optimizer=optimizer, **extra,
         )
     scaler = torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "fp16")
-    metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
+    with phase("building the metrics", "metrics"):
+        metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
     logged = logged_names(info, loss, metrics, val_batches is not None)
     return Setup(
         cfg=cfg, settings=loop_settings(cfg, logged if training else None, scheduler),

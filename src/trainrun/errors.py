@@ -65,13 +65,23 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def describe(err: BaseException) -> str:
-    """``Type: first line of the message`` (what a traceback ends with, without the traceback)."""
+    """``Type: first line of the message`` (what a traceback ends with, without the traceback).
+    A sentence broken over lines is kept whole (Hydra's "is blocklisted because it allows /
+    arbitrary code execution"), and a first line ending in ":" gets the line after it."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit: the code called sys.exit({err.code!r})"
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     if not lines:
         return type(err).__name__
     text = lines[0]
-    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for MLP:" + the first one
-        text = f"{text} {lines[1]}"
+    rest = lines[1:]
+    while rest and len(text) < 300 and not text.endswith((".", ":", "!", "?", ")", "]", "'", '"')):
+        text = f"{text} {rest.pop(0)}"  # a sentence wrapped over lines
+    end = re.search(r"[.!?] (?=[A-Z])", text)
+    if end and len(text) > 160:  # a long paragraph: its first sentence
+        text = text[: end.start() + 1]
+    if text.endswith(":") and rest:  # "Error(s) in loading state_dict for MLP:" + the first one
+        text = f"{text} {rest[0]}"
     return f"{type(err).__name__}: {text}"
 
 
@@ -88,15 +98,29 @@ def raised_in(err: BaseException) -> str:
     return ""
 
 
+def failing_line(err: BaseException) -> str:
+    """The source line that raised ``err`` (its innermost frame), lower-cased; "" if unknown."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return (frames[-1].line or "").lower() if frames else ""
+
+
 def named_key(err: BaseException, key: str, section: Mapping[str, Any] | None) -> str:
-    """The key of ``section`` (under ``key``'s prefix) that the error's text names, by name
-    (``Invalid beta parameter`` -> ``optim.betas``) or by value (``No such file: 'x.csv'`` ->
-    ``data.path``); ``key`` itself when it names none."""
+    """The key of ``section`` (under ``key``'s prefix) that the error names: by name in its text
+    (``Invalid beta parameter`` -> ``optim.betas``), by value (``No such file: 'x.csv'`` ->
+    ``data.path``), or else by name in the line of code that raised it (torch's
+    ``if not 0.0 <= betas[0] < 1.0`` raising IndexError for ``optim.betas=[0.9]``); ``key``
+    itself when none is named."""
     if not section:
         return key
+    return (_key_in(str(err).lower(), key, section, by_value=True)
+            or _key_in(failing_line(err), key, section, by_value=False) or key)
+
+
+def _key_in(text: str, key: str, section: Mapping[str, Any], *, by_value: bool) -> str | None:
+    """The key of ``section`` whose name (or value) ``text`` mentions first (the longest word
+    there); None when it mentions none."""
     prefix = key.partition(".")[0]
-    text = str(err).lower()
-    best, best_at = key, (len(text) + 1, 0)  # the key named first (the longest word there)
+    best, best_at = None, (len(text) + 1, 0)
     for name in section:
         name = str(name)
         if name.startswith("_"):
@@ -105,7 +129,7 @@ def named_key(err: BaseException, key: str, section: Mapping[str, Any] | None) -
         words = {name.lower(), name.lower().replace("_", " "), *KEY_ALIASES.get(name, ())}
         if len(name) > 3 and name.endswith("s"):
             words.add(name[:-1].lower())
-        if isinstance(value, str) and len(value) >= 3:
+        if by_value and isinstance(value, str) and len(value) >= 3:
             words.add(value.lower())
         for word in words:
             found = re.search(rf"(?<![\w.]){re.escape(word)}(?![\w])", text)
@@ -114,26 +138,46 @@ def named_key(err: BaseException, key: str, section: Mapping[str, Any] | None) -
     return best
 
 
+def owner_key(err: BaseException, owners: Mapping[str, Iterable[object]]) -> str | None:
+    """The key of the object whose own code raised ``err``: the innermost frame of the
+    traceback whose ``self`` is one of ``owners``' objects (the optimizer's ``step``, the
+    scheduler's ``get_lr``, a layer's ``forward``, the Dataset's ``__getitem__``)."""
+    which = {id(obj): name for name, objects in owners.items() for obj in objects}
+    tb = err.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        me = frame.f_locals.get("self")
+        if me is not None and id(me) in which:
+            return which[id(me)]
+    return None
+
+
 @contextlib.contextmanager
 def phase(what: str | Callable[[], str], key: str, *, section: Mapping[str, Any] | None = None,
-          fix: str | Callable[[str], str] | None = None, exit_code: int = CONFIG_ERROR) -> Iterator[None]:
+          fix: str | Callable[[str], str] | None = None, exit_code: int = CONFIG_ERROR,
+          owners: Callable[[], Mapping[str, Iterable[object]]] | None = None) -> Iterator[None]:
     """Run one phase of the run (building the optimizer, loading the data, training, ...).
 
     Any exception raised inside, whoever raised it (torch, numpy, the user's code), leaves as
     one :class:`TrainrunError`: what failed, the key the phase owns (narrowed to the key of
-    ``section`` its text names), the original error's type and first line, where in the user's
-    code it was raised, and a fix (``what`` may be a function, read when it failed; ``fix`` a
-    function of the key named). A
-    :class:`TrainrunError` passes through: it already says it better. Ctrl-C and exits are not
-    errors and pass through too.
+    ``section`` its text names, or to the key of the object in ``owners`` whose code raised
+    it), the original error's type and first line, where in the user's code it was raised, and
+    a fix (``what`` may be a function, read when it failed; ``fix`` a function of the key
+    named). A :class:`TrainrunError` passes through: it already says it better. Ctrl-C passes
+    through too (it is not an error), but an exit (``sys.exit``, ``exit()``) raised inside is
+    one: nothing in a phase exits on purpose, and a user's code that does would otherwise end
+    the run with status 0 and no result.
     """
     try:
         yield
     except TrainrunError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         where = raised_in(err)
-        named = named_key(err, key, section)
+        named = (owner_key(err, owners()) if owners is not None else None) or named_key(err, key, section)
         raise TrainrunError(
             f"{what() if callable(what) else what} failed: {describe(err)}"
             + (f" (raised in {where})" if where else ""),

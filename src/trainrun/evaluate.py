@@ -100,7 +100,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
     name = next((n for n in (BEST, LAST) if (folder / n).is_file()), None) if setup.settings.save_checkpoints else None
     epoch = None
     if name is not None:  # the writer has finished: train closed it before the summary
-        saved = load(folder / name, key="trainer.test_after_fit")
+        saved = load(folder / name, key="trainer.test_after_fit", trust=True)  # this run's own; builds nothing
         setup.raw_model.load_state_dict(saved["model"])
         epoch = saved["state"]["epoch"]
     metrics = build_metrics(list(setup.cfg.get("metrics") or []), setup.loss, setup.info, setup.device, sync=False)

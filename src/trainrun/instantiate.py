@@ -20,13 +20,15 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.config.groups import GROUP_SCHEMAS
 from trainrun.errors import TrainrunError, phase
 
 
@@ -56,9 +58,14 @@ def locate(target: str, key: str) -> Any:
                 if err.name is not None and not name.startswith(err.name):
                     raise  # the module exists but imports something missing: say so
                 continue
-            _check_not_shadowed(parts[0], cwd, key)
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                # Only now can a module of the user's have lost to an installed one: when the
+                # installed module has the name (torch.nn.CrossEntropyLoss), it is the one meant.
+                _check_not_shadowed(parts[0], cwd, key)
+                raise
             return obj
         raise ModuleNotFoundError(f"No module named {parts[0]!r}")
     except TrainrunError:
@@ -88,7 +95,13 @@ def _check_not_shadowed(top: str, cwd: str, key: str) -> None:
 
 
 def accepted_parameters(obj: Any) -> tuple[set[str], bool]:
-    """The keyword names ``obj`` accepts, and whether it takes ``**kwargs``."""
+    """The keyword names ``obj`` accepts, and whether it takes ``**kwargs``. A torch module
+    class without an ``__init__`` of its own shows ``nn.Module.__init__(*args, **kwargs)``,
+    which accepts no keyword at all: it takes none."""
+    init = getattr(obj, "__init__", None) if isinstance(obj, type) else None
+    if getattr(init, "__qualname__", "") == "Module.__init__" and \
+            getattr(init, "__module__", "") == "torch.nn.modules.module":
+        return set(), False
     try:
         params = inspect.signature(obj).parameters.values()
     except (TypeError, ValueError):
@@ -109,6 +122,16 @@ def takes_flat_samples(node: DictConfig, key: str) -> bool:
     return "in_features" in names and "in_shape" not in names
 
 
+# Why trainrun passes each provided value (the message when a user's key would replace one).
+PROVIDED_WHY = {
+    "in_features": "the data's sample size", "in_shape": "the data's sample shape",
+    "out_features": "the number of classes or target columns", "params": "the model's parameters",
+    "optimizer": "the run's optimizer", "total_steps": "trainer.epochs × batches per epoch",
+    "mode": "the monitor's direction (scheduler.mode)", "run_dir": "the run folder",
+    "resume": "whether the run resumes (resume=)", "tags": "the run's tags (tags=)",
+}
+
+
 def _kind(obj: Any) -> str:
     return f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
 
@@ -126,7 +149,9 @@ def build_from_config(
     naming ``key`` (or the key of ``node`` its message names)."""
     target = node.get("_target_")
     if not target:
-        raise TrainrunError(f"{key} has no _target_", key=f"{key}._target_")
+        raise TrainrunError(f"{key} has no _target_", key=f"{key}._target_",
+                            fix=f"choose a preset ({key}=...; train --help lists them) or name a class: "
+                            f"{key}._target_=mymodule.MyClass")
     obj = locate(target, key)
     wanted = expect_text or (expect.__name__ if isinstance(expect, type) else "")
     if expect is not None and isinstance(obj, type) and not issubclass(obj, expect):
@@ -147,6 +172,15 @@ def build_from_config(
     for name, value in values.items():
         if name in skip:
             continue
+        if name in provided:  # a value trainrun passes itself would silently replace the user's
+            given = provided[name]
+            shown = f"={given!r}" if isinstance(given, int | float | str | tuple) else ""
+            raise TrainrunError(
+                f"{key}.{name}={value!r} would be ignored: trainrun passes {name}{shown} to "
+                f"{target} itself ({PROVIDED_WHY.get(name, 'from the run it builds')})",
+                key=f"{key}.{name}",
+                fix=f"remove {key}.{name}; to change it, change what it comes from",
+            )
         if takes_any or name in names:
             kwargs[name] = value
         elif name not in declared:
@@ -176,3 +210,69 @@ def build_from_config(
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- trust
+
+# A config stored in a checkpoint is data. What may be built from it without the user naming it
+# again: trainrun's own preset targets, and torch's classes of the kinds a run builds.
+TRUSTED_TORCH = ("torch.nn.", "torch.optim.")
+
+
+@cache
+def own_targets() -> frozenset[str]:
+    """trainrun's own targets: the ``_target_`` defaults of its schemas (models, sources, loggers)."""
+    names = {getattr(cls, "_target_", None) for schemas in GROUP_SCHEMAS.values() for cls in schemas.values()}
+    return frozenset(n for n in names if isinstance(n, str) and n.startswith("trainrun."))
+
+
+def trusted_target(target: str) -> bool:
+    """Whether ``target`` may be built from a stored config: one of :func:`own_targets`, or a
+    class defined in torch.nn / torch.optim that is a module, an optimizer or a scheduler (not
+    any torch function: ``torch.load`` and ``torch.hub.load`` run code). Nothing outside torch
+    is imported to decide."""
+    if target in own_targets():
+        return True
+    if not target.startswith(TRUSTED_TORCH):
+        return False
+    import torch  # already imported by whoever loaded a checkpoint
+
+    parts = target.split(".")
+    for cut in range(len(parts), 1, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+            break
+        except ImportError:
+            continue
+    else:
+        return False
+    try:
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+    except AttributeError:
+        return False
+    kinds = (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler,
+             torch.optim.lr_scheduler.ReduceLROnPlateau)
+    return isinstance(obj, type) and obj.__module__.startswith(TRUSTED_TORCH) and issubclass(obj, kinds)
+
+
+def named_in(target: str, trust: Collection[str]) -> bool:
+    """Whether the user named ``target`` in ``trust``: the target itself, or a module (or class)
+    it lies in (``trust=[mynet]`` covers ``mynet.Net``; ``mynet.Net`` covers only itself)."""
+    return any(target == t or target.startswith(f"{t}.") for t in trust)
+
+
+def untrusted_targets(config: Any, trust: Collection[str] = (), prefix: str = "") -> list[str]:
+    """Every ``<key>._target_=<name>`` in ``config`` (nested ones included: Hydra builds those
+    too) that is neither trusted (:func:`trusted_target`) nor named in ``trust`` (:func:`named_in`)."""
+    found: list[str] = []
+    if isinstance(config, Mapping):
+        target = config.get("_target_")
+        if target is not None and not (isinstance(target, str) and (named_in(target, trust) or trusted_target(target))):
+            found.append(f"{prefix}_target_={target}")
+        for key, value in config.items():
+            found += untrusted_targets(value, trust, f"{prefix}{key}.")
+    elif isinstance(config, list | tuple):
+        for i, value in enumerate(config):
+            found += untrusted_targets(value, trust, f"{prefix[:-1]}[{i}].")
+    return found

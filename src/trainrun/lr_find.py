@@ -168,7 +168,7 @@ def find_if_asked(cfg: DictConfig, setup: Setup, run_dir: Path, *, rank: int, wo
     checkpoint = find(str(cfg.resume), run_dir) if cfg.resume else None
     if checkpoint is not None:  # the checkpoint's optimizer state holds the learning rate
         if asked == "apply":
-            cfg.optim.lr = load(checkpoint)["config"]["optim"]["lr"]
+            cfg.optim.lr = load(checkpoint, trust=True)["config"]["optim"]["lr"]
         say(f"lr_find={asked}: skipped, the run resumes from {checkpoint} (optim.lr={cfg.optim.lr:g})")
         return setup, None
     finder = cfg.lr_finder

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import platform
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from trainrun import __version__, explain, lr_find
-from trainrun.build import Setup, build
+from trainrun.build import Setup, build, owners
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
@@ -43,6 +44,38 @@ def objective_value(history: list[dict[str, Any]], name: str) -> float:
     return min(values) if direction(name) == "minimize" else max(values)
 
 
+class Whereabouts:
+    """The reporter ``fit`` talks to, noting what it is doing for the training phase's message:
+    a batch of an epoch, the validation after it (and the scheduler's step), or the epoch's end
+    (loggers, checkpoints, early stopping). ``state`` alone cannot tell: it moves to the next
+    epoch before the end-of-epoch work."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.stage, self.epoch = "training", 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reporter, name)
+
+    @contextmanager
+    def progress(self, epoch: int, steps: int) -> Iterator[Any]:
+        self.stage, self.epoch = "training", epoch
+        with self.reporter.progress(epoch, steps) as bar:
+            yield bar
+        self.stage = "validating"
+
+    def epoch_end(self, row: dict[str, Any], state: TrainState) -> None:
+        self.stage = "ending"
+        self.reporter.epoch_end(row, state)
+
+    def doing(self, state: TrainState) -> str:
+        if self.stage == "validating":
+            return f"validating after epoch {self.epoch + 1}"
+        if self.stage == "ending":
+            return f"ending epoch {self.epoch + 1} (loggers, checkpoints, early stopping)"
+        return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
+
+
 def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
@@ -60,7 +93,10 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
         reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing
-        preflight.check(setup, say=reporter.info)
+        with phase("preflight (one batch through the model, the loss and the optimizer)", "model._target_",
+                   owners=lambda: owners(setup), fix=lambda key: f"look at {key}: the message says what "
+                   "failed (preflight=false would only move the same error into training)"):
+            preflight.check(setup, say=reporter.info)
     if cfg.explain:  # the binding report after one step, then stop
         return explain.explain(setup)
     # lr_find=true|apply: a range test that leaves the run as it was (apply: built again with it)
@@ -69,13 +105,17 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                "or lower lr_finder.max_lr, or leave lr_find=false"):
         setup, lr_found = lr_find.find_if_asked(cfg, setup, run_dir, rank=rank, world_size=world_size,
                                                 say=reporter.info)
-    if rank == 0:
-        reporter.use_loggers(make_loggers(cfg, run_dir), cfg)
     state = TrainState()
     if cfg.resume:
         with phase(f"resuming from resume={cfg.resume}", "resume",
                    fix="resume from a checkpoint of this run's model and config, or start a new run"):
             resume(setup, state, run_dir, say=reporter.info)
+    built: dict[str, list[object]] = {}  # logger.<name>._target_ -> the logger, for the boundary
+    if rank == 0:  # after the resume: a refused one leaves the run's params.csv (and MLflow) alone
+        loggers = make_loggers(cfg, run_dir)
+        chosen = [name for name, node in (cfg.get("logger") or {}).items() if node is not None]
+        built = {f"logger.{name}._target_": [logger] for name, logger in zip(chosen, loggers.loggers, strict=False)}
+        reporter.use_loggers(loggers, cfg)
 
     with Signals(quiet=rank != 0) as signals:
         # DDP: the ranks agree on the step at which a signal stops them all
@@ -83,14 +123,15 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
-        training = phase(lambda: f"training (epoch {state.epoch + 1}, batch {state.batch + 1})",
-                         "model._target_", exit_code=TRAINING_ERROR,
+        where = Whereabouts(reporter)
+        training = phase(lambda: where.doing(state), "model._target_", exit_code=TRAINING_ERROR,
+                         owners=lambda: owners(setup) | built,
                          fix="fix the cause (the message says where it was raised); the checkpoints "
                          "written before it are intact and resume=auto continues from the last one "
                          "(HYDRA_FULL_ERROR=1 shows the whole traceback)")
         try:  # debug=profile: torch.profiler over a few steps, hooked in through the reporter
             with training, anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
-                fit(setup, state, watch(reporter), stop)
+                fit(setup, state, watch(where), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
             reporter.loggers.close()  # an MLflow run is marked failed, event files flushed

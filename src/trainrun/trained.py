@@ -4,14 +4,14 @@ for the commands that use a trained model (``evaluate``, ``predict``, ``export``
 
 **Trust.** A checkpoint is data. Its stored config names the code that builds the model, the
 loss, the data source (``_target_``); trainrun imports and runs such a target only when it is
-trainrun's or torch's own (:data:`TRUSTED`, per section), or when the user names it on the
-command line (``trust=[mynet]``: a module or a dotted target). Anything else is refused before
-anything is imported, so a checkpoint from elsewhere cannot run code just by being evaluated.
+trainrun's own preset or a torch.nn / torch.optim class (:func:`trainrun.instantiate.trusted_target`),
+or when the user names it on the command line (``trust=[mynet]``: a module or a dotted target).
+Anything else is refused by :func:`trainrun.engine.checkpoint.load` before anything is imported,
+so a checkpoint from elsewhere cannot run code just by being evaluated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,6 @@ from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.errors import TrainrunError
 from trainrun.files import BEST, CHECKPOINTS, LAST
-
-# The code a stored config may name without trust=[...]: per section it builds, the prefixes of
-# trainrun's and torch's own targets for it (torch.hub or torch.load are never among them).
-TRUSTED: dict[str, tuple[str, ...]] = {
-    "data": ("trainrun.data.sources.",),
-    "model": ("trainrun.models.", "torch.nn."),
-    "loss": ("torch.nn.", "trainrun.losses."),
-    "optim": ("torch.optim.",),
-    "scheduler": ("torch.optim.lr_scheduler.",),
-}
 
 
 @dataclass
@@ -63,43 +53,10 @@ def open_trained(run: str, checkpoint: str, trust: list[str] | None = None,
     """Find, load and check the checkpoint of ``run=`` / ``checkpoint=``; ``replaced``: sections
     the user gives anew (``data=...``), which the stored config does not build."""
     file, folder = locate(run, checkpoint)
-    saved = load(file, key="run")
-    check_trusted(saved["config"], [str(t) for t in trust or []], replaced)
+    # Loggers are never built from a checkpoint; the sections given anew are the user's.
+    saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
+                 unbuilt=("logger", *replaced))
     return Trained(file, folder, saved, typed_config(saved))
-
-
-def _targets(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every ``_target_`` inside ``node`` (nested ones too: Hydra would build them), by key."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and value is not None:
-                yield f"{path}._target_", str(value)
-            else:
-                yield from _targets(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _targets(value, f"{path}[{i}]")
-
-
-def check_trusted(config: dict[str, Any], trust: list[str], replaced: tuple[str, ...] = ()) -> None:
-    """Refuse a stored config that names code outside :data:`TRUSTED` and ``trust``."""
-    untrusted = []
-    for section, prefixes in TRUSTED.items():
-        if section in replaced:
-            continue
-        for key, target in _targets(config.get(section), section):
-            named = any(target == t or target.startswith(f"{t}.") for t in trust)
-            if not named and not target.startswith(prefixes):
-                untrusted.append(f"{key}={target}")
-    if untrusted:
-        modules = sorted({t.split("=", 1)[1].rsplit(".", 1)[0] for t in untrusted})
-        raise TrainrunError(
-            f"the checkpoint's config names code that is not trainrun's or torch's: "
-            f"{', '.join(untrusted)}. A checkpoint is data: trainrun imports and runs code it names "
-            "only when you name that code yourself",
-            key="trust",
-            fix=f"if you trust it (your own model, from your own run), name it: trust=[{','.join(modules)}]",
-        )
 
 
 def locate(run: str, checkpoint: str) -> tuple[Path, Path]:

@@ -12,6 +12,7 @@ choice: ``HYDRA_FULL_ERROR=1 train ...`` still shows full tracebacks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 import re
@@ -22,7 +23,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainrun.config.checks import known_keys
+from trainrun.config.groups import GROUP_SCHEMAS
 from trainrun.errors import CONFIG_ERROR, TrainrunError, did_you_mean
+from trainrun.instantiate import accepted_parameters, locate
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 # The user's own HYDRA_FULL_ERROR, kept for child processes (DDP workers, cluster jobs), which
@@ -80,18 +83,28 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
             siblings = [k for k in (parent.keys() if isinstance(parent, DictConfig) else [])
                         if k != "hydra"]
             hint = did_you_mean(key, siblings, f"{prefix}." if prefix else "")
-            if not hint:  # the right key in another section (epochs -> trainer.epochs)?
-                leaf_near = [k for k in known_keys()
-                             if difflib.get_close_matches(key, [k.rpartition(".")[2]], cutoff=0.75)]
+            m = re.search(r"use \+(\S+)", str(ex))
+            append = m.group(1) if m else f"{full_key}=..."
+            target = parent.get("_target_") if isinstance(parent, DictConfig) and "_target_" in siblings else None
+            takes = bool(target) and _target_takes(str(target), key)
+            elsewhere = _options_with(prefix, key)
+            if not hint and not takes and not elsewhere:  # the right key in another section?
+                leaf_near = [k for k in known_keys() if k != full_key  # (epochs -> trainer.epochs)
+                             and difflib.get_close_matches(key, [k.rpartition(".")[2]], cutoff=0.75)]
                 if leaf_near:
                     hint = f" (did you mean {leaf_near[0]}?)"
             where = f"'{prefix}'" if prefix else "the top level of the config"
-            m = re.search(r"use \+(\S+)", str(ex))
-            append = m.group(1) if m else f"{full_key}=..."
+            if elsewhere:
+                where += f" as chosen (only {', '.join(elsewhere)} has it)"
             valid = ", ".join(str(s) for s in siblings) or "(none)"
-            fix = f"use {hint[15:-2]}" if hint else "correct the spelling (train --help lists the keys)"
-            if "_target_" in siblings:
-                fix += f"; to pass an extra argument that {prefix}._target_ accepts, add it with +{append}"
+            if takes:
+                fix = f"{target} takes {key}: add it with +{append}"
+            else:
+                fix = f"use {hint[15:-2]}" if hint else "correct the spelling (train --help lists the keys)"
+                if elsewhere:
+                    fix = f"drop {full_key}, or choose {' or '.join(elsewhere)}"
+                if "_target_" in siblings:
+                    fix += f"; to pass an extra argument that {prefix}._target_ accepts, add it with +{append}"
             return TrainrunError(
                 f"{full_key} is not a key of {where}{hint}\n  valid keys there: {valid}",
                 key=full_key, fix=fix,
@@ -117,6 +130,9 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
         if re.match(r"field '.*' is not Optional", text):
             return TrainrunError(f"{full_key} cannot be null", key=full_key,
                                  fix=f"give {full_key} a value")
+        if "does not support deletion" in text:
+            return TrainrunError(f"~{full_key} removes a key that every run reads", key=full_key,
+                                 fix=f"give it a value instead ({full_key}=...; train --help shows its default)")
         if "is not a ListConfig" in text:
             return TrainrunError(f"{full_key} must be a list", key=full_key,
                                  fix=f"write it in brackets, e.g. {full_key}=[1,8,8]")
@@ -134,6 +150,14 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
             key=m.group(3),
             fix=f"drop {m.group(3)}, or choose the option whose schema has it",
         )
+    if "Config group override must be a string or a list" in str(ex):
+        nulled = [a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:] if a.endswith("=null") and "." not in a]
+        group = nulled[-1] if nulled else "a group"
+        return TrainrunError(
+            f"{group}=null: a group's choice cannot be null", key=nulled[-1] if nulled else None,
+            fix="choose one of its options (train --help lists them)" + (
+                "; logger=[] turns every logger off" if group == "logger" else ""),
+        )
     if isinstance(ex, HydraException | OmegaConfBaseException):
         lines = [_first_line(str(ex))]
         if cause is not None and _first_line(str(cause)):
@@ -141,6 +165,24 @@ def composition_error(ex: BaseException) -> TrainrunError | None:
         return TrainrunError("; ".join(lines))
     return None
 
+
+
+def _target_takes(target: str, name: str) -> bool:
+    """Whether the class or function ``target`` takes a keyword ``name`` (False if it cannot be
+    imported: the composition error is then about the key, not the target)."""
+    try:
+        names, _ = accepted_parameters(locate(target, "_target_"))
+    except Exception:
+        return False
+    return name in names
+
+
+def _options_with(section: str, key: str) -> list[str]:
+    """The options of group ``section`` whose schema has ``key`` (``data.n_samples`` is
+    data=synthetic's), when the chosen option lacks it."""
+    schemas = GROUP_SCHEMAS.get(section, {})
+    return [f"{section}={name}" for name, cls in schemas.items()
+            if key in {f.name for f in dataclasses.fields(cls)}]
 
 
 @contextlib.contextmanager
@@ -171,7 +213,7 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
         if full_errors():
             raise
         err = composition_error(ex)
-        if err is None and isinstance(ex, OSError):  # Hydra making the run folder or its log
+        if err is None and isinstance(ex, OSError) and not task_started():  # Hydra making the run folder
             where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
             err = TrainrunError(
                 f"cannot write the run folder{where}: {type(ex).__name__}: {ex.strerror or ex}",

@@ -13,6 +13,7 @@ second instead of paying torch's import first.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -31,7 +32,7 @@ from trainrun.config import config_dir
 from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
-from trainrun.errors import TrainrunError
+from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -109,7 +110,12 @@ def _train_task(cfg: DictConfig) -> float | None:
         try:
             if writer:
                 folder.claim()
-            summary = launch(cfg, run_dir)
+            try:
+                summary = launch(cfg, run_dir)
+            except TrainrunError:
+                raise
+            except Exception as err:  # the last net: whatever no phase caught is still one paragraph
+                raise unexpected(err) from err
         except TrainrunError as err:
             _report(err)
             if writer:
@@ -125,10 +131,37 @@ def _train_task(cfg: DictConfig) -> float | None:
         return float(summary["objective"]["value"])
 
 
+def unexpected(err: BaseException) -> TrainrunError:
+    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
+    knows): still one paragraph, in train.log too, with where it was raised."""
+    where = raised_in(err)
+    return TrainrunError(
+        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
+        exit_code=TRAINING_ERROR,
+        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
+    )
+
+
+def _check_hydra_settings() -> None:
+    """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
+    into the run folder, where relative data paths and the user's own modules are not."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.job.chdir:
+        os.chdir(hydra_cfg.runtime.cwd)  # out of the run folder, which is given back (removed)
+        raise TrainrunError(
+            "hydra.job.chdir=true would run the task inside the run folder, where relative paths "
+            "(data.path, resume=) and your own modules (model._target_=mynet.Net) are not found",
+            key="hydra.job.chdir",
+            fix="leave hydra.job.chdir=false (trainrun's default): runs start where you start them and "
+            "write into hydra.run.dir",
+        )
+
+
 def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
     """The value checks, before torch is imported: a wrong value exits in about a second. (A
     sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
     try:
+        _check_hydra_settings()
         check_config(cfg)
     except TrainrunError as err:
         err.config = True

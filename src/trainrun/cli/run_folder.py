@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from trainrun.errors import CONFIG_ERROR
+from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.files import LOCK, RunFolderLock
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -33,6 +33,14 @@ def named_run_dir(argv: list[str]) -> Path | None:
     if any(a in ("-m", "--multirun") for a in argv[1:]):
         return None
     given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(("hydra.run.dir=", "++hydra.run.dir="))]
+    if given and given[-1].strip() in ("", "''", '""'):
+        raise TrainrunError(
+            "hydra.run.dir is empty (an unset shell variable?): the run would write its checkpoints, "
+            "metrics and .hydra/ into the working folder",
+            key="hydra.run.dir",
+            fix="give the run its own folder, e.g. hydra.run.dir=outputs/my-run (or leave it out: "
+            "outputs/<date>/<time>)",
+        )
     return Path(given[-1]).expanduser() if given else None
 
 

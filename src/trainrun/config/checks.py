@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from collections.abc import Callable
 from functools import cache
@@ -94,7 +95,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("trainer.devices", _at_least_one, "at least 1", "trainer.devices=1"),
     ("trainer.ddp_timeout_s", lambda v: 0 < v < math.inf, "greater than 0 and finite (or null: torch's default)",
      "trainer.ddp_timeout_s=600"),
-    ("trainer.threads", _at_least_one, "at least 1 (or null for torch's default)",
+    # More threads than CPUs only adds switching; tens of thousands exhaust memory (SIGSEGV).
+    ("trainer.threads", lambda v: 1 <= v <= (os.cpu_count() or 1),
+     f"between 1 and this machine's {os.cpu_count() or 1} CPUs (or null for torch's default)",
      "trainer.threads=2"),
     ("trainer.grad_clip.max_norm", _positive, "greater than 0 (or null: no clipping)",
      "trainer.grad_clip.max_norm=1.0"),
@@ -123,6 +126,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("scheduler.max_lr", _positive, "greater than 0", "scheduler.max_lr=0.1"),
     ("scheduler.factor", _open_unit, "in (0, 1)", "scheduler.factor=0.1"),
     ("scheduler.patience", _non_negative, "0 or more", "scheduler.patience=5"),
+    # ReduceLROnPlateau: a negative threshold counts every epoch as an improvement (never drops).
+    ("scheduler.threshold", _non_negative, "0 or more", "scheduler.threshold=1e-4"),
+    ("profiler.wait", _non_negative, "0 or more", "profiler.wait=1"),
+    ("profiler.warmup", _non_negative, "0 or more", "profiler.warmup=1"),
+    ("profiler.active", _at_least_one, "at least 1", "profiler.active=3"),
+    ("profiler.row_limit", _at_least_one, "at least 1", "profiler.row_limit=15"),
 ]
 
 # Keys holding a list of sizes: every entry must be at least 1.
@@ -232,10 +241,16 @@ def _check_combinations(cfg: DictConfig) -> None:
         )
 
 
+# Keys where inf is a meaningful value: torch's max-norm for clipping.
+INFINITY_MEANS = ("trainer.grad_clip.norm_type",)
+
+
 def _check_finite(cfg: DictConfig) -> None:
     """No number in the config may be inf or NaN: torch accepts ``optim.lr=inf`` and trains to
     NaN weights; null is the way to say "off"."""
     for key, value in leaves(cfg):
+        if key in INFINITY_MEANS and value == math.inf:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise TrainrunError(
                 f"{key}={value} is not a finite number",

@@ -99,7 +99,7 @@ def prepare_arrays(
     """Check, encode, split and standardize ``(X, y)``; the statistics come from train only."""
     x = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
     y = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
-    if x.ndim < 2 or len(x) != len(y):
+    if x.ndim < 2 or y.ndim not in (1, 2) or len(x) != len(y):
         raise TrainrunError(
             f"the data source returned X of shape {list(x.shape)} and y of shape {list(y.shape)}; "
             "X needs one row per sample and y one target per row",
@@ -139,6 +139,16 @@ def prepare_arrays(
             raise TrainrunError(f"the targets hold NaN or infinite values (rows {bad}...)", key="data._target_",
                                 fix="drop or fix the rows whose target is missing")
     else:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:  # np.unique would flatten it: several labels per sample, silently
+            raise TrainrunError(
+                f"data.task={task} needs one label per sample, but y has shape {list(y.shape)} "
+                f"({y.shape[1]} columns)",
+                key="data.task",
+                fix="return y shaped [samples] for classes, or use data.task=regression for "
+                "several numeric targets",
+            )
         classes, y = np.unique(y, return_inverse=True)
         num_classes = len(classes)
         if num_classes < 2:
@@ -257,6 +267,16 @@ def prepare_dataset(
     task = getattr(dataset, "task", None) or (infer_task(targets) if task == "auto" else task)
     num_classes = None
     if task != "regression":
+        whole = targets.dtype.kind in "biu" or (targets.dtype.kind == "f" and bool(np.all(np.mod(targets, 1) == 0)))
+        if not whole:  # (negative ids are preflight's: it names the range the loss needs)
+            bad = targets.reshape(-1)[np.flatnonzero(~(np.mod(targets, 1) == 0))[:1]].tolist() \
+                if targets.dtype.kind == "f" else targets.reshape(-1)[:1].tolist()
+            raise TrainrunError(
+                f"data.task={task}: the Dataset's labels must be class ids 0, 1, 2, ..., but one is "
+                f"{bad[0] if bad else targets.dtype!r} (a class loss would truncate it to a whole number)",
+                key="data.task",
+                fix="return whole class ids from __getitem__, or use data.task=regression for numeric targets",
+            )
         num_classes = int(getattr(dataset, "num_classes", 0) or int(targets.max()) + 1)
     info = DataInfo(
         task=task,

@@ -24,6 +24,7 @@ import pickle
 import queue
 import random
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import gather_rows, rank_row
+from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, atomic_write
 
@@ -58,11 +60,35 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     return write_file(Path(path), serialize(payload))
 
 
-def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
+def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str] = (),
+         trust_option: str | None = None, unbuilt: Collection[str] = ()) -> dict[str, Any]:
+    """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
+    (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
+    data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
+    (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is True for a
+    caller that never builds from the stored config (resume compares it only).
+    ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
+    ``unbuilt``: sections of the stored config the caller never builds (not checked)."""
+    payload = read(path, key)
+    wrong = malformed(payload)
+    if wrong:
+        raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
+                            fix=which_file(key))
+    if trust is not True:
+        refuse_untrusted(payload["config"], path, key, trust, trust_option, unbuilt)
+    return payload
+
+
+def read(path: str | Path, key: str = "resume") -> dict[str, Any]:
+    """The payload of a file trainrun wrote with :func:`save` (a whole ``torch.save`` archive with
+    ``format: 1``), read with ``weights_only=True``; a clear error for anything else."""
     path = Path(path)
+    use = which_file(key)
     if not path.is_file():
-        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key)
+        raise TrainrunError(f"checkpoint not found: {str(path)!r}", key=key, fix=use)
+    broken = not_an_archive(path)
+    if broken:
+        raise TrainrunError(f"{str(path)!r} is not a trainrun checkpoint: {broken}", key=key, fix=use)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -79,11 +105,11 @@ def load(path: str | Path, key: str = "resume") -> dict[str, Any]:
         ) from None
     except Exception as err:
         raise TrainrunError(
-            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key
+            f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: {err}", key=key, fix=use
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TrainrunError(
-            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key
+            f"{str(path)!r} is not a trainrun checkpoint (no 'format': {FORMAT} entry)", key=key, fix=use
         )
     return payload
 

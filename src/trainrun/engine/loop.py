@@ -22,6 +22,7 @@ import torch
 from trainrun.build import Batches, Setup
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
 from trainrun.engine.stop import Stop, better
+from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 
 @dataclass
@@ -90,7 +91,6 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
         else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
             scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
         progress.step(loss)
-        state.batch = i + 1
         if steps_now:
             if s.clip_norm or s.clip_value:
                 scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
@@ -102,10 +102,29 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
             scaler.update()
             if step_scheduler is not None:
                 step_scheduler.step()
+                check_rates(optimizer, step_scheduler)
             state.step += 1
-            if stop.after_step(state, epoch):  # signals, step checkpoints
-                return False
+        state.batch = i + 1  # after its step: an error in step() is reported at this batch
+        if steps_now and stop.after_step(state, epoch):  # signals, step checkpoints
+            return False
     return True
+
+
+def check_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """After ``scheduler.step()``: a negative rate trains uphill and a NaN/inf one ruins the
+    weights, both without an error from torch (a LambdaLR whose linear decay runs past its end
+    goes below 0). Plain floats only: a tensor rate is not read (that would sync a device)."""
+    for i, group in enumerate(optimizer.param_groups):
+        lr = group.get("lr")
+        if isinstance(lr, float | int) and not (lr >= 0 and math.isfinite(lr)):
+            raise TrainrunError(
+                f"{type(scheduler).__name__} set the learning rate of parameter group {i} to {lr}: "
+                "a negative rate climbs the loss instead of descending it, a non-finite one ruins "
+                "the weights",
+                key="scheduler._target_", exit_code=TRAINING_ERROR,
+                fix="make the schedule stay at 0 or above for the whole run (e.g. clamp a linear "
+                "decay with max(0, ...), or size it to trainer.epochs)",
+            )
 
 
 def epoch_mean(setup: Setup, losses: torch.Tensor) -> tuple[float, int]:
@@ -177,6 +196,7 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
                 setup.scheduler.step(row[s.scheduler_monitor])
             else:
                 setup.scheduler.step()
+            check_rates(setup.optimizer, setup.scheduler)
 
         state.epoch, state.batch, state.step_losses = epoch + 1, 0, None
         state.history.append(row)

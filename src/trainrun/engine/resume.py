@@ -84,7 +84,7 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
     if path is None:
         say("resume=auto: no checkpoint in this run folder yet, starting fresh")
         return False
-    saved = load(path)
+    saved = load(path, trust=True)  # compared with this config, never built from
     blocking, harmless = config_differences(saved["config"], cfg)
     if blocking:
         raise TrainrunError(

@@ -1,0 +1,99 @@
+"""Recognizing a checkpoint before anything is read from it: a whole ``torch.save`` archive
+(not empty, not cut short, not a file of another kind), then a payload holding the parts
+:func:`trainrun.engine.checkpoint.payload` writes, each of the right kind. A file that is not one
+gets one sentence naming what is wrong and which files to use, instead of an ``EOFError`` from
+torch or a ``KeyError`` deep inside a resume.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainrun.errors import TrainrunError
+from trainrun.instantiate import untrusted_targets
+
+# What a checkpoint holds, and of what kind: checked when it is loaded, before anything is read
+# from it, so a file that is not one gets one sentence instead of a KeyError deep in a resume.
+PARTS: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "optimizer": dict, "scheduler": (dict, type(None)), "scaler": (dict, type(None)),
+    "state": dict, "step_losses": (torch.Tensor, type(None)), "rng": dict, "config": dict,
+}
+STATE_PARTS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step": int, "batch": int, "best": (float, int, type(None)),
+    "best_epoch": (int, type(None)), "history": list, "stop_reason": (str, type(None)),
+}
+RNG_PARTS = ("torch", "cuda", "numpy", "python")
+CONFIG_SECTIONS = ("model", "loss", "optim", "data", "trainer")
+
+
+def which_file(key: str) -> str:
+    """The fix for a file that is not a usable checkpoint: which files are."""
+    if key == "resume":
+        return ("resume from a run's checkpoints/last.pt (resume=auto: this run folder's; "
+                "resume=<run folder>: another run's), or start a new run")
+    return f"give {key}= a run folder, or a checkpoints/best.pt or last.pt that trainrun wrote"
+
+
+def not_an_archive(path: Path) -> str:
+    """Why ``path`` cannot be a checkpoint written by ``torch.save`` (a zip archive), or ""."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes; a copy or a write that never finished?)"
+    if not zipfile.is_zipfile(path):
+        return (f"it is not a torch.save archive ({size} bytes: cut short by an interrupted copy, "
+                "or a file of another kind)")
+    return ""
+
+
+def malformed(payload: dict[str, Any]) -> str:
+    """What is missing or of the wrong kind in a loaded payload ("" when it is whole)."""
+    for name, kind in PARTS.items():
+        if name not in payload:
+            return f"it has no {name!r} entry"
+        if not isinstance(payload[name], kind):
+            return f"its {name!r} entry is a {type(payload[name]).__name__}"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["model"].items()):
+        return "its 'model' entry is not a state dict of tensors"
+    state = payload["state"]
+    for name, kind in STATE_PARTS.items():
+        value = state.get(name)
+        if name not in state or not isinstance(value, kind) or isinstance(value, bool):
+            return f"its state.{name} is {value!r}"
+    extra = set(state) - set(STATE_PARTS)
+    if extra:
+        return f"its state holds unknown entries: {', '.join(sorted(map(str, extra)))}"
+    if any(state[n] < 0 for n in ("epoch", "step", "batch")):
+        return "its state counts are negative"
+    if not all(isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in state["history"]):
+        return "its state.history is not a list of epoch rows"
+    missing = [n for n in RNG_PARTS if n not in payload["rng"]]
+    if missing:
+        return f"its random-stream state lacks {', '.join(missing)}"
+    gone = [n for n in CONFIG_SECTIONS if not isinstance(payload["config"].get(n), dict)]
+    if gone:
+        return f"its stored config has no {', '.join(gone)} section"
+    return ""
+
+
+def refuse_untrusted(config: dict[str, Any], path: Path | str, key: str, trust: Collection[str],
+                     trust_option: str | None, unbuilt: Collection[str]) -> None:
+    """Refuse a stored config that names code neither trusted nor named in ``trust``
+    (:func:`trainrun.instantiate.untrusted_targets`); ``unbuilt`` sections are not checked."""
+    refused = untrusted_targets({k: v for k, v in config.items() if k not in unbuilt}, trust)
+    if not refused:
+        return
+    names = sorted({r.partition("=")[2] for r in refused})
+    raise TrainrunError(
+        f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
+        "A config inside a checkpoint is data: trainrun builds from it only its own classes "
+        "and torch.nn / torch.optim ones unless you name the code to trust, so that a file "
+        "from elsewhere cannot run code",
+        key=key,
+        fix=f"if the file is yours (a run of your own code) or you trust it: {trust_option}=[{','.join(names)}]"
+        if trust_option else "use a checkpoint whose config names only trainrun's and torch's classes",
+    )
