@@ -106,6 +106,9 @@ def test_errors_are_config_errors(trained, tmp_path):
         f"run={empty}": "no checkpoint",
         f"run={trained} checkpoint=nope.pt": "checkpoints/ holds best.pt, last.pt",
         "split=val": "evaluate needs run=",
+        # new data the weights do not fit, and an out= that is a file: one paragraph each
+        f"run={trained} data=synthetic data.n_features=5": "the model was trained on 20",
+        f"run={trained} out={trained / 'summary.json'}": "key: out",
     }
     for args, message in cases.items():
         result = evaluate(*args.split(), cwd=tmp_path, check=False)

@@ -35,7 +35,7 @@ from trainrun.data.batches import whole
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
-from trainrun.errors import TrainrunError
+from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 from trainrun.metrics import build_metrics
 from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
@@ -131,7 +131,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     fitted = fitted_info(trained) if new_data else None
     train_cfg = run_config(trained.config, cfg, fitted)
     setup = build(train_cfg, training=False, fitted=fitted)
-    setup.raw_model.load_state_dict(saved["model"])
+    trained.weights_into(setup.raw_model, new_data=new_data)
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:
         fraction = "val_fraction" if split == "val" else "test_fraction"
@@ -169,11 +169,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if logged is not None:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 
-    atomic_write_json(out / EVAL_JSON, report)
-    written = [EVAL_JSON]
-    if cfg.predictions:
-        atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
-        written.append(PREDICTIONS_CSV)
+    written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else [])]
+    with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
+               fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
+        atomic_write_json(out / EVAL_JSON, report)
+        if cfg.predictions:
+            atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
 
     where = f"epoch {state.get('epoch')}, step {state.get('step')}"
     log.info(f"evaluated {file} ({where}) on {split}: {report['samples']} samples")

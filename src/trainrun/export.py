@@ -75,7 +75,7 @@ def quiet() -> Iterator[None]:
     """torch's exporters warn about their own deprecations and log the operators they skip
     (torchvision's): not the user's concern here."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo",
-                                                    "onnxscript")]
+                                                    "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -198,8 +198,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     model, plan, _, _ = build_model(trained.config, info)
     model.eval()
-    with phase("loading the checkpoint's weights into the rebuilt model", "run"):
-        model.load_state_dict(trained.saved["model"])
+    trained.weights_into(model)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *info.in_shape, generator=generator)  # traced with 2, checked with 7
     check = torch.randn(7, *info.in_shape, generator=generator)
@@ -227,8 +226,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             key="format", exit_code=TRAINING_ERROR, fix=fix)
 
     out = Path(cfg.out).expanduser() if cfg.out else trained.folder / EXPORT / trained.file.stem
-    path = atomic_write(out / FILES[fmt], lambda f: f.write(data))
-    atomic_write_json(out / PREPROCESSING_JSON, settings)
+    with phase(f"writing the export into {str(out)!r}", "out",
+               fix="give out= a folder that can be written (or leave it out: <run folder>/export/...)"):
+        path = atomic_write(out / FILES[fmt], lambda f: f.write(data))
+        atomic_write_json(out / PREPROCESSING_JSON, settings)
     log.info(f"exported {trained.file} ({trained.where}) as {fmt}: {path} ({len(data) / 1e6:.2f} MB)")
     log.info(f"  reloaded and checked on a batch of {len(check)}: largest difference {difference:.3g} "
              f"(allowed {tolerance:g}); inputs: standardized as in {out / PREPROCESSING_JSON}")

@@ -175,8 +175,7 @@ def model_outputs(trained: Trained, info: DataInfo, x: np.ndarray, device_cfg: A
     """The trained model (rebuilt, weights loaded, eval mode) on ``x``, in batches."""
     cfg = trained.config
     model, plan, _, _ = build_model(cfg, info)
-    with phase("loading the checkpoint's weights into the rebuilt model", "run"):
-        model.load_state_dict(trained.saved["model"])
+    trained.weights_into(model)
     device = resolve_device(text((device_cfg or cfg.device).type), 0)
     autocast = autocast_factory(str(cfg.trainer.precision), device)
     model.to(device).eval()

@@ -23,7 +23,7 @@ from trainrun.config.schemas import TrainConfig
 from trainrun.data.fitted import from_payload
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
-from trainrun.errors import TrainrunError
+from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, LAST
 
 
@@ -41,6 +41,18 @@ class Trained:
         """The training split's statistics and encoding (None in checkpoints older than them)."""
         data = self.saved.get("data")
         return None if data is None else from_payload(data)
+
+    def weights_into(self, model: Any, *, new_data: bool = False) -> None:
+        """Load the checkpoint's weights into ``model`` (rebuilt from the stored config): with
+        new data (``data=...``) a mismatch means the data differs from the training data."""
+        fitted = self.fitted
+        shape = f" (samples {list(fitted.in_shape)}" + (
+            f", {fitted.num_classes} classes)" if fitted.num_classes else ")") if fitted else ""
+        with phase("loading the checkpoint's weights into the model built for "
+                   + ("the new data" if new_data else "its stored config"), "data" if new_data else "run",
+                   fix=f"give data shaped like the training data{shape}" if new_data else
+                   "use a checkpoint that trainrun wrote for this run, unchanged"):
+            model.load_state_dict(self.saved["model"])
 
     @property
     def where(self) -> str:
