@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -59,6 +60,16 @@ class TrainResult:
     def metrics(self) -> list[dict]:
         lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines]
+
+
+def final_weights(run_dir: Path, name: str = "last.pt") -> dict:
+    """The model's state dict in a run's checkpoint."""
+    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts."""
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def env_for_tests(extra: dict[str, str] | None = None) -> dict[str, str]:

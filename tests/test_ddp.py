@@ -19,20 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, env_for_tests
+from conftest import BIN, env_for_tests, final_weights, max_difference
 
 # 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
 # so the equivalence below includes a short, unevenly split last batch.
 DATA = ("data=synthetic", "data.n_samples=1004", "print_config=false")
-
-
-def final_weights(run_dir):
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    return saved["model"]
-
-
-def max_difference(a, b):
-    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def free_port() -> int:

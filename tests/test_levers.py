@@ -12,20 +12,12 @@ import textwrap
 
 import pytest
 import torch
+from conftest import final_weights, max_difference
 
 # Synthetic data with 803 training rows: batches of 32 leave a short last batch (3 rows), and
 # windows of 4 batches of 8 leave a short last window (8 + 8 + 3), so the equalities below cover
 # the ragged ends, not only the easy case.
 DATA = ("data=synthetic", "data.n_samples=1004", "print_config=false")
-
-
-def final_weights(run_dir):
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    return saved["model"]
-
-
-def max_difference(a, b):
-    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 # --------------------------------------------------------------------------- accumulation

@@ -8,12 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import final_weights
 
 FAST = ("trainer.epochs=5",)
-
-
-def final_weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
 def test_default_run_writes_the_run_folder(train):

@@ -153,13 +153,23 @@ class TrainConfig:
 
 
 @dataclass
-class EvaluateConfig:
-    """The primary config of ``evaluate`` (``configs/evaluate.yaml`` builds on it)."""
+class TrainedRunConfig:
+    """What every command that uses a trained run reads first: which checkpoint, and which of
+    your own code its stored config may run (a checkpoint's config is data: see trained.py)."""
 
     run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
     checkpoint: str = setting(
         "best", "with a run folder: best (checkpoints/best.pt), last (checkpoints/last.pt), or a file name "
         "or path; ignored when run is a file")
+    trust: list[str] = setting(
+        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet]); "
+        "trainrun's and torch's need no trust")
+
+
+@dataclass
+class EvaluateConfig(TrainedRunConfig):
+    """The primary config of ``evaluate`` (``configs/evaluate.yaml`` builds on it)."""
+
     split: Split = setting(Split.val, "the split to score: val, test or train")
     predictions: bool = setting(False, "also write predictions.csv (one row per sample of the split)")
     out: str | None = setting(
@@ -168,40 +178,27 @@ class EvaluateConfig:
         None, "data=<option> replaces the run's data config (new data, scaled and encoded with the training "
         "split's statistics); null keeps the run's own")
     device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
-    trust: list[str] = setting(
-        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet]); "
-        "trainrun's and torch's need no trust")
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(TrainedRunConfig):
     """The primary config of ``predict`` (``configs/predict.yaml`` builds on it)."""
 
-    run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
-    checkpoint: str = setting(
-        "best", "with a run folder: best, last, or a file name or path; ignored when run is a file")
     data: DataConfig = setting(
         DataConfig, "the new data: data=<option> with its keys (data=csv data.path=new.csv) or "
         "data._target_=<your source>; the target may be missing; keys left unset are the run's")
     device: Any = setting(None, "device=<option> replaces the run's device; null keeps the run's own")
-    trust: list[str] = setting(
-        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
 
 
 @dataclass
-class ExportConfig:
-    """The primary config of ``export`` (``configs/export.yaml`` builds on it)."""
+class ExportConfig(TrainedRunConfig):
+    """The primary config of ``export-model`` (``configs/export.yaml`` builds on it)."""
 
-    run: str = setting(MISSING, "a run folder (holding checkpoints/) or a checkpoint file")
-    checkpoint: str = setting(
-        "best", "with a run folder: best, last, or a file name or path; ignored when run is a file")
     format: ExportFormat = setting(
         ExportFormat.safetensors, "safetensors (weights), torchscript (traced), exported (torch.export) or "
         "onnx (the onnx extra)")
     out: str | None = setting(
         None, "folder for the file and preprocessing.json; null: <run folder>/export/<checkpoint>")
-    trust: list[str] = setting(
-        [], "modules or targets of your own code that the checkpoint's config may run (trust=[mynet])")
 
 
 def register() -> None:
