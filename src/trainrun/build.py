@@ -28,7 +28,7 @@ from trainrun.config.choices import text
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.prepare import DataInfo, prepare_arrays, prepare_dataset
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
-from trainrun.errors import TrainrunError, phase
+from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.instantiate import build_from_config, takes_flat_samples
 from trainrun.losses import LossPlan, plan_loss
 from trainrun.metrics import MetricSet, build_metrics
@@ -111,8 +111,36 @@ def load_data(cfg: DictConfig) -> tuple[Any, DataInfo]:
         )
 
 
+def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None] | None:
+    """For a user Dataset: a check of each batch's labels against the classes the run was built
+    for (the Dataset was never read whole; its classes may have been guessed from a few samples).
+    A label outside them would make cross-entropy fail deep in torch, or BCE train on a target
+    of 2 without a word."""
+    if info.task == "regression":
+        return None
+    high = loss.out_features - 1 if loss.targets == "index" else 1
+    told = (f"the run was built for {info.guessed}" if info.guessed else
+            f"the run was built for {loss.out_features if loss.targets == 'index' else 2} classes")
+
+    def check(y: torch.Tensor) -> None:
+        if not len(y):
+            return
+        lo, hi = torch.aminmax(y.detach().reshape(-1).to(torch.float64))
+        if lo < 0 or hi > high:
+            raise TrainrunError(
+                f"a batch of the Dataset holds the label {(lo if lo < 0 else hi).item():g}, outside 0..{high}: "
+                f"{told}",
+                key="data._target_", exit_code=TRAINING_ERROR,
+                fix="give the Dataset a num_classes (or classes) attribute, or set data.task; labels "
+                "are class indices 0..C-1",
+            )
+
+    return check
+
+
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
-                rank: int, world_size: int, flat: bool = False) -> Batches | None:
+                rank: int, world_size: int, flat: bool = False,
+                check_targets: Callable[[torch.Tensor], None] | None = None) -> Batches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
@@ -128,7 +156,7 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
     return LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
-        rank=rank, world_size=world_size, limit=limit, flat=flat,
+        rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
     )
 
 
@@ -174,7 +202,7 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
-    where = dict(rank=rank, world_size=world_size, flat=flat)
+    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
     train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
     val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
     test_batches = batches_for(splits.test, cfg, loss, device, train=False, **where)

@@ -99,7 +99,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if state.stop_reason:
         reporter.info(state.stop_reason)
     summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
-    summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
+    summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started,
+                   checkpoint_seconds=stop.writer.seconds)  # the training thread's share of checkpoints
     if lr_found is not None:
         summary["lr_find"] = lr_found
     verdict = None

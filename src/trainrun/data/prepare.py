@@ -35,6 +35,9 @@ class DataInfo:
     y_std: list[float] | None = None
     # Array data: each split's sample positions in the source's rows (evaluate's predictions.csv).
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    # A user Dataset's task and class count, when guessed from a few samples: what was guessed
+    # (preflight says it; a batch whose labels do not fit stops the run with this).
+    guessed: str | None = None
 
     @property
     def in_features(self) -> int:
@@ -212,10 +215,37 @@ def prepare_arrays(
     return splits, info
 
 
+# Labels read from a Dataset that declares neither its labels nor its classes: a few samples,
+# spread over it. Reading every sample to infer the task cost seconds before the first step
+# (2,000 samples at 2 ms each); the preflight batch and a range check on every batch's labels
+# (``build.label_guard``) catch a guess that turns out wrong.
+SAMPLED = 32
+TASKS = ("regression", "binary", "multiclass")
+
+
+def dataset_labels(dataset: Dataset, n: int, first: Any) -> tuple[np.ndarray, int]:
+    """The Dataset's labels and how many samples they cover: all of them where the Dataset
+    holds them apart from its samples (torchvision's ``targets``, a ``TensorDataset``'s second
+    tensor), else those of about ``SAMPLED`` samples drawn over it (``__getitem__`` calls)."""
+    held = getattr(dataset, "targets", None)
+    if held is None and isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
+        held = dataset.tensors[1]
+    if held is not None:
+        labels = np.asarray(held.numpy() if isinstance(held, torch.Tensor) else held)
+        if labels.ndim >= 1 and len(labels) == n and labels.dtype.kind in "biuf":
+            return labels, n
+    # Drawn at random (seeded), not evenly spaced: labels that repeat with a period (i % 3) would
+    # alias with a fixed stride and hide a class.
+    picks = sorted({0, *np.random.default_rng(0).choice(n, size=min(n, SAMPLED) - 1, replace=False).tolist()})
+    return np.asarray([np.asarray((first if i == 0 else dataset[i])[1]) for i in picks]), len(picks)
+
+
 def prepare_dataset(
     dataset: Dataset, *, task: str, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[DatasetSplits, DataInfo]:
-    """Split a user Dataset with a seeded generator and read its task and sizes."""
+    """Split a user Dataset with a seeded generator; its task and class count come from what it
+    declares (``task``, ``num_classes``, ``classes``, ``targets``) or from a few samples, never
+    from reading it whole."""
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
@@ -236,19 +266,29 @@ def prepare_dataset(
     train, val, test = torch.utils.data.random_split(
         dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
     )
-    x0, _ = dataset[0]
-    targets = np.asarray([np.asarray(dataset[i][1]) for i in range(n)])
-    task = getattr(dataset, "task", None) or (infer_task(targets) if task == "auto" else task)
+    labels, seen = dataset_labels(dataset, n, first)
+    declared_task = getattr(dataset, "task", None)
+    if declared_task is not None and declared_task not in TASKS:
+        raise TrainrunError(f"the Dataset declares task={declared_task!r}", key="data._target_",
+                            fix=f"declare one of {', '.join(TASKS)} (or no task attribute)")
+    names = getattr(dataset, "classes", None)
+    declared_classes = int(getattr(dataset, "num_classes", 0) or 0) or (len(names) if names is not None else 0)
+    if task == "auto":
+        task = declared_task or (("binary" if declared_classes == 2 else "multiclass") if declared_classes
+                                 else infer_task(labels))
     num_classes = None
+    note = None
     if task != "regression":
-        num_classes = int(getattr(dataset, "num_classes", 0) or int(targets.max()) + 1)
+        num_classes = declared_classes or int(labels.max()) + 1
+        if not declared_classes and seen < n:
+            note = (f"{task}, {max(num_classes, 2)} classes: guessed from the labels of {seen} of {n} samples "
+                    "(give the Dataset a num_classes or classes attribute to state it)")
     info = DataInfo(
         task=task,
-        in_shape=tuple(torch.as_tensor(x0).shape),
+        in_shape=tuple(torch.as_tensor(first[0]).shape),
         num_classes=max(num_classes, 2) if num_classes else None,
-        target_width=1 if targets.ndim == 1 else targets.shape[1],
+        target_width=1 if labels.ndim == 1 else labels.shape[1],
         sizes={"train": len(train), "val": n_val, "test": n_test},
+        guessed=note,
     )
     return DatasetSplits(train, val if n_val else None, test if n_test else None), info
-
-
