@@ -82,7 +82,7 @@ def test_an_explicit_delimiter_and_its_words(tmp_path: Path) -> None:
     tab = write(tmp_path, "t.csv", "a\tb\ty\n1\t2\t0\n")
     assert read_csv(tab, "y", delimiter="tab")[0].tolist() == [[1, 2]]
     refused(lambda: read_csv(semi, "y", delimiter=","), "is not separated by ','", "'a;b;y'",
-            "set data.delimiter=';'", key="data.delimiter")
+            "add \"data.delimiter=';'\"", key="data.delimiter")
     refused(lambda: read_csv(semi, "y", delimiter=";;"), "not one character", key="data.delimiter")
 
 
@@ -174,3 +174,24 @@ def test_parquet_files(tmp_path: Path) -> None:
     assert read_parquet(str(tmp_path / "cat.parquet"), "y")[1].tolist() == ["u", "v"]
     write(tmp_path, "fake.parquet", GOOD)
     refused(lambda: read_parquet(str(tmp_path / "fake.parquet"), "y"), "cannot read Parquet file", key="data.path")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, needles", [
+    (["data=csv", "data.path=dup.csv", "data.target=y"], ["2 columns named 'a'", "key: data.path"]),
+    (["data=csv", "data.path=data", "data.target=y"], ["data.path='data' is a folder, not a file", "train.csv"]),
+    (["data=npz", "data.path=one.npy"], ["is a .npy file holding one array", "numpy.savez"]),
+])
+def test_through_the_train_command(train, tmp_path: Path, overrides, needles) -> None:
+    """The same paragraphs from the real command: exit 2 before training, no traceback, no
+    run folder left behind."""
+    write(tmp_path, "dup.csv", "a,b,a,y\n1,2,3,0\n4,5,6,1\n")
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "data", "train.csv", GOOD)
+    np.save(tmp_path / "one.npy", np.zeros((4, 3)))
+    result = train("print_config=false", *overrides, check=False)
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    assert not (result.run_dir / "summary.json").exists()

@@ -174,8 +174,8 @@ def _missing_target(header: list[str], target: str, where: str, first: str | Non
             return TrainrunError(
                 f"{where} is not separated by {sep!r}: its header {first[:60]!r} is one column "
                 f"when split at {sep!r}; it holds {other!r} between the names",
-                key="data.delimiter", fix=f"set data.delimiter={other!r}" if other != "\t" else
-                "set data.delimiter=tab",
+                key="data.delimiter", fix=f"add \"data.delimiter='{other}'\" (quoted so: for the shell and "
+                "for Hydra)" if other != "\t" else "add data.delimiter=tab",
             )
     return TrainrunError(f"{where} has no column {target!r}; its columns are {header}",
                          key="data.target", fix="set data.target to one of the columns above")

@@ -22,9 +22,7 @@ import contextlib
 import dataclasses
 import io
 import pickle
-import queue
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import LAST, atomic_write
+from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
 
 FORMAT = 1
 
@@ -238,9 +236,7 @@ class CheckpointWriter:
         self.seconds = 0.0
         self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
         self._schemas = schema_names(setup.cfg)
-        self._jobs: queue.Queue[tuple[list[Path], dict[str, Any]] | None] = queue.Queue()
-        self._failure: tuple[Path, BaseException] | None = None
-        self._thread: threading.Thread | None = None
+        self._background = BackgroundWrites("trainrun-checkpoints")
         if self.writes:
             remove_partial_writes(folder)
 
@@ -250,63 +246,39 @@ class CheckpointWriter:
         losses = gather_rows(state.step_losses, self.setup.world_size)  # a collective under DDP
         if not self.writes:
             return
-        self._wait()
+        self._wait(self._background.wait)
         taken = snapshot(payload(self.setup, state, losses, self._config, self._schemas))
-        if self._thread is None:
-            thread = threading.Thread(target=self._work, name="trainrun-checkpoints")
-            thread.start()  # kept only once started: a failed start must not make close() join it
-            self._thread = thread
-        self._jobs.put(([self.folder / name for name in names or (LAST,)], taken))
+        # serialized on the background thread, once for best.pt and last.pt of the same moment
+        self._background.put([self.folder / name for name in names or (LAST,)], lambda: serialize(taken))
         self.seconds += time.perf_counter() - started
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            paths, taken = job
-            path = paths[0]
-            try:
-                if self._failure is None:
-                    data = serialize(taken)  # once for best.pt and last.pt of the same moment
-                    for path in paths:
-                        write_file(path, data)
-            except BaseException as err:  # reported by wait(), on the training thread
-                self._failure = (path, err)
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
 
     def wait(self) -> None:
         """Block until every handed-over write is on disk; raise if one failed."""
-        started = time.perf_counter()
-        try:
-            self._wait()
-        finally:
-            self.seconds += time.perf_counter() - started
-
-    def _wait(self) -> None:
-        if self._thread is not None:
-            self._jobs.join()
-        if self._failure is not None:
-            path, err = self._failure
-            self._failure = None
-            raise TrainrunError(
-                f"could not write the checkpoint {str(path)!r}: {type(err).__name__}: {err}; the "
-                "checkpoint written before it (if any) is intact",
-                key="hydra.run.dir",
-                fix="free disk space or make the run folder writable, then resume=auto",
-                exit_code=TRAINING_ERROR,
-            ) from err
+        self._timed(self._background.wait)
 
     def close(self) -> None:
         """Wait for the last write and stop the background thread; raise if a write failed."""
+        self._timed(self._background.close)
+
+    def _timed(self, wait: Any) -> None:
         started = time.perf_counter()
         try:
-            if self._thread is not None:
-                self._jobs.put(None)
-                self._thread.join()
-                self._thread = None
-            self._wait()
+            self._wait(wait)
         finally:
             self.seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _wait(wait: Any) -> None:
+        try:
+            wait()
+        except WriteFailed as failed:
+            raise TrainrunError(
+                f"could not write the checkpoint {str(failed.path)!r}: {type(failed.error).__name__}: "
+                f"{failed.error}; the checkpoint written before it (if any) is intact",
+                key="hydra.run.dir",
+                fix="free disk space or make the run folder writable, then resume=auto",
+                exit_code=TRAINING_ERROR,
+            ) from failed.error
 
     def close_quietly(self) -> None:
         """:meth:`close` while another error ends the run: that error is the one to report."""
