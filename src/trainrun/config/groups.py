@@ -56,21 +56,18 @@ class SyntheticDataConfig(DataConfig):
 
 
 @dataclass
-class CsvDataConfig(DataConfig):
-    _target_: str = "trainrun.data.sources.read_csv"
-    path: str = setting(MISSING, "the CSV file (a header row, then one row per sample)")
+class ParquetDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.read_parquet"
+    path: str = setting(MISSING, "the file (CSV: a header row, then one row per sample; Parquet: needs pyarrow)")
     target: str = setting(MISSING, "the column holding the targets")
     features: list[str] | None = setting(None, "the feature columns; null: every column but the target")
-    delimiter: str = setting("auto", "the character between fields: auto (the first of , ; tab | in the "
-                             "header line), or one character (tab: the word tab)")
 
 
 @dataclass
-class ParquetDataConfig(DataConfig):
-    _target_: str = "trainrun.data.sources.read_parquet"
-    path: str = setting(MISSING, "the Parquet file (needs pyarrow: pip install 'trainrun[parquet]')")
-    target: str = setting(MISSING, "the column holding the targets")
-    features: list[str] | None = setting(None, "the feature columns; null: every column but the target")
+class CsvDataConfig(ParquetDataConfig):
+    _target_: str = "trainrun.data.sources.read_csv"
+    delimiter: str = setting("auto", "the character between fields: auto (the first of , ; tab | in the "
+                             "header line), or one character (tab: the word tab)")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Built-in ones: the data sets that ship inside scikit-learn (:func:`load_sklearn`), generated
 data (:func:`make_synthetic`), NPZ files (:func:`read_npz`), and tabular files (``read_csv``,
-``read_parquet``, from ``tables.py``; config targets name them here). A user's
+``read_parquet``, from ``csv_file.py`` and ``tables.py``; config targets name them here). A user's
 source may return arrays, tensors, or a ``torch.utils.data.Dataset`` (see ``prepare.py``).
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainrun.data.tables import existing_file, read_csv, read_parquet
+from trainrun.data.csv_file import read_csv
+from trainrun.data.tables import existing_file, read_parquet
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 

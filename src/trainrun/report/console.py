@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
+from trainrun.report.drawer import CurvesDrawer
 from trainrun.report.loggers import CsvLogger, Loggers, config_dict, config_params
-from trainrun.report.plots import write_curves
 
 log = logging.getLogger("trainrun")
 
@@ -75,9 +75,12 @@ class Reporter:
         self.writes = rank == 0
         # Where epoch values go: metrics.csv/.jsonl unless use_loggers() chooses others.
         self.loggers = Loggers([CsvLogger(run_dir)] if self.writes else [])
+        self.drawer = CurvesDrawer()  # curves.png: matplotlib imported by a helper while training
 
     def show_start(self, cfg: Any) -> None:
         """The config as a rich tree (``print_config``) and the run folder, to copy."""
+        if self.writes and cfg.get("plot", True):
+            self.drawer.start()
         if self.mode != "none":
             if cfg.get("print_config", True) and not cfg.get("explain", False):  # explain: one screen
                 print_config_tree(cfg)
@@ -118,7 +121,7 @@ class Reporter:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = write_curves(history, self.run_dir / CURVES_PNG)
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG)
             if note and self.mode != "none":
                 log.info(note)
         self.loggers.log_summary(summary)
