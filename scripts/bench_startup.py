@@ -5,7 +5,9 @@ close to. ``python scripts/benchmark.py --startup`` runs this script too.
 Every comparison is a pair of real commands (what a user runs), run in turn, round after round,
 in one invocation, so that load from other processes spreads over both; the first round warms up
 (the scikit-learn cache, the OS file cache, compiled bytecode) and is dropped. Reported per pair:
-the median and the minimum of each side, and the ratios of the medians and of the minima.
+the median and the minimum of each side, and the ratios of the medians and of the minima; for
+whole commands also their CPU seconds (user + sys, helpers included), which other jobs on the
+machine disturb less than wall time.
 
     fixed       train trainer.epochs=0 trainer.progress=none print_config=false checkpoint.enabled=false
                 ÷ python -c "import torch; torch.optim.SGD([...], lr=0.1)"             goal <= 1.10
@@ -78,6 +80,7 @@ class Pair:
     ours_label: str = ""
     base_label: str = ""
     times: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "base": []})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "base": []})
     memory: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "base": []})
     array_mb: float = 0.0
 
@@ -147,9 +150,12 @@ def _resident_mb() -> float:
 def run_once(pair: Pair, side: str, folder: Path, env: dict[str, str]) -> None:
     command = pair.ours if side == "ours" else pair.base
     shutil.rmtree(folder / "run", ignore_errors=True)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and every process it waited for
+    pair.cpu[side].append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     if pair.measure == "wall":
@@ -193,6 +199,13 @@ def report(pair: Pair, rounds: int) -> dict[str, Any]:
     print(f"   {'trainrun':<10} {row['ours_median']:>8.3f}{unit} {row['ours_min']:>8.3f}{unit}")
     print(f"   {'baseline':<10} {row['base_median']:>8.3f}{unit} {row['base_min']:>8.3f}{unit}")
     print(f"   {'ratio':<10} {row['ratio_median']:>9.3f} {row['ratio_min']:>9.3f}   goal <= {GOALS[pair.name]:.2f}")
+    if pair.measure == "wall":  # CPU seconds: less disturbed by other jobs than wall time
+        ours_cpu, base_cpu = pair.cpu["ours"][1:], pair.cpu["base"][1:]
+        row.update(ours_cpu_median=statistics.median(ours_cpu), base_cpu_median=statistics.median(base_cpu),
+                   ours_cpu_all=ours_cpu, base_cpu_all=base_cpu)
+        row["cpu_ratio_median"] = row["ours_cpu_median"] / row["base_cpu_median"]
+        print(f"   {'cpu s':<10} {row['ours_cpu_median']:>8.3f}s {row['base_cpu_median']:>8.3f}s   ratio "
+              f"{row['cpu_ratio_median']:.3f} (user+sys of each command and its children, medians)")
     if pair.measure == "csv":
         ours_mb, base_mb = pair.memory["ours"][1:], pair.memory["base"][1:]
         row.update(ours_peak_mb=statistics.median(ours_mb), base_peak_mb=statistics.median(base_mb),

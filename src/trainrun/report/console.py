@@ -79,7 +79,7 @@ class Reporter:
 
     def show_start(self, cfg: Any) -> None:
         """The config as a rich tree (``print_config``) and the run folder, to copy."""
-        if self.writes and cfg.get("plot", True):
+        if self.writes and cfg.get("plot", True) and self.epochs > 0:
             self.drawer.start()
         if self.mode != "none":
             if cfg.get("print_config", True) and not cfg.get("explain", False):  # explain: one screen
