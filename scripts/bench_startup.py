@@ -161,7 +161,10 @@ def run_once(pair: Pair, side: str, folder: Path, env: dict[str, str]) -> None:
     if pair.measure == "wall":
         pair.times[side].append(wall)
     elif pair.measure == "train_seconds":
-        pair.times[side].append(json.loads((folder / "run" / "summary.json").read_text())["train_seconds"])
+        summary = json.loads((folder / "run" / "summary.json").read_text())
+        pair.times[side].append(summary["train_seconds"])
+        if side == "ours" and "checkpoint_seconds" in summary:  # the training thread's share
+            pair.memory[side].append(summary["checkpoint_seconds"] / summary["train_seconds"])
     else:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         pair.times[side].append(out["seconds"])
@@ -206,6 +209,11 @@ def report(pair: Pair, rounds: int) -> dict[str, Any]:
         row["cpu_ratio_median"] = row["ours_cpu_median"] / row["base_cpu_median"]
         print(f"   {'cpu s':<10} {row['ours_cpu_median']:>8.3f}s {row['base_cpu_median']:>8.3f}s   ratio "
               f"{row['cpu_ratio_median']:.3f} (user+sys of each command and its children, medians)")
+    if pair.measure == "train_seconds" and pair.memory["ours"][1:]:
+        share = statistics.median(pair.memory["ours"][1:])
+        row["checkpoint_share_median"] = share
+        print(f"   the training thread's time in checkpoint code (summary.json checkpoint_seconds): "
+              f"{100 * share:.2f} % of train_seconds (median)")
     if pair.measure == "csv":
         ours_mb, base_mb = pair.memory["ours"][1:], pair.memory["base"][1:]
         row.update(ours_peak_mb=statistics.median(ours_mb), base_peak_mb=statistics.median(base_mb),
