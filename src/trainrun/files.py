@@ -72,8 +72,9 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> Path:
 
 
 class BackgroundWrites:
-    """Atomic writes (:func:`atomic_write`) on a background thread, in the order handed over:
-    the caller gives the bytes, or a function that makes them there, and goes on. An fsync costs
+    """Atomic writes (:func:`atomic_write`, or ``write(path, data)``) on a background thread, in
+    the order handed over: the caller gives the bytes, or a function that makes them there, and
+    goes on. An fsync costs
     a few milliseconds, two per file; on the training thread, the metrics files of 30 short
     epochs cost more than a checkpoint's serialization (docs/performance.md).
 
@@ -85,8 +86,9 @@ class BackgroundWrites:
     a daemon).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, write: Callable[[Path, bytes], Any] | None = None) -> None:
         self.name = name
+        self._write = write or (lambda path, data: atomic_write(path, lambda f: f.write(data)))
         self._pending: collections.deque[tuple[list[Path], bytes | Callable[[], bytes]]] = collections.deque()
         self._changed = threading.Condition()
         self._busy = False  # a thread is writing, or about to
@@ -118,7 +120,7 @@ class BackgroundWrites:
             try:
                 made = data() if callable(data) else data
                 for path in paths:
-                    atomic_write(path, lambda f, made=made: f.write(made))
+                    self._write(path, made)
             except BaseException as err:  # raised by wait(), on the caller's thread
                 with self._changed:
                     self._failure = WriteFailed(path, err)
