@@ -126,7 +126,7 @@ def csv_child(how: str, path: str) -> None:
 
     if how == "trainrun":
         from trainrun.data.sources import read_csv
-    before = _resident_mb()
+    before = _status_mb("VmRSS:")
     started = time.perf_counter()
     if how == "trainrun":
         x, y = read_csv(path, "y")
@@ -134,17 +134,20 @@ def csv_child(how: str, path: str) -> None:
         x = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)
         y = x[:, -1]
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so it would report the peak of
+    # the benchmark process this child was forked from.
+    peak = _status_mb("VmHWM:")
     array = (x.nbytes + (y.nbytes if how == "trainrun" else 0)) / 2**20
     print(json.dumps({"seconds": seconds, "peak_mb": peak - before, "array_mb": array}))
 
 
-def _resident_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_once(pair: Pair, side: str, folder: Path, env: dict[str, str]) -> None:

@@ -7,12 +7,12 @@ epoch's batch losses so far, best value, history), every random stream, and the 
 config. The shuffle order needs no state: each epoch's permutation is seeded by the seed and
 the epoch number.
 
-Writing: the training thread takes a consistent snapshot of that moment (every tensor copied to
-host memory, every container copied), and a background thread serializes it, writes, fsyncs and
-renames it into place (:class:`CheckpointWriter`), so training goes on meanwhile. The next save
-and the end of the run wait for it. Copying is ~0.2 ms for the digits model where ``torch.save``
-into memory took ~1.5 ms: serializing on the training thread alone cost 3-4 % of the digits
-workload's training time, over the 2 % a checkpoint every epoch may cost (docs/performance.md).
+Writing: the payload is serialized to memory on the training thread (a consistent snapshot of
+that moment), then written, fsynced and renamed into place on a background thread
+(:class:`CheckpointWriter`, through ``files.BackgroundWrites``), so training goes on meanwhile.
+The next save and the end of the run wait for it. Serializing on the background thread instead
+was measured slower: ``torch.save`` is Python work (one ``persistent_id`` call per pickled
+object) that holds the GIL, so the training thread waited for it anyway, and more (docs/performance.md).
 Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
 """
 
@@ -101,12 +101,15 @@ def remove_partial_writes(folder: Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every random stream's state. Python's 625 numbers go in one tensor: as a tuple, each was
+    one more object for ``torch.save`` to pickle (a quarter of a small model's checkpoint time)."""
     np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
     }
 
 
@@ -116,8 +119,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    version, internal, gauss = state["python"]  # a tensor, or a tuple in older checkpoints
+    random.setstate((version, tuple(internal.tolist() if isinstance(internal, torch.Tensor) else internal), gauss))
 
 
 def schema_names(cfg: DictConfig) -> dict[str, str]:
@@ -129,38 +132,6 @@ def schema_names(cfg: DictConfig) -> dict[str, str]:
         if dataclasses.is_dataclass(kind) and kind.__module__.startswith("trainrun.config."):
             names[str(key)] = kind.__name__
     return names
-
-
-# Payload entries made fresh for each checkpoint (the random streams' states are new objects,
-# the config and schema names never change; the state is copied below): nothing training does
-# later can alter them.
-FRESH = ("format", "rng", "config", "schemas", "state")
-
-
-def snapshot(taken: dict[str, Any]) -> dict[str, Any]:
-    """A payload as it is now, apart from anything training changes next: tensors copied to host
-    memory (a GPU model is not doubled on the GPU), dicts, lists and tuples copied; the history
-    rows (numbers, appended once per epoch) copied row by row."""
-    copy = {key: value if key in FRESH else _copied(value) for key, value in taken.items()}
-    copy["state"] = {**taken["state"], "history": [dict(row) for row in taken["state"]["history"]]}
-    return copy
-
-
-_ATOMS = frozenset({int, float, str, bool, type(None)})  # immutable: kept, not copied
-
-
-def _copied(value: Any) -> Any:
-    if type(value) in _ATOMS:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(_copied(v) for v in value))
-    if isinstance(value, list | tuple):
-        return type(value)(_copied(v) for v in value)
-    return value
 
 
 def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
@@ -223,8 +194,8 @@ class CheckpointWriter:
     """Writes ``last.pt`` / ``best.pt`` into ``folder`` (rank 0 only; every rank calls
     :meth:`save`, which gathers the ranks' batch losses under DDP).
 
-    :meth:`save` snapshots the state on the calling thread and hands it to one background
-    thread, which serializes it once and writes each file atomically, in order. A save first
+    :meth:`save` serializes the state on the calling thread and hands the bytes to a background
+    thread, which writes each file atomically, in order. A save first
     waits for the writes of the one before (so at most one snapshot waits in memory), and
     :meth:`close` waits for the last; a write that failed (disk full, folder gone) is reported
     then, with the previous file intact. ``seconds``: what checkpoints cost the training thread.
@@ -248,9 +219,8 @@ class CheckpointWriter:
         if not self.writes:
             return
         self._wait(self._background.wait)
-        taken = snapshot(payload(self.setup, state, losses, self._config, self._schemas))
-        # serialized on the background thread, once for best.pt and last.pt of the same moment
-        self._background.put([self.folder / name for name in names or (LAST,)], lambda: serialize(taken))
+        data = serialize(payload(self.setup, state, losses, self._config, self._schemas))  # the snapshot
+        self._background.put([self.folder / name for name in names or (LAST,)], data)  # best + last: once
         self.seconds += time.perf_counter() - started
 
     def wait(self) -> None:
