@@ -25,6 +25,7 @@ machine disturb less than wall time.
     python scripts/bench_startup.py                         # everything, 5 rounds
     python scripts/bench_startup.py --only fixed help --rounds 9
     python scripts/bench_startup.py --pyc source compiled   # both ways trainrun's modules load
+    python scripts/bench_startup.py --csv-readers           # numpy, pyarrow, csv module: why numpy
 
 ``--pyc``: ``compiled`` runs with bytecode written and reused (what users see: pip compiles an
 installed package's modules, and an editable install writes ``__pycache__`` on its first run);
@@ -120,25 +121,77 @@ def write_csv(path: Path) -> None:
         np.savetxt(f, np.column_stack([x, y]), fmt=["%.6f"] * CSV_FEATURES + ["%d"], delimiter=",")
 
 
+READERS = ("loadtxt", "trainrun", "pyarrow", "pyarrow-stream", "csv-module")
+
+
 def csv_child(how: str, path: str) -> None:
-    """One read in a fresh process: seconds and peak memory above the resident size before it."""
+    """One read in a fresh process: seconds and peak memory above the resident size before it.
+    Every reader ends with float32 features (the floor, ``loadtxt``, reads the target as one
+    more float32 column)."""
     import numpy as np
 
     if how == "trainrun":
         from trainrun.data.sources import read_csv
+    elif how.startswith("pyarrow"):
+        import pyarrow as pa
+        import pyarrow.csv as pc
+    elif how == "csv-module":
+        import csv
     before = _status_mb("VmRSS:")
     started = time.perf_counter()
     if how == "trainrun":
         x, y = read_csv(path, "y")
-    else:  # the floor: numbers only, straight into float32
+    elif how == "loadtxt":  # the floor: numbers only, straight into float32
         x = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)
-        y = x[:, -1]
+        y = x[:, :0]
+    elif how.startswith("pyarrow"):  # features typed float32 as they are parsed
+        types = {f"x{i}": pa.float32() for i in range(CSV_FEATURES)}
+        options = pc.ConvertOptions(column_types=types)
+        if how == "pyarrow":
+            table = pc.read_csv(path, convert_options=options)
+            x = np.column_stack([table.column(i).to_numpy() for i in range(CSV_FEATURES)])
+            y = table.column(CSV_FEATURES).to_numpy()
+        else:  # 1 MB blocks, stacked as they come
+            reader = pc.open_csv(path, read_options=pc.ReadOptions(block_size=1 << 20), convert_options=options)
+            blocks = [(np.column_stack([b.column(i).to_numpy() for i in range(CSV_FEATURES)]),
+                       b.column(CSV_FEATURES).to_numpy()) for b in reader]
+            x, y = np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+    else:  # trainrun's reader before: csv.reader into lists, then numpy
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        x = np.asarray([r[:-1] for r in rows], dtype=np.float64).astype(np.float32)
+        y = np.asarray([r[-1] for r in rows], dtype=np.int64)
     seconds = time.perf_counter() - started
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so it would report the peak of
     # the benchmark process this child was forked from.
     peak = _status_mb("VmHWM:")
-    array = (x.nbytes + (y.nbytes if how == "trainrun" else 0)) / 2**20
+    array = (x.nbytes + y.nbytes) / 2**20
     print(json.dumps({"seconds": seconds, "peak_mb": peak - before, "array_mb": array}))
+
+
+def compare_readers(rounds: int) -> None:
+    """``--csv-readers``: every reader on the generated file, in turn, each in its own process."""
+    import importlib.util
+
+    readers = [r for r in READERS if not r.startswith("pyarrow") or importlib.util.find_spec("pyarrow")]
+    with tempfile.TemporaryDirectory(prefix="trainrun-bench-") as tmp:
+        path = Path(tmp) / "big.csv"
+        write_csv(path)
+        print(f"{path.name}: {CSV_ROWS:,} rows x {CSV_FEATURES + 1} columns, {path.stat().st_size / 1e6:.1f} MB; "
+              f"median of {rounds} rounds (one more warms up), each read in a fresh process")
+        runs: dict[str, list[dict[str, float]]] = {r: [] for r in readers}
+        for round_ in range(rounds + 1):
+            for reader in readers:
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--csv-child", reader, str(path)],
+                                     capture_output=True, text=True, check=True).stdout
+                if round_:
+                    runs[reader].append(json.loads(out.strip().splitlines()[-1]))
+    floor = statistics.median(r["seconds"] for r in runs["loadtxt"])
+    print(f"{'reader':<16} {'seconds':>8} {'÷ loadtxt':>10} {'peak MB':>8} {'÷ arrays':>9}")
+    for reader, rows in runs.items():
+        seconds = statistics.median(r["seconds"] for r in rows)
+        peak = statistics.median(r["peak_mb"] for r in rows)
+        print(f"{reader:<16} {seconds:>8.3f} {seconds / floor:>10.2f} {peak:>8.1f} {peak / rows[0]['array_mb']:>9.2f}")
 
 
 def _status_mb(field: str) -> float:
@@ -240,7 +293,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every command (torch's threads); "
                         "1 keeps a machine that other jobs share from collapsing two-thread runs")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--csv-readers", action="store_true", help="only compare CSV readers: numpy.loadtxt, "
+                        "trainrun, pyarrow (whole file and streamed) and the csv module (trainrun's reader before)")
     args = parser.parse_args()
+    if args.csv_readers:
+        compare_readers(args.rounds)
+        return
     names = args.only or list(GOALS)[:-1]
     rows = []
     with tempfile.TemporaryDirectory(prefix="trainrun-bench-") as tmp:
