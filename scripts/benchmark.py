@@ -12,6 +12,7 @@ and Lightning's Trainer.
     python scripts/benchmark.py --workloads digits --rounds 5
     python scripts/benchmark.py --quick               # fewer epochs, for a smoke test
     python scripts/benchmark.py --levers fused compile compile+fused   # trainrun with levers
+    python scripts/benchmark.py --startup [--rounds 5 ...]   # fixed costs: scripts/bench_startup.py
 
 Lightning variants run when ``lightning`` is installed (``pip install -e .[bench]``): its Trainer
 with the progress bar and ``self.log`` every step (what its docs show), and a lean one (no bar,
@@ -34,7 +35,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -331,6 +334,9 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
 
 
 def main() -> None:
+    if "--startup" in sys.argv[1:]:  # the fixed costs: whole commands, scripts/bench_startup.py
+        script = str(Path(__file__).resolve().parent / "bench_startup.py")
+        os.execv(sys.executable, [sys.executable, script, *(a for a in sys.argv[1:] if a != "--startup")])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 import random
 from collections import OrderedDict
@@ -28,11 +27,13 @@ from torch.optim.lr_scheduler import LRScheduler
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
-from trainrun.data.prepare import DataInfo, prepare_arrays, prepare_dataset
-from trainrun.data.sources import csv_feature_names
+from trainrun.data.csv_file import csv_feature_names
+from trainrun.data.datasets import prepare_dataset
+from trainrun.data.prepare import DataInfo, prepare_arrays
+from trainrun.data.tables import parquet_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
-from trainrun.errors import TrainrunError, phase
-from trainrun.instantiate import build_from_config, takes_flat_samples
+from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.instantiate import build_from_config, check_steps_alone, takes_flat_samples
 from trainrun.losses import LossPlan, plan_loss
 from trainrun.metrics import MetricSet, build_metrics
 from trainrun.settings import LoopSettings, loop_settings, resolve_mode
@@ -41,7 +42,9 @@ from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
              "image_shape", "num_workers")
 Batches = TensorBatches | LoaderBatches
-CSV_SOURCE = "trainrun.data.sources.read_csv"
+# Table sources whose columns are picked by name: the names are kept for predict on a new file.
+TABLE_SOURCES = {"trainrun.data.sources.read_csv": csv_feature_names,
+                 "trainrun.data.sources.read_parquet": parquet_feature_names}
 
 
 @dataclass
@@ -121,8 +124,10 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
             *source, **common, standardize=cfg.data.standardize,
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
         )
-    if str(cfg.data._target_) == CSV_SOURCE:  # the columns by name, for predict on a new file
-        info.features = csv_feature_names(cfg.data.path, cfg.data.target, cfg.data.get("features"))
+    names_of = TABLE_SOURCES.get(str(cfg.data._target_))
+    if names_of is not None:  # the columns by name, for predict on a new file
+        options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
+        info.features = names_of(cfg.data.path, cfg.data.target, cfg.data.get("features"), **options)
     return splits, info
 
 
@@ -151,24 +156,6 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     return raw_model, loss, info, flat
 
 
-def check_steps_alone(optimizer: torch.optim.Optimizer, target: str) -> None:
-    """The loop calls ``optimizer.step()`` with no argument: an optimizer whose ``step`` needs a
-    closure (LBFGS re-evaluates the loss itself) cannot be driven by it."""
-    try:
-        closure = inspect.signature(optimizer.step).parameters.get("closure")
-    except (TypeError, ValueError):
-        return
-    if closure is not None and closure.default is inspect.Parameter.empty:
-        raise TrainrunError(
-            f"optim._target_={target}: its step() needs a closure (a function that recomputes the "
-            "loss), but trainrun's loop calls optimizer.step() once per batch, after backward, "
-            "with no argument",
-            key="optim._target_",
-            fix="choose an optimizer whose step() works without a closure (sgd, adam, adamw, "
-            "rmsprop, adagrad)",
-        )
-
-
 def owners(setup: Setup) -> dict[str, list[object]]:
     """Which key each built object belongs to, for naming the one whose code raised an error
     (:func:`trainrun.errors.owner_key`): the model's layers, the loss, the optimizer, the
@@ -191,8 +178,36 @@ def owners(setup: Setup) -> dict[str, list[object]]:
     }
 
 
+def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None] | None:
+    """For a user Dataset: a check of each batch's labels against the classes the run was built
+    for (the Dataset was never read whole; its classes may have been guessed from a few samples).
+    A label outside them would make cross-entropy fail deep in torch, or BCE train on a target
+    of 2 without a word."""
+    if info.task == "regression":
+        return None
+    high = loss.out_features - 1 if loss.targets == "index" else 1
+    told = (f"the run was built for {info.guessed}" if info.guessed else
+            f"the run was built for {loss.out_features if loss.targets == 'index' else 2} classes")
+
+    def check(y: torch.Tensor) -> None:
+        if not len(y):
+            return
+        lo, hi = torch.aminmax(y.detach().reshape(-1).to(torch.float64))
+        if lo < 0 or hi > high:
+            raise TrainrunError(
+                f"a batch of the Dataset holds the label {(lo if lo < 0 else hi).item():g}, outside 0..{high}: "
+                f"{told}",
+                key="data._target_", exit_code=TRAINING_ERROR,
+                fix="give the Dataset a num_classes (or classes) attribute, or set data.task; labels "
+                "are class indices 0..C-1",
+            )
+
+    return check
+
+
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
-                rank: int, world_size: int, flat: bool = False) -> Batches | None:
+                rank: int, world_size: int, flat: bool = False,
+                check_targets: Callable[[torch.Tensor], None] | None = None) -> Batches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
@@ -208,7 +223,7 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
     return LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
-        rank=rank, world_size=world_size, limit=limit, flat=flat,
+        rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
     )
 
 
@@ -240,7 +255,7 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
-    where = dict(rank=rank, world_size=world_size, flat=flat)
+    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
     with phase("preparing the batches", "data._target_", section=cfg.data):
         train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
         val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)

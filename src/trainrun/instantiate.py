@@ -212,6 +212,24 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def check_steps_alone(optimizer: Any, target: str) -> None:
+    """The loop calls ``optimizer.step()`` with no argument: an optimizer whose ``step`` needs a
+    closure (LBFGS re-evaluates the loss itself) cannot be driven by it."""
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise TrainrunError(
+            f"optim._target_={target}: its step() needs a closure (a function that recomputes the "
+            "loss), but trainrun's loop calls optimizer.step() once per batch, after backward, "
+            "with no argument",
+            key="optim._target_",
+            fix="choose an optimizer whose step() works without a closure (sgd, adam, adamw, "
+            "rmsprop, adagrad)",
+        )
+
+
 # --------------------------------------------------------------------------- trust
 
 # A config stored in a checkpoint is data. What may be built from it without the user naming it

@@ -156,7 +156,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
             test = test_after_fit(setup, run_dir)
         if test is not None:
             summary["test"] = test
-    summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started)
+    summary.update(train_seconds=train_seconds, total_seconds=time.perf_counter() - started,
+                   checkpoint_seconds=stop.writer.seconds)  # the training thread's share of checkpoints
     if lr_found is not None:
         summary["lr_find"] = lr_found
     verdict = None

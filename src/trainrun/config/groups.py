@@ -56,11 +56,18 @@ class SyntheticDataConfig(DataConfig):
 
 
 @dataclass
-class CsvDataConfig(DataConfig):
-    _target_: str = "trainrun.data.sources.read_csv"
-    path: str = setting(MISSING, "the CSV file (a header row, then one row per sample)")
+class ParquetDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.read_parquet"
+    path: str = setting(MISSING, "the file (CSV: a header row, then one row per sample; Parquet: needs pyarrow)")
     target: str = setting(MISSING, "the column holding the targets")
     features: list[str] | None = setting(None, "the feature columns; null: every column but the target")
+
+
+@dataclass
+class CsvDataConfig(ParquetDataConfig):
+    _target_: str = "trainrun.data.sources.read_csv"
+    delimiter: str = setting("auto", "the character between fields: auto (the first of , ; tab | in the "
+                             "header line), or one character (tab: the word tab)")
 
 
 @dataclass
@@ -274,7 +281,8 @@ class WandbLoggerConfig(LoggerConfig):
 # The schemas of each group, by the name its option files use (``/schema/<group>/<name>``).
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"sklearn": SklearnDataConfig, "synthetic": SyntheticDataConfig,
-             "csv": CsvDataConfig, "npz": NpzDataConfig},
+             "csv": CsvDataConfig, "npz": NpzDataConfig,
+             "parquet": ParquetDataConfig},
     "model": {"mlp": MLPConfig, "linear": LinearConfig, "cnn": CNNConfig},
     "loss": {"base": LossConfig, "cross_entropy": CrossEntropyConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig,

@@ -103,8 +103,13 @@ class LoaderBatches:
         world_size: int = 1,
         limit: int | None = None,
         flat: bool = False,
+        check_targets: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
+
+        # Each batch's labels, checked on the host before they move (a Dataset's task and class
+        # count may have been guessed from a few samples: see data.datasets.dataset_labels).
+        self.check_targets = check_targets
 
         self.flat = flat  # each sample as one vector: the model asks for in_features only
 
@@ -140,7 +145,10 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int = 0, start: int = 0, *,
+              check: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch from batch ``start`` on. ``check=False``: labels unchecked
+        (preflight reads the first batch and words a bad label itself)."""
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
         elif isinstance(getattr(self.sampler, "generator", None), torch.Generator):
@@ -154,7 +162,10 @@ class LoaderBatches:
             x = torch.as_tensor(x).to(self.device, non_blocking=True).float()
             if self.flat:
                 x = x.flatten(1)
-            yield x, self.prepare_targets(torch.as_tensor(y).to(self.device, non_blocking=True))
+            y = torch.as_tensor(y)
+            if check and self.check_targets is not None and y.device.type == "cpu":  # no device sync
+                self.check_targets(y)
+            yield x, self.prepare_targets(y.to(self.device, non_blocking=True))
 
 
 def whole(batches: TensorBatches | LoaderBatches, batch_size: int) -> TensorBatches | LoaderBatches:
@@ -164,4 +175,5 @@ def whole(batches: TensorBatches | LoaderBatches, batch_size: int) -> TensorBatc
         return TensorBatches(batches.x, batches.y, batch_size, shuffle=False, seed=batches.seed)
     return LoaderBatches(batches.loader.dataset, batch_size, shuffle=False, seed=batches.seed,
                          device=batches.device, prepare_targets=batches.prepare_targets,
-                         num_workers=batches.loader.num_workers, flat=batches.flat)
+                         num_workers=batches.loader.num_workers, flat=batches.flat,
+                         check_targets=batches.check_targets)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from trainrun.errors import TrainrunError
 
@@ -40,6 +39,9 @@ class DataInfo:
     x_mean: np.ndarray | None = None
     x_std: np.ndarray | None = None
     features: list[str] | None = None  # the feature columns by name (CSV), in the model's order
+    # A user Dataset's task and class count, when guessed from a few samples: what was guessed
+    # (preflight says it; a batch whose labels do not fit stops the run with this).
+    guessed: str | None = None
 
     @property
     def in_features(self) -> int:
@@ -53,15 +55,6 @@ class Splits:
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray] | None
-
-
-@dataclass
-class DatasetSplits:
-    """User ``Dataset`` objects per split (the DataLoader path)."""
-
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
 
 
 def infer_task(y: np.ndarray) -> str:
@@ -236,55 +229,3 @@ def split_indices(n: int, val_fraction: float, test_fraction: float,
     split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
     test_idx, val_idx, train_idx = np.split(order, [n_test, n_test + n_val])
     return train_idx, val_idx, test_idx
-
-
-def prepare_dataset(
-    dataset: Dataset, *, task: str, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[DatasetSplits, DataInfo]:
-    """Split a user Dataset with a seeded generator and read its task and sizes."""
-    n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
-                            fix="check what the Dataset reads (its folder, files or filters)")
-    first = dataset[0]
-    if not (isinstance(first, tuple | list) and len(first) == 2):
-        raise TrainrunError(f"the Dataset's samples must be (x, y) pairs; sample 0 is {type(first).__name__}",
-                            key="data._target_", fix="return (features, target) from __getitem__")
-    kinds = [type(v).__name__ for v in first]
-    if not all(isinstance(v, torch.Tensor | np.ndarray | int | float | np.number) for v in first):
-        raise TrainrunError(f"the Dataset's samples must be (x, y) of tensors, arrays or numbers; sample 0 "
-                            f"is ({', '.join(kinds)})", key="data._target_",
-                            fix="convert text or images to tensors in __getitem__ (e.g. with torchvision transforms)")
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if n - n_val - n_test < 1:
-        raise TrainrunError("the split fractions leave no training samples", key="data.val_fraction")
-    split_sizes_asked(n, val_fraction, n_val, test_fraction, n_test)
-    train, val, test = torch.utils.data.random_split(
-        dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
-    )
-    x0, _ = dataset[0]
-    targets = np.asarray([np.asarray(dataset[i][1]) for i in range(n)])
-    task = getattr(dataset, "task", None) or (infer_task(targets) if task == "auto" else task)
-    num_classes = None
-    if task != "regression":
-        whole = targets.dtype.kind in "biu" or (targets.dtype.kind == "f" and bool(np.all(np.mod(targets, 1) == 0)))
-        if not whole:  # (negative ids are preflight's: it names the range the loss needs)
-            bad = targets.reshape(-1)[np.flatnonzero(~(np.mod(targets, 1) == 0))[:1]].tolist() \
-                if targets.dtype.kind == "f" else targets.reshape(-1)[:1].tolist()
-            raise TrainrunError(
-                f"data.task={task}: the Dataset's labels must be class ids 0, 1, 2, ..., but one is "
-                f"{bad[0] if bad else targets.dtype!r} (a class loss would truncate it to a whole number)",
-                key="data.task",
-                fix="return whole class ids from __getitem__, or use data.task=regression for numeric targets",
-            )
-        num_classes = int(getattr(dataset, "num_classes", 0) or int(targets.max()) + 1)
-    info = DataInfo(
-        task=task,
-        in_shape=tuple(torch.as_tensor(x0).shape),
-        num_classes=max(num_classes, 2) if num_classes else None,
-        target_width=1 if targets.ndim == 1 else targets.shape[1],
-        sizes={"train": len(train), "val": n_val, "test": n_test},
-    )
-    return DatasetSplits(train, val if n_val else None, test if n_test else None), info
-
-

@@ -1,22 +1,26 @@
 """Data sources: the callables a ``data._target_`` names, each returning ``(X, y)`` arrays.
 
 Built-in ones: the data sets that ship inside scikit-learn (:func:`load_sklearn`), generated
-data (:func:`make_synthetic`), CSV and NPZ files (:func:`read_csv`, :func:`read_npz`). A user's
+data (:func:`make_synthetic`), NPZ files (:func:`read_npz`), and tabular files (``read_csv``,
+``read_parquet``, from ``csv_file.py`` and ``tables.py``; config targets name them here). A user's
 source may return arrays, tensors, or a ``torch.utils.data.Dataset`` (see ``prepare.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
+from trainrun.data.csv_file import read_csv
+from trainrun.data.tables import existing_file, read_parquet
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
+
+__all__ = ["load_sklearn", "make_synthetic", "read_csv", "read_npz", "read_parquet"]
 
 SKLEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 CACHE_FORMAT = 1
@@ -110,126 +114,64 @@ def make_synthetic(
     return x.astype(np.float32), y
 
 
-def read_csv(
-    path: str, target: str, features: list[str] | None = None, require_target: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV file with a header row. Feature columns must be numeric; the target may be text
-    (class labels) or numbers. ``require_target=False`` (``predict``): a file without the target
-    column gives ``y = None``."""
-    file = _existing_file(path, "data.path")
-    try:
-        with file.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as err:
-        raise TrainrunError(
-            f"cannot read CSV file {str(file)!r}: {err}", key="data.path"
-        ) from None
-    if len(rows) < 2:
-        raise TrainrunError(
-            f"CSV file {str(file)!r} has no data rows (a header row, then one row per sample)",
-            key="data.path",
-        )
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
-    if target not in header and not require_target:
-        target = ""  # no target column: features only
-    elif target not in header:
-        raise TrainrunError(
-            f"CSV file {str(file)!r} has no column {target!r}; its columns are {header}",
-            key="data.target",
-            fix="set data.target to one of the columns above",
-        )
-    names = feature_names(header, target, features)
-    for name in names:
-        if name not in header:
-            raise TrainrunError(
-                f"CSV file {str(file)!r} has no feature column {name!r}; its columns are {header}",
-                key="data.features",
-            )
-    for n, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise TrainrunError(
-                f"CSV file {str(file)!r}, line {n}: {len(row)} fields, the header has {len(header)}",
-                key="data.path",
-            )
-    columns = {h: [row[i].strip() for row in body] for i, h in enumerate(header)}
-    x = np.empty((len(body), len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        try:
-            x[:, j] = np.asarray(columns[name], dtype=np.float64)
-        except ValueError:
-            bad = next(v for v in columns[name] if not _is_number(v))
-            raise TrainrunError(
-                f"CSV column {name!r} is not numeric (value {bad!r})",
-                key="data.features",
-                fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]",
-            ) from None
-    if not target:
-        return x, None
-    y_text = columns[target]
-    if all(v.lstrip("-").isdigit() for v in y_text):
-        y: np.ndarray = np.asarray(y_text, dtype=np.int64)  # whole numbers: class labels
-    elif all(_is_number(v) for v in y_text):
-        y = np.asarray(y_text, dtype=np.float64)
-    else:
-        y = np.asarray(y_text)
-    return x, y
-
-
-def feature_names(header: list[str], target: str, features: list[str] | None) -> list[str]:
-    """The feature columns of a CSV file: ``features`` as given, else every column but the target."""
-    return list(features) if features else [h for h in header if h != target]
-
-
-def csv_feature_names(path: str, target: str, features: list[str] | None = None) -> list[str] | None:
-    """The feature column names a ``read_csv`` of this file uses, from its header line alone
-    (kept in the checkpoint, so ``predict`` picks the same columns by name in a new file)."""
-    try:
-        with Path(path).expanduser().open(newline="") as f:
-            header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError):
-        return None
-    return None if header is None else feature_names([h.strip() for h in header], target, features)
-
-
 def read_npz(path: str, x_key: str = "X", y_key: str = "y",
              require_target: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """A NumPy ``.npz`` archive holding the features and the targets (``require_target=False``,
-    for ``predict``: an archive without the targets array gives ``y = None``)."""
-    file = _existing_file(path, "data.path")
+    """A NumPy ``.npz`` archive holding the features and the targets (read without pickle: an
+    archive cannot run code). ``require_target=False`` (``predict``): an archive without the
+    targets array gives ``y = None``."""
+    file = existing_file(path, "data.path", (".npz",))
     try:
         archive = np.load(file, allow_pickle=False)
     except Exception as err:
         raise TrainrunError(
             f"cannot read NPZ file {str(file)!r}: {err}", key="data.path"
         ) from None
+    if isinstance(archive, np.ndarray):  # np.load reads a .npy file as the one array it holds
+        raise TrainrunError(
+            f"{str(file)!r} is a .npy file holding one array (shape {list(archive.shape)}), not an .npz "
+            "archive of features and targets",
+            key="data.path",
+            fix="save both into one archive: numpy.savez('data.npz', X=features, y=targets)",
+        )
     with archive:
+        arrays = []
         for key, name in (("data.x_key", x_key), ("data.y_key", y_key)):
             if name == y_key and name not in archive.files and not require_target:
-                return archive[x_key], None  # predict: features only
+                break  # predict: features only
             if name not in archive.files:
                 raise TrainrunError(
                     f"NPZ file {str(file)!r} has no array {name!r}; it holds {archive.files}",
                     key=key,
                 )
-        return archive[x_key], archive[y_key]
-
-
-def _existing_file(path: str, key: str) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
+            try:
+                arrays.append(archive[name])
+            except Exception as err:  # object arrays (pickles), a damaged member
+                raise TrainrunError(f"cannot read array {name!r} of NPZ file {str(file)!r}: {err}",
+                                    key="data.path", fix="save numeric arrays (numpy.savez)") from None
+    x, y = arrays if len(arrays) == 2 else (arrays[0], None)
+    if y is None:
+        if x.ndim == 0:
+            raise TrainrunError(f"NPZ file {str(file)!r}: {x_key} is a single number, not one row per sample",
+                                key="data.x_key", fix=f"save {x_key} as [samples, features...]")
+        return x, None
+    shapes = f"{x_key} has shape {list(x.shape)} and {y_key} {list(y.shape)}"
+    if x.ndim == 0 or y.ndim == 0:
         raise TrainrunError(
-            f"file not found: {str(file)!r} (looked in {Path.cwd()})",
-            key=key,
-            fix="give an absolute path, or a path relative to the folder you run train from",
+            f"NPZ file {str(file)!r}: {shapes}; {x_key if x.ndim == 0 else y_key} is a single number, "
+            "not one row per sample",
+            key=f"data.{'x_key' if x.ndim == 0 else 'y_key'}",
+            fix=f"save {x_key} as [samples, features...] and {y_key} as [samples] (or [samples, k])",
         )
-    return file
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
+    if y.ndim > 2:
+        raise TrainrunError(
+            f"NPZ file {str(file)!r}: {shapes}; targets are one value per sample ([samples]) or k "
+            "values per sample ([samples, k]), not more",
+            key="data.y_key",
+            fix=f"save {y_key} as [samples] (class labels, or one regression target) or [samples, k]",
+        )
+    if len(x) != len(y):
+        raise TrainrunError(
+            f"NPZ file {str(file)!r}: {shapes}: {len(x)} samples of features but {len(y)} targets",
+            key="data.path", fix=f"save one target per row of {x_key}",
+        )
+    return x, y

@@ -11,8 +11,11 @@ epoch number.
 
 Writing: the payload is serialized to memory on the training thread (a consistent snapshot of
 that moment), then written, fsynced and renamed into place on a background thread
-(:class:`CheckpointWriter`), so training goes on meanwhile. The next save and the end of the run
-wait for it. Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
+(:class:`CheckpointWriter`, through ``files.BackgroundWrites``), so training goes on meanwhile.
+The next save and the end of the run wait for it. Serializing on the background thread instead
+was measured slower: ``torch.save`` is Python work (one ``persistent_id`` call per pickled
+object) that holds the GIL, so the training thread waited for it anyway, and more (docs/performance.md).
+Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ import contextlib
 import dataclasses
 import io
 import pickle
-import queue
 import random
-import threading
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import LAST, atomic_write
+from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
 
 FORMAT = 1
 
@@ -128,12 +130,15 @@ def remove_partial_writes(folder: Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every random stream's state. Python's 625 numbers go in one tensor: as a tuple, each was
+    one more object for ``torch.save`` to pickle (a quarter of a small model's checkpoint time)."""
     np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
     }
 
 
@@ -143,8 +148,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    version, internal, gauss = state["python"]  # a tensor, or a tuple in older checkpoints
+    random.setstate((version, tuple(internal.tolist() if isinstance(internal, torch.Tensor) else internal), gauss))
 
 
 def schema_names(cfg: DictConfig) -> dict[str, str]:
@@ -159,10 +164,11 @@ def schema_names(cfg: DictConfig) -> dict[str, str]:
 
 
 def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
-            config: dict[str, Any] | None = None) -> dict[str, Any]:
+            config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
     DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``); by default
-    this process's. ``config``: the plain config, when the caller already has it."""
+    this process's. ``config``/``schemas``: the plain config and its schema names, when the
+    caller already has them (they do not change during a run)."""
     if step_losses is None:
         step_losses = state.step_losses
     return {
@@ -183,7 +189,7 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
         "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
-        "schemas": schema_names(setup.cfg),
+        "schemas": schemas or schema_names(setup.cfg),
         # the training split's statistics and label encoding, applied to new data (predict)
         "data": to_payload(setup.info),
     }
@@ -219,70 +225,62 @@ class CheckpointWriter:
     """Writes ``last.pt`` / ``best.pt`` into ``folder`` (rank 0 only; every rank calls
     :meth:`save`, which gathers the ranks' batch losses under DDP).
 
-    :meth:`save` serializes on the calling thread and hands the bytes to one background thread,
-    which writes each file atomically in order. A save first waits for the writes of the one
-    before (so at most one snapshot waits in memory), and :meth:`close` waits for the last; a
-    write that failed (disk full, folder gone) is reported then, with the previous file intact.
+    :meth:`save` serializes the state on the calling thread and hands the bytes to a background
+    thread, which writes each file atomically, in order. A save first
+    waits for the writes of the one before (so at most one snapshot waits in memory), and
+    :meth:`close` waits for the last; a write that failed (disk full, folder gone) is reported
+    then, with the previous file intact. ``seconds``: what checkpoints cost the training thread.
     """
 
     def __init__(self, setup: Any, folder: Path, enabled: bool = True) -> None:
         self.setup, self.folder = setup, folder
         self.writes = setup.rank == 0 and enabled
+        self.seconds = 0.0
         self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
-        self._jobs: queue.Queue[tuple[Path, bytes] | None] = queue.Queue()
-        self._failure: tuple[Path, BaseException] | None = None
-        self._thread: threading.Thread | None = None
+        self._schemas = schema_names(setup.cfg)
+        # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments
+        self._background = BackgroundWrites("trainrun-checkpoints", lambda path, data: write_file(path, data))
         if self.writes:
             remove_partial_writes(folder)
 
     def save(self, state: Any, *names: str) -> None:
         """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
+        started = time.perf_counter()
         losses = gather_rows(state.step_losses, self.setup.world_size)  # a collective under DDP
         if not self.writes:
             return
-        self.wait()
-        data = serialize(payload(self.setup, state, losses, self._config))
-        if self._thread is None:
-            thread = threading.Thread(target=self._work, name="trainrun-checkpoints")
-            thread.start()  # kept only once started: a failed start must not make close() join it
-            self._thread = thread
-        for name in names or (LAST,):
-            self._jobs.put((self.folder / name, data))
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            path, data = job
-            try:
-                if self._failure is None:
-                    write_file(path, data)
-            except BaseException as err:  # reported by wait(), on the training thread
-                self._failure = (path, err)
-            finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
+        self._wait(self._background.wait)
+        data = serialize(payload(self.setup, state, losses, self._config, self._schemas))  # the snapshot
+        self._background.put([self.folder / name for name in names or (LAST,)], data)  # best + last: once
+        self.seconds += time.perf_counter() - started
 
     def wait(self) -> None:
         """Block until every handed-over write is on disk; raise if one failed."""
-        if self._thread is not None:
-            self._jobs.join()
-        if self._failure is not None:
-            path, err = self._failure
-            self._failure = None
-            raise TrainrunError(
-                f"could not write the checkpoint {str(path)!r}: {type(err).__name__}: {err}; the "
-                "checkpoint written before it (if any) is intact",
-                key="hydra.run.dir",
-                fix="free disk space or make the run folder writable, then resume=auto",
-                exit_code=TRAINING_ERROR,
-            ) from err
+        self._timed(self._background.wait)
 
     def close(self) -> None:
         """Wait for the last write and stop the background thread; raise if a write failed."""
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
-            self._thread = None
-        self.wait()
+        self._timed(self._background.close)
+
+    def _timed(self, wait: Any) -> None:
+        started = time.perf_counter()
+        try:
+            self._wait(wait)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _wait(wait: Any) -> None:
+        try:
+            wait()
+        except WriteFailed as failed:
+            raise TrainrunError(
+                f"could not write the checkpoint {str(failed.path)!r}: {type(failed.error).__name__}: "
+                f"{failed.error}; the checkpoint written before it (if any) is intact",
+                key="hydra.run.dir",
+                fix="free disk space or make the run folder writable, then resume=auto",
+                exit_code=TRAINING_ERROR,
+            ) from failed.error
 
     def close_quietly(self) -> None:
         """:meth:`close` while another error ends the run: that error is the one to report."""

@@ -27,7 +27,9 @@ MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
               "scheduler.interval", "trainer.accumulate_grad_batches", "trainer.seed",
               "checkpoint.monitor", "checkpoint.mode")
 # ...except these, which change nothing in what is computed.
-NEVER_BLOCK = ("data.num_workers",)
+# (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
+# reads the file otherwise fails to find its columns.)
+NEVER_BLOCK = ("data.num_workers", "data.delimiter")
 # Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")

@@ -88,9 +88,12 @@ def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
                     "your model's __init__ (trainrun passes the number of classes)")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= width:
+        guessed = getattr(setup.info, "guessed", None)  # a user Dataset's classes, from a few samples
         raise refuse(f"{name} needs class indices in [0, {width}), but the targets range from "
-                    f"{lo} to {hi}", key="data",
-                    fix="encode the labels as 0..C-1 (trainrun does this for in-memory data)")
+                    f"{lo} to {hi}" + (f" (the run was built for {guessed})" if guessed and lo >= 0 else ""),
+                    key="data._target_" if guessed and lo >= 0 else "data",
+                    fix="give the Dataset a num_classes (or classes) attribute" if guessed and lo >= 0 else
+                    "encode the labels as 0..C-1 (trainrun does this for in-memory data)")
 
 
 def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:

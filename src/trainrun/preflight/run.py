@@ -83,7 +83,7 @@ def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
             raise refuse("the training split yields no batch", key="data.batch_size")
         lo, hi = batches.bounds[0]
         return batches.x[lo:hi], batches.y[lo:hi]
-    iterator = batches.epoch(0)
+    iterator = batches.epoch(0, check=False)  # a bad label is refused below, in preflight's words
     try:
         return next(iterator)
     except StopIteration:
@@ -118,6 +118,8 @@ def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
         say(report.line)
         for warning in report.warnings:
             say(f"preflight warning: {warning}")
+        if getattr(setup.info, "guessed", None):  # a user Dataset that declares no classes
+            say(f"data: {setup.info.guessed}; the first batch agrees, and each batch's labels are checked")
     return report
 
 

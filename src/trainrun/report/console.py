@@ -19,9 +19,9 @@ import torch
 from tqdm import tqdm
 
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
+from trainrun.report.drawer import CurvesDrawer
 from trainrun.report.echo import FILE_ONLY, print_config_tree, rendered
 from trainrun.report.loggers import CsvLogger, Loggers, config_params
-from trainrun.report.plots import write_curves
 
 log = logging.getLogger("trainrun")
 
@@ -99,6 +99,7 @@ class Reporter:
         self.writes = rank == 0
         # Where epoch values go: metrics.csv/.jsonl unless use_loggers() chooses others.
         self.loggers = Loggers([CsvLogger(run_dir)] if self.writes else [])
+        self.drawer = CurvesDrawer()  # curves.png: matplotlib imported by a helper while training
 
     def _say(self, message: str) -> None:
         log.info(message, extra=self.extra)
@@ -106,6 +107,8 @@ class Reporter:
     def show_start(self, cfg: Any) -> None:
         """The run folder, to copy; the config as a rich tree only with ``print_config=true``
         (a sweep prints the shared config once, at its start)."""
+        if self.writes and cfg.get("plot", True) and self.epochs > 0:
+            self.drawer.start()
         if self.mode != "none":
             if cfg.get("print_config", False) and not cfg.get("explain", False) and not self.quiet_console:
                 print_config_tree(cfg)
@@ -151,7 +154,7 @@ class Reporter:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = write_curves(history, self.run_dir / CURVES_PNG)
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG)
             if note and self.mode != "none":
                 self._say(note)
         self.loggers.log_summary(summary)

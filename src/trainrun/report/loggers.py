@@ -35,7 +35,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import CURVES_PNG, METRICS_CSV, METRICS_JSONL, PARAMS_CSV, atomic_write_text
+from trainrun.files import CURVES_PNG, METRICS_CSV, METRICS_JSONL, PARAMS_CSV, BackgroundWrites, atomic_write_text
 from trainrun.instantiate import build_from_config
 
 log = logging.getLogger("trainrun")
@@ -131,6 +131,10 @@ class CsvLogger:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
+        # Written on a background thread: two fsynced files per epoch cost the training thread
+        # ~0.3-0.7 s over the 30 short epochs of the digits workload. A failed write is raised by
+        # the next log_epoch or close (the file keeps its previous content).
+        self._background = BackgroundWrites("trainrun-metrics")
 
     def log_params(self, params: dict[str, Any]) -> None:
         """``params.csv``: the flat config, one ``name,value`` row each (lists such as ``tags``
@@ -141,19 +145,19 @@ class CsvLogger:
         for name, value in params.items():
             writer.writerow([name, value if isinstance(value, str | int | float) and not isinstance(value, bool)
                              else json.dumps(value)])
-        atomic_write_text(self.run_dir / PARAMS_CSV, out.getvalue())
+        self._background.put(self.run_dir / PARAMS_CSV, out.getvalue().encode())
 
     def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.run_dir / METRICS_CSV, metrics_csv(history))
-        atomic_write_text(
-            self.run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in history)
-        )
+        self._background.wait()  # the last epoch's files are written (or their failure raised)
+        self._background.put(self.run_dir / METRICS_CSV, metrics_csv(history).encode())
+        self._background.put(self.run_dir / METRICS_JSONL,
+                             "".join(json.dumps(r) + "\n" for r in history).encode())
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         pass  # summary.json is written by the reporter for every run
 
     def close(self) -> None:
-        pass
+        self._background.close()
 
 
 # --------------------------------------------------------------------------- tensorboard

@@ -1,0 +1,205 @@
+"""Tables: the columns of a tabular file chosen by name, and Parquet files (``data=parquet``).
+
+:func:`select_columns` decides which columns are the features and which is the target, for CSV
+(``csv_file.py``) and Parquet alike, and refuses every way names can be wrong or ambiguous
+(duplicates, the target among the features, unnamed or missing columns, a first line of data
+where the names belong). Parquet goes through pyarrow (an optional extra), reading only the
+columns asked for, converted one at a time into the float32 feature matrix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainrun.errors import TrainrunError
+
+DELIMITERS = (",", ";", "\t", "|")  # what delimiter=auto looks for in the header, in this order
+
+
+def existing_file(path: str, key: str, kinds: Sequence[str] = ()) -> Path:
+    """``path`` as a file that exists; a folder or a missing file is one paragraph."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix.lower() in kinds)
+        shown = f"; it holds {', '.join(inside[:5])}" + (" ..." if len(inside) > 5 else "") if inside else ""
+        raise TrainrunError(
+            f"{key}={path!r} is a folder, not a file{shown}",
+            key=key,
+            fix=f"name the file itself, e.g. {key}={file / inside[0]}" if inside
+            else f"name a {'/'.join(kinds) or 'data'} file inside it",
+        )
+    if not file.is_file():
+        raise TrainrunError(
+            f"file not found: {str(file)!r} (looked in {Path.cwd()})",
+            key=key,
+            fix="give an absolute path, or a path relative to the folder you run train from",
+        )
+    return file
+
+
+def select_columns(
+    header: list[str], target: str, features: Sequence[str] | None, where: str, *,
+    first: str | None = None, sep: str = ",", require_target: bool = True,
+) -> tuple[list[int], int | None]:
+    """Which columns are the features and which is the target, by name; every way the names
+    can be ambiguous or wrong is refused (duplicates, the target among the features, unnamed
+    or missing columns). ``first``/``sep``: the CSV header line as read, to say what went wrong.
+    ``require_target=False`` (``predict``): a file without the target column gives ``None`` for it."""
+    has_target = target in header
+    if (not has_target and require_target) or (first is not None and _looks_like_data(header)):
+        raise _missing_target(header, target, where, first, sep)
+    names = list(features) if features else [h for h in header if h != target]
+    if features:
+        for name in names:
+            if name not in header:
+                raise TrainrunError(f"{where} has no feature column {name!r}; its columns are {header}",
+                                    key="data.features", fix="list columns of the file in data.features")
+        if target in names:
+            raise TrainrunError(
+                f"data.features lists the target column {target!r}: the model would be given the "
+                "answer it is trained to predict",
+                key="data.features", fix=f"remove {target!r} from data.features",
+            )
+        twice = [n for n, c in Counter(names).items() if c > 1]
+        if twice:
+            raise TrainrunError(f"data.features lists {twice[0]!r} {Counter(names)[twice[0]]} times",
+                                key="data.features", fix="list each feature column once")
+    elif "" in names:
+        number = header.index("") + 1
+        raise TrainrunError(
+            f"{where}: column {number} has no name in the header (an index column, as pandas' "
+            "to_csv writes?); it would be used as a feature",
+            key="data.features",
+            fix="name it in the header, write the file without it (pandas: to_csv(path, index=False)), "
+            "or list the features: data.features=[...]",
+        )
+    if not names:
+        raise TrainrunError(f"{where} has no column besides the target {target!r}: there are no features",
+                            key="data.path", fix="a header row naming the feature columns and the target")
+    counts = Counter(header)
+    for name in [target, *names] if has_target else names:
+        if counts[name] > 1:
+            where_ = [str(i + 1) for i, h in enumerate(header) if h == name]
+            raise TrainrunError(
+                f"{where} has {counts[name]} columns named {name!r} (columns {', '.join(where_)}): "
+                "which one is meant cannot be told",
+                key="data.path",
+                fix=f"give each column its own name in the header (e.g. {name}_2)",
+            )
+    return [header.index(n) for n in names], header.index(target) if has_target else None
+
+
+def _missing_target(header: list[str], target: str, where: str, first: str | None, sep: str) -> TrainrunError:
+    if first is not None and _looks_like_data(header):
+        return TrainrunError(
+            f"{where} has no header row: its first line holds numbers ({first[:60]!r}), not the "
+            "column names (trainrun would take that line for names and lose it as a sample)",
+            key="data.path",
+            fix=f"add a first line naming the {len(header)} columns, e.g. "
+            f"{sep.join([*(f'x{i}' for i in range(1, len(header))), 'label'])!r} with data.target=label",
+        )
+    if first is not None and len(header) == 1:
+        other = next((d for d in DELIMITERS if d != sep and d in first), None)
+        if other is not None:
+            return TrainrunError(
+                f"{where} is not separated by {sep!r}: its header {first[:60]!r} is one column "
+                f"when split at {sep!r}; it holds {other!r} between the names",
+                key="data.delimiter", fix=f"add \"data.delimiter='{other}'\" (quoted so: for the shell and "
+                "for Hydra)" if other != "\t" else "add data.delimiter=tab",
+            )
+    return TrainrunError(f"{where} has no column {target!r}; its columns are {header}",
+                         key="data.target", fix="set data.target to one of the columns above")
+
+
+def _parquet(file: Path) -> tuple[Any, Any, list[str]]:
+    """pyarrow (imported only for data=parquet), its parquet module, and the file's column names."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TrainrunError("data=parquet reads files with pyarrow, which is not installed", key="data",
+                            fix="pip install 'trainrun[parquet]' (or pip install pyarrow)") from None
+    try:
+        header = list(pq.read_schema(file).names)
+    except Exception as err:
+        raise TrainrunError(f"cannot read Parquet file {str(file)!r}: {type(err).__name__}: {err}", key="data.path",
+                            fix="name a Parquet file (pandas: df.to_parquet(path)); data=csv reads CSV") from None
+    return pa, pq, header
+
+
+def parquet_feature_names(path: str, target: str, features: list[str] | None = None) -> list[str] | None:
+    """The feature columns ``read_parquet`` uses, by name, from the file's schema alone (kept in
+    the checkpoint, so ``predict`` picks the same columns by name in a new file)."""
+    try:
+        _, _, header = _parquet(existing_file(path, "data.path", (".parquet", ".pq")))
+        columns, _ = select_columns(header, target, features, path)
+    except TrainrunError:
+        return None
+    return [header[i] for i in columns]
+
+
+def read_parquet(path: str, target: str, features: list[str] | None = None,
+                 require_target: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``): numeric feature columns;
+    the target may be text (class labels) or numbers. Only the columns used are read.
+    ``require_target=False`` (``predict``): a file without the target column gives ``y = None``."""
+    file = existing_file(path, "data.path", (".parquet", ".pq"))
+    pa, pq, header = _parquet(file)
+    where = f"Parquet file {str(file)!r}"
+    columns, t = select_columns(header, target, features, where, require_target=require_target)
+    table = pq.read_table(file, columns=[header[i] for i in [*columns, *([] if t is None else [t])]])
+    n = table.num_rows
+    if n == 0:
+        raise TrainrunError(f"{where} has no rows", key="data.path", fix="name a file holding samples")
+    x = np.empty((n, len(columns)), dtype=np.float32)
+    for j, name in enumerate(table.column_names[:len(columns)]):
+        column = table.column(j)
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+                or pa.types.is_decimal(kind)):
+            raise TrainrunError(f"Parquet column {name!r} is not numeric (type {kind})", key="data.features",
+                                fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]")
+        if column.null_count:
+            raise TrainrunError(f"Parquet column {name!r} has {column.null_count} missing values (null)",
+                                key="data.features",
+                                fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
+                                "with data.features=[...]")
+        x[:, j] = column.to_numpy().astype(np.float32, copy=False)
+        table = table.set_column(j, name, pa.nulls(n, pa.null()))  # give its memory back
+    if t is None:
+        return x, None
+    labels = table.column(len(columns))
+    if labels.null_count:
+        raise TrainrunError(f"{where}: the target column {target!r} has {labels.null_count} missing values",
+                            key="data.target", fix="drop the rows without a target, or fill them in")
+    kind = labels.type
+    if pa.types.is_dictionary(kind):
+        labels, kind = labels.cast(kind.value_type), kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        y = labels.to_numpy().astype(np.int64)
+    elif pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        y = labels.to_numpy().astype(np.float64)
+        if np.all(np.mod(y, 1) == 0) and np.all(np.abs(y) < 2**53):
+            y = y.astype(np.int64)
+    else:
+        y = np.asarray([str(v) for v in labels.to_pylist()])
+    return x, y
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_data(header: list[str]) -> bool:
+    """A first line of numbers that are not plain column numbers (pandas names columns 0, 1, ...
+    when it has no names): values like 0.25 or -3 are a data row, not a header."""
+    return all(is_number(h) for h in header) and not all(h.isdigit() for h in header)
