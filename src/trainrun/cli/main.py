@@ -17,6 +17,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,9 @@ log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
 
 _task_started = False
+# How long a rank other than 0 waits before leaving on an error rank 0 reports: rank 0 prints
+# and exits well within it, and the launcher then stops the waiting ranks.
+RANK_QUIET_EXIT_S = 10.0
 _claimed: RunFolder | None = None  # a hydra.run.dir named on the command line, locked before Hydra
 
 
@@ -191,7 +195,10 @@ def train() -> None:
                 _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:
             if (ranks.launched_place() or ranks.ALONE).rank != 0:
-                sys.exit(err.exit_code)  # every rank found it; rank 0 says it, once
+                # Every rank found it; rank 0 says it, once. Leaving at once would let the
+                # launcher stop rank 0 before it printed (torchrun stops all on the first exit).
+                time.sleep(RANK_QUIET_EXIT_S)
+                sys.exit(err.exit_code)
             _fail(err)
         try:
             run_app(_train_task, lambda: _task_started)

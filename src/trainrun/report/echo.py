@@ -2,7 +2,7 @@
 tree. Light on purpose (no torch): Hydra's logging config names :class:`ConsoleLines`, and the
 sweep callback prints the shared config once, before any job imports torch.
 
-A sweep job (``train -m``) keeps the console to one line of its own (Hydra has printed its
+A sweep job (``train -m``) whose console is the sweep's keeps it to one line of its own (Hydra has printed its
 overrides just before): its preflight, epoch lines and summary table go to its ``train.log``
 only, marked ``extra=FILE_ONLY``; the console handler's :class:`ConsoleLines` filter drops them.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from typing import Any
 
@@ -31,7 +32,11 @@ class ConsoleLines(logging.Filter):
 
 
 def in_sweep_job() -> bool:
-    """Whether this process runs a job of ``train -m`` (Hydra's multirun mode)."""
+    """Whether this process runs a job of ``train -m`` (Hydra's multirun mode) that shares the
+    sweep's console. A submitit job (SLURM or local) writes to an output file of its own, which
+    the user tails as the job's progress: it prints like a single run."""
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
     try:
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:  # no Hydra around (library use, tests)
