@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
+from tutorial_loop import tutorial_epoch  # this folder's: the loop written once
 
 from trainrun.build import Setup, build
 from trainrun.config import config_dir
@@ -248,17 +249,7 @@ def tutorial_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Opt
     losses = []
     for epoch in range(run.cfg.trainer.epochs):
         sampler.epoch = epoch
-        model.train()
-        running, seen = 0.0, 0
-        for x, y in loader:
-            optimizer.zero_grad()
-            out = model(x)
-            loss = criterion(out, y)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(x)
-            seen += len(x)
-        losses.append(running / seen)
+        losses.append(tutorial_epoch(model, optimizer, criterion, loader))
     return losses
 
 

@@ -16,6 +16,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOYS = Path(__file__).resolve().parent / "toys.py"
+sys.path.insert(0, str(REPO / "scripts"))  # tutorial_loop.py: the loop the fidelity test holds trainrun to
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, env_for_tests, final_weights, max_difference
+from conftest import BIN, TOYS, env_for_tests, final_weights, max_difference
 
 # 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
 # so the equivalence below includes a short, unevenly split last batch.
@@ -217,8 +217,8 @@ def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command
     (torchrun again) continues it there. (torchrun's weights equal trainer.devices=2's: below.)"""
     cwd = tmp_path / "work"
     cwd.mkdir()
-    (cwd / "killer.py").write_text(SELF_KILLER)
-    args = [*DATA, "model._target_=killer.Net", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
+    shutil.copy(TOYS, cwd / "killer.py")
+    args = [*DATA, "model._target_=killer.KillsItself", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
     env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     cut = subprocess.run(
         ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli", *args, "data.batch_size=16"],
@@ -313,11 +313,11 @@ def test_submitit_job_with_two_tasks_trains_as_two_ranks(tmp_path):
 def test_devices_inside_a_submitit_job_and_its_requeue(tmp_path):
     """trainer.devices=2 inside a submitit job; a preemption signal (SIGUSR2 to the job) saves
     last.pt, submitit requeues the job, and the requeued job resumes from it."""
-    (tmp_path / "killer.py").write_text(SELF_KILLER)
+    shutil.copy(TOYS, tmp_path / "killer.py")
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-         f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.Net", "trainer.devices=2",
+         f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.KillsItself", "trainer.devices=2",
          "trainer.epochs=3"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env=env_for_tests({"KILL_AT": "30", "KILL_PARENT": "1", "KILL_SIGNAL": "SIGUSR2",
@@ -467,41 +467,12 @@ def test_skipping_a_nonfinite_batch_is_agreed_by_all_ranks(train, tmp_path):
 # --------------------------------------------------------------------------- signals, checkpoints, resume
 
 
-SELF_KILLER = textwrap.dedent("""
-    import os
-    import signal
-
-    from torch import nn
-
-
-    class Net(nn.Module):
-        \"\"\"Rank 0 alone sends SIGTERM (or KILL_SIGNAL) at training call KILL_AT (when set) to
-        itself, or with KILL_PARENT=1 to its launcher (torchrun's agent, a submitit job); only
-        once when KILL_ONCE names a file (made then).\"\"\"
-
-        def __init__(self, in_features, out_features, **unused):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, out_features))
-            self.calls = 0
-
-        def forward(self, x):
-            if self.training:
-                self.calls += 1
-                if self.calls == int(os.environ.get("KILL_AT", "0")) and os.environ.get("RANK") == "0":
-                    once = os.environ.get("KILL_ONCE")
-                    if not once or not os.path.exists(once):
-                        if once:
-                            open(once, "w").close()
-                        whom = os.getppid() if os.environ.get("KILL_PARENT") else os.getpid()
-                        os.kill(whom, getattr(signal, os.environ.get("KILL_SIGNAL", "SIGTERM")))
-            return self.body(x)
-""")
 
 
 @pytest.mark.slow
 def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, tmp_path):
-    (tmp_path / "killer.py").write_text(SELF_KILLER)
-    args = (*DATA, "model._target_=killer.Net", "optim=sgd", "scheduler=onecycle",
+    shutil.copy(TOYS, tmp_path / "killer.py")
+    args = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
             "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
     whole = train(*args, run_dir=tmp_path / "whole")
     cut = train(*args, run_dir=tmp_path / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)

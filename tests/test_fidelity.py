@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from tutorial_loop import tutorial_epoch
 
 from trainrun.build import build
 from trainrun.engine.loop import TrainState, fit
@@ -13,23 +14,13 @@ from trainrun.report.console import Reporter
 
 
 def canonical_loop(model, optimizer, criterion, batches, epochs):
-    """The loop from every PyTorch tutorial, with the batch order trainrun uses."""
+    """The tutorial loop (scripts/tutorial_loop.py), with the batch order trainrun uses."""
     epoch_losses = []
     for epoch in range(epochs):
         perm = batches.permutation(epoch)
         x_all, y_all = batches.x[perm], batches.y[perm]
-        model.train()
-        total, count = 0.0, 0
-        for lo, hi in batches.bounds:
-            x, y = x_all[lo:hi], y_all[lo:hi]
-            optimizer.zero_grad()
-            out = model(x)
-            loss = criterion(out, y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-            count += len(x)
-        epoch_losses.append(total / count)
+        epoch_losses.append(tutorial_epoch(model, optimizer, criterion,
+                                           ((x_all[lo:hi], y_all[lo:hi]) for lo, hi in batches.bounds)))
     return epoch_losses
 
 

@@ -8,11 +8,10 @@ watch the gradients the optimizer actually stepped with.
 from __future__ import annotations
 
 import shutil
-import textwrap
 
 import pytest
 import torch
-from conftest import final_weights, max_difference
+from conftest import TOYS, final_weights, max_difference
 
 # Synthetic data with 803 training rows: batches of 32 leave a short last batch (3 rows), and
 # windows of 4 batches of 8 leave a short last window (8 + 8 + 3), so the equalities below cover
@@ -155,36 +154,13 @@ def test_scheduler_cadence_and_logged_lr(train, name):
     assert saved["scheduler"] is not None
 
 
-KILLER = textwrap.dedent("""
-    import os
-    import signal
-
-    from torch import nn
-
-
-    class Net(nn.Module):
-        \"\"\"An MLP that sends SIGTERM to its own process at training forward call KILL_AT (if
-        set): a signal at an exact, repeatable step, with the same config as an undisturbed run.\"\"\"
-
-        def __init__(self, in_features, out_features, **unused):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, out_features))
-            self.calls = 0
-
-        def forward(self, x):
-            if self.training:
-                self.calls += 1
-                if self.calls == int(os.environ.get("KILL_AT", "0")) and os.environ.get("RANK", "0") == "0":
-                    os.kill(os.getpid(), signal.SIGTERM)
-            return self.body(x)
-""")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["onecycle", "plateau"])
 def test_resumed_run_has_the_same_lr_sequence_and_weights(train, tmp_path, name):
-    (tmp_path / "killer.py").write_text(KILLER)
-    args = (*DATA, "model._target_=killer.Net", "optim=sgd", "optim.lr=0.05", f"scheduler={name}",
+    shutil.copy(TOYS, tmp_path / "killer.py")
+    args = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "optim.lr=0.05", f"scheduler={name}",
             *SCHEDULER_ARGS[name], "trainer.epochs=4", "data.batch_size=64")
     whole = train(*args, run_dir=tmp_path / "whole")
     # forward call 20 is inside epoch 2 (13 steps an epoch; the preflight batch is call 1)

@@ -3,11 +3,37 @@ be right or to break one rule. Tests copy this file into the folder ``train`` ru
 ``usercode.py``, and name its objects the way a user would: ``model._target_=usercode.Squeezed``.
 """
 
+import os
+import signal
+
 import numpy as np
 import torch
 from torch import nn
 
 # --------------------------------------------------------------------------- models
+
+
+class KillsItself(nn.Module):
+    """Rank 0 alone sends SIGTERM (or KILL_SIGNAL) at training call KILL_AT (when set) to
+    itself, or with KILL_PARENT=1 to its launcher (torchrun's agent, a submitit job); only
+    once when KILL_ONCE names a file (made then)."""
+
+    def __init__(self, in_features, out_features, **unused):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_features, 32), nn.ReLU(), nn.Linear(32, out_features))
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == int(os.environ.get("KILL_AT", "0")) and os.environ.get("RANK", "0") == "0":
+                once = os.environ.get("KILL_ONCE")
+                if not once or not os.path.exists(once):
+                    if once:
+                        open(once, "w").close()
+                    whom = os.getppid() if os.environ.get("KILL_PARENT") else os.getpid()
+                    os.kill(whom, getattr(signal, os.environ.get("KILL_SIGNAL", "SIGTERM")))
+        return self.body(x)
 
 
 class Net(nn.Module):
