@@ -40,6 +40,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _user_modules_stay_in_their_test(tmp_path_factory):
+    """A test that builds in-process with ``_target_=userdata.X`` appends its folder to
+    ``sys.path`` and imports ``userdata`` from it, as ``train`` does in the user's folder. One
+    process, one folder for users; here one worker runs many tests, so each test gets back the
+    ``sys.path`` it started with and loses the modules it imported from a temporary folder (else
+    the next test's ``userdata`` is the previous test's file)."""
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+    temporary = str(tmp_path_factory.getbasetemp())
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(temporary):
+            del sys.modules[name]
+
+
 @dataclass
 class TrainResult:
     proc: subprocess.CompletedProcess[str]

@@ -61,9 +61,7 @@ class RareThird(Counting):
 def datasets(tmp_path: Path, monkeypatch):
     (tmp_path / "userdata.py").write_text(DATASETS)
     monkeypatch.chdir(tmp_path)
-    sys.modules.pop("userdata", None)  # another test's module of that name, imported in this worker
-    yield tmp_path
-    sys.modules.pop("userdata", None)
+    return tmp_path  # conftest drops the module and the sys.path entry after the test
 
 
 def built(compose, name: str, *overrides: str):
