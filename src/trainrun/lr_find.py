@@ -138,7 +138,7 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
         try:
             state, epoch = TrainState(), 0
             while train_epoch(setup, state, epoch, test, test):  # type: ignore[arg-type]
-                epoch, state.batch, state.step_losses = epoch + 1, 0, None  # more steps than batches
+                epoch, state.batch, state.step_losses = epoch + 1, 0, []  # more steps than batches
         finally:
             setup.scheduler = run_scheduler
             setup.optimizer.load_state_dict(optimizer)

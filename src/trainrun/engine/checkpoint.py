@@ -163,6 +163,16 @@ def schema_names(cfg: DictConfig) -> dict[str, str]:
     return names
 
 
+def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
+    """The batch losses of the unfinished epoch as a checkpoint holds them: ``[batches]``, zeros
+    for the batches not done yet; None at an epoch's end."""
+    done = state.step_losses
+    if not done:
+        return None
+    losses = torch.stack(done)
+    return torch.cat([losses, losses.new_zeros(batches - len(done))])
+
+
 def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
             config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
@@ -170,7 +180,7 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
     this process's. ``config``/``schemas``: the plain config and its schema names, when the
     caller already has them (they do not change during a run)."""
     if step_losses is None:
-        step_losses = state.step_losses
+        step_losses = open_epoch_losses(state, len(setup.train_batches))
     return {
         "format": FORMAT,
         "model": setup.raw_model.state_dict(),
@@ -214,7 +224,7 @@ def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
         setup.scaler.load_state_dict(saved["scaler"])
     for key, value in saved["state"].items():
         setattr(state, key, value)
-    state.step_losses = None if losses is None else losses.to(setup.device)
+    state.step_losses = [] if losses is None else list(losses.to(setup.device)[: state.batch].unbind())
     set_rng_state(saved["rng"])
 
 
@@ -246,7 +256,8 @@ class CheckpointWriter:
     def save(self, state: Any, *names: str) -> None:
         """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
         started = time.perf_counter()
-        losses = gather_rows(state.step_losses, self.setup.world_size)  # a collective under DDP
+        losses = gather_rows(open_epoch_losses(state, len(self.setup.train_batches)),
+                             self.setup.world_size)  # a collective under DDP
         if not self.writes:
             return
         self._wait(self._background.wait)

@@ -211,9 +211,9 @@ class Stop:
     def _refuse_nonfinite_so_far(self, state: Any, epoch: int) -> None:
         """Before a mid-epoch save under ``on_nonfinite=stop``: a NaN so far ends the run here,
         so no checkpoint ever holds weights a NaN was trained into (one sync per save)."""
-        if self.settings.skip_nonfinite or state.step_losses is None:
+        if self.settings.skip_nonfinite or not state.step_losses:
             return
-        done = state.step_losses[: state.batch]
+        done = torch.stack(state.step_losses)
         finite = torch.isfinite(done)
         bad = all_reduce_max((~finite).any().long().reshape(1), self.world_size)  # DDP: agreed
         if bool(bad.item()):
