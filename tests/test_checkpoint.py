@@ -19,6 +19,7 @@ from conftest import env_for_tests, run_command, run_train
 from omegaconf import OmegaConf
 
 from trainrun.engine import checkpoint, resume
+from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.errors import TrainrunError
 
 # A child process writes last.pt once, then writes it again and SIGKILLs itself at ``WHERE``:
@@ -115,6 +116,24 @@ def test_files_that_are_not_trainrun_checkpoints(tmp_path):
     with pytest.raises(TrainrunError, match="no checkpoint at"):
         resume.find(str(tmp_path), tmp_path)  # a folder without checkpoints/last.pt
     assert resume.find("auto", tmp_path) is None  # resume=auto: start fresh
+
+
+@pytest.mark.parametrize("done", [0, 3, 4, 9])
+def test_epoch_losses_fold_without_losing_order(monkeypatch, done) -> None:
+    """The batch losses, folded every FOLD batches to keep a long epoch's memory small, come back
+    in order and complete, also when a resumed epoch starts from the checkpoint's first ``done``."""
+    monkeypatch.setattr(EpochLosses, "FOLD", 4)
+    values = torch.arange(11, dtype=torch.float32)
+    losses = EpochLosses(values[:done])
+    for v in values[done:]:
+        losses.append(v.clone())
+    assert len(losses) == 11
+    assert torch.equal(losses.stacked(), values)
+    half = EpochLosses()
+    for v in values[:6]:
+        half.append(v.clone())
+    padded = checkpoint.open_epoch_losses(type("State", (), {"step_losses": half})(), 8)
+    assert padded.tolist() == [0, 1, 2, 3, 4, 5, 0, 0]
 
 
 def test_random_streams_round_trip(tmp_path):

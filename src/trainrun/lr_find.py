@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from trainrun.build import Setup, build
 from trainrun.engine.checkpoint import load
 from trainrun.engine.collectives import all_reduce_sum
+from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.loop import TrainState, train_epoch
 from trainrun.engine.resume import find
 from trainrun.errors import TrainrunError
@@ -138,7 +139,7 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
         try:
             state, epoch = TrainState(), 0
             while train_epoch(setup, state, epoch, test, test):  # type: ignore[arg-type]
-                epoch, state.batch, state.step_losses = epoch + 1, 0, []  # more steps than batches
+                epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()  # more steps than batches
         finally:
             setup.scheduler = run_scheduler
             setup.optimizer.load_state_dict(optimizer)

@@ -1,5 +1,4 @@
-"""Checkpoints: what exact continuation needs, written atomically off the training thread,
-loaded safely.
+"""Checkpoints: what exact continuation needs, written atomically off the training thread, loaded safely.
 
 A checkpoint holds the model (with its head), optimizer, scheduler and grad-scaler states, the
 :class:`~trainrun.engine.loop.TrainState` (epoch, step, position inside the epoch and that
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import gather_rows, rank_row
+from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
@@ -169,7 +169,7 @@ def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
     done = state.step_losses
     if not done:
         return None
-    losses = torch.stack(done)
+    losses = done.stacked()
     return torch.cat([losses, losses.new_zeros(batches - len(done))])
 
 
@@ -224,7 +224,7 @@ def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
         setup.scaler.load_state_dict(saved["scaler"])
     for key, value in saved["state"].items():
         setattr(state, key, value)
-    state.step_losses = [] if losses is None else list(losses.to(setup.device)[: state.batch].unbind())
+    state.step_losses = EpochLosses(None if losses is None else losses.to(setup.device)[: state.batch])
     set_rng_state(saved["rng"])
 
 

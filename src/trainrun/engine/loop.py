@@ -21,6 +21,7 @@ import torch
 
 from trainrun.build import Batches, Setup
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
+from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.stop import Stop, better
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
@@ -32,9 +33,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batch: int = 0  # batches done in the current, unfinished epoch (mid-epoch checkpoints)
-    # the losses of the batches done in that unfinished epoch, on the device, one 0-d tensor
-    # each (appended: writing each into a preallocated tensor cost ~20 µs a step on a small model)
-    step_losses: list[torch.Tensor] = field(default_factory=list)
+    step_losses: EpochLosses = field(default_factory=EpochLosses)  # of that unfinished epoch
     best: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -182,7 +181,7 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
         with reporter.progress(epoch, len(setup.train_batches)) as progress:
             if not train_epoch(setup, state, epoch, stop, progress):
                 return state  # stopped mid-epoch; the checkpoint holds where
-        losses = torch.stack(state.step_losses)
+        losses = state.step_losses.stacked()
         train_loss, first_bad = epoch_mean(setup, losses)
         seconds = time.perf_counter() - started
         stop.check_losses(epoch, losses, first_bad)  # on_nonfinite=stop ends it here
@@ -199,7 +198,7 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
                 setup.scheduler.step()
             check_rates(setup.optimizer, setup.scheduler)
 
-        state.epoch, state.batch, state.step_losses = epoch + 1, 0, []
+        state.epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()
         state.history.append(row)
         value = row[s.monitor]
         improved = better(value, state.best, s.mode)

@@ -213,7 +213,7 @@ class Stop:
         so no checkpoint ever holds weights a NaN was trained into (one sync per save)."""
         if self.settings.skip_nonfinite or not state.step_losses:
             return
-        done = torch.stack(state.step_losses)
+        done = state.step_losses.stacked()
         finite = torch.isfinite(done)
         bad = all_reduce_max((~finite).any().long().reshape(1), self.world_size)  # DDP: agreed
         if bool(bad.item()):
