@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import env_for_tests
 
 QUIET = ("print_config=false", "trainer.epochs=1")
 CSV = ("data=csv", "data.path=m.csv", "data.target=y", "data.batch_size=16")
@@ -381,6 +384,17 @@ def test_full_error_shows_traceback(train, folder: Path) -> None:
     result = train(*QUIET, "optim.lrr=0.1", check=False, env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0
     assert "Traceback" in result.output
+
+
+def test_importing_trainrun_leaves_the_environment_alone() -> None:
+    """Importing the CLI changes no environment variable: a process that imports trainrun (a test
+    runner, a notebook) and then starts `HYDRA_FULL_ERROR=1 train ...` must not hand it a stale
+    record of its own choice (CI once lost the traceback that way)."""
+    code = ("import os; before = dict(os.environ); import trainrun.cli.main, trainrun.cli.hydra_errors; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env_for_tests())
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_nonfinite_loss_stops(train, folder: Path) -> None:

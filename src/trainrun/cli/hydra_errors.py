@@ -28,10 +28,12 @@ from trainrun.errors import CONFIG_ERROR, TrainrunError, did_you_mean
 from trainrun.instantiate import accepted_parameters, locate
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
-# The user's own HYDRA_FULL_ERROR, kept for child processes (DDP workers, cluster jobs), which
-# inherit the value run_app sets for Hydra.
+# The user's own HYDRA_FULL_ERROR, set by run_app while it forces the variable to 1 for Hydra, so
+# the processes started meanwhile (joblib workers, cluster jobs) know the user's choice. Only
+# run_app sets it: importing this module changes no environment (a test runner that imports it
+# must not hand a stale value to the `train` commands it starts).
 _USER_FULL_ERROR = "TRAINRUN_USER_HYDRA_FULL_ERROR"
-USER_VALUE = os.environ.setdefault(_USER_FULL_ERROR, os.environ.get(FULL_ERROR, ""))
+USER_VALUE = os.environ.get(_USER_FULL_ERROR, os.environ.get(FULL_ERROR, ""))
 
 
 def full_errors() -> bool:
@@ -206,6 +208,7 @@ def _set(value: str) -> None:
 def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     """Run a ``@hydra.main`` function; an error Hydra raises around the task (composition, the
     sweeper) prints as one paragraph and exits 2 before any task ran, 1 after."""
+    os.environ[_USER_FULL_ERROR] = USER_VALUE
     os.environ[FULL_ERROR] = "1"
     try:
         main()
@@ -228,3 +231,4 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
         sys.exit(err.exit_code)
     finally:
         _set(USER_VALUE)
+        os.environ.pop(_USER_FULL_ERROR, None)
