@@ -98,6 +98,8 @@ CASES = [
     ("csv_without_path", ["data=csv"], 2, ["data.path and data.target are required", "data=csv"]),
     ("csv_missing_file", ["data=csv", "data.path=nope.csv", "data.target=y"], 2,
      ["file not found", "nope.csv", "data.path"]),
+    ("csv_empty_path", ["data=csv", "data.path=''", "data.target=y"], 2,
+     ["data.path is empty", "data.path=my_data.csv"]),
     ("csv_missing_column", ["data=csv", "data.path=m.csv", "data.target=label"], 2,
      ["no column 'label'", "'a', 'b', 'c', 'd', 'y'", "data.target"]),
     ("csv_text_feature", ["data=csv", "data.path=text.csv", "data.target=y"], 2,

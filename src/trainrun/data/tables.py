@@ -22,7 +22,10 @@ DELIMITERS = (",", ";", "\t", "|")  # what delimiter=auto looks for in the heade
 
 
 def existing_file(path: str, key: str, kinds: Sequence[str] = ()) -> Path:
-    """``path`` as a file that exists; a folder or a missing file is one paragraph."""
+    """``path`` as a file that exists; an empty path, a folder or a missing file is one paragraph."""
+    if not str(path).strip():  # Path("") is the current folder: say what was given instead
+        raise TrainrunError(f"{key} is empty", key=key,
+                            fix=f"name the data file, e.g. {key}=my_data{kinds[0] if kinds else '.csv'}")
     file = Path(path).expanduser()
     if file.is_dir():
         inside = sorted(p.name for p in file.iterdir() if p.suffix.lower() in kinds)
