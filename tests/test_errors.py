@@ -243,7 +243,6 @@ CASES = [
     ("resume_random_bytes", ["resume=random.pt"], 2,
      ["random.pt", "is not a trainrun checkpoint: it is not a torch.save archive", "key: resume",
       "fix: resume from a run's checkpoints/last.pt"]),
-    # -- during training (exit 1)
     # -- found by the adversarial pass (issue 11): each was a traceback, a wrong key, or exit 0
     ("remove_required_key", ["~trainer.epochs"], 2,
      ["~trainer.epochs removes a key that every run reads", "fix: give it a value instead"]),
