@@ -147,7 +147,7 @@ def test_help_examples_compose(command, tmp_path):
 def test_cfg_job_and_info_still_work(tmp_path):
     job = run_cli("--cfg", "job", "model=cnn", cwd=tmp_path)
     assert job.returncode == 0, job.stderr
-    assert "_target_: trainrun.models.CNN" in job.stdout and "trainer:" in job.stdout
+    assert "_target_: trainrun.build.models.CNN" in job.stdout and "trainer:" in job.stdout
     info = run_cli("--info", "defaults", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     assert "logger/csv" in info.stdout and "hydra/job_logging/trainrun" in info.stdout

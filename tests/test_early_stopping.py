@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import run_train
 
+from trainrun.build.settings import EarlyStopping
 from trainrun.engine.stop import early_stopping_reason
-from trainrun.settings import EarlyStopping
 
 
 def rule(patience, min_delta=0.0, monitor="val_loss", mode="min"):

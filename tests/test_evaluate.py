@@ -131,8 +131,8 @@ def test_the_stored_config_is_typed_as_train_composed_it(compose, with_names):
     matched by _target_ for checkpoints without the names)."""
     from omegaconf import OmegaConf
 
+    from trainrun.commands.trained import typed_config
     from trainrun.engine.checkpoint import schema_names
-    from trainrun.trained import typed_config
 
     composed = compose("data=diabetes", "loss=mse", "optim=sgd", "scheduler=onecycle", "model=cnn",
                        "data.image_shape=[1,2,5]")

@@ -39,10 +39,10 @@ def trained(tmp_path_factory):
 
 def checkpoint_model(run_dir):
     """The checkpoint's model, rebuilt in this process, and the run's own validation batch."""
-    from trainrun.build import build_model, load_data
+    from trainrun.build.setup import build_model, load_data
+    from trainrun.commands.trained import typed_config
     from trainrun.data.fitted import from_payload
     from trainrun.engine.checkpoint import load
-    from trainrun.trained import typed_config
 
     saved = load(run_dir / "checkpoints" / "best.pt")
     cfg = typed_config(saved)
@@ -83,8 +83,8 @@ def export_model(fmt: str, folder, run_dir) -> None:
         return
     from omegaconf import OmegaConf
 
+    from trainrun.commands.export_model import export
     from trainrun.config.schemas import ExportConfig
-    from trainrun.export import export
 
     cfg = OmegaConf.merge(OmegaConf.structured(ExportConfig), {"run": str(run_dir), "format": fmt})
     assert export(cfg)["max_abs_difference"] <= TOLERANCE[fmt]
@@ -130,7 +130,7 @@ def test_each_format_reloads_and_gives_the_checkpoints_outputs(trained, fmt, nam
 
 
 def test_a_missing_extra_is_one_paragraph(monkeypatch):
-    from trainrun import export
+    from trainrun.commands import export_model as export
 
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
     with pytest.raises(TrainrunError) as caught:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tutorial_loop import tutorial_epoch
 
-from trainrun.build import build
+from trainrun.build.setup import build
 from trainrun.engine.loop import TrainState, fit
 from trainrun.report.console import Reporter
 

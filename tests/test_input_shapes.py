@@ -11,7 +11,7 @@ import pytest
 from conftest import run_command
 from omegaconf import OmegaConf
 
-from trainrun.instantiate import takes_flat_samples
+from trainrun.build.instantiate import takes_flat_samples
 
 FAST = ("trainer.epochs=3", "print_config=false", "plot=false")
 
@@ -77,8 +77,8 @@ def test_which_models_take_flat_samples(folder, monkeypatch):
     node = lambda target: OmegaConf.create({"_target_": target})  # noqa: E731
     assert takes_flat_samples(node("shapes.LinearFirst"), "model")
     assert not takes_flat_samples(node("shapes.Images"), "model")
-    assert takes_flat_samples(node("trainrun.models.MLP"), "model")  # flattens anyway
-    assert not takes_flat_samples(node("trainrun.models.CNN"), "model")
+    assert takes_flat_samples(node("trainrun.build.models.MLP"), "model")  # flattens anyway
+    assert not takes_flat_samples(node("trainrun.build.models.CNN"), "model")
     assert not takes_flat_samples(node("torch.nn.Identity"), "model")  # asks for neither
 
 

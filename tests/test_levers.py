@@ -61,7 +61,7 @@ def test_accumulating_k_batches_equals_one_batch_k_times_larger(train, tmp_path)
 def _train_one_epoch(compose, *overrides):
     """Build a run in this process and train one epoch; return the run and, per optimizer step,
     the gradients it stepped with (the clipped ones: ``after_step`` runs after the step)."""
-    from trainrun.build import build
+    from trainrun.build.setup import build
     from trainrun.engine.loop import TrainState, train_epoch
 
     cfg = compose(*DATA, "optim=sgd", "optim.lr=0.5", "preflight=false", *overrides)
@@ -227,7 +227,7 @@ def test_compile_without_a_compiler_is_a_clear_error(train):
 
 
 def test_foreach_and_fused_reach_the_optimizer(compose):
-    from trainrun.build import build
+    from trainrun.build.setup import build
 
     adam = build(compose(*DATA, "optim=adam", "optim.fused=true", "preflight=false"))
     assert adam.optimizer.defaults["fused"] is True

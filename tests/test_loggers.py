@@ -83,7 +83,7 @@ def test_mlflow_local_store_in_the_run_folder(train, monkeypatch):
     client, run = mlflow_run(result.run_dir / "mlruns", result.run_dir)
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == "0.002"
-    assert run.data.params["model._target_"] == "trainrun.models.MLP"
+    assert run.data.params["model._target_"] == "trainrun.build.models.MLP"
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2, 3]
     assert [m.value for m in history] == pytest.approx([r["val_loss"] for r in result.metrics])
@@ -298,7 +298,7 @@ def test_wandb_offline_holds_the_values_of_metrics_csv(train, tmp_path):
     run = wandb_run(result.run_dir)
     assert run["id"] == (result.run_dir / "wandb_run_id").read_text().strip()
     assert run["config"]["optim.lr"] == 0.002
-    assert run["config"]["model._target_"] == "trainrun.models.MLP"
+    assert run["config"]["model._target_"] == "trainrun.build.models.MLP"
     metrics = result.metrics
     assert [r["epoch"] for r in run["history"]] == [r["epoch"] for r in metrics] == [1, 2, 3]
     for logged, row in zip(run["history"], metrics, strict=True):

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from trainrun.lr_find import schedule, suggestion
+from trainrun.tools.lr_find import schedule, suggestion
 
 FAST = ("trainer.epochs=2", "print_config=false")
 

@@ -14,8 +14,8 @@ import torch
 from conftest import env_for_tests
 from sklearn import metrics as sk
 
+from trainrun.build.metrics import MetricSet, extra_names
 from trainrun.errors import TrainrunError
-from trainrun.metrics import MetricSet, extra_names
 
 N = 301
 
@@ -121,7 +121,7 @@ def test_the_default_path_does_not_import_torchmetrics(tmp_path):
         "from hydra import compose, initialize_config_dir\n"
         "from trainrun.config import config_dir\n"
         "from trainrun.config.schemas import register\n"
-        "from trainrun.build import build\n"
+        "from trainrun.build.setup import build\n"
         "register()\n"
         "with initialize_config_dir(config_dir=str(config_dir()), version_base=None):\n"
         "    for extra in ([], ['metrics=[f1]']):\n"

@@ -173,11 +173,11 @@ def test_regression_predictions_are_in_the_targets_units(tmp_path):
     model's outputs mapped back with the training statistics (the checkpoint's model, run here)."""
     import torch
 
-    from trainrun.build import build_model
+    from trainrun.build.setup import build_model
+    from trainrun.commands.trained import typed_config
     from trainrun.data.fitted import from_payload
     from trainrun.data.sources import load_sklearn
     from trainrun.engine.checkpoint import load
-    from trainrun.trained import typed_config
 
     run_train("data=diabetes", "loss=mse", "trainer.epochs=1", "plot=false", cwd=tmp_path)
     x, y = load_sklearn("diabetes")
@@ -206,9 +206,9 @@ def split_train_rows(n: int) -> np.ndarray:
 
 
 def test_the_trust_rule_reads_every_target_of_the_stored_config():
-    from trainrun.instantiate import untrusted_targets
+    from trainrun.targets import untrusted_targets
 
-    own = {"model": {"_target_": "trainrun.models.MLP"}, "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
+    own = {"model": {"_target_": "trainrun.build.models.MLP"}, "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
            "optim": {"_target_": "torch.optim.Adam"}, "scheduler": {"_target_": None},
            "data": {"_target_": "trainrun.data.sources.read_csv"}}
     assert untrusted_targets(own) == []  # trainrun's and torch's own

@@ -83,7 +83,7 @@ BROKEN = [
 
 def refused(compose, folder: Path, *overrides: str) -> str:
     """Build the run in-process from ``folder`` and run preflight; the error it must raise."""
-    from trainrun.build import build
+    from trainrun.build.setup import build
     from trainrun.errors import TrainrunError
     from trainrun.preflight import run as preflight
 
@@ -163,7 +163,7 @@ def test_preflight_changes_nothing(train, folder: Path) -> None:
 def test_preflight_restores_state_in_process(compose, folder: Path, monkeypatch) -> None:
     """Direct check on the built objects: parameters, buffers, .grad, train/eval flags and every
     random stream are as before."""
-    from trainrun.build import build
+    from trainrun.build.setup import build
     from trainrun.preflight import run as preflight
 
     monkeypatch.chdir(folder)
@@ -187,7 +187,7 @@ def test_preflight_restores_state_in_process(compose, folder: Path, monkeypatch)
 def test_class_index_targets_must_be_int64(compose, folder: Path, monkeypatch) -> None:
     """Targets that reach a class-index loss as floats are refused (trainrun's own data path
     always gives int64, so the batches are altered here)."""
-    from trainrun.build import build
+    from trainrun.build.setup import build
     from trainrun.errors import TrainrunError
     from trainrun.preflight import run as preflight
 

@@ -39,7 +39,7 @@ def test_recipe_reaches_its_stated_quality(train, name):
 
 def test_tutorial_binary_is_the_classic_network(compose):
     cfg = compose("experiment=tutorial_binary")
-    from trainrun.build import build
+    from trainrun.build.setup import build
 
     run = build(cfg)
     layers = [m for m in run.raw_model.modules() if not list(m.children())]
@@ -89,7 +89,7 @@ def test_debug_overfit_fails_a_setup_that_cannot_memorize(train):
 
 
 def test_overfit_verdict_in_numbers():
-    from trainrun.report.overfit import overfit_verdict
+    from trainrun.tools.overfit import overfit_verdict
 
     rows = lambda *losses: [{"epoch": i + 1, "step": 2 * (i + 1), "train_loss": v}  # noqa: E731
                             for i, v in enumerate(losses)]

@@ -18,7 +18,7 @@ from conftest import run_command, run_train
 from trainrun.engine.checkpoint import load
 from trainrun.engine.recognize import malformed, not_an_archive
 from trainrun.errors import TrainrunError
-from trainrun.instantiate import trusted_target, untrusted_targets
+from trainrun.targets import trusted_target, untrusted_targets
 
 SMALL = ("data=synthetic", "data.n_samples=200", "model.hidden=[8]", "trainer.epochs=1",
          "print_config=false", "plot=false")
@@ -75,8 +75,8 @@ def test_a_checkpoint_runs_none_of_the_code_its_config_names(checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("target, trusted", [
-    ("trainrun.models.MLP", True), ("trainrun.data.sources.read_csv", True),
-    ("trainrun.report.loggers.CsvLogger", True), ("torch.nn.CrossEntropyLoss", True),
+    ("trainrun.build.models.MLP", True), ("trainrun.data.sources.read_csv", True),
+    ("trainrun.report.loggers.csv_logs.CsvLogger", True), ("torch.nn.CrossEntropyLoss", True),
     ("torch.optim.AdamW", True), ("torch.optim.lr_scheduler.ReduceLROnPlateau", True),
     # torch functions run code (pickles, downloaded repositories); a path through a module's
     # attributes reaches them too; trainrun functions that write files are not presets.

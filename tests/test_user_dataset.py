@@ -66,7 +66,7 @@ def datasets(tmp_path: Path, monkeypatch):
 
 def built(compose, name: str, *overrides: str):
     """build + preflight, as ``train`` does before the first step; the Dataset's call count then."""
-    from trainrun.build import build
+    from trainrun.build.setup import build
     from trainrun.preflight import run as preflight
 
     setup = build(compose(f"data._target_=userdata.{name}", "data.batch_size=16", "checkpoint.enabled=false",

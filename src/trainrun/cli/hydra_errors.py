@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from trainrun.config.checks import known_keys
 from trainrun.config.groups import GROUP_SCHEMAS
 from trainrun.errors import CONFIG_ERROR, TrainrunError, did_you_mean
-from trainrun.instantiate import accepted_parameters, locate
+from trainrun.targets import accepted_parameters, locate
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 # The user's own HYDRA_FULL_ERROR, set by run_app while it forces the variable to 1 for Hydra, so

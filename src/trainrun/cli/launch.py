@@ -25,9 +25,9 @@ from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, threads_per_process
 from trainrun.cli.ranks import Place, launched_place
 from trainrun.cli.workers import start_workers
+from trainrun.commands.train import run_training
 from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
-from trainrun.train import run_training
 
 
 def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def _evaluate_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
+        from trainrun.commands.evaluate import evaluate_checkpoint  # torch: once the config composed
 
         try:
             evaluate_checkpoint(cfg)
@@ -227,7 +227,7 @@ def _evaluate_task(cfg: DictConfig) -> None:
 
 
 def evaluate() -> None:
-    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
     if cli_help.wants_help(sys.argv):
@@ -241,7 +241,7 @@ def _predict_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.predict import predict as run_predict  # torch: once the config composed
+        from trainrun.commands.predict import predict as run_predict  # torch: once the config composed
 
         # A predict that fails leaves no folder without predictions (unless the folder was named
         # on the command line and existed before).
@@ -258,7 +258,7 @@ _named_existed = False  # predict: whether hydra.run.dir=... named a folder that
 
 
 def predict() -> None:
-    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
     if cli_help.wants_help(sys.argv):
@@ -275,7 +275,7 @@ def _export_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.export import export as run_export  # torch: once the config composed
+        from trainrun.commands.export_model import export as run_export  # torch: once the config composed
 
         try:
             run_export(cfg)
@@ -286,7 +286,7 @@ def _export_task(cfg: DictConfig) -> None:
 def export() -> None:
     """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
     command line): a trained run's network as safetensors, TorchScript, a
-    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
     if cli_help.wants_help(sys.argv):

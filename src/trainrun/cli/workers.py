@@ -31,8 +31,8 @@ import torch
 
 from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
+from trainrun.commands.train import run_training
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.train import run_training
 
 # Under DDP the ranks compare their stop requests (signals) every this many optimizer steps: one
 # small all-reduce (about 0.3 ms with gloo on this 2-core machine), so a signal is honoured within

@@ -311,7 +311,7 @@ def nearest_key(key: str, near: list[str]) -> str:
 
 def _check_closed(cfg: DictConfig) -> None:
     """A key added with ``+`` that nothing will read is refused like a typo. Sections whose
-    object is built from ``_target_`` are left to :func:`trainrun.instantiate.build_from_config`,
+    object is built from ``_target_`` are left to :func:`trainrun.build.instantiate.build_from_config`,
     which refuses a key the target does not take; the other sections (and a ``_target_`` section
     whose target is null, which builds nothing) are closed to their schema's fields."""
 

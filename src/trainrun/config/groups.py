@@ -91,7 +91,7 @@ class ModelConfig:
 
 @dataclass
 class MLPConfig(ModelConfig):
-    _target_: str = "trainrun.models.MLP"
+    _target_: str = "trainrun.build.models.MLP"
     hidden: list[int] = setting([128], "hidden layer widths, e.g. [60, 30]")
     activation: str = setting("relu", "relu, tanh, gelu, sigmoid, ...")
     dropout: float = setting(0.0, "dropout after each hidden layer")
@@ -99,12 +99,12 @@ class MLPConfig(ModelConfig):
 
 @dataclass
 class LinearConfig(ModelConfig):
-    _target_: str = "trainrun.models.Linear"
+    _target_: str = "trainrun.build.models.Linear"
 
 
 @dataclass
 class CNNConfig(ModelConfig):
-    _target_: str = "trainrun.models.CNN"
+    _target_: str = "trainrun.build.models.CNN"
     channels: list[int] = setting([16, 32], "output channels of each conv block")
     kernel_size: int = setting(3, "convolution kernel size")
     hidden: int = setting(64, "width of the dense layer after the convolutions")
@@ -247,18 +247,18 @@ class LoggerConfig:
 
 @dataclass
 class CsvLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.CsvLogger"
+    _target_: str = "trainrun.report.loggers.csv_logs.CsvLogger"
 
 
 @dataclass
 class TensorBoardLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.TensorBoardLogger"
+    _target_: str = "trainrun.report.loggers.tensorboard.TensorBoardLogger"
     log_dir: str = setting("tensorboard", "event files go here (relative paths are inside the run folder)")
 
 
 @dataclass
 class MLflowLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.MLflowLogger"
+    _target_: str = "trainrun.report.loggers.mlflow.MLflowLogger"
     tracking_uri: str | None = setting(
         None, "null: a local file store in the run folder (<run>/mlruns); or http://host:5000, "
         "sqlite:///mlflow.db, file:///shared/mlruns, ...")
@@ -270,7 +270,7 @@ class MLflowLoggerConfig(LoggerConfig):
 
 @dataclass
 class WandbLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.WandbLogger"
+    _target_: str = "trainrun.report.loggers.wandb.WandbLogger"
     project: str = setting("trainrun", "the W&B project the run is filed under")
     entity: str | None = setting(None, "the W&B team or user; null: your default entity")
     name: str | None = setting(None, "the run's name in W&B; null: the run folder's name")

@@ -87,7 +87,7 @@ class CheckpointConfig:
 
 @dataclass
 class LrFinderConfig:
-    """The learning-rate range test of ``lr_find=true|apply`` (``trainrun.lr_find``)."""
+    """The learning-rate range test of ``lr_find=true|apply`` (``trainrun.tools.lr_find``)."""
 
     min_lr: float = setting(1e-8, "the learning rate of the first step")
     max_lr: float = setting(1.0, "the learning rate of the last step (exponentially spaced in between)")
@@ -98,7 +98,7 @@ class LrFinderConfig:
 
 @dataclass
 class ProfilerConfig:
-    """``torch.profiler`` over a few training steps (``debug=profile``; ``trainrun.profiler``)."""
+    """``torch.profiler`` over a few training steps (``debug=profile``; ``trainrun.tools.profiler``)."""
 
     enabled: bool = setting(False, "profile a few training steps: a trace in <run>/profiler and the top operators")
     wait: int = setting(1, "steps skipped before the warm-up")

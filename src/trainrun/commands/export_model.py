@@ -41,15 +41,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainrun import __version__
-from trainrun.build import build_model
+from trainrun.build.losses import LossPlan
+from trainrun.build.setup import build_model
+from trainrun.commands.predict import fitted_info
+from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.files import EXPORT, PREPROCESSING_JSON, atomic_write, atomic_write_json
-from trainrun.losses import LossPlan
-from trainrun.predict import fitted_info
-from trainrun.trained import open_trained
 
 log = logging.getLogger("trainrun")
 

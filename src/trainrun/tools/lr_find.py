@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from trainrun.build import Setup, build
+from trainrun.build.setup import Setup, build
 from trainrun.engine.checkpoint import load
 from trainrun.engine.collectives import all_reduce_sum
 from trainrun.engine.epoch_losses import EpochLosses

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from trainrun.config.choices import mode_of, text
 from trainrun.errors import TrainrunError
 
-# metrics=[...] names a run computes only when asked (trainrun.metrics).
+# metrics=[...] names a run computes only when asked (trainrun.build.metrics).
 EXTRA_METRICS = ("f1", "auroc", "precision", "recall", "mae", "mse", "r2")
 
 

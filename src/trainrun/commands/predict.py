@@ -11,7 +11,7 @@ checkpoint): its feature statistics, its columns by name (CSV), its sample shape
 encoding, never with statistics of the new rows (a 3-row or a shifted file would get others).
 Keys the new data config leaves unset (``data.target``, ``data.features`` of a CSV file) are the
 training run's. The model is rebuilt from the checkpoint's config under the trust rule
-(:mod:`trainrun.trained`).
+(:mod:`trainrun.commands.trained`).
 
 ``predictions.csv``: ``row`` (the sample's position in the new data, 0-based), ``target`` when
 the data has one, then ``prediction`` (the original label, or the value in the target's units)
@@ -33,16 +33,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.build import DATA_KEYS, build_model
+from trainrun.build.devices import autocast_factory, resolve_device
+from trainrun.build.instantiate import build_from_config
+from trainrun.build.losses import LossPlan
+from trainrun.build.setup import DATA_KEYS, build_model
+from trainrun.commands.trained import Trained, open_trained
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.prepare import DataInfo
-from trainrun.devices import autocast_factory, resolve_device
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
-from trainrun.instantiate import build_from_config
-from trainrun.losses import LossPlan
-from trainrun.trained import Trained, open_trained
 
 log = logging.getLogger("trainrun")
 

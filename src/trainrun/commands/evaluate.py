@@ -5,7 +5,7 @@
 
 The model is rebuilt from the config stored *in the checkpoint* (the exact config that produced
 those weights; ``.hydra/config.yaml`` of a resumed run may carry harmless later changes), under
-the trust rule of :mod:`trainrun.trained`, through the same :func:`trainrun.build.build` as
+the trust rule of :mod:`trainrun.commands.trained`, through the same :func:`trainrun.build.setup.build` as
 ``train``, so the data is split and standardized exactly as in training and the loss and metric
 are those of :func:`trainrun.engine.loop.eval_epoch`. Evaluating ``best.pt`` on ``val``
 therefore reproduces the ``val_loss`` the run logged for that epoch, and ``split=test`` what
@@ -29,7 +29,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.build import Batches, Setup, build
+from trainrun.build.metrics import build_metrics
+from trainrun.build.setup import Batches, Setup, build
+from trainrun.commands.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.batches import whole
 from trainrun.data.prepare import DataInfo
@@ -37,9 +40,6 @@ from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
-from trainrun.metrics import build_metrics
-from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
-from trainrun.trained import open_trained
 
 log = logging.getLogger("trainrun")
 

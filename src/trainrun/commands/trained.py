@@ -4,7 +4,7 @@ for the commands that use a trained model (``evaluate``, ``predict``, ``export``
 
 **Trust.** A checkpoint is data. Its stored config names the code that builds the model, the
 loss, the data source (``_target_``); trainrun imports and runs such a target only when it is
-trainrun's own preset or a torch.nn / torch.optim class (:func:`trainrun.instantiate.trusted_target`),
+trainrun's own preset or a torch.nn / torch.optim class (:func:`trainrun.targets.trusted_target`),
 or when the user names it on the command line (``trust=[mynet]``: a module or a dotted target).
 Anything else is refused by :func:`trainrun.engine.checkpoint.load` before anything is imported,
 so a checkpoint from elsewhere cannot run code just by being evaluated.

@@ -17,23 +17,24 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from trainrun import __version__, explain, lr_find
-from trainrun.build import Setup, build, owners
+from trainrun import __version__
+from trainrun.build.loggers import make_loggers
+from trainrun.build.setup import Setup, build, owners
+from trainrun.commands.evaluate import test_after_fit
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
-from trainrun.evaluate import test_after_fit
 from trainrun.files import CHECKPOINTS
-from trainrun.model_summary import layer_table, parameter_line
 from trainrun.preflight import run as preflight
-from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
 from trainrun.report.echo import in_sweep_job
-from trainrun.report.loggers import make_loggers
-from trainrun.report.overfit import overfit_verdict
+from trainrun.tools import explain, lr_find
+from trainrun.tools.model_summary import layer_table, parameter_line
+from trainrun.tools.overfit import overfit_verdict
+from trainrun.tools.profiler import profiling
 
 
 def objective_value(history: list[dict[str, Any]], name: str) -> float:

@@ -4,7 +4,7 @@ Order matters and follows the data: the data first (it knows its task and shapes
 loss plan (the head and the target rule for that task), then the model with the data's sizes,
 placed on its device, and only then the optimizer over the placed model's parameters, the
 scheduler over the optimizer, and the gradient scaler. The loop's settings are read from the
-config here, once (:func:`trainrun.settings.loop_settings`).
+config here, once (:func:`trainrun.build.settings.loop_settings`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from trainrun.build.devices import autocast_factory, check_compiler, resolve_device
+from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
+from trainrun.build.losses import LossPlan, plan_loss
+from trainrun.build.metrics import MetricSet, build_metrics
+from trainrun.build.settings import LoopSettings, loop_settings, resolve_mode
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
@@ -31,12 +36,7 @@ from trainrun.data.csv_file import csv_feature_names
 from trainrun.data.datasets import prepare_dataset
 from trainrun.data.prepare import DataInfo, prepare_arrays
 from trainrun.data.tables import parquet_feature_names
-from trainrun.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
-from trainrun.instantiate import build_from_config, check_steps_alone, takes_flat_samples
-from trainrun.losses import LossPlan, plan_loss
-from trainrun.metrics import MetricSet, build_metrics
-from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",

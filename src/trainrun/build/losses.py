@@ -14,10 +14,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from trainrun.build.instantiate import build_from_config
 from trainrun.config.choices import text
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
-from trainrun.instantiate import build_from_config
 
 HEADS: dict[str, type[nn.Module] | None] = {
     "none": None,

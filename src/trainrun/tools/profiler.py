@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from trainrun.build import Setup
+from trainrun.build.setup import Setup
 from trainrun.engine.loop import Reporter, TrainState
 from trainrun.files import PROFILER, atomic_write_text
 
