@@ -1,15 +1,11 @@
 """``python -m trainrun.cli``: the ``train`` command (``torchrun --nproc_per_node=2 -m trainrun.cli``).
 
-``python -m`` puts the current folder first on ``sys.path``; it is taken off before anything
-else is imported, so a ``numpy.py`` lying there cannot run (user modules stay importable: see
-``trainrun.targets.user_folder_importable``).
+``python -m`` puts the working folder first on ``sys.path``; importing the ``trainrun`` package
+(which Python does before this file runs) takes it off the front before anything else is
+imported (:mod:`trainrun.hygiene`), so a ``numpy.py`` lying there cannot run; user modules stay
+importable at the end of the path.
 """
 
-import os
-import sys
-
-sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-
-from trainrun.cli.main import train  # noqa: E402  (after the path is safe)
+from trainrun.cli.main import train
 
 train()

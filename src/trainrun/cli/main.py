@@ -34,6 +34,7 @@ from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
+from trainrun.hygiene import protect
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -179,6 +180,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
 def train() -> None:
     """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
     run folder and leave with a clean exit."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         try:
             cli_help.print_help("train", sys.argv)
@@ -230,6 +232,7 @@ def evaluate() -> None:
     """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("evaluate", sys.argv)
         return
@@ -261,6 +264,7 @@ def predict() -> None:
     """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("predict", sys.argv)
         return
@@ -289,6 +293,7 @@ def export() -> None:
     ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("export", sys.argv)
         return

@@ -39,6 +39,7 @@ from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
+from trainrun.stored import stored_config
 
 FORMAT = 1
 
@@ -67,15 +68,18 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
     (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
     data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
-    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` names it, or is True for a
+    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` covers it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
-    ``unbuilt``: sections of the stored config the caller never builds (not checked)."""
+    ``unbuilt``: sections of the stored config the caller never builds (not checked). The config
+    is resolved first (:func:`trainrun.stored.stored_config`): the check, the comparison and the
+    building all see the same resolved tree, with moved targets under their new names."""
     payload = read(path, key)
     wrong = malformed(payload)
     if wrong:
         raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
                             fix=which_file(key))
+    payload["config"] = stored_config(payload["config"], path, key)  # what is checked, compared and built
     if trust is not True:
         refuse_untrusted(payload["config"], path, key, trust, trust_option, unbuilt)
     return payload
