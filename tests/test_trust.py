@@ -96,7 +96,7 @@ def test_untrusted_targets_are_found_anywhere_and_trust_names_them():
 
 
 def test_load_refuses_stored_code_unless_trusted(checkpoint, tmp_path, monkeypatch):
-    """The fix offers to trust the module only because mynet.py is the user's own file (in the
+    """The fix offers to trust the target only because mynet.py is the user's own file (in the
     working folder, nothing installed of that name)."""
     saved = copy.deepcopy(checkpoint)
     saved["config"]["model"]["_target_"] = "mynet.Net"
@@ -108,7 +108,7 @@ def test_load_refuses_stored_code_unless_trusted(checkpoint, tmp_path, monkeypat
     assert "model._target_=mynet.Net" in refused.value.message and "trust=" not in refused.value.fix
     with pytest.raises(TrainrunError) as offered:
         load(tmp_path / "mine.pt", key="run", trust_option="trust")
-    assert "trust=[mynet]" in str(offered.value)
+    assert "trust=[mynet.Net]" in str(offered.value)
     assert load(tmp_path / "mine.pt", trust=["mynet.Net"])["config"]["model"]["_target_"] == "mynet.Net"
     assert load(tmp_path / "mine.pt", trust=True)  # resume: compares the stored config, builds nothing
 

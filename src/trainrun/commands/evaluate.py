@@ -40,6 +40,7 @@ from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.owner import output_owner
 
 log = logging.getLogger("trainrun")
 
@@ -170,11 +171,16 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 
     written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else [])]
+    owner = output_owner(out, "evaluate", None if cfg.out else folder)
     with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
-        atomic_write_json(out / EVAL_JSON, report)
-        if cfg.predictions:
-            atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
+        owner.claim()  # its own folder only: no links, no other run's folder, one writer
+        try:
+            atomic_write_json(out / EVAL_JSON, report)
+            if cfg.predictions:
+                atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
+        finally:
+            owner.release()
 
     where = f"epoch {state.get('epoch')}, step {state.get('step')}"
     log.info(f"evaluated {file} ({where}) on {split}: {report['samples']} samples")

@@ -36,10 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
+from trainrun.engine.recognize import checked_config, malformed, not_an_archive, which_file
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
-from trainrun.stored import stored_config
 
 FORMAT = 1
 
@@ -71,17 +70,14 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` covers it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
-    ``unbuilt``: sections of the stored config the caller never builds (not checked). The config
-    is resolved first (:func:`trainrun.stored.stored_config`): the check, the comparison and the
-    building all see the same resolved tree, with moved targets under their new names."""
+    ``unbuilt``: sections of the stored config the caller never builds (not checked). Checked,
+    compared and built: the config resolved first (:func:`trainrun.stored.stored_config`)."""
     payload = read(path, key)
     wrong = malformed(payload)
     if wrong:
         raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
                             fix=which_file(key))
-    payload["config"] = stored_config(payload["config"], path, key)  # what is checked, compared and built
-    if trust is not True:
-        refuse_untrusted(payload["config"], path, key, trust, trust_option, unbuilt)
+    payload["config"] = checked_config(payload["config"], path, key, trust, trust_option, unbuilt)
     return payload
 
 

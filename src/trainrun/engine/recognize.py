@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainrun.errors import TrainrunError
+from trainrun.stored import stored_config
 from trainrun.targets import definition, named_in, untrusted_targets, users_module
 
 # What a checkpoint holds, and of what kind: checked when it is loaded, before anything is read
@@ -81,6 +82,17 @@ def malformed(payload: dict[str, Any]) -> str:
     return ""
 
 
+def checked_config(config: dict[str, Any], path: Path | str, key: str, trust: bool | Collection[str],
+                   trust_option: str | None, unbuilt: Collection[str]) -> dict[str, Any]:
+    """The stored config as it will be used (:func:`trainrun.stored.stored_config`: resolved,
+    moved targets renamed), refused unless trusted (``trust=True``: a caller that builds nothing
+    from it, resume)."""
+    resolved = stored_config(config, path, key)
+    if trust is not True:
+        refuse_untrusted(resolved, path, key, trust, trust_option, unbuilt)
+    return resolved
+
+
 def refuse_untrusted(config: dict[str, Any], path: Path | str, key: str, trust: Collection[str],
                      trust_option: str | None, unbuilt: Collection[str]) -> None:
     """Refuse a stored config that names code neither trusted nor covered by ``trust``
@@ -92,14 +104,13 @@ def refuse_untrusted(config: dict[str, Any], path: Path | str, key: str, trust: 
         return
     names = sorted({r.partition("=")[2] for r in refused})
     named = [n for n in names if named_in(n, trust)]  # named, but not defined where trust says
-    own = sorted({m for n in names if n not in named and (m := users_module(n))})
-    others = [n for n in names if n not in named and users_module(n) is None]
+    own = [n for n in names if n not in named and users_module(n)]  # in the user's own modules
+    others = [n for n in names if n not in named and n not in own]
     notes = "".join(f"; {n} is {_defined_as(n)}, which {trust_option or 'trust'}=[...] does not cover: "
                     "it covers only what is defined in the module or class it names" for n in named)
     fix = "use a checkpoint whose config names only trainrun's and torch's classes and your own code"
     if own and trust_option:
-        fix = (f"if {', '.join(own)} is your own code (a run of your own model) and the file is yours: "
-               f"{trust_option}=[{','.join(own)}]")
+        fix = (f"if the file is yours (a run of your own code) or you trust it: {trust_option}=[{','.join(own)}]")
         if others or named:
             fix += f"; {', '.join(others + named)} cannot be trusted from a stored config"
     raise TrainrunError(

@@ -31,6 +31,18 @@ class ConsoleLines(logging.Filter):
         return getattr(record, "console", True)
 
 
+class RunLog(logging.FileHandler):
+    """The run's log file (``train.log``; ``configs/hydra/job_logging/trainrun.yaml``), opened with
+    ``O_NOFOLLOW``: a link planted in its place is an error, never a way to append to a file
+    elsewhere (the run folder's owner refuses links before Hydra opens it: this holds even for
+    one planted since)."""
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_APPEND if "a" in self.mode else os.O_TRUNC
+        return open(os.open(self.baseFilename, flags, 0o666), self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def in_sweep_job() -> bool:
     """Whether this process runs a job of ``train -m`` (Hydra's multirun mode) that shares the
     sweep's console. A submitit job (SLURM or local) writes to an output file of its own, which

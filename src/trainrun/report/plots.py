@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainrun.config.choices import direction as direction_of
-from trainrun.files import METRICS_JSONL
+from trainrun.files import METRICS_JSONL, atomic_write
 
 NO_MATPLOTLIB = "not written: matplotlib is not installed (pip install 'trainrun[plot]'; plot=false skips it)"
 # Keys of an epoch row that are not learning curves.
@@ -82,8 +82,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
         fig = curves_figure(history)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None
 
 
@@ -158,8 +157,7 @@ def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Seque
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None
 
 
@@ -281,6 +279,5 @@ def plot_sweep(
         ax.grid(alpha=0.3)
         if len(curves) <= 10:
             ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None

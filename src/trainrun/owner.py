@@ -1,0 +1,142 @@
+"""The one owner of every folder a trainrun command writes: a run folder (``train``, a sweep
+job), a sweep folder, ``predict``'s folder, the output folder of ``evaluate`` and
+``export-model``.
+
+A folder is known by what it holds, not by its name. Before a command writes anything into a
+folder, :meth:`Owner.claim`:
+
+* refuses a folder that holds symbolic links where trainrun or Hydra open files (the folder
+  itself, ``.hydra/``, ``checkpoints/``, ``profiler/``; and, for an output folder inside a run, every folder
+  between the two): a ``train.log``, ``.trainrun.lock`` or ``checkpoints`` planted as a link
+  would have the run write to a file elsewhere. The lock is opened with ``O_NOFOLLOW`` and must
+  be a plain file; every other file is written by :func:`trainrun.files.atomic_write` (a new
+  file renamed into place: never through a link);
+* refuses a folder that holds another run (:func:`held`): a folder where a trainrun command or a
+  Hydra job wrote, with results beyond what a failed start leaves. A ``train`` may continue its
+  own run (``resume=``), ``evaluate`` and ``export-model`` may replace their own results; nothing
+  else may write over another command's folder;
+* takes the OS lock (:class:`trainrun.files.RunFolderLock`), whose file names the command that
+  holds it: a second command on the same folder is refused while the first runs, and the next
+  one knows what kind of folder it is.
+
+What Hydra writes (``.hydra/``, the job's log file) happens before the task starts: ``train`` and
+``predict`` claim their folder from a Hydra callback's ``on_run_start``
+(:class:`trainrun.cli.run_folder.OwnRunFolder`), which Hydra calls before it creates or writes
+anything in the folder, with the folder Hydra itself will use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainrun.errors import TrainrunError
+from trainrun.files import CHECKPOINTS, LOCK, PROFILER, RunFolderLock
+
+# What a command leaves in a folder before its results: a folder holding only these holds no run.
+BEFORE_RESULTS = frozenset({".hydra", "train.log", "predict.log", LOCK, "multirun.yaml", ".submitit"})
+# Where a symbolic link is refused: the folder's own entries and those of the folders trainrun and
+# Hydra write files into.
+WRITTEN_INTO = ("", ".hydra", CHECKPOINTS, PROFILER)
+# Commands that may write over their own earlier results in a folder (evaluate the same checkpoint
+# again); the others continue their own run (train resume=...) or need a folder of their own.
+REPLACE_OWN = frozenset({"evaluate", "export-model"})
+
+
+def links(folder: Path, below: Path | None = None) -> list[str]:
+    """The symbolic links among the folders between ``below`` and ``folder`` and in
+    :data:`WRITTEN_INTO`, as paths relative to ``below`` (or ``folder``)."""
+    base = below if below is not None else folder
+    found = []
+    if below is not None and folder != below and folder.is_relative_to(below):
+        step = below
+        for part in folder.relative_to(below).parts:
+            step = step / part
+            if step.is_symlink():
+                found.append(str(step.relative_to(base)))
+    for inner in WRITTEN_INTO:
+        place = folder / inner if inner else folder
+        if inner and place.is_symlink():
+            continue  # named above, as an entry of the folder
+        try:
+            entries = list(os.scandir(place)) if place.is_dir() and not place.is_symlink() else []
+        except OSError:
+            entries = []
+        found += [str((place / e.name).relative_to(base)) for e in entries if e.is_symlink()]
+    return sorted(set(found))
+
+
+def held(folder: Path) -> tuple[str | None, list[str]]:
+    """Whether ``folder`` holds a run: ``(command, results)`` with the results it holds (empty:
+    no run) and the command whose lock file it keeps (None: unknown, a run from before commands
+    were recorded or a Hydra job of another program)."""
+    if not folder.is_dir():
+        return None, []
+    names = sorted(p.name for p in folder.iterdir())
+    if LOCK not in names and ".hydra" not in names and "multirun.yaml" not in names:
+        return None, []  # never a command's folder: an empty folder, or one of the user's
+    results = [n for n in names if n not in BEFORE_RESULTS]
+    try:
+        words = (folder / LOCK).read_text(errors="replace").split() if (folder / LOCK).is_file() else []
+    except OSError:
+        words = []
+    command = words[0] if words and words[0] != "pid" else None
+    return command, results
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+class Owner:
+    """The claim of one command on one folder (see the module's rules)."""
+
+    def __init__(self, folder: Path, command: str, *, key: str, fix_other: str, below: Path | None = None) -> None:
+        """``key``: the setting that names the folder; ``fix_other``: what to do instead of
+        writing over another run; ``below``: the folder it lies in that the user named (an
+        output folder inside a run folder)."""
+        self.folder = Path(os.path.abspath(folder))
+        self.command, self.key, self.fix_other = command, key, fix_other
+        self.below = Path(os.path.abspath(below)) if below is not None else None
+        self.lock = RunFolderLock(self.folder, command, key)
+
+    def check(self, *, continuing: bool = False) -> None:
+        """Refuse links and another run's folder (``continuing``: this command continues the
+        run the folder holds: ``train resume=...``)."""
+        planted = links(self.folder, self.below)
+        if planted:
+            raise TrainrunError(
+                f"{self.folder} holds symbolic links where trainrun writes ({_listed(planted)}): "
+                f"{self.command} would write through them into files elsewhere",
+                key=self.key,
+                fix="remove the links (or copy the folder without them: cp -rP), or name another folder",
+            )
+        command, results = held(self.folder)
+        if not results:
+            return
+        own = command == self.command or (command is None and self.command == "train" and continuing)
+        if own and (continuing or self.command in REPLACE_OWN):
+            return
+        kind = f"a {command} run" if command else "another run"
+        raise TrainrunError(
+            f"{self.folder} holds {kind} ({_listed(results)}): {self.command} would write over its files",
+            key=self.key, fix=self.fix_other,
+        )
+
+    def claim(self, *, continuing: bool = False) -> None:
+        """:meth:`check`, then the lock (held until :meth:`release` or the process ends)."""
+        if self.lock.held:
+            return
+        self.check(continuing=continuing)
+        self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def output_owner(out: Path, command: str, run_folder: Path | None) -> Owner:
+    """The owner of ``evaluate``'s or ``export-model``'s output folder: ``out=`` as given, or the
+    default inside the run folder (``run_folder``; no link on the way to it either)."""
+    default = "<run folder>/eval/..." if command == "evaluate" else "<run folder>/export/..."
+    return Owner(out, command, key="out", below=run_folder,
+                 fix_other=f"give out= a folder of its own (or leave it out: {default})")
