@@ -117,7 +117,7 @@ class Owner:
         own = command == self.command or (command is None and self.command == "train" and continuing)
         if own and (continuing or self.command in REPLACE_OWN):
             return
-        kind = f"a {command} run" if command else "another run"
+        kind = f"{'an' if command[0] in 'aeiou' else 'a'} {command} run" if command else "another run"
         raise TrainrunError(
             f"{self.folder} holds {kind} ({_listed(results)}): {self.command} would write over its files",
             key=self.key, fix=self.fix_other,
