@@ -136,7 +136,9 @@ def test_evaluate_replaces_its_own_results(tmp_path):
     first.claim()
     (out / "eval.json").write_text("{}")
     first.release()
-    output_owner(out, "evaluate", None).claim()  # evaluate the same checkpoint again
+    again = output_owner(out, "evaluate", None)
+    again.claim()  # evaluate the same checkpoint again
+    again.release()
     with pytest.raises(TrainrunError, match="holds an evaluate run"):
         output_owner(out, "export-model", None).claim()
 
@@ -162,3 +164,15 @@ def test_one_process_at_a_time(tmp_path):
         owner(tmp_path / "run", "predict").lock.acquire()
     first.release()
     owner(tmp_path / "run", "predict").lock.acquire()
+
+
+def test_a_refused_claim_changes_nothing(tmp_path):
+    """A run of another Hydra program (no lock file): refused, and no lock file is left behind."""
+    folder = finished_run(tmp_path / "run")
+    (folder / LOCK).unlink()
+    with pytest.raises(TrainrunError, match="holds another run"):
+        owner(folder).claim()
+    assert not (folder / LOCK).exists()
+    with pytest.raises(TrainrunError):
+        owner(folder, "predict").claim()
+    assert not (folder / LOCK).exists()

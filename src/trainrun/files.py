@@ -195,7 +195,9 @@ class RunFolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> None:
+    def acquire(self, *, mark: bool = True) -> None:
+        """Take the lock (refused when another process holds it); ``mark``: write this command and
+        pid into it now (else :meth:`mark`, once the caller decided to write the folder)."""
         if self._fd is not None:
             return
         try:
@@ -229,9 +231,14 @@ class RunFolderLock:
                 key=self.key,
                 fix=f"wait for it to finish (or stop it), or give this run its own {self.key}",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self.command} pid {os.getpid()}".encode(), 0)
         self._fd = fd
+        if mark:
+            self.mark()
+
+    def mark(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{self.command} pid {os.getpid()}".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -103,6 +103,10 @@ class Owner:
     def check(self, *, continuing: bool = False) -> None:
         """Refuse links and another run's folder (``continuing``: this command continues the
         run the folder holds: ``train resume=...``)."""
+        self.check_links()
+        self.check_run(continuing=continuing)
+
+    def check_links(self) -> None:
         planted = links(self.folder, self.below)
         if planted:
             raise TrainrunError(
@@ -111,7 +115,10 @@ class Owner:
                 key=self.key,
                 fix="remove the links (or copy the folder without them: cp -rP), or name another folder",
             )
-        command, results = held(self.folder)
+
+    def check_run(self, *, continuing: bool = False, found: tuple[str | None, list[str]] | None = None) -> None:
+        """``found``: what :func:`held` saw (before this claim made a lock file)."""
+        command, results = found if found is not None else held(self.folder)
         if not results:
             return
         own = command == self.command or (command is None and self.command == "train" and continuing)
@@ -124,11 +131,24 @@ class Owner:
         )
 
     def claim(self, *, continuing: bool = False) -> None:
-        """:meth:`check`, then the lock (held until :meth:`release` or the process ends)."""
+        """Links refused, then the lock (a folder another process writes is refused as such),
+        then another run refused; the lock names this command only once all passed, and a lock
+        file made for a refused claim is removed again: a refusal changes nothing. The lock is
+        held until :meth:`release` or the process ends."""
         if self.lock.held:
             return
-        self.check(continuing=continuing)
-        self.lock.acquire()
+        self.check_links()
+        found = held(self.folder)  # as it was: acquiring may create the lock file
+        made = not os.path.lexists(self.folder / LOCK)
+        self.lock.acquire(mark=False)
+        try:
+            self.check_run(continuing=continuing, found=found)
+        except TrainrunError:
+            if made:
+                (self.folder / LOCK).unlink(missing_ok=True)
+            self.lock.release()
+            raise
+        self.lock.mark()
 
     def release(self) -> None:
         self.lock.release()
