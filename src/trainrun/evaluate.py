@@ -39,6 +39,7 @@ from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 from trainrun.metrics import build_metrics
 from trainrun.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.report.record import run_record, training_record
 from trainrun.trained import open_trained
 
 log = logging.getLogger("trainrun")
@@ -164,6 +165,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "data_changed": cfg.data is not None,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:

@@ -42,6 +42,7 @@ from trainrun.errors import TrainrunError, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 from trainrun.instantiate import build_from_config
 from trainrun.losses import LossPlan
+from trainrun.report.record import run_record, training_record
 from trainrun.trained import Trained, open_trained
 
 log = logging.getLogger("trainrun")
@@ -232,6 +233,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "data": OmegaConf.to_container(node, resolve=True, enum_to_str=True),
         "standardized_with": "the training split's statistics" if info.x_mean is not None else None,
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(trained.folder)),  # and the training run's
     }
     atomic_write_json(folder / PREDICT_JSON, report)
     log.info(f"predicted {len(x)} rows with {trained.file} ({trained.where})")

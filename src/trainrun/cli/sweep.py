@@ -31,9 +31,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainrun.cli.gpus import GPUS_ENV, claim_devices, parallel_jobs
+from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
+from trainrun.cli.trial import trial_number, trial_report
 from trainrun.config.choices import direction
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
+from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV, RunFolderLock
 from trainrun.report.echo import print_config_tree
 from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
 
@@ -91,47 +94,98 @@ def _launcher_target() -> str:
         return ""
 
 
-def parallel_jobs(n_jobs: int, cpus: int) -> int:
-    """How many jobs joblib runs at once for ``n_jobs`` (-1: all cores, -2: all but one...)."""
-    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+def _joblib() -> bool:
+    """Whether this job runs in a joblib worker (``hydra/launcher=local`` or ``joblib``)."""
+    target = _launcher_target()
+    return "joblib" in target or target.endswith("TrainrunLocalLauncher")
 
 
 def limit_threads(cfg: DictConfig) -> None:
     """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
     (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
-    if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
+    if cfg.trainer.get("threads") or not _joblib():
         return
+    launcher = HydraConfig.get().launcher
     cpus = os.cpu_count() or 1
-    jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
+    gpus = [d for d in os.environ.get(GPUS_ENV, "").split(",") if d]
+    n_jobs = launcher.get("n_jobs")
+    jobs = parallel_jobs(None if n_jobs is None else int(n_jobs), len(gpus),
+                         int(launcher.get("gpus_per_job") or 0), cpus)
     cfg.trainer.threads = max(1, cpus // jobs)
     log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
 
 
+def assign_devices(run_dir: Path) -> list[str] | None:
+    """Under ``hydra/launcher=local`` with GPUs: this job's own (``CUDA_VISIBLE_DEVICES``)."""
+    if not _launcher_target().endswith("TrainrunLocalLauncher"):
+        return None
+    hydra_cfg = HydraConfig.get()
+    devices = claim_devices(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.launcher.get("gpus_per_job") or 0),
+                            int(hydra_cfg.job.get("num") or 0))
+    if devices is not None:
+        log.info(f"CUDA_VISIBLE_DEVICES={','.join(devices)} (this job's GPUs)")
+    return devices
+
+
+def _skipped(summary: dict[str, Any], run_dir: Path) -> float | None:
+    """A job whose run finished with this config: nothing to train again."""
+    objective = summary.get("objective") or {}
+    value = finite_or_none(objective.get("value"))
+    log.info(f"{summary.get('status')} before with this config ({objective.get('name')} {value}); "
+             f"not trained again: {run_dir}")
+    return value if summary.get("status") in OK else None
+
+
 def run_job(
-    cfg: DictConfig, run_dir: Path, train_job: Callable[[DictConfig, Path], dict[str, Any]]
+    cfg: DictConfig, run_dir: Path, train_job: Callable[..., dict[str, Any]]
 ) -> float | None:
-    """One job of a multirun: train, and never let a failure abort the sweep.
+    """One job of a multirun: train, and never let a failure abort the sweep. A folder a
+    previous run of the same sweep left is skipped, resumed or set aside (:mod:`rerun`).
 
     Returns the objective for the sweeper (None when the job failed or it is not finite).
     """
     started = time.perf_counter()
     objective = {"name": cfg.objective, "value": None,
                  "direction": direction(str(cfg.objective))}
+    trial = trial_number()
+    mine: dict[str, Any] = {DIGEST: config_digest(cfg), **({"trial": trial} if trial is not None else {})}
+    lock = RunFolderLock(run_dir)
     try:
-        limit_threads(cfg)
-        resume_if_requeued(cfg, run_dir)
-        summary = train_job(cfg, run_dir)
-    except Exception as err:
-        if isinstance(err, TrainrunError):
-            log.error(f"Error: {err}")
-        else:
-            log.error(f"Error: {first_line(err)}", exc_info=err)
-        mark_failed(run_dir, first_line(err), objective=objective,
-                    total_seconds=time.perf_counter() - started)
+        lock.acquire()  # another driver running this very job: leave its folder alone
+    except TrainrunError as err:
+        log.error(f"Error: {err}")
         return None
+    try:
+        try:
+            decision, previous = decide(cfg, run_dir)
+            if decision == "skip" and previous is not None:
+                return _skipped(previous, run_dir)
+            if decision == "replace":
+                log.info(f"this folder held a run of another config: moved to {move_aside(run_dir)}")
+            elif decision == "resume" and not cfg.resume:
+                log.info(f"this job ran before without finishing: resume=auto in {run_dir}")
+                cfg.resume = "auto"
+            limit_threads(cfg)
+            devices = assign_devices(run_dir)
+            if devices is not None:
+                mine["cuda_visible_devices"] = ",".join(devices)
+            resume_if_requeued(cfg, run_dir)
+            judge = trial_report(cfg)
+            summary = train_job(cfg, run_dir, judges=[judge] if judge is not None else [])
+        except Exception as err:
+            if isinstance(err, TrainrunError):
+                log.error(f"Error: {err}")
+            else:
+                log.error(f"Error: {first_line(err)}", exc_info=err)
+            mark_failed(run_dir, first_line(err), objective=objective,
+                        total_seconds=time.perf_counter() - started, **mine)
+            return None
+        update_summary(run_dir, **mine)
+    finally:
+        lock.release()
     if summary["status"] == "interrupted":
         return _interrupted(summary, run_dir)
-    return finite_or_none(summary["objective"]["value"])
+    return finite_or_none(summary["objective"]["value"]) if summary["status"] in OK else None
 
 
 def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
@@ -152,7 +206,7 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
     note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
     update_summary(run_dir, error=note)
     log.info(note)
-    if "joblib" in _launcher_target():
+    if _joblib():
         return None  # a worker process: the sweep's other jobs go on
     # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
     # requeues it or reports it as cancelled).
@@ -161,6 +215,12 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
 
 
 # --------------------------------------------------------------------------- the whole sweep
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    print(f"\n{signal.Signals(signum).name}: the sweep stops; the summary is written. Running the same "
+          "command again continues it (hydra.sweep.dir=<this sweep folder>)", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 class SweepSummary(Callback):
@@ -175,8 +235,14 @@ class SweepSummary(Callback):
         self._pending: tuple[Path, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_same_sweep(config, Path(str(config.hydra.sweep.dir)))  # before anything is written
         self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
         atexit.register(self._at_exit)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # Outside a job's loop (between jobs, in the sweeper, waiting for workers or the
+            # cluster) SIGTERM would end the process on the spot: exit instead, so the summary is
+            # written (the exit hook) and the Optuna sweeper marks its running trials failed.
+            signal.signal(signal.SIGTERM, _exit_on_signal)
         # What the jobs share, once: the sweep's command line (and the config tree if asked);
         # each job then prints one line after Hydra's own "#N : overrides" line.
         overrides = " ".join(str(o) for o in config.hydra.overrides.task) or "none"
