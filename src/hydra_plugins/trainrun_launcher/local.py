@@ -6,7 +6,8 @@ Hydra discovers launchers only inside the ``hydra_plugins`` namespace package, h
 module's place. It imports nothing heavy, and nothing at all without hydra-joblib-launcher.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Hydra imports plugin modules without registering them
+# in sys.modules, where dataclasses would look the string annotations up.
 
 import logging
 import os

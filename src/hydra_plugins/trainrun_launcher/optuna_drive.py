@@ -88,8 +88,10 @@ class Drive:
                    for t in study.get_trials(deepcopy=False))
         return self.sweeper.n_trials - here
 
-    def run(self, launcher: Launcher) -> None:
+    def run(self, launcher: Launcher, config: Any) -> None:
         study = self.open()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, self.sweep_dir / "multirun.yaml")  # as Hydra's own sweeper does
         log.info(f"study {self.name} in {studies.shown(self.spec)}: {self.sweeper.direction}, "
                  f"{self.sweeper.n_trials} trials in {self.sweep_dir}, {self.sweeper.n_jobs} at a time"
                  + (f", pruner {type(study.pruner).__name__}" if self.sweeper.pruner_cfg is not None else ""))

@@ -25,7 +25,8 @@ place. Optuna is imported only when a search starts (Hydra imports this module i
 ``train`` process while it scans plugins).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Hydra imports plugin modules without registering them
+# in sys.modules, where dataclasses would look the string annotations up.
 
 import logging
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class TrainrunOptunaSweeper(Sweeper):
                                 "objective: ${direction:${objective}})")
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         drive = Drive(self, sweep_dir, arguments)
-        drive.run(self.launcher)
+        drive.run(self.launcher, self.config)
 
     # What the drive builds from the config (kept here: they read this sweeper's settings).
     def build_sampler(self, seed_offset: int, grid: dict[str, list[Any]] | None) -> Any:

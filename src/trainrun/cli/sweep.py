@@ -155,6 +155,7 @@ def run_job(
     except TrainrunError as err:
         log.error(f"Error: {err}")
         return None
+    SIGNALS.in_job = True
     try:
         try:
             decision, previous = decide(cfg, run_dir)
@@ -179,12 +180,15 @@ def run_job(
                 log.error(f"Error: {first_line(err)}", exc_info=err)
             mark_failed(run_dir, first_line(err), objective=objective,
                         total_seconds=time.perf_counter() - started, **mine)
+            SIGNALS.exit_if_held()  # a signal held while this job failed: the sweep stops now
             return None
         update_summary(run_dir, **mine)
     finally:
+        SIGNALS.in_job = False
         lock.release()
     if summary["status"] == "interrupted":
         return _interrupted(summary, run_dir)
+    SIGNALS.exit_if_held()  # held, but the job ended before its loop could take it over
     return finite_or_none(summary["objective"]["value"]) if summary["status"] in OK else None
 
 
@@ -217,10 +221,33 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
 # --------------------------------------------------------------------------- the whole sweep
 
 
-def _exit_on_signal(signum: int, frame: Any) -> None:
-    print(f"\n{signal.Signals(signum).name}: the sweep stops; the summary is written. Running the same "
-          "command again continues it (hydra.sweep.dir=<this sweep folder>)", file=sys.stderr)
-    raise SystemExit(128 + signum)
+class SweepSignals:
+    """The sweep driver's SIGTERM handler (``train -m`` would otherwise end on the spot, with no
+    summary): outside a job it exits (the summary is written by the exit hook, the Optuna
+    sweeper marks its running trials failed); inside a job it holds the signal, which the
+    job's loop takes over as it starts (``engine.stop.Signals``): the job saves ``last.pt``
+    after one step and the sweep exits with 128 + N."""
+
+    def __init__(self) -> None:
+        self.held: int | None = None
+        self.in_job = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.in_job:
+            self.held = self.held or signum
+            os.write(2, f"\n{name}: the sweep stops once this job has saved its state\n".encode())
+            return
+        os.write(2, f"\n{name}: the sweep stops; running the same command again into this sweep folder "
+                    "continues it\n".encode())
+        raise SystemExit(128 + signum)
+
+    def exit_if_held(self) -> None:
+        if self.held is not None:
+            sys.exit(128 + self.held)
+
+
+SIGNALS = SweepSignals()
 
 
 class SweepSummary(Callback):
@@ -242,7 +269,7 @@ class SweepSummary(Callback):
             # Outside a job's loop (between jobs, in the sweeper, waiting for workers or the
             # cluster) SIGTERM would end the process on the spot: exit instead, so the summary is
             # written (the exit hook) and the Optuna sweeper marks its running trials failed.
-            signal.signal(signal.SIGTERM, _exit_on_signal)
+            signal.signal(signal.SIGTERM, SIGNALS)
         # What the jobs share, once: the sweep's command line (and the config tree if asked);
         # each job then prints one line after Hydra's own "#N : overrides" line.
         overrides = " ".join(str(o) for o in config.hydra.overrides.task) or "none"

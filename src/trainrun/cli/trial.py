@@ -51,8 +51,7 @@ class TrialReport:
         self.trial.report(float(value), step=epoch)
         if not self.trial.should_prune():
             return None
-        return (f"pruned by {self.pruner} after epoch {epoch}: {self.objective} {value:.6g} "
-                f"(trial {self.trial.number} of study {self.trial.study.study_name})")
+        return f"pruned by {self.pruner} after epoch {epoch} ({self.objective} {value:.4g})"
 
 
 def trial_report(cfg: DictConfig, world_size: int = 1) -> TrialReport | None:

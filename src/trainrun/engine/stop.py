@@ -51,6 +51,9 @@ class Signals:
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._handle)
+                # A handler that held a signal for the run (a sweep's, before this job's loop
+                # began: trainrun.cli.sweep) hands it over: the run stops after its first step.
+                self.signum = self.signum or getattr(self._previous[signum], "held", None)
         return self
 
     def __exit__(self, *exc: object) -> None:
