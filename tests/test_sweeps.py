@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import BIN, env_for_tests, run_command
 
-from trainrun.cli.sweep import parallel_jobs
+from trainrun.cli.gpus import parallel_jobs
 from trainrun.report.sweep import finite_or_none, summarize
 
 # Small and quick: iris, two epochs.
@@ -141,11 +141,15 @@ def test_objective_for_the_sweeper_is_finite_or_none() -> None:
         assert finite_or_none(bad) is None
 
 
-def test_parallel_jobs_follows_joblib_n_jobs() -> None:
-    assert parallel_jobs(-1, 8) == 8
-    assert parallel_jobs(-2, 8) == 7
-    assert parallel_jobs(3, 8) == 3
-    assert parallel_jobs(-20, 8) == 1
+def test_parallel_jobs_follows_joblib_n_jobs_or_the_gpus() -> None:
+    assert parallel_jobs(-1, 0, 1, 8) == 8
+    assert parallel_jobs(-2, 0, 1, 8) == 7
+    assert parallel_jobs(3, 4, 1, 8) == 3  # given: as given, whatever the GPUs
+    assert parallel_jobs(-20, 0, 1, 8) == 1
+    assert parallel_jobs(None, 0, 1, 8) == 8  # null without GPUs: all cores
+    assert parallel_jobs(None, 4, 1, 8) == 4  # null with GPUs: one job per GPU...
+    assert parallel_jobs(None, 4, 2, 8) == 2  # ... or per gpus_per_job of them
+    assert parallel_jobs(None, 1, 2, 8) == 1
 
 
 def compose_with_hydra(*overrides: str):
@@ -164,7 +168,8 @@ def test_launcher_presets_compose() -> None:
     from hydra.plugins.launcher import Launcher
 
     local = compose_with_hydra("hydra/launcher=local").hydra.launcher
-    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == -1
+    assert local._target_.endswith("TrainrunLocalLauncher") and local.n_jobs is None
+    assert local.gpus_per_job == 1
 
     slurm = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                "hydra.launcher.account=lab", "hydra.launcher.qos=high",
@@ -181,15 +186,17 @@ def test_launcher_presets_compose() -> None:
     # Hydra only instantiates launchers it discovered in the hydra_plugins namespace.
     launchers = Plugins.instance().discover(Launcher)
     assert any(c.__module__ == "hydra_plugins.trainrun_launcher.slurm" for c in launchers)
+    assert any(c.__module__ == "hydra_plugins.trainrun_launcher.local" for c in launchers)
 
 
 def test_info_lists_each_launcher_and_sweeper_once(tmp_path: Path) -> None:
-    """``train --info plugins``: trainrun's launcher and sweeper build on Hydra's own and carry
-    names of their own, so no plugin name is listed twice."""
+    """``train --info plugins``: trainrun's launchers build on Hydra's own and carry names of
+    their own, so no plugin name is listed twice; the old Optuna sweeper is gone."""
     result = run_command("train", "--info", "plugins", cwd=tmp_path)
     listed = re.findall(r"^\t\t(\w+)$", result.output, flags=re.MULTILINE)
     assert "SlurmLauncher" in listed and "TrainrunSlurmLauncher" in listed, result.output
-    assert "OptunaSweeper" in listed and "TrainrunOptunaSweeper" in listed, result.output
+    assert "JoblibLauncher" in listed and "TrainrunLocalLauncher" in listed, result.output
+    assert "TrainrunOptunaSweeper" in listed and "OptunaSweeper" not in listed, result.output
     duplicates = sorted({name for name in listed if listed.count(name) > 1})
     assert duplicates == [], result.output
 
@@ -315,7 +322,8 @@ def test_optuna_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"optim.lr": 0.05}
     assert math.isclose(best["best_value"], float(rows[0]["objective"]))
-    assert "Failed experiment" in result.output
+    assert re.search(r"trial \d+ failed: the loss became non-finite", result.output), result.output
+    assert sum(best["trials"].values()) == 4 and best["trials"]["running"] == 0
 
 
 @pytest.mark.slow

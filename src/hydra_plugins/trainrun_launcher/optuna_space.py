@@ -133,12 +133,14 @@ def _refused(key: str, why: str) -> TrainrunError:
 
 
 def _as_override_value(value: Any) -> str:
-    """A sampled value as Hydra's grammar reads it back (``'a b'`` quoted, ``[64,64]`` as is)."""
+    """A sampled value as Hydra's grammar reads it back (``'a,b'`` quoted, ``[64,64]`` as is)."""
     text = str(value)
     if not isinstance(value, str):
         return text
     try:
-        OverridesParser.create().parse_override(f"k={text}")
-        return text
+        parsed = OverridesParser.create().parse_override(f"k={text}")
+        if not parsed.is_sweep_override() and parsed.value() == value or text.startswith(("[", "{")):
+            return text  # read back as the same value (or a list/dict choice, meant as one)
     except Exception:
-        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        pass
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
