@@ -139,7 +139,7 @@ def _as_override_value(value: Any) -> str:
         return text
     try:
         parsed = OverridesParser.create().parse_override(f"k={text}")
-        if not parsed.is_sweep_override() and parsed.value() == value or text.startswith(("[", "{")):
+        if (not parsed.is_sweep_override() and parsed.value() == value) or text.startswith(("[", "{")):
             return text  # read back as the same value (or a list/dict choice, meant as one)
     except Exception:
         pass
