@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,20 +88,23 @@ def open_storage(spec: str) -> BaseStorage:
 
 
 def trial_handle(study: optuna.Study, number: int) -> Trial:
-    """A handle on trial ``number`` of ``study`` (to report to it, or set its attributes)."""
-    storage = _storage_of(study)
+    """A handle on trial ``number`` of ``study`` (opened by :func:`load` or :func:`create`), through
+    the public lookups of its storage (``BaseStorage``)."""
+    storage = _STORAGES[study]
     study_id = storage.get_study_id_from_name(study.study_name)
     return Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
-_STORAGES: dict[int, BaseStorage] = {}
+# The storage each open study was made with (gone with the study: a sweep of many jobs in one
+# process keeps none of the earlier ones).
+_STORAGES: weakref.WeakKeyDictionary[optuna.Study, BaseStorage] = weakref.WeakKeyDictionary()
 
 
 def load(spec: str, study_name: str, **kwargs: Any) -> optuna.Study:
-    """``optuna.load_study`` on the storage of ``spec``, remembering that storage for handles."""
+    """``optuna.load_study`` on the storage of ``spec``."""
     storage = open_storage(spec)
     study = optuna.load_study(study_name=study_name, storage=storage, **kwargs)
-    _STORAGES[id(study)] = storage
+    _STORAGES[study] = storage
     return study
 
 
@@ -108,15 +112,8 @@ def create(spec: str, **kwargs: Any) -> optuna.Study:
     """``optuna.create_study(load_if_exists=True)`` on the storage of ``spec``."""
     storage = open_storage(spec)
     study = optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
-    _STORAGES[id(study)] = storage
+    _STORAGES[study] = storage
     return study
-
-
-def _storage_of(study: optuna.Study) -> BaseStorage:
-    try:
-        return _STORAGES[id(study)]
-    except KeyError:
-        raise ValueError("the study was not opened through trainrun.cli.study") from None
 
 
 # --------------------------------------------------------------------------- drivers

@@ -4,7 +4,8 @@ and the ``SweepSummary`` Hydra callback writes the summary at the end.
 - :func:`run_job` is the multirun path of ``train``'s task. A job that fails is recorded in its
   own ``summary.json`` (``status: failed`` and the error's first line) and returns ``None`` to
   the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
-  non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
+  non-finite objective is returned as ``None`` too. A folder a previous run of the same sweep
+  left is skipped (finished with this config), resumed, or set aside (:mod:`trainrun.cli.rerun`).
   A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
   it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
 - :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
