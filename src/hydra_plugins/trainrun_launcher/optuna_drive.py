@@ -44,9 +44,10 @@ class Drive:
         stored = self._stored_trials()
         grid = self._grid() if self.sweeper.is_grid() else None
         sampler = self.sweeper.build_sampler(stored, grid)
-        if stored and sampler is not None and getattr(self.sweeper.sampler_cfg, "get", dict().get)("seed") is not None:
+        seed = (self.sweeper.sampler_cfg or {}).get("seed")
+        if stored and sampler is not None and seed is not None:
             log.info(f"study {self.name} holds {stored} trials: the sampler continues with seed "
-                     f"{self.sweeper.sampler_cfg.get('seed')}+{stored}, so this sweep draws new points")
+                     f"{seed}+{stored}, so this sweep draws new points")
         study = studies.create(self.spec, study_name=self.name, sampler=sampler,
                                pruner=self.sweeper.build_pruner(), direction=self.sweeper.direction)
         if study.direction.name.lower() != self.sweeper.direction:
@@ -94,7 +95,7 @@ class Drive:
         OmegaConf.save(config, self.sweep_dir / "multirun.yaml")  # as Hydra's own sweeper does
         log.info(f"study {self.name} in {studies.shown(self.spec)}: {self.sweeper.direction}, "
                  f"{self.sweeper.n_trials} trials in {self.sweep_dir}, {self.sweeper.n_jobs} at a time"
-                 + (f", pruner {type(study.pruner).__name__}" if self.sweeper.pruner_cfg is not None else ""))
+                 + (f", pruner {type(study.pruner).__name__}" if self.sweeper.pruner_cfg else ""))
         for line in studies.clean_left_behind(study, self.sweeper.stale_after_s):
             log.info(line)
         to_go = self.remaining(study)

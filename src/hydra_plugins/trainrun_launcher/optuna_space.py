@@ -99,7 +99,7 @@ def distribution(override: Override) -> BaseDistribution:
             if not count:
                 raise _refused(key, f"range({start}, {stop}, {step}) is empty")
             return FloatDistribution(float(start), float(start) + float(step) * (count - 1), step=float(step))
-        values = [int(x) for x in override.sweep_iterator()]
+        values = [int(str(x)) for x in override.sweep_iterator()]
         if not values:
             raise _refused(key, f"range({start}, {stop}, {step}) is empty")
         return IntDistribution(values[0], values[-1], step=int(step)) if len(values) > 1 \

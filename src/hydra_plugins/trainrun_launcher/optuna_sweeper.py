@@ -117,7 +117,7 @@ class TrainrunOptunaSweeper(Sweeper):
         return instantiate(cfg)
 
     def build_pruner(self) -> Any:
-        return instantiate(self.pruner_cfg) if self.pruner_cfg is not None else None
+        return instantiate(self.pruner_cfg) if self.pruner_cfg else None
 
     def is_grid(self) -> bool:
         target = str((self.sampler_cfg or {}).get("_target_", ""))

@@ -124,7 +124,7 @@ if _SubmititSlurmLauncher is not None:
 
             if not isinstance(record, dict) or record.get("overrides") != overrides:
                 return None
-            job = submitit.SlurmJob(folder=self.params["submitit_folder"], job_id=str(record["job_id"]))
+            job: Any = submitit.SlurmJob(folder=self.params["submitit_folder"], job_id=str(record["job_id"]))
             try:
                 state = str(job.state)
             except Exception:

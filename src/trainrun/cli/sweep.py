@@ -122,7 +122,7 @@ def assign_devices(run_dir: Path) -> list[str] | None:
         return None
     hydra_cfg = HydraConfig.get()
     devices = claim_devices(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.launcher.get("gpus_per_job") or 0),
-                            int(hydra_cfg.job.get("num") or 0))
+                            int(hydra_cfg.job.num or 0))
     if devices is not None:
         log.info(f"CUDA_VISIBLE_DEVICES={','.join(devices)} (this job's GPUs)")
     return devices
