@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, env_for_tests, run_command
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 GRID = ("data=iris", "trainer.epochs=3", "optim.lr=0.1,0.05,0.02,0.01,0.005")
 ROWS = ("job", "status", "objective", "overrides", "best_epoch", "epochs")

@@ -34,7 +34,7 @@ from trainrun.report.console import Reporter
 from trainrun.report.echo import in_sweep_job
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
-from trainrun.report.record import run_record
+from trainrun.report.record import DIGEST, config_digest, run_record
 
 
 def objective_value(history: list[dict[str, Any]], name: str) -> float:
@@ -215,4 +215,5 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
                      "python": platform.python_version()},
         # git commit + dirty flag, command line, package versions (data_fingerprint: see record.py)
         "record": run_record(),
+        DIGEST: config_digest(cfg),  # what it computed: a sweep run again skips it (cli/rerun.py)
     }

@@ -3,7 +3,8 @@
 ``train -m ... hydra.sweep.dir=sweeps/lr`` a second time gives every job the folder it had the
 first time (Hydra numbers the jobs in the same order), whatever the launcher. Before training,
 the job compares its config with the one its folder's ``summary.json`` was written with (a
-digest of the resolved config, :func:`config_digest`) and decides (:func:`decide`):
+digest of the resolved config, ``config_digest`` in :mod:`trainrun.report.record`, written
+with the run's status) and decides (:func:`decide`):
 
 * **skip**: the run finished (completed, stopped early, pruned) with this config: nothing is
   trained again, the job returns the objective it recorded;
@@ -20,8 +21,6 @@ The sweep itself refuses to run into a folder that holds a sweep of other overri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -31,28 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, LOCK
+from trainrun.report.record import DIGEST, config_digest
 from trainrun.report.sweep import FINISHED, read_summary
+
+__all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside"]
 
 log = logging.getLogger("trainrun")
 
-DIGEST = "config_digest"
-# Keys that change nothing a run computes: left out of the digest (a rerun may differ in them).
-RUN_CONTROL = ("resume", "print_config", "model_summary", "plot", "tags")
-TRAINER_RUN_CONTROL = ("progress", "threads")
-
 Decision = Literal["fresh", "skip", "resume", "replace"]
-
-
-def config_digest(cfg: DictConfig) -> str:
-    """A digest of what the job computes: the resolved config without Hydra's node and without
-    run-control keys."""
-    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(tree, dict)
-    tree = {k: v for k, v in tree.items() if k not in (*RUN_CONTROL, "hydra")}
-    if isinstance(tree.get("trainer"), dict):
-        tree["trainer"] = {k: v for k, v in tree["trainer"].items() if k not in TRAINER_RUN_CONTROL}
-    text = json.dumps(tree, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | None]:

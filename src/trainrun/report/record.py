@@ -15,6 +15,7 @@ the caller that has it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -26,12 +27,32 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from trainrun.files import SUMMARY_JSON
 
 # The distributions whose versions a result depends on (those installed are recorded).
 PACKAGES = ("trainrun", "torch", "numpy", "hydra-core", "omegaconf", "scikit-learn", "torchmetrics",
             "pyarrow", "optuna", "hydra-joblib-launcher", "hydra-submitit-launcher", "submitit")
 GIT_TIMEOUT_S = 5.0
+# summary.json's key for config_digest: written with the run's status, so a sweep run again knows
+# what the run computed even when its job was stopped right after (trainrun.cli.rerun).
+DIGEST = "config_digest"
+# Keys that change nothing a run computes: left out of the digest (a rerun may differ in them).
+RUN_CONTROL = ("resume", "print_config", "model_summary", "plot", "tags")
+TRAINER_RUN_CONTROL = ("progress", "threads")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A digest of what a run computes: its resolved config without Hydra's node and without
+    run-control keys."""
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(tree, dict)
+    tree = {k: v for k, v in tree.items() if k not in (*RUN_CONTROL, "hydra")}
+    if isinstance(tree.get("trainer"), dict):
+        tree["trainer"] = {k: v for k, v in tree["trainer"].items() if k not in TRAINER_RUN_CONTROL}
+    text = json.dumps(tree, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _git(folder: Path, *args: str) -> str | None:
