@@ -1,5 +1,5 @@
-"""One device per local job: how ``hydra/launcher=local`` shares a machine's GPUs among the jobs
-it runs at once.
+"""A local job's share of the machine: its torch threads, and its own GPUs. How
+``hydra/launcher=local`` shares a machine's GPUs among the jobs it runs at once:
 
 The launcher (``hydra_plugins.trainrun_launcher.local``, in the ``train -m`` process) finds the
 visible GPUs (``CUDA_VISIBLE_DEVICES``, else torch's count), runs ``gpus // gpus_per_job`` jobs
@@ -18,6 +18,9 @@ import fcntl
 import logging
 import os
 from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 log = logging.getLogger("trainrun")
 
@@ -74,3 +77,43 @@ def claim_devices(sweep_dir: Path, per_job: int, job_num: int) -> list[str] | No
             _slot = (slot, None)
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_slot[0])
     return _slot[0]
+
+
+def _launcher_target() -> str:
+    try:
+        return str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return ""
+
+
+def in_joblib_worker() -> bool:
+    """Whether this job runs in a joblib worker (``hydra/launcher=local`` or ``joblib``)."""
+    target = _launcher_target()
+    return "joblib" in target or target.endswith("TrainrunLocalLauncher")
+
+
+def limit_threads(cfg: DictConfig) -> None:
+    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
+    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
+    if cfg.trainer.get("threads") or not in_joblib_worker():
+        return
+    launcher = HydraConfig.get().launcher
+    cpus = os.cpu_count() or 1
+    gpus = [d for d in os.environ.get(GPUS_ENV, "").split(",") if d]
+    n_jobs = launcher.get("n_jobs")
+    jobs = parallel_jobs(None if n_jobs is None else int(n_jobs), len(gpus),
+                         int(launcher.get("gpus_per_job") or 0), cpus)
+    cfg.trainer.threads = max(1, cpus // jobs)
+    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
+
+
+def assign_devices(run_dir: Path) -> list[str] | None:
+    """Under ``hydra/launcher=local`` with GPUs: this job's own (``CUDA_VISIBLE_DEVICES``)."""
+    if not _launcher_target().endswith("TrainrunLocalLauncher"):
+        return None
+    hydra_cfg = HydraConfig.get()
+    devices = claim_devices(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.launcher.get("gpus_per_job") or 0),
+                            int(hydra_cfg.job.num or 0))
+    if devices is not None:
+        log.info(f"CUDA_VISIBLE_DEVICES={','.join(devices)} (this job's GPUs)")
+    return devices

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from trainrun.cli.gpus import GPUS_ENV, claim_devices, parallel_jobs
+from trainrun.cli.gpus import assign_devices, in_joblib_worker, limit_threads
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
 from trainrun.cli.trial import trial_number, trial_report
 from trainrun.config.choices import direction
@@ -86,46 +85,6 @@ def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
     if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
         return handler  # type: ignore[return-value]
     return None
-
-
-def _launcher_target() -> str:
-    try:
-        return str(HydraConfig.get().launcher.get("_target_", ""))
-    except ValueError:
-        return ""
-
-
-def _joblib() -> bool:
-    """Whether this job runs in a joblib worker (``hydra/launcher=local`` or ``joblib``)."""
-    target = _launcher_target()
-    return "joblib" in target or target.endswith("TrainrunLocalLauncher")
-
-
-def limit_threads(cfg: DictConfig) -> None:
-    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
-    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
-    if cfg.trainer.get("threads") or not _joblib():
-        return
-    launcher = HydraConfig.get().launcher
-    cpus = os.cpu_count() or 1
-    gpus = [d for d in os.environ.get(GPUS_ENV, "").split(",") if d]
-    n_jobs = launcher.get("n_jobs")
-    jobs = parallel_jobs(None if n_jobs is None else int(n_jobs), len(gpus),
-                         int(launcher.get("gpus_per_job") or 0), cpus)
-    cfg.trainer.threads = max(1, cpus // jobs)
-    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
-
-
-def assign_devices(run_dir: Path) -> list[str] | None:
-    """Under ``hydra/launcher=local`` with GPUs: this job's own (``CUDA_VISIBLE_DEVICES``)."""
-    if not _launcher_target().endswith("TrainrunLocalLauncher"):
-        return None
-    hydra_cfg = HydraConfig.get()
-    devices = claim_devices(Path(str(hydra_cfg.sweep.dir)), int(hydra_cfg.launcher.get("gpus_per_job") or 0),
-                            int(hydra_cfg.job.num or 0))
-    if devices is not None:
-        log.info(f"CUDA_VISIBLE_DEVICES={','.join(devices)} (this job's GPUs)")
-    return devices
 
 
 def _skipped(summary: dict[str, Any], run_dir: Path) -> float | None:
@@ -211,7 +170,7 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
     note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
     update_summary(run_dir, error=note)
     log.info(note)
-    if _joblib():
+    if in_joblib_worker():
         return None  # a worker process: the sweep's other jobs go on
     # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
     # requeues it or reports it as cancelled).
