@@ -44,7 +44,7 @@ log = logging.getLogger("trainrun")
 
 
 class SweepFailed(SystemExit):
-    """Every job of the sweep failed: ``train -m`` exits with this status (1)."""
+    """The sweep cannot start (2), or every job of it failed (1): ``train -m`` exits with this."""
 
 
 
@@ -222,7 +222,11 @@ class SweepSummary(Callback):
         self._pending: tuple[Path, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_same_sweep(config, Path(str(config.hydra.sweep.dir)))  # before anything is written
+        try:
+            check_same_sweep(config, Path(str(config.hydra.sweep.dir)))  # before anything is written
+        except TrainrunError as err:  # Hydra turns a callback's exception into a warning: exit here
+            print(f"\nError: {err}", file=sys.stderr)
+            raise SweepFailed(err.exit_code) from None
         self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
         atexit.register(self._at_exit)
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
