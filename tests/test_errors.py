@@ -496,6 +496,6 @@ def test_the_line_that_raised_names_the_key() -> None:
 
 def test_inf_is_a_norm(compose) -> None:
     """inf is torch's max-norm for clipping: refused as "not finite" before."""
-    from trainrun.config.checks import check_config
+    from trainrun.config.values import check_config
 
     check_config(compose("trainer.grad_clip.norm_type=inf", "trainer.grad_clip.max_norm=1"))

@@ -30,9 +30,9 @@ from trainrun.cli import ranks
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
-from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
+from trainrun.config.values import check_config
 from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
 
 log = logging.getLogger("trainrun")

@@ -21,8 +21,8 @@ from trainrun import __version__
 from trainrun.build.loggers import make_loggers
 from trainrun.build.setup import Setup, build, owners
 from trainrun.commands.evaluate import test_after_fit
-from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
+from trainrun.config.values import check_config
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
