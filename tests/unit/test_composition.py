@@ -70,7 +70,8 @@ def test_each_rewording_reads_the_message_hydra_gives(reword, overrides, hydra_s
 
 def test_the_first_rewording_that_recognizes_an_error_words_it():
     ex = raised("trainer.epochs=ten")
-    assert composition.composition_error(ex, ["trainer.epochs=ten"]).message == "trainer.epochs=ten is not a whole number"
+    err = composition.composition_error(ex, ["trainer.epochs=ten"])
+    assert err is not None and err.message == "trainer.epochs=ten is not a whole number"
 
 
 def test_a_key_the_users_target_takes_is_offered_with_a_plus(tmp_path, monkeypatch):
