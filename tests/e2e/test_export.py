@@ -83,11 +83,11 @@ def export_model(fmt: str, folder, run_dir) -> None:
         return
     from omegaconf import OmegaConf
 
-    from trainrun.commands.export_model import export
+    from trainrun.commands import export_model
     from trainrun.config.schemas import ExportConfig
 
     cfg = OmegaConf.merge(OmegaConf.structured(ExportConfig), {"run": str(run_dir), "format": fmt})
-    assert export(cfg)["max_abs_difference"] <= TOLERANCE[fmt]
+    assert export_model.run(cfg)["max_abs_difference"] <= TOLERANCE[fmt]
 
 
 @pytest.mark.parametrize("fmt, name", [("safetensors", "model.safetensors"), ("torchscript", "model.torchscript.pt"),

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.metrics import build_metrics
 from trainrun.build.setup import Batches, Setup, build
-from trainrun.commands.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.commands.predictions import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.batches import whole
@@ -114,7 +114,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the command
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""
     if OmegaConf.is_missing(cfg, "run"):

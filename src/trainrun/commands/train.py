@@ -77,7 +77,7 @@ class Whereabouts:
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
-def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
     try:
