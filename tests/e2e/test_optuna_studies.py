@@ -117,9 +117,8 @@ def check_joined(procs: list[subprocess.Popen], dirs: list[Path], load) -> None:
 def test_two_drivers_join_one_study_through_a_journal_file(tmp_path: Path) -> None:
     path = tmp_path / "shared" / "study.journal"
     procs, dirs = two_drivers(tmp_path, f"journal:{path}", "joined")
-    storage = journal(path)
     try:
-        check_joined(procs, dirs, lambda: optuna.load_study(study_name="joined", storage=storage))
+        check_joined(procs, dirs, lambda: optuna.load_study(study_name="joined", storage=journal(path)))
     finally:
         for p in procs:
             p.kill()
