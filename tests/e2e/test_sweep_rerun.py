@@ -151,7 +151,7 @@ def test_a_run_records_its_code_command_and_versions_and_evaluate_copies_it(tmp_
     record = trained.summary["record"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert record["git"] == {"repository": str(tmp_path), "commit": head, "dirty": False}
-    assert record["command"].startswith("train trainer.progress=epoch data=iris trainer.epochs=1")
+    assert record["command"].startswith("train data=iris trainer.epochs=1 hydra.run.dir=")
     assert {"torch", "hydra-core", "python", "trainrun"} <= set(record["versions"])
     evaluated = run_command("evaluate", f"run={trained.run_dir}", "split=val", cwd=tmp_path)
     assert evaluated.returncode == 0
