@@ -2,7 +2,7 @@
 same 30-trial search without pruning (same sampler seed): the best value found and the epochs
 trained in all (docs/cluster.md, "Pruning").
 
-    python scripts/bench_pruning.py [--trials 30] [--epochs 10] [--pruner median]
+    python scripts/bench_pruning.py [--trials 30] [--epochs 10] [--pruner median] [--data digits]
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 TRAIN = str(Path(sys.executable).parent / "train")
 
 
-def search(work: Path, name: str, trials: int, epochs: int, pruner: str) -> dict:
+def search(work: Path, name: str, trials: int, epochs: int, pruner: str, data: str) -> dict:
     sweep_dir = work / name
     started = time.perf_counter()
     subprocess.run([TRAIN, "-m", "hparams_search=mlp", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.n_jobs=1",
-                    f"hydra/sweeper/pruner={pruner}", f"trainer.epochs={epochs}", "plot=false", "logger=[]",
-                    "trainer.progress=none", f"hydra.sweep.dir={sweep_dir}"], cwd=work, check=True,
+                    f"hydra/sweeper/pruner={pruner}", f"trainer.epochs={epochs}", f"data={data}", "plot=false",
+                    "logger=[]", "trainer.progress=none", f"hydra.sweep.dir={sweep_dir}"], cwd=work, check=True,
                    capture_output=True)
     seconds = time.perf_counter() - started
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
@@ -39,11 +39,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--pruner", default="median")
+    parser.add_argument("--data", default="digits")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pruning-"))
-    plain = search(work, "unpruned", args.trials, args.epochs, "none")
-    pruned = search(work, "pruned", args.trials, args.epochs, args.pruner)
-    print(f"hparams_search=mlp, {args.trials} trials of {args.epochs} epochs (digits), TPE seed 0")
+    plain = search(work, "unpruned", args.trials, args.epochs, "none", args.data)
+    pruned = search(work, "pruned", args.trials, args.epochs, args.pruner, args.data)
+    print(f"hparams_search=mlp, {args.trials} trials of {args.epochs} epochs (data={args.data}), TPE seed 0")
     print("| search | best val_loss | trials pruned | epochs trained | wall time |")
     print("| --- | --- | --- | --- | --- |")
     for name, r in (("no pruning", plain), (f"{args.pruner} pruner", pruned)):
