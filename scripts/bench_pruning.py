@@ -1,8 +1,8 @@
-"""Pruning on the hparams_search=mlp space: 30 trials with Optuna's median pruner against the
-same 30-trial search without pruning (same sampler seed): the best value found and the epochs
-trained in all (docs/cluster.md, "Pruning").
+"""Pruning on the hparams_search=mlp space: 30 trials with Optuna's pruners against the same
+30-trial search without pruning (same TPE seed): the best value found and the epochs trained in
+all (docs/cluster.md, "Pruning"). The searches run at the same time, one process each.
 
-    python scripts/bench_pruning.py [--trials 30] [--epochs 10] [--pruner median] [--data digits]
+    python scripts/bench_pruning.py [--trials 30] [--epochs 10] [--pruners median,successive_halving] [--data digits]
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from pathlib import Path
 TRAIN = str(Path(sys.executable).parent / "train")
 
 
-def search(work: Path, name: str, trials: int, epochs: int, pruner: str, data: str) -> dict:
-    sweep_dir = work / name
-    started = time.perf_counter()
-    subprocess.run([TRAIN, "-m", "hparams_search=mlp", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.n_jobs=1",
-                    f"hydra/sweeper/pruner={pruner}", f"trainer.epochs={epochs}", f"data={data}", "plot=false",
-                    "logger=[]", "trainer.progress=none", f"hydra.sweep.dir={sweep_dir}"], cwd=work, check=True,
-                   capture_output=True)
-    seconds = time.perf_counter() - started
+def start(work: Path, pruner: str, args: argparse.Namespace) -> subprocess.Popen:
+    return subprocess.Popen(
+        [TRAIN, "-m", "hparams_search=mlp", f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.n_jobs=1",
+         f"hydra/sweeper/pruner={pruner}", f"trainer.epochs={args.epochs}", f"data={args.data}", "plot=false",
+         "logger=[]", "trainer.progress=none", f"hydra.sweep.dir={work / pruner}"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def result(sweep_dir: Path, seconds: float) -> dict:
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
     finished = [s["objective"]["value"] for s in summaries if s["status"] in ("completed", "stopped early")]
     return {"best": min(finished), "epochs": sum(s.get("epochs_run") or 0 for s in summaries),
@@ -38,18 +39,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--pruners", default="median,successive_halving")
     parser.add_argument("--data", default="digits")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pruning-"))
-    plain = search(work, "unpruned", args.trials, args.epochs, "none", args.data)
-    pruned = search(work, "pruned", args.trials, args.epochs, args.pruner, args.data)
-    print(f"hparams_search=mlp, {args.trials} trials of {args.epochs} epochs (data={args.data}), TPE seed 0")
-    print("| search | best val_loss | trials pruned | epochs trained | wall time |")
+    names = ["none", *args.pruners.split(",")]
+    started = time.perf_counter()
+    procs = {name: start(work, name, args) for name in names}
+    seconds = {}
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"the search with pruner {name} failed (exit {proc.returncode}); see {work / name}")
+        seconds[name] = time.perf_counter() - started
+    results = {name: result(work / name, seconds[name]) for name in names}
+    plain = results["none"]
+    print(f"hparams_search=mlp, {args.trials} trials of {args.epochs} epochs (data={args.data}), TPE seed 0, "
+          "the searches run at the same time")
+    print("| pruner | best val_loss | trials pruned | epochs trained | epochs saved |")
     print("| --- | --- | --- | --- | --- |")
-    for name, r in (("no pruning", plain), (f"{args.pruner} pruner", pruned)):
-        print(f"| {name} | {r['best']:.4f} | {r['pruned']} of {r['trials']} | {r['epochs']} | {r['seconds']:.0f} s |")
-    print(f"epochs saved: {1 - pruned['epochs'] / plain['epochs']:.0%}")
+    for name, r in results.items():
+        print(f"| {name} | {r['best']:.4f} | {r['pruned']} of {r['trials']} | {r['epochs']} | "
+              f"{1 - r['epochs'] / plain['epochs']:.0%} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ the caller that has it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -75,14 +76,20 @@ def git_state(folder: Path) -> dict[str, Any] | None:
     return {"repository": top, "commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[tuple[str, str], ...]:
+    """The versions, read once per process (a sweep's jobs in one process share them)."""
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found.items())
+
+
+def versions() -> dict[str, str]:
+    return dict(_installed())
 
 
 def command_line(argv: list[str] | None = None) -> str:
