@@ -118,6 +118,7 @@ def run_job(
     SIGNALS.in_job = True
     try:
         try:
+            resume_if_requeued(cfg, run_dir)  # a requeued cluster job says so, and resumes
             decision, previous = decide(cfg, run_dir)
             if decision == "skip" and previous is not None:
                 return _skipped(previous, run_dir)
@@ -130,7 +131,6 @@ def run_job(
             devices = assign_devices(run_dir)
             if devices is not None:
                 mine["cuda_visible_devices"] = ",".join(devices)
-            resume_if_requeued(cfg, run_dir)
             judge = trial_report(cfg)
             summary = train_job(cfg, run_dir, judges=[judge] if judge is not None else [])
         except Exception as err:
