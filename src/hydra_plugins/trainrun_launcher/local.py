@@ -9,6 +9,7 @@ module's place. It imports nothing heavy, and nothing at all without hydra-jobli
 # No `from __future__ import annotations`: Hydra imports plugin modules without registering them
 # in sys.modules, where dataclasses would look the string annotations up.
 
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ def _gpu_count() -> int:
     """torch's count of CUDA devices (through NVML: no CUDA context in this process)."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return 0  # visible_gpus reads the variable itself
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return 0  # no NVIDIA device on this machine: no torch import in the driver
     try:
         import torch
 
