@@ -25,7 +25,7 @@ try:
     from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 except ImportError:  # the sweep extra is not installed: no launcher to offer
-    JoblibLauncher = None  # type: ignore[assignment,misc]
+    JoblibLauncher = None
 
 log = logging.getLogger("trainrun")
 
@@ -47,17 +47,17 @@ def _gpu_count() -> int:
 if JoblibLauncher is not None:
 
     @dataclass
-    class TrainrunLocalLauncherConf(JobLibLauncherConf):  # type: ignore[misc,valid-type]
+    class TrainrunLocalLauncherConf(JobLibLauncherConf):
         _target_: str = "hydra_plugins.trainrun_launcher.local.TrainrunLocalLauncher"
         # Jobs at once: null = one per gpus_per_job GPUs, or all CPU cores without GPUs.
-        n_jobs: int | None = None  # type: ignore[assignment]
+        n_jobs: int | None = None
         # GPUs each job gets (CUDA_VISIBLE_DEVICES); 0 leaves the variable alone.
         gpus_per_job: int = 1
 
     ConfigStore.instance().store(group="hydra/launcher", name="trainrun_local_schema",
                                  node=TrainrunLocalLauncherConf, provider="trainrun")
 
-    class TrainrunLocalLauncher(JoblibLauncher):  # type: ignore[misc,valid-type]
+    class TrainrunLocalLauncher(JoblibLauncher):
         """Joblib's launcher with one device per job."""
 
         def __init__(self, gpus_per_job: int = 1, n_jobs: int | None = None, **kwargs: Any) -> None:

@@ -17,12 +17,13 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.trainrun_launcher.optuna_space import SearchSpace, parse
 from trainrun.cli import study as studies
 from trainrun.errors import CONFIG_ERROR, TRAINING_ERROR, TrainrunError
 
+from .optuna_space import SearchSpace, parse
+
 if TYPE_CHECKING:
-    from hydra_plugins.trainrun_launcher.optuna_sweeper import TrainrunOptunaSweeper
+    from .optuna_sweeper import TrainrunOptunaSweeper
 
 log = logging.getLogger("trainrun")
 RESULTS = "optimization_results.yaml"

@@ -39,14 +39,14 @@ try:
         SlurmLauncher as _SubmititSlurmLauncher,
     )
 except ImportError:  # the optional extra is not installed: no launcher to offer
-    _SubmititSlurmLauncher = None  # type: ignore[assignment,misc]
+    _SubmititSlurmLauncher = None
 
 log = logging.getLogger(__name__)
 
 
 if _SubmititSlurmLauncher is not None:
 
-    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
+    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):
         """``hydra/launcher=slurm``: a job the cluster killed is a failed row, not an abort."""
 
         def launch(
