@@ -40,6 +40,7 @@ from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -164,6 +165,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_changed": cfg.data is not None,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:
