@@ -121,7 +121,7 @@ class Owner:
         command, results = found if found is not None else held(self.folder)
         if not results:
             return
-        own = command == self.command or (command is None and self.command == "train" and continuing)
+        own = command == self.command or (command is None and continuing)  # None: a run of an older release
         if own and (continuing or self.command in REPLACE_OWN):
             return
         kind = f"{'an' if command[0] in 'aeiou' else 'a'} {command} run" if command else "another run"

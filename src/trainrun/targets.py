@@ -189,10 +189,8 @@ def defined_in(obj: object, name: str) -> bool:
     """Whether ``obj`` is *defined* in the module (or package) or the class ``name``: by its own
     ``__module__`` and ``__qualname__``, never by the attribute path that reached it
     (``mymod.np.load`` is numpy's ``load``, defined in numpy, whatever path names it)."""
-    if isinstance(obj, ModuleType):
-        module, qualname = obj.__name__, ""
-    else:
-        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    module: object = obj.__name__ if isinstance(obj, ModuleType) else getattr(obj, "__module__", None)
+    qualname: object = "" if isinstance(obj, ModuleType) else getattr(obj, "__qualname__", "")
     if not isinstance(module, str) or not isinstance(qualname, str):
         return False
     if module == name or module.startswith(f"{name}."):

@@ -105,20 +105,15 @@ def claimed_folders() -> list[RunFolder]:
     return list(_CLAIMED.values())
 
 
-def owned_job(train_job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig, Path], dict[str, Any]]:
-    """A sweep job's training with its folder owned: links refused, the lock held (the sweep's
-    folder was claimed whole by :meth:`OwnRunFolder.on_multirun_start`; a requeued job continues
-    in its own folder). A refusal fails this job, not the sweep."""
+def owned_job(train_job: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A sweep job's training with links in its folder refused (``cli.sweep.run_job`` holds the
+    job folder's lock; the sweep's folder was checked whole by :meth:`OwnRunFolder.on_multirun_start`;
+    a job run again continues or sets aside its own folder: ``cli.rerun``). A refusal fails this
+    job, not the sweep."""
 
-    def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        if (ranks.launched_place() or ranks.ALONE).rank != 0:
-            return train_job(cfg, run_dir)
-        owner = Owner(run_dir, "train", key="hydra.sweep.dir", fix_other=FIX_OTHER["sweep"])
-        owner.claim(continuing=True)
-        try:
-            return train_job(cfg, run_dir)
-        finally:
-            owner.release()
+    def run(cfg: DictConfig, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
+        Owner(run_dir, "train", key="hydra.sweep.dir", fix_other=FIX_OTHER["sweep"]).check_links()
+        return train_job(cfg, run_dir, **kwargs)
 
     return run
 
@@ -152,7 +147,6 @@ class OwnRunFolder(Callback):
 
     def __init__(self, command: str) -> None:
         self.command = command
-        self.sweep: Owner | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         given = str(config.hydra.run.dir)
@@ -175,15 +169,13 @@ class OwnRunFolder(Callback):
             raise Refused(err) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep's folder: links refused, and a folder another command wrote (a training run).
+        No lock: several drivers may share one sweep folder, and a sweep run again into its
+        folder finishes it (``cli.rerun`` refuses one of other overrides)."""
         if (ranks.launched_place() or ranks.ALONE).rank != 0:
             return
         sweep = Owner(Path(str(config.hydra.sweep.dir)), "sweep", key="hydra.sweep.dir", fix_other=FIX_OTHER["sweep"])
         try:
-            sweep.claim()
+            sweep.check(continuing=True)
         except TrainrunError as err:
             raise Refused(err) from None
-        self.sweep = sweep
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.sweep is not None:
-            self.sweep.release()

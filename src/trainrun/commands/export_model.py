@@ -43,7 +43,7 @@ from torch import nn
 from trainrun import __version__
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import build_model
-from trainrun.commands.predict import fitted_info
+from trainrun.commands.predictions import fitted_info
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
@@ -183,7 +183,7 @@ def output_meaning(plan: LossPlan, info: DataInfo) -> str:
     return "the probability of classes[1] (> 0.5 predicts classes[1])"
 
 
-def export(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the checkpoint's model, write it in ``cfg.format`` after checking that the file
     reproduces its outputs, and write ``preprocessing.json``; returns what was written."""
     if OmegaConf.is_missing(cfg, "run"):

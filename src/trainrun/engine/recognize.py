@@ -89,7 +89,7 @@ def checked_config(config: dict[str, Any], path: Path | str, key: str, trust: bo
     from it, resume)."""
     resolved = stored_config(config, path, key)
     if trust is not True:
-        refuse_untrusted(resolved, path, key, trust, trust_option, unbuilt)
+        refuse_untrusted(resolved, path, key, () if trust is False else trust, trust_option, unbuilt)
     return resolved
 
 
