@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -45,10 +46,10 @@ def stored_trials(storage: Any, study_name: str) -> int:
 
 if _HydraOptunaSweeper is not None:
 
-    class TrainrunOptunaSweeper(_HydraOptunaSweeper):  # type: ignore[misc,valid-type]
+    class TrainrunOptunaSweeper(_HydraOptunaSweeper):
         """``hydra/sweeper=trainrun_optuna``: a resumed study continues its search."""
 
-        def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
             impl = self.sweeper  # Hydra's OptunaSweeperImpl: storage, study_name, sampler
             sampler = config.hydra.sweeper.get("sampler")

@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -32,14 +32,17 @@ try:
         SlurmLauncher as _SubmititSlurmLauncher,
     )
 except ImportError:  # the optional extra is not installed: no launcher to offer
-    _SubmititSlurmLauncher = None  # type: ignore[assignment,misc]
+    _SubmititSlurmLauncher = None
+
+if TYPE_CHECKING:  # submitit is imported when a sweep is submitted
+    from submitit import Job
 
 log = logging.getLogger(__name__)
 
 
 if _SubmititSlurmLauncher is not None:
 
-    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
+    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):
         """``hydra/launcher=slurm``: a job the cluster killed is a failed row, not an abort."""
 
         def launch(
@@ -82,7 +85,7 @@ if _SubmititSlurmLauncher is not None:
                     returns.append(self._failed(params[0], params[2], job, err))
             return returns
 
-        def _failed(self, overrides: list[str], idx: int, job: Any, err: Exception) -> JobReturn:
+        def _failed(self, overrides: list[str], idx: int, job: Job[Any], err: Exception) -> JobReturn:
             """Record a job that ended without a result; the sweep goes on without it."""
             from trainrun.report.sweep import mark_failed, read_summary
 

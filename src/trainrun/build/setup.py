@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import Subset
 
 from trainrun.build.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
@@ -33,15 +34,14 @@ from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
-from trainrun.data.datasets import prepare_dataset
-from trainrun.data.prepare import DataInfo, prepare_arrays
+from trainrun.data.datasets import DatasetSplits, prepare_dataset
+from trainrun.data.prepare import DataInfo, Splits, prepare_arrays
 from trainrun.data.tables import parquet_feature_names
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
              "image_shape", "num_workers")
-Batches = TensorBatches | LoaderBatches
 # Table sources whose columns are picked by name: the names are kept for predict on a new file.
 TABLE_SOURCES = {"trainrun.data.sources.read_csv": csv_feature_names,
                  "trainrun.data.sources.read_parquet": parquet_feature_names}
@@ -60,12 +60,12 @@ class Setup:
     model: nn.Module  # what the loop calls: raw_model, maybe DDP-wrapped, maybe compiled
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any | None
+    scheduler: LRScheduler | None
     scaler: torch.amp.GradScaler
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
-    train_batches: Batches
-    val_batches: Batches | None
-    test_batches: Batches | None
+    train_batches: TensorBatches | LoaderBatches  # what the loop asks of them: data.batches.Batches
+    val_batches: TensorBatches | LoaderBatches | None
+    test_batches: TensorBatches | LoaderBatches | None
     rank: int = 0
     world_size: int = 1
     metrics: MetricSet | None = None  # extra torchmetrics, only when cfg.metrics asks for them
@@ -92,7 +92,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, DataInfo]:
+def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Splits | DatasetSplits, DataInfo]:
     """Call the data source and split/standardize what it returns. ``fitted``: the training's
     statistics and label encoding (a checkpoint's), used instead of this data's own
     (``evaluate data=...``)."""
@@ -104,10 +104,10 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
     if isinstance(source, torch.utils.data.Dataset):
         with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
-            splits, info = prepare_dataset(source, **common)
+            dataset_splits, info = prepare_dataset(source, **common)
         if fitted is not None:  # the model's task and classes; this data's sample shape and sizes
             info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
-        return splits, info
+        return dataset_splits, info
     if not (isinstance(source, tuple | list) and len(source) == 2):
         shown = f"a {type(source).__name__}" + (f" of {len(source)} items" if isinstance(source, tuple | list) else "")
         raise TrainrunError(
@@ -118,10 +118,10 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
     with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
                section=cfg.data, fix=fix):
         if fitted is not None:
-            return fitted_data.apply_arrays(*source, fitted, val_fraction=cfg.data.val_fraction,
+            return fitted_data.apply_arrays(source[0], source[1], fitted, val_fraction=cfg.data.val_fraction,
                                             test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
         splits, info = prepare_arrays(
-            *source, **common, standardize=cfg.data.standardize,
+            source[0], source[1], **common, standardize=cfg.data.standardize,
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
         )
     names_of = TABLE_SOURCES.get(str(cfg.data._target_))
@@ -141,7 +141,7 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     if flat:
         info = dataclasses.replace(info, in_shape=(info.in_features,))
     loss = plan_loss(cfg.loss, info)
-    sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
+    sizes: dict[str, Any] = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
                              expect_text="a torch.nn.Module", **sizes)
     if not any(p.requires_grad for p in body.parameters()):
@@ -205,9 +205,9 @@ def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None
     return check
 
 
-def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
-                rank: int, world_size: int, flat: bool = False,
-                check_targets: Callable[[torch.Tensor], None] | None = None) -> Batches | None:
+def batches_for(split: tuple[np.ndarray, np.ndarray] | Subset[Any] | None, cfg: DictConfig, loss: LossPlan,
+                device: torch.device, *, train: bool, rank: int, world_size: int, flat: bool = False,
+                check_targets: Callable[[torch.Tensor], None] | None = None) -> TensorBatches | LoaderBatches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
@@ -250,12 +250,13 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if trainer.compile:
         check_compiler(device)
-        model = torch.compile(model)
+        # torch.compile's stub types the result as a plain callable: for a Module it is an OptimizedModule
+        model = torch.compile(model)  # type: ignore[assignment]
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
-    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
+    where: dict[str, Any] = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
     with phase("preparing the batches", "data._target_", section=cfg.data):
         train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
         val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)

@@ -79,8 +79,8 @@ def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
 def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
     """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
     handler = signal.getsignal(signum)
-    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
-        return handler  # type: ignore[return-value]
+    if callable(handler) and getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
+        return handler
     return None
 
 

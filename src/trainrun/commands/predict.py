@@ -97,7 +97,7 @@ def raw_targets(y: np.ndarray) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------- the command
 
 
-def model_outputs(trained: Trained, info: DataInfo, x: np.ndarray, device_cfg: Any,
+def model_outputs(trained: Trained, info: DataInfo, x: np.ndarray, device_cfg: DictConfig | None,
                   batch_size: int) -> tuple[torch.Tensor, LossPlan]:
     """The trained model (rebuilt, weights loaded, eval mode) on ``x``, in batches."""
     cfg = trained.config

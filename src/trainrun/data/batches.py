@@ -3,18 +3,29 @@
 In-memory data is served by :class:`TensorBatches`, contiguous slices of one permuted copy of
 tensors already on the device (no per-sample indexing, no collation); a user ``Dataset`` by a
 ``DataLoader`` (:class:`LoaderBatches`). Both shard the data under DDP and report each batch's
-size, which the loop needs for exact epoch means.
+size, which the loop needs for exact epoch means: what the loop asks of either is :class:`Batches`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Subset
 
 from trainrun.errors import TrainrunError
+
+
+class Batches(Protocol):
+    """What the loop iterates over each epoch (:class:`TensorBatches`, :class:`LoaderBatches`)."""
+
+    sizes: torch.Tensor  # each batch's number of samples, on the device (exact epoch means)
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class TensorBatches:
@@ -91,7 +102,7 @@ class LoaderBatches:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Subset[Any],  # a split of the user's Dataset (data.datasets.prepare_dataset)
         batch_size: int,
         *,
         shuffle: bool,
@@ -113,7 +124,7 @@ class LoaderBatches:
 
         self.flat = flat  # each sample as one vector: the model asks for in_features only
 
-        self.seed = seed
+        self.seed, self.dataset = seed, dataset
         if world_size > 1:
             self.sampler: Any = DistributedSampler(
                 dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
@@ -173,7 +184,7 @@ def whole(batches: TensorBatches | LoaderBatches, batch_size: int) -> TensorBatc
     on rank 0 of a DDP run scores the split exactly as ``evaluate`` does alone)."""
     if isinstance(batches, TensorBatches):
         return TensorBatches(batches.x, batches.y, batch_size, shuffle=False, seed=batches.seed)
-    return LoaderBatches(batches.loader.dataset, batch_size, shuffle=False, seed=batches.seed,
+    return LoaderBatches(batches.dataset, batch_size, shuffle=False, seed=batches.seed,
                          device=batches.device, prepare_targets=batches.prepare_targets,
                          num_workers=batches.loader.num_workers, flat=batches.flat,
                          check_targets=batches.check_targets)

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from trainrun.data.tables import DELIMITERS, existing_file, is_number, select_columns
 from trainrun.errors import TrainrunError
@@ -126,7 +127,7 @@ def _delimiter(setting: str, first: str, file: Path) -> str:
     return sep
 
 
-def _loadtxt(file: Path, sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
+def _loadtxt(file: Path, sep: str, usecols: list[int] | None, dtype: DTypeLike) -> np.ndarray:
     with warnings.catch_warnings():  # "input contained no data": said below, in our words
         warnings.simplefilter("ignore", UserWarning)
         return np.loadtxt(file, delimiter=sep, skiprows=1, usecols=usecols, dtype=dtype, comments=None,

@@ -6,12 +6,13 @@ first step). Arrays are prepared by :mod:`trainrun.data.prepare`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from trainrun.data.prepare import DataInfo, infer_task, split_sizes_asked
 from trainrun.errors import TrainrunError
@@ -21,9 +22,9 @@ from trainrun.errors import TrainrunError
 class DatasetSplits:
     """User ``Dataset`` objects per split (the DataLoader path)."""
 
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
+    train: Subset[Any]
+    val: Subset[Any] | None
+    test: Subset[Any] | None
 
 
 # Labels read from a Dataset that declares neither its labels nor its classes: a few samples,
@@ -34,7 +35,7 @@ SAMPLED = 32
 TASKS = ("regression", "binary", "multiclass")
 
 
-def dataset_labels(dataset: Dataset, n: int, first: Any) -> tuple[np.ndarray, int]:
+def dataset_labels(dataset: Dataset, n: int, first: Sequence[Any]) -> tuple[np.ndarray, int]:
     """The Dataset's labels and how many samples they cover: all of them where the Dataset
     holds them apart from its samples (torchvision's ``targets``, a ``TensorDataset``'s second
     tensor), else those of about ``SAMPLED`` samples drawn over it (``__getitem__`` calls)."""

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
@@ -185,7 +185,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return ""
     return f"{value:.5g}" if isinstance(value, float) else str(value)
@@ -200,7 +200,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
-                file: Any = None) -> None:
+                file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
     from rich.console import Console
     from rich.table import Table
