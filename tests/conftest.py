@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
@@ -241,3 +242,36 @@ def compose_command(command: str, placeholder: str) -> None:
         first.append(f"{override.get_key_element()}={value}")  # the key keeps a + prefix
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         compose(name, overrides=first)
+
+
+@pytest.fixture
+def shapes_folder(tmp_path):
+    (tmp_path / "shapes.py").write_text(helpers.MODELS)
+    (tmp_path / "userdata.py").write_text(helpers.DATASET)
+    return tmp_path
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    sentinel = tmp_path / "code-ran"
+    monkeypatch.setenv("SENTINEL", str(sentinel))
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": {"w": torch.zeros(2)}, "hook": helpers.Evil()}, path)
+    return path, sentinel
+
+
+@pytest.fixture
+def torch_gen():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def launcher_free_env(monkeypatch):
+    """A private copy of the environment without any launcher's variables."""
+    from trainrun.cli import ranks
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
+           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    monkeypatch.setattr(ranks.os, "environ", env)
+    return env

@@ -4,12 +4,10 @@ check sorts differences into refused and allowed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -53,22 +51,6 @@ def test_a_write_killed_at_the_worst_moment_leaves_the_old_checkpoint(tmp_path, 
     # The next run's CheckpointWriter tidies them up.
     assert checkpoint.remove_partial_writes(folder) == leftovers
     assert [p.name for p in folder.iterdir()] == ["last.pt"]
-
-
-class Evil:
-    """Unpickling this runs code (creates the file named in ``SENTINEL``)."""
-
-    def __reduce__(self):
-        return (os.system, (f"touch {os.environ['SENTINEL']}",))
-
-
-@pytest.fixture
-def evil(tmp_path, monkeypatch) -> tuple[Path, Path]:
-    sentinel = tmp_path / "code-ran"
-    monkeypatch.setenv("SENTINEL", str(sentinel))
-    path = tmp_path / "evil.pt"
-    torch.save({"format": 1, "model": {"w": torch.zeros(2)}, "hook": Evil()}, path)
-    return path, sentinel
 
 
 def test_train_and_evaluate_refuse_a_malicious_checkpoint(evil, tmp_path):

@@ -34,18 +34,6 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- where a process stands
 
 
-@pytest.fixture
-def environ(monkeypatch):
-    """A private copy of the environment without any launcher's variables."""
-    from trainrun.cli import ranks
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
-           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    monkeypatch.setattr(ranks.os, "environ", env)
-    return env
-
-
 # --------------------------------------------------------------------------- equivalence and output
 
 
@@ -74,7 +62,7 @@ def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command
     cwd.mkdir()
     shutil.copy(TOYS, cwd / "killer.py")
     args = [*DATA, "model._target_=killer.KillsItself", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
-    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.launcher_free_env['PATH']}"})
     cut = subprocess.run(
         ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli", *args, "data.batch_size=16"],
         cwd=cwd, env={**env, "KILL_AT": "33", "KILL_PARENT": "1"}, capture_output=True, text=True, timeout=240,
@@ -219,9 +207,9 @@ FAULTY = textwrap.dedent("""
 
         def forward(self, x):
             out = self.lin(x)
-            if self.training and os.environ.get("RANK") == "1":
+            if self.training and os.launcher_free_env.get("RANK") == "1":
                 self.calls += 1
-                how = os.environ["FAIL"]
+                how = os.launcher_free_env["FAIL"]
                 if self.calls == 5:
                     with open("fault-time", "w") as f:
                         f.write(repr(time.time()))

@@ -8,17 +8,6 @@ import re
 import torch
 from conftest import run_train
 
-from trainrun.build.settings import EarlyStopping
-
-
-def rule(patience, min_delta=0.0, monitor="val_loss", mode="min"):
-    """The loop's typed setting; patience null turns early stopping off (no setting at all)."""
-    return None if patience is None else EarlyStopping(patience, min_delta, monitor, mode)
-
-
-def history(values, key="val_loss"):
-    return [{"epoch": i + 1, "train_loss": 1.0, key: v} for i, v in enumerate(values)]
-
 
 def test_a_run_stops_early_and_says_why(tmp_path):
     result = run_train("data=synthetic", "data.n_samples=400", "data.batch_size=16",

@@ -12,27 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import env_for_tests
-
-from trainrun.build.metrics import MetricSet
-
-N = 301
-
-
-def metric_set(names, **kw) -> MetricSet:
-    defaults = dict(task="binary", num_classes=2, head="other", targets="float", threshold=0.5,
-                    y_scale=1.0, device=torch.device("cpu"))
-    return MetricSet(names, **{**defaults, **kw})
-
-
-def fed(ms: MetricSet, out: torch.Tensor, y: torch.Tensor, batch: int = 64) -> dict[str, float]:
-    for i in range(0, len(out), batch):  # several updates, as evaluate() does per batch
-        ms.update(out[i : i + batch], y[i : i + batch])
-    return ms.compute()
-
-
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(0)
+from helpers import fed, metric_set
 
 
 def test_the_default_path_does_not_import_torchmetrics(tmp_path):

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 from conftest import shadow
+from helpers import drawn, image, sweep_rows
 
 from trainrun.report.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
-
-
-def image(path: Path) -> np.ndarray:
-    from matplotlib.image import imread
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return imread(path)
-
-
-def drawn(path: Path) -> float:
-    """Share of the picture that is not background white: 0 for an empty canvas."""
-    pixels = image(path)[..., :3]
-    return float((pixels.min(axis=-1) < 0.9).mean())
 
 
 def test_metrics_of_different_scales_get_their_own_panels(tmp_path):
@@ -53,20 +37,6 @@ def test_without_matplotlib_the_run_says_how_to_get_plots(train, tmp_path):
     assert not (result.run_dir / "curves.png").exists()
     assert f"curves.png {NO_MATPLOTLIB}" in result.output
     assert "pip install 'trainrun[plot]'" in result.output
-
-
-def sweep_rows(tmp_path: Path, lrs: list[float], statuses: list[str] | None = None) -> list[dict]:
-    rows = []
-    for job, lr in enumerate(lrs):
-        run_dir = tmp_path / str(job)
-        run_dir.mkdir()
-        hist = [{"epoch": e, "val_loss": lr * 10 + 1 / e} for e in range(1, 5)]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
-        status = (statuses or ["completed"] * len(lrs))[job]
-        rows.append({"job": job, "overrides": [f"optim.lr={lr}", "trainer.epochs=4"], "run_dir": str(run_dir),
-                     "status": status, "objective": None if status == "failed" else lr * 10 + 0.25,
-                     "objective_name": "val_loss"})
-    return rows
 
 
 def test_sweep_plot_of_one_numeric_parameter(tmp_path):

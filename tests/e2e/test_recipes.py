@@ -7,17 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from trainrun.config import config_dir
-
-RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-CLAIM = re.compile(r"Reaches (\w+) (>=|<=) ([\d.]+)")
-
-
-def claim(name: str) -> tuple[str, str, float]:
-    found = CLAIM.search((config_dir() / "experiment" / f"{name}.yaml").read_text())
-    assert found, f"experiment/{name}.yaml states no quality ('Reaches <metric> >= <value>')"
-    return found.group(1), found.group(2), float(found.group(3))
+from helpers import RECIPES, claim
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -43,36 +43,6 @@ def by_lr(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 # --------------------------------------------------------------------------- summary, no runs
 
 
-def write_job(sweep_dir: Path, num: int, overrides: list[str], summary: dict | None) -> Path:
-    job = sweep_dir / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    lines = "\n".join(f"      - {o}" for o in overrides)
-    (job / ".hydra" / "hydra.yaml").write_text(
-        f"hydra:\n  job:\n    num: {num}\n  overrides:\n    task:\n{lines}\n")
-    if summary is not None:
-        (job / "summary.json").write_text(json.dumps(summary))
-    return job
-
-
-def done(value: float, status: str = "completed") -> dict:
-    row = {"epoch": 3, "step": 30, "train_loss": value / 2, "val_loss": value, "val_acc": 1 - value,
-           "lr": 0.1, "seconds": 0.1}
-    return {"status": status, "objective": {"name": "val_loss", "value": value,
-                                            "direction": "minimize"},
-            "final": row, "best": row, "best_epoch": 3, "epochs_run": 3, "total_seconds": 1.5}
-
-
-def compose_with_hydra(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from trainrun.config import config_dir
-    from trainrun.config.schemas import register
-
-    register()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_info_lists_each_launcher_and_sweeper_once(tmp_path: Path) -> None:
     """``train --info plugins``: trainrun's launcher and sweeper build on Hydra's own and carry
     names of their own, so no plugin name is listed twice."""

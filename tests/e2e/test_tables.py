@@ -9,13 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-GOOD = "a,b,y\n1.5,2,0\n3,4.25,1\n5,6,2\n"
-
-
-def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> str:
-    (folder / name).write_bytes(text.encode(encoding))
-    return str(folder / name)
+from helpers import GOOD, write
 
 
 @pytest.mark.parametrize("overrides, needles", [

@@ -4,10 +4,7 @@ check sorts differences into refused and allowed."""
 
 from __future__ import annotations
 
-import os
 import random
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,41 +14,6 @@ from omegaconf import OmegaConf
 from trainrun.engine import checkpoint, resume
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.errors import TrainrunError
-
-# A child process writes last.pt once, then writes it again and SIGKILLs itself at ``WHERE``:
-# "rename" between the fsynced temporary file and the rename, "write" half-way through the bytes.
-CHILD = textwrap.dedent("""
-    import os, signal, sys, torch
-    from trainrun import files
-    from trainrun.engine import checkpoint
-    path, where = sys.argv[1], sys.argv[2]
-    checkpoint.save(path, {"format": 1, "w": torch.zeros(1000)})
-    def die(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if where == "rename":
-        files.os.replace = die
-        checkpoint.save(path, {"format": 1, "w": torch.ones(1000)})
-    else:
-        def half(f):
-            f.write(b"x" * 50_000); f.flush(); os.fsync(f.fileno()); die()
-        files.atomic_write(path, half)
-""")
-
-
-class Evil:
-    """Unpickling this runs code (creates the file named in ``SENTINEL``)."""
-
-    def __reduce__(self):
-        return (os.system, (f"touch {os.environ['SENTINEL']}",))
-
-
-@pytest.fixture
-def evil(tmp_path, monkeypatch) -> tuple[Path, Path]:
-    sentinel = tmp_path / "code-ran"
-    monkeypatch.setenv("SENTINEL", str(sentinel))
-    path = tmp_path / "evil.pt"
-    torch.save({"format": 1, "model": {"w": torch.zeros(2)}, "hook": Evil()}, path)
-    return path, sentinel
 
 
 def test_pickled_code_is_refused_and_never_runs(evil):

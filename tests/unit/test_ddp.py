@@ -6,25 +6,12 @@ The process tests start real gloo process groups on this machine's CPU; they are
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 
-@pytest.fixture
-def environ(monkeypatch):
-    """A private copy of the environment without any launcher's variables."""
-    from trainrun.cli import ranks
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
-           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    monkeypatch.setattr(ranks.os, "environ", env)
-    return env
-
-
-def test_alone_nothing_is_pinned(environ):
+def test_alone_nothing_is_pinned(launcher_free_env):
     from trainrun.cli.ranks import launched_place, pin_run_dir
 
     argv = ["train", "trainer.epochs=2"]
@@ -33,10 +20,10 @@ def test_alone_nothing_is_pinned(environ):
     assert launched_place() is None
 
 
-def test_torchrun_ranks_agree_on_one_folder(environ):
+def test_torchrun_ranks_agree_on_one_folder(launcher_free_env):
     from trainrun.cli.ranks import Place, launched_place, pin_run_dir
 
-    environ.update(TORCHELASTIC_RUN_ID="3f2a", RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="3f2a", RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
                    LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     argv = ["train", "trainer.epochs=2"]
     pin_run_dir(argv)
@@ -47,11 +34,11 @@ def test_torchrun_ranks_agree_on_one_folder(environ):
     assert given == ["train", "hydra.run.dir=mine", "hydra.sweep.dir=multirun/torchrun-3f2a"]
 
 
-def test_torchrun_without_a_unique_run_id_is_refused(environ):
+def test_torchrun_without_a_unique_run_id_is_refused(launcher_free_env):
     from trainrun.cli.ranks import pin_run_dir
     from trainrun.errors import TrainrunError
 
-    environ.update(TORCHELASTIC_RUN_ID="none", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="none", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
     with pytest.raises(TrainrunError, match="--standalone"):
         pin_run_dir(["train"])
     given = ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
@@ -59,24 +46,24 @@ def test_torchrun_without_a_unique_run_id_is_refused(environ):
     assert given == ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
 
 
-def test_srun_tasks_get_ranks_and_one_folder(environ):
+def test_srun_tasks_get_ranks_and_one_folder(launcher_free_env):
     from trainrun.cli.ranks import Place, launched_place, pin_run_dir
 
-    environ.update(SLURM_JOB_ID="77", SLURM_STEP_ID="3", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="1",
+    launcher_free_env.update(SLURM_JOB_ID="77", SLURM_STEP_ID="3", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="1",
                    SLURM_LOCALID="1", SLURM_STEP_NUM_NODES="1", SLURM_JOB_NODELIST="node7")
     argv = ["train"]
     pin_run_dir(argv)
     assert argv[1] == "hydra.run.dir=outputs/slurm-77-3"
     assert launched_place() == Place(1, 2, 1, 2, "slurm")
     # exported for init_process_group(env://): the job's first node, a port drawn from the job id
-    assert (environ["MASTER_ADDR"], environ["MASTER_PORT"]) == ("node7", str(20000 + 77))
-    assert (environ["RANK"], environ["WORLD_SIZE"]) == ("1", "2")
+    assert (launcher_free_env["MASTER_ADDR"], launcher_free_env["MASTER_PORT"]) == ("node7", str(20000 + 77))
+    assert (launcher_free_env["RANK"], launcher_free_env["WORLD_SIZE"]) == ("1", "2")
 
 
-def test_one_slurm_task_is_alone(environ):
+def test_one_slurm_task_is_alone(launcher_free_env):
     from trainrun.cli.ranks import launched_place, pin_run_dir
 
-    environ.update(SLURM_JOB_ID="77", SLURM_NTASKS="1", SLURM_PROCID="0")
+    launcher_free_env.update(SLURM_JOB_ID="77", SLURM_NTASKS="1", SLURM_PROCID="0")
     argv = ["train"]
     pin_run_dir(argv)
     assert argv == ["train"] and launched_place() is None
@@ -92,14 +79,14 @@ def test_first_host_of_a_slurm_nodelist(nodelist, first):
     assert first_host(nodelist) == first
 
 
-def test_srun_on_two_nodes_without_the_slurm_extra_finds_the_master(environ):
+def test_srun_on_two_nodes_without_the_slurm_extra_finds_the_master(launcher_free_env):
     """The srun path reads the hostlist itself (no submitit, no scontrol)."""
     from trainrun.cli.ranks import Place, launched_place
 
-    environ.update(SLURM_JOB_ID="9", SLURM_STEP_NUM_TASKS="16", SLURM_PROCID="9", SLURM_LOCALID="1",
+    launcher_free_env.update(SLURM_JOB_ID="9", SLURM_STEP_NUM_TASKS="16", SLURM_PROCID="9", SLURM_LOCALID="1",
                    SLURM_STEP_NUM_NODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]")
     assert launched_place() == Place(9, 16, 1, 8, "slurm")
-    assert environ["MASTER_ADDR"] == "gpu-a01"
+    assert launcher_free_env["MASTER_ADDR"] == "gpu-a01"
 
 
 def test_the_resume_command_starts_the_same_processes():
@@ -116,12 +103,12 @@ def test_the_resume_command_starts_the_same_processes():
         "train hydra.run.dir=/runs/a resume=auto trainer.devices=2")
 
 
-def test_a_reused_torchrun_run_id_does_not_overwrite_an_earlier_run(environ, tmp_path, monkeypatch):
+def test_a_reused_torchrun_run_id_does_not_overwrite_an_earlier_run(launcher_free_env, tmp_path, monkeypatch):
     from trainrun.cli.ranks import pin_run_dir
     from trainrun.errors import TrainrunError
 
     monkeypatch.chdir(tmp_path)
-    environ.update(TORCHELASTIC_RUN_ID="job7", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="job7", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
     earlier = tmp_path / "outputs" / "torchrun-job7"
     (earlier / ".hydra").mkdir(parents=True)
     (earlier / "train.log").touch()
@@ -131,7 +118,7 @@ def test_a_reused_torchrun_run_id_does_not_overwrite_an_earlier_run(environ, tmp
         pin_run_dir(["train"])
     assert refused.value.key == "hydra.run.dir" and "--rdzv-id" in refused.value.fix
     pin_run_dir(["train", "resume=auto"])  # continuing it is what resume=auto is for
-    environ["TORCHELASTIC_RESTART_COUNT"] = "1"  # torchrun --max-restarts started them again
+    launcher_free_env["TORCHELASTIC_RESTART_COUNT"] = "1"  # torchrun --max-restarts started them again
     restarted = ["train"]
     pin_run_dir(restarted)
     assert restarted[1] == "resume=auto"

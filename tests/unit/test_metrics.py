@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import N, fed, metric_set
 from sklearn import metrics as sk
 
-from trainrun.build.metrics import MetricSet, extra_names
+from trainrun.build.metrics import extra_names
 from trainrun.errors import TrainrunError
-
-N = 301
-
-
-def metric_set(names, **kw) -> MetricSet:
-    defaults = dict(task="binary", num_classes=2, head="other", targets="float", threshold=0.5,
-                    y_scale=1.0, device=torch.device("cpu"))
-    return MetricSet(names, **{**defaults, **kw})
-
-
-def fed(ms: MetricSet, out: torch.Tensor, y: torch.Tensor, batch: int = 64) -> dict[str, float]:
-    for i in range(0, len(out), batch):  # several updates, as evaluate() does per batch
-        ms.update(out[i : i + batch], y[i : i + batch])
-    return ms.compute()
-
-
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(0)
 
 
 @pytest.mark.parametrize("form", ["sigmoid", "logits", "two_class_softmax", "two_class_log_softmax"])
-def test_binary_metrics_match_sklearn(gen, form):
-    y = torch.randint(0, 2, (N,), generator=gen)
-    score = torch.randn(N, generator=gen) + 1.2 * y  # informative but imperfect
+def test_binary_metrics_match_sklearn(torch_gen, form):
+    y = torch.randint(0, 2, (N,), generator=torch_gen)
+    score = torch.randn(N, generator=torch_gen) + 1.2 * y  # informative but imperfect
     prob = score.sigmoid()
     if form == "sigmoid":  # loss=bce: the model ends in a Sigmoid, one output, float targets
         out, target, kw = prob[:, None], y.float()[:, None], {}
@@ -54,10 +36,10 @@ def test_binary_metrics_match_sklearn(gen, form):
 
 
 @pytest.mark.parametrize("head", ["other", "log_softmax"])
-def test_multiclass_metrics_match_sklearn(gen, head):
+def test_multiclass_metrics_match_sklearn(torch_gen, head):
     classes = 5
-    y = torch.randint(0, classes, (N,), generator=gen)
-    logits = torch.randn(N, classes, generator=gen) + 1.5 * torch.nn.functional.one_hot(y, classes)
+    y = torch.randint(0, classes, (N,), generator=torch_gen)
+    logits = torch.randn(N, classes, generator=torch_gen) + 1.5 * torch.nn.functional.one_hot(y, classes)
     out = logits.log_softmax(1) if head == "log_softmax" else logits
     got = fed(metric_set(["f1", "auroc", "top2", "top3"], task="multiclass", num_classes=classes,
                          targets="index", head=head), out, y)
@@ -69,10 +51,10 @@ def test_multiclass_metrics_match_sklearn(gen, head):
 
 
 @pytest.mark.parametrize("width", [1, 3])
-def test_regression_metrics_match_sklearn_in_target_units(gen, width):
+def test_regression_metrics_match_sklearn_in_target_units(torch_gen, width):
     scale = 7.5  # data.standardize divides the targets by their spread; metrics undo it
-    y = torch.randn(N, width, generator=gen)
-    out = y + 0.3 * torch.randn(N, width, generator=gen)
+    y = torch.randn(N, width, generator=torch_gen)
+    out = y + 0.3 * torch.randn(N, width, generator=torch_gen)
     got = fed(metric_set(["mae", "mse", "r2"], task="regression", num_classes=None, y_scale=scale), out, y)
     yt, pt = (y * scale).numpy(), (out * scale).numpy()
     assert got["mae"] == pytest.approx(sk.mean_absolute_error(yt.ravel(), pt.ravel()), rel=1e-5)
@@ -81,8 +63,8 @@ def test_regression_metrics_match_sklearn_in_target_units(gen, width):
     assert got["r2"] == pytest.approx(expected_r2, rel=1e-5)
 
 
-def test_compute_resets_for_the_next_epoch(gen):
-    y = torch.randint(0, 2, (N,), generator=gen).float()[:, None]
+def test_compute_resets_for_the_next_epoch(torch_gen):
+    y = torch.randint(0, 2, (N,), generator=torch_gen).float()[:, None]
     ms = metric_set(["f1"])
     first = fed(ms, y.clone(), y)  # perfect predictions
     second = fed(ms, 1 - y, y)  # all wrong

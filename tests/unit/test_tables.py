@@ -11,16 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GOOD, write
 
 from trainrun.data.sources import read_csv, read_npz, read_parquet
 from trainrun.errors import TrainrunError
-
-GOOD = "a,b,y\n1.5,2,0\n3,4.25,1\n5,6,2\n"
-
-
-def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> str:
-    (folder / name).write_bytes(text.encode(encoding))
-    return str(folder / name)
 
 
 def refused(call, *needles: str, key: str) -> TrainrunError:
