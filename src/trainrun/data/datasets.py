@@ -58,7 +58,7 @@ def prepare_dataset(
     """Split a user Dataset with a seeded generator; its task and class count come from what it
     declares (``task``, ``num_classes``, ``classes``, ``targets``) or from a few samples, never
     from reading it whole."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; map-style ones define it
     if n == 0:
         raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
                             fix="check what the Dataset reads (its folder, files or filters)")
