@@ -29,6 +29,7 @@ from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
 from trainrun.data.datasets import prepare_dataset
+from trainrun.data.loader import loader_options
 from trainrun.data.prepare import DataInfo, prepare_arrays
 from trainrun.data.tables import parquet_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
@@ -40,7 +41,8 @@ from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
-             "image_shape", "num_workers")
+             "image_shape", "num_workers", "persistent_workers", "prefetch_factor", "pin_memory",
+             "missing", "fill_value")
 Batches = TensorBatches | LoaderBatches
 # Table sources whose columns are picked by name: the names are kept for predict on a new file.
 TABLE_SOURCES = {"trainrun.data.sources.read_csv": csv_feature_names,
@@ -207,7 +209,8 @@ def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None
 
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
                 rank: int, world_size: int, flat: bool = False,
-                check_targets: Callable[[torch.Tensor], None] | None = None) -> Batches | None:
+                check_targets: Callable[[torch.Tensor], None] | None = None,
+                streams: tuple[str, ...] = ()) -> Batches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
@@ -222,8 +225,8 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
                              rank=rank, world_size=world_size, limit=limit)
     return LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
-        prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
-        rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
+        prepare_targets=loss.prepare_targets, rank=rank, world_size=world_size, limit=limit, flat=flat,
+        check_targets=check_targets, **loader_options(cfg.data, split, streams),
     )
 
 
@@ -255,7 +258,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
-    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
+    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info),
+                 streams=info.streams)
     with phase("preparing the batches", "data._target_", section=cfg.data):
         train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
         val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)

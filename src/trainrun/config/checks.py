@@ -77,6 +77,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("data.val_fraction", _fraction, "in [0, 1)", "data.val_fraction=0.2"),
     ("data.test_fraction", _fraction, "in [0, 1)", "data.test_fraction=0.1"),
     ("data.num_workers", _non_negative, "0 or more", "data.num_workers=0"),
+    ("data.prefetch_factor", _at_least_one, "at least 1 (or null: torch's default)", "data.prefetch_factor=2"),
+    ("data.stream_above_mb", _non_negative, "0 or more", "data.stream_above_mb=1024"),
     ("data.seed", _seed, SEED_RANGE, "data.seed=0"),
     ("data.n_samples", lambda v: v >= 2, "at least 2", "data.n_samples=1000"),
     ("data.n_features", _at_least_one, "at least 1", "data.n_features=20"),

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from trainrun.data.order import STREAMS, streams_used
 from trainrun.data.prepare import DataInfo, infer_task, split_sizes_asked
 from trainrun.errors import TrainrunError
 
@@ -61,7 +62,8 @@ def prepare_dataset(
     if n == 0:
         raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
                             fix="check what the Dataset reads (its folder, files or filters)")
-    first = dataset[0]
+    # sample 0 and the labels below are read while watching which random streams they draw from
+    first, streams = streams_used(lambda: dataset[0])
     if not (isinstance(first, tuple | list) and len(first) == 2):
         raise TrainrunError(f"the Dataset's samples must be (x, y) pairs; sample 0 is {type(first).__name__}",
                             key="data._target_", fix="return (features, target) from __getitem__")
@@ -77,7 +79,7 @@ def prepare_dataset(
     train, val, test = torch.utils.data.random_split(
         dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
     )
-    labels, seen = dataset_labels(dataset, n, first)
+    (labels, seen), more = streams_used(lambda: dataset_labels(dataset, n, first))
     declared_task = getattr(dataset, "task", None)
     if declared_task is not None and declared_task not in TASKS:
         raise TrainrunError(f"the Dataset declares task={declared_task!r}", key="data._target_",
@@ -111,5 +113,6 @@ def prepare_dataset(
         target_width=1 if labels.ndim == 1 else labels.shape[1],
         sizes={"train": len(train), "val": n_val, "test": n_test},
         guessed=note,
+        streams=tuple(s for s in STREAMS if s in streams or s in more),
     )
     return DatasetSplits(train, val if n_val else None, test if n_test else None), info

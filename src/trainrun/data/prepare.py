@@ -42,6 +42,9 @@ class DataInfo:
     # A user Dataset's task and class count, when guessed from a few samples: what was guessed
     # (preflight says it; a batch whose labels do not fit stops the run with this).
     guessed: str | None = None
+    # The global random streams a user Dataset's __getitem__ draws from (data/order.py seeds
+    # them per sample); not saved.
+    streams: tuple[str, ...] = ()
 
     @property
     def in_features(self) -> int:
