@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -29,8 +29,10 @@ from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
 from trainrun.data.datasets import prepare_dataset
+from trainrun.data.identity import identify
 from trainrun.data.loader import loader_options
 from trainrun.data.prepare import DataInfo, prepare_arrays
+from trainrun.data.sources import cache_dir
 from trainrun.data.tables import parquet_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
@@ -97,8 +99,19 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, DataInfo]:
     """Call the data source and split/standardize what it returns. ``fitted``: the training's
     statistics and label encoding (a checkpoint's), used instead of this data's own
-    (``evaluate data=...``)."""
+    (``evaluate data=...``). The data's identity (``data/identity.py``) is recorded on the info."""
     source = build_from_config(cfg.data, "data", what="reading the data", consumed=DATA_KEYS)
+    splits, info = _prepared(cfg, source, fitted)
+    options = {str(k): v for k, v in (OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True) or {}).items()
+               if k not in DATA_KEYS and k != "_target_"}
+    with phase("fingerprinting the data (data/identity.py)", "data.path" if "path" in options else "data._target_"):
+        info.identity = identify(str(cfg.data._target_), options, source, columns=info.features,
+                                 rows=sum(info.sizes.values()) or None, split_seed=int(cfg.data.seed),
+                                 cache=cache_dir())
+    return splits, info
+
+
+def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[Any, DataInfo]:
     common = dict(task=text(cfg.data.task), val_fraction=cfg.data.val_fraction,
                   test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
     fix = ("a data source returns (X, y): X with one row per sample, y with one target per row "

@@ -203,6 +203,7 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
         "rank": setup.rank,
         "task": setup.info.task,
         "data_sizes": setup.info.sizes,
+        "data": setup.info.identity.to_dict() if setup.info.identity is not None else None,
         "run_dir": str(run_dir),
         "versions": {"trainrun": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainrun.data.identity import DataIdentity
 from trainrun.data.prepare import DataInfo, Splits, split_indices
 from trainrun.errors import TrainrunError
 
@@ -31,6 +32,7 @@ def to_payload(info: DataInfo) -> dict[str, Any]:
     for name in ("x_mean", "x_std"):
         value = getattr(info, name)
         saved[name] = None if value is None else torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    saved["identity"] = None if info.identity is None else info.identity.to_dict()
     return saved
 
 
@@ -40,6 +42,7 @@ def from_payload(saved: dict[str, Any]) -> DataInfo:
     values["in_shape"] = tuple(int(v) for v in values["in_shape"])
     values["sizes"] = dict(values.get("sizes") or {})
     info = DataInfo(**values)
+    info.identity = DataIdentity.from_dict(saved.get("identity"))
     for name in ("x_mean", "x_std"):
         value = saved.get(name)
         setattr(info, name, None if value is None else value.numpy().astype(np.float32))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainrun.data.identity import DataIdentity
 from trainrun.errors import TrainrunError
 
 
@@ -45,6 +46,7 @@ class DataInfo:
     # The global random streams a user Dataset's __getitem__ draws from (data/order.py seeds
     # them per sample); not saved.
     streams: tuple[str, ...] = ()
+    identity: DataIdentity | None = None  # what the data is, by content (data/identity.py)
 
     @property
     def in_features(self) -> int:
