@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.build import Batches, Setup, build
 from trainrun.config.choices import text
 from trainrun.data.batches import whole
+from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
@@ -130,7 +131,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     # the run's own data is rebuilt by its config, which computes the same statistics again.
     fitted = fitted_info(trained) if new_data else None
     train_cfg = run_config(trained.config, cfg, fitted)
+    trained_on = trained.fitted.identity if trained.saved.get("data") else None
+    if not new_data:  # the file trained on, by its absolute path: not a relative one resolved here
+        with_stored_paths(train_cfg.data, trained_on)
     setup = build(train_cfg, training=False, fitted=fitted)
+    differs = differences(trained_on, setup.info.identity) if trained_on and setup.info.identity else []
+    if differs:
+        log.warning(f"{'the data given' if new_data else 'the run data'} is not the data the model was trained "
+                    f"on ({trained_on.short() if trained_on else '?'}): " + "; ".join(differs))
     trained.weights_into(setup.raw_model, new_data=new_data)
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:
@@ -162,6 +170,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "metric": setup.loss.metric,
         "data": OmegaConf.to_container(train_cfg.data, resolve=True, enum_to_str=True),
         "data_changed": cfg.data is not None,
+        "data_identity": setup.info.identity.to_dict() if setup.info.identity else None,
+        "trained_on": trained_on.to_dict() if trained_on else None,
+        "data_differs": differs,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
     }

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.build import DATA_KEYS, build_model
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
+from trainrun.data.identity import training_columns
 from trainrun.data.prepare import DataInfo
 from trainrun.devices import autocast_factory, resolve_device
 from trainrun.errors import TrainrunError, phase
@@ -110,8 +111,8 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     for key in node:
         if same and OmegaConf.is_missing(node, key) and key in stored and not OmegaConf.is_missing(stored, key):
             node[key] = stored[key]
-    if same and "features" in node and node.features is None and info.features:
-        node.features = list(info.features)
+    if "features" in node and info.features:  # a table: the training's columns, by name, in its order
+        node.features = training_columns(node.features, info.features)
     missing = [str(k) for k in node if OmegaConf.is_missing(node, k) and str(k) != "target"]
     if missing:
         raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",

@@ -244,3 +244,34 @@ def same_data(saved: dict[str, Any] | None, info: Any, *, allow: bool, path: Pat
             "are then this data's)",
         )
     return lines
+
+
+def training_columns(given: Sequence[str] | None, trained: Sequence[str]) -> list[str]:
+    """The feature columns new data is read with: always the training's, in the training's order
+    (a model takes its inputs by position; a file or a ``data.features`` list in another order
+    must give the same predictions). ``data.features`` naming other columns is refused."""
+    if given is None or list(given) == list(trained):
+        return list(trained)
+    if sorted(map(str, given)) != sorted(trained):
+        missing = [c for c in trained if c not in given]
+        extra = [c for c in given if c not in trained]
+        raise TrainrunError(
+            f"data.features={list(given)} is not the model's columns {list(trained)}"
+            + (f" (missing {missing})" if missing else "") + (f" (not trained on {extra})" if extra else ""),
+            key="data.features",
+            fix="leave data.features out: the columns the model was trained on are picked by name, in any order",
+        )
+    return list(trained)
+
+
+def with_stored_paths(options: Any, identity: DataIdentity | None) -> list[str]:
+    """The run's own data read again (``evaluate run=<run>``): its file keys set to the absolute
+    paths recorded at training, so another working folder reads the same file, not a relative
+    path resolved elsewhere. Returns the keys changed."""
+    keys = FILE_SOURCES.get(str(options.get("_target_"))) if identity is not None else None
+    changed = []
+    for key, path in zip(keys or (), identity.paths if identity is not None else (), strict=False):
+        if options.get(key) and str(options[key]) != path:
+            options[key] = path
+            changed.append(key)
+    return changed
