@@ -32,6 +32,8 @@ from trainrun.data.datasets import prepare_dataset
 from trainrun.data.identity import identify
 from trainrun.data.loader import loader_options
 from trainrun.data.prepare import DataInfo, prepare_arrays
+from trainrun.data.rows import MemmapRows
+from trainrun.data.streamed import prepare_rows
 from trainrun.data.sources import cache_dir
 from trainrun.data.tables import parquet_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
@@ -123,6 +125,10 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
         if fitted is not None:  # the model's task and classes; this data's sample shape and sizes
             info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
         return splits, info
+    if isinstance(source, MemmapRows):  # rows that stay on disk: one streaming pass, batches read by row
+        with phase(f"preparing the rows data._target_={cfg.data._target_} reads", "data._target_", section=cfg.data):
+            return prepare_rows(source, **common, standardize=cfg.data.standardize, fitted=fitted,
+                                image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None)
     if not (isinstance(source, tuple | list) and len(source) == 2):
         shown = f"a {type(source).__name__}" + (f" of {len(source)} items" if isinstance(source, tuple | list) else "")
         raise TrainrunError(
