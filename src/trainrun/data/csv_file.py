@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from trainrun.data.identity import cache_dir, file_digest
+from trainrun.data.rows import MemmapRows
+from trainrun.data.table_stream import cached_rows, csv_lines, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, is_number, select_columns
 from trainrun.errors import TrainrunError
 
@@ -34,15 +38,20 @@ _TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 
 def read_csv(
     path: str, target: str, features: list[str] | None = None, delimiter: str = "auto",
-    require_target: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    require_target: bool = True, stream: bool | None = None, stream_above_mb: int = 1024,
+) -> tuple[np.ndarray, np.ndarray | None] | MemmapRows:
     """A CSV file with a header row. Feature columns must be numeric; the target may be text
     (class labels) or numbers. ``delimiter``: one character, or ``auto`` (the first of
     ``, ; tab |`` the header line holds). ``require_target=False`` (``predict``): a file without
-    the target column gives ``y = None``."""
+    the target column gives ``y = None``. ``stream`` (null: above ``stream_above_mb``): read in
+    chunks into a memory-mapped copy (``table_stream.py``) instead of into memory."""
     file, first, sep, header = _header(path, delimiter)
     columns, t = select_columns(header, target, features, f"CSV file {str(file)!r}", first=first, sep=sep,
                                 require_target=require_target)
+    if t is not None and should_stream([file], stream, stream_above_mb):
+        names = [header[i] for i in columns]
+        return cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
+                           lambda: _chunks(file, sep, header, columns, t), cache_dir())
     if t is None:
         x = _parse_features(file, sep, header, columns)
         rows: tuple[np.ndarray, np.ndarray | None] = (x, None)
@@ -51,6 +60,32 @@ def read_csv(
     if [*columns, *([] if t is None else [t])] != list(range(len(header))):  # usecols: numpy did not count
         _check_field_counts(file, sep, first, rows, header, columns, t)
     return rows
+
+
+def _chunks(file: Path, sep: str, header: list[str], columns: list[int],
+            t: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The file's rows 64k lines at a time: features float32, targets float64 or text; the same
+    refusals as a whole read (the slow path names the line)."""
+    both = np.dtype([("x", np.float32, (len(columns),)), ("y", np.float64)])
+    for _, lines in csv_lines(file):
+        if sum(line.count(sep) for line in lines) != len(lines) * (len(header) - 1):
+            fault = _diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
+            if "fields, the header has" in fault.message:
+                raise fault
+        try:
+            table = _loadtxt(lines, sep, [*columns, t], both)
+            yield table["x"].reshape(len(table), len(columns)), table["y"]
+            continue
+        except ValueError as err:
+            fault = err
+        try:
+            x = _loadtxt(lines, sep, columns, np.float32).reshape(len(lines), len(columns))
+            labels = np.char.strip(_loadtxt(lines, sep, [t], _TEXT).astype(str))
+        except ValueError:
+            raise _diagnose(file, sep, header, columns, t, fault) from None
+        if np.any(labels == ""):
+            raise _diagnose(file, sep, header, columns, t, fault)
+        yield x, labels
 
 
 def csv_feature_names(path: str, target: str, features: list[str] | None = None,
@@ -126,9 +161,13 @@ def _delimiter(setting: str, first: str, file: Path) -> str:
     return sep
 
 
-def _loadtxt(file: Path, sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
+def _loadtxt(file: Path | list[str], sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
+    """The file after its header row, or lines of it (a chunk)."""
     with warnings.catch_warnings():  # "input contained no data": said below, in our words
         warnings.simplefilter("ignore", UserWarning)
+        if isinstance(file, list):
+            return np.loadtxt(file, delimiter=sep, usecols=usecols, dtype=dtype, comments=None, quotechar='"',
+                              ndmin=1)
         return np.loadtxt(file, delimiter=sep, skiprows=1, usecols=usecols, dtype=dtype, comments=None,
                           quotechar='"', encoding="utf-8-sig", ndmin=1)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,6 +81,16 @@ def differences(saved: DataIdentity, now: DataIdentity) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fingerprints
+
+
+def cache_dir() -> Path:
+    """Where arrays trainrun derived once are kept: ``$TRAINRUN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/trainrun``, else ``~/.cache/trainrun``."""
+    if os.environ.get("TRAINRUN_CACHE_DIR"):
+        return Path(os.environ["TRAINRUN_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "trainrun"
+
 
 
 def _memo_file(path: Path, cache: Path) -> Path:

@@ -16,25 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from trainrun.data.csv_file import read_csv
-from trainrun.data.identity import data_files
+from trainrun.data.identity import cache_dir, data_files
 from trainrun.data.rows import MemmapRows
 from trainrun.data.tables import existing_file, read_parquet
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 
-__all__ = ["load_sklearn", "make_synthetic", "read_csv", "read_npy", "read_npz", "read_parquet"]
+__all__ = ["cache_dir", "load_sklearn", "make_synthetic", "read_csv", "read_npy", "read_npz", "read_parquet"]
 
 SKLEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 CACHE_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where arrays trainrun derived once are kept: ``$TRAINRUN_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/trainrun``, else ``~/.cache/trainrun``."""
-    if os.environ.get("TRAINRUN_CACHE_DIR"):
-        return Path(os.environ["TRAINRUN_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "trainrun"
 
 
 def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:

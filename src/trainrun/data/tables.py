@@ -10,12 +10,15 @@ columns asked for, converted one at a time into the float32 feature matrix.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trainrun.data.identity import cache_dir, data_files, files_fingerprint
+from trainrun.data.rows import CHUNK_ROWS, MemmapRows
+from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.errors import TrainrunError
 
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter=auto looks for in the header, in this order
@@ -146,11 +149,23 @@ def parquet_feature_names(path: str, target: str, features: list[str] | None = N
     return [header[i] for i in columns]
 
 
-def read_parquet(path: str, target: str, features: list[str] | None = None,
-                 require_target: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``): numeric feature columns;
-    the target may be text (class labels) or numbers. Only the columns used are read.
-    ``require_target=False`` (``predict``): a file without the target column gives ``y = None``."""
+def read_parquet(path: str, target: str, features: list[str] | None = None, require_target: bool = True,
+                 stream: bool | None = None, stream_above_mb: int = 1024) -> tuple[np.ndarray, np.ndarray | None] | MemmapRows:
+    """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``), or a folder (a glob) of
+    Parquet shards read as one data set: numeric feature columns; the target may be text (class
+    labels) or numbers. Only the columns used are read. ``require_target=False`` (``predict``): a
+    file without the target column gives ``y = None``. A folder of shards, or ``stream`` (null:
+    above ``stream_above_mb``), streams record batches into a memory-mapped copy
+    (``table_stream.py``)."""
+    shards = Path(str(path)).expanduser().is_dir() or any(c in str(path) for c in "*?[")
+    if shards or (Path(str(path)).expanduser().is_file() and stream is not False):
+        files, _ = data_files(path, "data.path")
+        files = [f for f in files if f.suffix.lower() in (".parquet", ".pq")]
+        if not files:
+            raise TrainrunError(f"data.path={path!r}: no .parquet file there", key="data.path",
+                                fix="give a .parquet file, a folder of .parquet shards, or a pattern")
+        if require_target and (shards or should_stream(files, stream, stream_above_mb)):
+            return _parquet_rows(files, target, features)
     file = existing_file(path, "data.path", (".parquet", ".pq"))
     pa, pq, header = _parquet(file)
     where = f"Parquet file {str(file)!r}"
@@ -192,6 +207,59 @@ def read_parquet(path: str, target: str, features: list[str] | None = None,
     else:
         y = np.asarray([str(v) for v in labels.to_pylist()])
     return x, y
+
+
+def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
+    """Parquet files streamed by record batches (pyarrow's dataset API, only the columns used)
+    into the memory-mapped copy training reads."""
+    pa, _, header = _parquet(files[0])
+    import pyarrow.dataset as ds
+
+    where = f"Parquet file {str(files[0])!r}" + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "")
+    columns, t = select_columns(header, target, features, where)
+    names = [header[i] for i in columns]
+    try:
+        dataset = ds.dataset([str(f) for f in files], format="parquet")
+    except Exception as err:
+        raise TrainrunError(f"cannot read {where} as one data set: {type(err).__name__}: {err}", key="data.path",
+                            fix="shards of one data set share their columns and types") from None
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in dataset.to_batches(columns=[*names, target], batch_size=CHUNK_ROWS):
+            if batch.num_rows:
+                yield _parquet_arrays(pa, batch, names, target, where)
+
+    digest = files_fingerprint(files, None, cache_dir())
+    return cached_rows("parquet", digest, names, target, {}, chunks, cache_dir())
+
+
+def _parquet_arrays(pa: Any, table: Any, names: list[str], target: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A record batch's feature columns as float32 and its targets, refused as ``read_parquet``
+    refuses a whole table's."""
+    x = np.empty((table.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        column = table.column(j)
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+                or pa.types.is_decimal(kind)):
+            raise TrainrunError(f"Parquet column {name!r} is not numeric (type {kind})", key="data.features",
+                                fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]")
+        if column.null_count:
+            raise TrainrunError(f"Parquet column {name!r} has missing values (null)", key="data.features",
+                                fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
+                                "with data.features=[...]")
+        x[:, j] = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    labels = table.column(len(names))
+    if labels.null_count:
+        raise TrainrunError(f"{where}: the target column {target!r} has missing values", key="data.target",
+                            fix="drop the rows without a target, or fill them in")
+    kind = labels.type
+    if pa.types.is_dictionary(kind):
+        labels, kind = labels.cast(kind.value_type), kind.value_type
+    numeric = pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_floating(kind) \
+        or pa.types.is_decimal(kind)
+    y = labels.to_numpy(zero_copy_only=False)
+    return x, y.astype(np.float64) if numeric else np.asarray([str(v) for v in labels.to_pylist()])
 
 
 def is_number(text: str) -> bool:
