@@ -144,9 +144,10 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
         splits, info = prepare_arrays(
             *source, **common, standardize=cfg.data.standardize,
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
+            missing=text(cfg.data.get("missing", "refuse")), fill_value=float(cfg.data.get("fill_value", 0.0)),
         )
     names_of = TABLE_SOURCES.get(str(cfg.data._target_))
-    if names_of is not None:  # the columns by name, for predict on a new file
+    if names_of is not None and info.features is None:  # the columns by name, for predict on a new file
         options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
         info.features = names_of(cfg.data.path, cfg.data.target, cfg.data.get("features"), **options)
     return splits, info

@@ -22,10 +22,13 @@ import csv
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, file_digest
+from trainrun.data.new_data import RowChunks
 from trainrun.data.rows import MemmapRows
 from trainrun.data.table_stream import cached_rows, csv_lines, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, is_number, select_columns
@@ -39,27 +42,94 @@ _TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 def read_csv(
     path: str, target: str, features: list[str] | None = None, delimiter: str = "auto",
     require_target: bool = True, stream: bool | None = None, stream_above_mb: int = 1024,
-) -> tuple[np.ndarray, np.ndarray | None] | MemmapRows:
+    id: str | None = None, categorical: list[str] | None = None,  # noqa: A002 (the config's key)
+) -> tuple[np.ndarray | Columns, np.ndarray | None] | MemmapRows | RowChunks:
     """A CSV file with a header row. Feature columns must be numeric; the target may be text
     (class labels) or numbers. ``delimiter``: one character, or ``auto`` (the first of
     ``, ; tab |`` the header line holds). ``require_target=False`` (``predict``): a file without
     the target column gives ``y = None``. ``stream`` (null: above ``stream_above_mb``): read in
     chunks into a memory-mapped copy (``table_stream.py``) instead of into memory."""
     file, first, sep, header = _header(path, delimiter)
-    columns, t = select_columns(header, target, features, f"CSV file {str(file)!r}", first=first, sep=sep,
+    where = f"CSV file {str(file)!r}"
+    i = id_column(header, id, target, where)
+    if i is not None and features is None:  # every column but the target and the id
+        features = [h for h in header if h not in (target, id)]
+    columns, t = select_columns(header, target, features, where, first=first, sep=sep,
                                 require_target=require_target)
+    if not require_target and should_stream([file], stream, stream_above_mb):  # predict: chunk by chunk
+        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i), header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
         names = [header[i] for i in columns]
         return cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
                            lambda: _chunks(file, sep, header, columns, t), cache_dir())
-    if t is None:
-        x = _parse_features(file, sep, header, columns)
-        rows: tuple[np.ndarray, np.ndarray | None] = (x, None)
-    else:
-        rows = _parse(file, sep, header, columns, t)
-    if [*columns, *([] if t is None else [t])] != list(range(len(header))):  # usecols: numpy did not count
-        _check_field_counts(file, sep, first, rows, header, columns, t)
-    return rows
+    table = None
+    try:
+        if categorical:
+            raise _AsText
+        if t is None:
+            x = _parse_features(file, sep, header, columns)
+            rows: tuple[np.ndarray, np.ndarray | None] = (x, None)
+        else:
+            rows = _parse(file, sep, header, columns, t)
+    except (TrainrunError, _AsText) as err:
+        if isinstance(err, TrainrunError) and err.key != "data.features":  # a ragged row, an empty target ...
+            raise
+        table, y = _text_columns(file, sep, header, columns, t)  # text or empty feature cells: encode.py's
+        rows = (np.empty(len(table)), y)
+    if [*columns, *([] if t is None else [t]), *([] if i is None else [i])] != list(range(len(header))):
+        _check_field_counts(file, sep, first, rows, header, columns, t)  # usecols: numpy did not count
+    if table is None and i is None:
+        return rows
+    if table is None:
+        table = Columns([header[j] for j in columns], [rows[0][:, k] for k in range(len(columns))])
+    if i is not None:
+        table.ids, table.id_name = np.char.strip(_loadtxt(file, sep, [i], _TEXT).astype(str)), header[i]
+    table.categorical = list(categorical) if categorical else None
+    table.where = where
+    return table, rows[1]
+
+
+class _AsText(Exception):
+    pass
+
+
+def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:  # noqa: A002
+    """The position of ``data.id`` in the header (None without one); missing or the target: refused."""
+    if not id:
+        return None
+    if id not in header:
+        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
+                            fix="set data.id to one of the columns above, or data.id=null")
+    if id == target:
+        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
+                            fix="name the column that identifies each row, not the one to predict")
+    return header.index(id)
+
+
+def _text_columns(file: Path, sep: str, header: list[str], columns: list[int],
+                  t: int | None) -> tuple[Columns, np.ndarray | None]:
+    """The feature columns as text where they hold text, as float32 with NaN for empty cells
+    where they hold numbers (encode.py decides what each becomes), and the targets."""
+    text = _loadtxt(file, sep, columns, _TEXT).reshape(-1, len(columns))
+    values = []
+    for j in range(len(columns)):
+        column = np.char.strip(text[:, j].astype(str))
+        try:
+            values.append(np.where(column == "", "nan", column).astype(np.float32))
+        except ValueError:
+            values.append(column)
+    y = None
+    if t is not None:
+        labels = np.char.strip(_loadtxt(file, sep, [t], _TEXT).astype(str))
+        if np.any(labels == ""):
+            raise _diagnose(file, sep, header, [], t, ValueError("empty target"))
+        try:
+            y = labels.astype(np.float64)
+            if np.all(np.mod(y, 1) == 0) and np.all(np.abs(y) < 2**53):
+                y = y.astype(np.int64)
+        except ValueError:
+            y = labels
+    return Columns([header[j] for j in columns], values), y
 
 
 def _chunks(file: Path, sep: str, header: list[str], columns: list[int],
@@ -82,10 +152,42 @@ def _chunks(file: Path, sep: str, header: list[str], columns: list[int],
             x = _loadtxt(lines, sep, columns, np.float32).reshape(len(lines), len(columns))
             labels = np.char.strip(_loadtxt(lines, sep, [t], _TEXT).astype(str))
         except ValueError:
-            raise _diagnose(file, sep, header, columns, t, fault) from None
+            wrong = _diagnose(file, sep, header, columns, t, fault)
+            if wrong.key == "data.features":  # text or empty cells: encoded in memory only
+                raise TrainrunError(wrong.message + "; a streamed file needs numeric, complete feature columns",
+                                    key="data.stream", fix="data.stream=false reads it in memory, where text columns "
+                                    "are one-hot encoded and empty cells follow data.missing") from None
+            raise wrong from None
         if np.any(labels == ""):
             raise _diagnose(file, sep, header, columns, t, fault)
         yield x, labels
+
+
+def _predict_chunks(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
+                    i: int | None) -> Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]:
+    """``predict`` on a large file: 64k lines at a time, features (a table where cells are text
+    or empty), the targets if the file has them, the ids."""
+    for _, lines in csv_lines(file):
+        text = _loadtxt(lines, sep, columns, _TEXT).reshape(len(lines), len(columns))
+        values = []
+        for j in range(len(columns)):
+            column = np.char.strip(text[:, j].astype(str))
+            try:
+                values.append(np.where(column == "", "nan", column).astype(np.float32))
+            except ValueError:
+                values.append(column)
+        table = Columns([header[j] for j in columns], values, where=f"CSV file {str(file)!r}")
+        y = None if t is None else np.char.strip(_loadtxt(lines, sep, [t], _TEXT).astype(str))
+        ids = None if i is None else np.char.strip(_loadtxt(lines, sep, [i], _TEXT).astype(str))
+        yield table, y, ids
+
+
+def header_names(path: str, delimiter: str = "auto") -> list[str] | None:
+    """A CSV file's column names (None if it cannot be read)."""
+    try:
+        return _header(path, delimiter)[3]
+    except TrainrunError:
+        return None
 
 
 def csv_feature_names(path: str, target: str, features: list[str] | None = None,

@@ -9,6 +9,7 @@ columns asked for, converted one at a time into the float32 feature matrix.
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, data_files, files_fingerprint
+from trainrun.data.new_data import RowChunks
 from trainrun.data.rows import CHUNK_ROWS, MemmapRows
 from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.errors import TrainrunError
@@ -150,7 +153,9 @@ def parquet_feature_names(path: str, target: str, features: list[str] | None = N
 
 
 def read_parquet(path: str, target: str, features: list[str] | None = None, require_target: bool = True,
-                 stream: bool | None = None, stream_above_mb: int = 1024) -> tuple[np.ndarray, np.ndarray | None] | MemmapRows:
+                 stream: bool | None = None, stream_above_mb: int = 1024, id: str | None = None,  # noqa: A002
+                 categorical: list[str] | None = None,
+                 ) -> tuple[np.ndarray | Columns, np.ndarray | None] | MemmapRows | RowChunks:
     """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``), or a folder (a glob) of
     Parquet shards read as one data set: numeric feature columns; the target may be text (class
     labels) or numbers. Only the columns used are read. ``require_target=False`` (``predict``): a
@@ -164,33 +169,49 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
         if not files:
             raise TrainrunError(f"data.path={path!r}: no .parquet file there", key="data.path",
                                 fix="give a .parquet file, a folder of .parquet shards, or a pattern")
-        if require_target and (shards or should_stream(files, stream, stream_above_mb)):
+        if shards or should_stream(files, stream, stream_above_mb):
+            if not require_target:  # predict: record batch by record batch
+                return _parquet_chunks(files, target, features, id)
             return _parquet_rows(files, target, features)
     file = existing_file(path, "data.path", (".parquet", ".pq"))
     pa, pq, header = _parquet(file)
     where = f"Parquet file {str(file)!r}"
+    if id and features is None:
+        _id_in(header, id, target, where)
+        features = [h for h in header if h not in (target, id)]
     columns, t = select_columns(header, target, features, where, require_target=require_target)
     table = pq.read_table(file, columns=[header[i] for i in [*columns, *([] if t is None else [t])]])
     n = table.num_rows
     if n == 0:
         raise TrainrunError(f"{where} has no rows", key="data.path", fix="name a file holding samples")
     x = np.empty((n, len(columns)), dtype=np.float32)
+    values: list[np.ndarray] = []  # as a table (encode.py), once a column holds text or nulls
     for j, name in enumerate(table.column_names[:len(columns)]):
         column = table.column(j)
         kind = column.type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-                or pa.types.is_decimal(kind)):
-            raise TrainrunError(f"Parquet column {name!r} is not numeric (type {kind})", key="data.features",
-                                fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]")
-        if column.null_count:
-            raise TrainrunError(f"Parquet column {name!r} has {column.null_count} missing values (null)",
-                                key="data.features",
-                                fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
-                                "with data.features=[...]")
-        x[:, j] = column.to_numpy().astype(np.float32, copy=False)
+        numeric = (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+                   or pa.types.is_decimal(kind))
+        if numeric and not column.null_count and not categorical:
+            x[:, j] = column.to_numpy().astype(np.float32, copy=False)
+        elif numeric and name not in (categorical or []):
+            x[:, j] = np.asarray([np.nan if v is None else v for v in column.to_pylist()], dtype=np.float32)
+            values = values or [x[:, k] for k in range(j)]
+        else:  # text: categories
+            values = values or [x[:, k] for k in range(j)]
+        if values:
+            values.append(x[:, j] if numeric and name not in (categorical or []) else
+                          np.asarray(["" if v is None else str(v) for v in column.to_pylist()]))
         table = table.set_column(j, name, pa.nulls(n, pa.null()))  # give its memory back
+    names = table.column_names[:len(columns)]
+    out: np.ndarray | Columns = x
+    if values or id:
+        out = Columns(names, values or [x[:, k] for k in range(len(columns))], where=where,
+                      categorical=list(categorical) if categorical else None)
+        if id:
+            out.ids = np.asarray([str(v) for v in pq.read_table(file, columns=[id]).column(0).to_pylist()])
+            out.id_name = id
     if t is None:
-        return x, None
+        return out, None
     labels = table.column(len(columns))
     if labels.null_count:
         raise TrainrunError(f"{where}: the target column {target!r} has {labels.null_count} missing values",
@@ -206,7 +227,46 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
             y = y.astype(np.int64)
     else:
         y = np.asarray([str(v) for v in labels.to_pylist()])
-    return x, y
+    return out, y
+
+
+def _id_in(header: list[str], id: str, target: str, where: str) -> None:  # noqa: A002
+    if id not in header:
+        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
+                            fix="set data.id to one of the columns above, or data.id=null")
+    if id == target:
+        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
+                            fix="name the column that identifies each row, not the one to predict")
+
+
+def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, id: str | None) -> RowChunks:  # noqa: A002
+    """``predict`` on large Parquet data: record batches as tables, their targets and ids."""
+    _, _, header = _parquet(files[0])
+    import pyarrow.dataset as ds
+
+    where = f"Parquet file {str(files[0])!r}"
+    if id:
+        _id_in(header, id, target, where)
+    features = features or [h for h in header if h not in (target, id)]
+    columns, t = select_columns(header, target, features, where, require_target=False)
+    names = [header[i] for i in columns]
+    wanted = [*names, *([target] if t is not None else []), *([id] if id else [])]
+
+    def read() -> Iterator[tuple[Columns, np.ndarray | None, np.ndarray | None]]:
+        for batch in ds.dataset([str(f) for f in files], format="parquet").to_batches(columns=wanted,
+                                                                                    batch_size=CHUNK_ROWS):
+            cells = [batch.column(k).to_pylist() for k in range(len(wanted))]
+            values = []
+            for column in cells[:len(names)]:
+                try:
+                    values.append(np.asarray([np.nan if v is None else v for v in column], dtype=np.float32))
+                except (TypeError, ValueError):
+                    values.append(np.asarray(["" if v is None else str(v) for v in column]))
+            y = np.asarray([str(v) for v in cells[len(names)]]) if t is not None else None
+            ids = np.asarray([str(v) for v in cells[-1]]) if id else None
+            yield Columns(names, values, where=where), y, ids
+
+    return RowChunks(read, id)
 
 
 def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
@@ -274,3 +334,25 @@ def _looks_like_data(header: list[str]) -> bool:
     """A first line of numbers that are not plain column numbers (pandas names columns 0, 1, ...
     when it has no names): values like 0.25 or -3 are a data row, not a header."""
     return all(is_number(h) for h in header) and not all(h.isdigit() for h in header)
+
+
+def file_columns(node: Any) -> list[str] | None:
+    """The column names of the CSV or Parquet file a data config names (None if not a table or
+    unreadable): ``predict`` keeps the training run's ``data.id`` only where the file has it."""
+    target, path = str(node.get("_target_")), node.get("path")
+    if not path:
+        return None
+    try:
+        if target.endswith("read_parquet"):
+            files, _ = data_files(path, "data.path")
+            return _parquet(files[0])[2]
+        if target.endswith("read_csv"):
+            with Path(str(path)).expanduser().open(encoding="utf-8-sig", newline="") as f:
+                first = f.readline().rstrip("\r\n")
+            setting = str(node.get("delimiter", "auto"))
+            sep = next((d for d in DELIMITERS if d in first), ",") if setting == "auto" else \
+                {"tab": "\t", "\\t": "\t"}.get(setting, setting)
+            return [h.strip() for h in next(csv.reader([first], delimiter=sep))]
+    except (OSError, TrainrunError, StopIteration, UnicodeDecodeError):
+        return None
+    return None
