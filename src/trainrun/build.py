@@ -28,7 +28,8 @@ from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
-from trainrun.data.datasets import prepare_dataset
+from trainrun.data.datasets import prepare_dataset, prepare_stream
+from trainrun.data.iterable import StreamBatches
 from trainrun.data.identity import identify
 from trainrun.data.loader import loader_options
 from trainrun.data.prepare import DataInfo, prepare_arrays
@@ -47,7 +48,7 @@ from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 DATA_KEYS = ("batch_size", "val_fraction", "test_fraction", "standardize", "shuffle",
              "image_shape", "num_workers", "persistent_workers", "prefetch_factor", "pin_memory",
              "missing", "fill_value")
-Batches = TensorBatches | LoaderBatches
+Batches = TensorBatches | LoaderBatches | StreamBatches
 # Table sources whose columns are picked by name: the names are kept for predict on a new file.
 TABLE_SOURCES = {"trainrun.data.sources.read_csv": csv_feature_names,
                  "trainrun.data.sources.read_parquet": parquet_feature_names}
@@ -118,6 +119,13 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
                   test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
     fix = ("a data source returns (X, y): X with one row per sample, y with one target per row "
            "(numbers), or a torch.utils.data.Dataset of (x, y) pairs")
+    if isinstance(source, torch.utils.data.IterableDataset):  # a stream: the training split, as it comes
+        with phase(f"reading the stream that data._target_={cfg.data._target_} returned", "data._target_",
+                   section=cfg.data, fix=fix):
+            splits, info = prepare_stream(source, **common)
+        if fitted is not None:
+            info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
+        return splits, info
     if isinstance(source, torch.utils.data.Dataset):
         with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
@@ -243,6 +251,12 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
         return TensorBatches(x, y, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
                              rank=rank, world_size=world_size, limit=limit)
+    if isinstance(split, torch.utils.data.IterableDataset):
+        options = loader_options(cfg.data, split)
+        return StreamBatches(split, cfg.data.batch_size, device=device, prepare_targets=loss.prepare_targets,
+                             rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
+                             **{k: options[k] for k in ("num_workers", "pin_memory", "persistent_workers",
+                                                        "prefetch_factor")})
     return LoaderBatches(
         split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, rank=rank, world_size=world_size, limit=limit, flat=flat,

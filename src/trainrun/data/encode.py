@@ -142,7 +142,7 @@ def _is_number(text: str) -> bool:
 def _empty_cells(name: str, empty: np.ndarray, where: str) -> TrainrunError:
     first = int(np.flatnonzero(empty)[0])
     return TrainrunError(
-        f"{where}: column {name!r} has {int(np.count_nonzero(empty))} empty cells (missing values; the first in "
+        f"{where}: column {name!r} has {int(np.count_nonzero(empty))} empty cell(s) (missing values; the first in "
         f"data row {first + 1}, line {first + 2} of a CSV file)",
         key="data.missing",
         fix="fill them in, or choose a policy: data.missing=mean (or median) fills them with the train split's "
@@ -168,6 +168,10 @@ def kinds(table: Columns, categorical: list[str] | None, where: str) -> list[str
         else:
             bad = distinct[np.flatnonzero(~np.asarray(numeric))[0]]
             row = int(np.flatnonzero(text == bad)[0])
+            if _is_number(str(bad).replace(",", ".")):
+                raise TrainrunError(f"{where}: column {name!r} holds value {str(bad)!r} (data row {row + 1}, line "
+                                    f"{row + 2} of a CSV file): a decimal comma", key="data.features",
+                                    fix="write decimal points (1.5, not 1,5)")
             raise TrainrunError(
                 f"{where}: column {name!r} mixes numbers and text (value {str(bad)!r} in data row {row + 1}, line "
                 f"{row + 2} of a CSV file)",

@@ -12,7 +12,10 @@ before they move (a Dataset's classes may have been guessed from a few samples).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +23,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainrun.data.order import GlobalBatchSampler, SeededSamples
 from trainrun.errors import TrainrunError
+from trainrun.files import LOCK
+
+
+def drop_run_lock(worker_id: int = 0) -> None:
+    """``worker_init_fn``: a forked worker closes its copy of the run folder's lock (an ``flock``
+    shared by every copy of the descriptor): a ``train`` killed by SIGKILL would otherwise stay
+    locked until its orphaned workers notice, seconds later, and a resume at once be refused."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if os.readlink(fd).endswith("/" + LOCK):
+                os.close(int(fd.name))
 
 
 def as_batch(batch: Any) -> Any:
@@ -72,6 +89,7 @@ class LoaderBatches:
             collate_fn=as_batch if batched else None,
             pin_memory=device.type == "cuda" if pin_memory is None else pin_memory,  # async host-to-device copies
             generator=self.generator,
+            worker_init_fn=drop_run_lock if num_workers else None,
             **workers,
         )
         sizes = [hi - lo for lo, hi in self.sampler.bounds]

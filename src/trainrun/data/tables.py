@@ -186,6 +186,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
         raise TrainrunError(f"{where} has no rows", key="data.path", fix="name a file holding samples")
     x = np.empty((n, len(columns)), dtype=np.float32)
     values: list[np.ndarray] = []  # as a table (encode.py), once a column holds text or nulls
+    as_table = False
     for j, name in enumerate(table.column_names[:len(columns)]):
         column = table.column(j)
         kind = column.type
@@ -195,17 +196,17 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
             x[:, j] = column.to_numpy().astype(np.float32, copy=False)
         elif numeric and name not in (categorical or []):
             x[:, j] = np.asarray([np.nan if v is None else v for v in column.to_pylist()], dtype=np.float32)
-            values = values or [x[:, k] for k in range(j)]
+            as_table, values = True, values if as_table else [x[:, k] for k in range(j)]
         else:  # text: categories
-            values = values or [x[:, k] for k in range(j)]
-        if values:
+            as_table, values = True, values if as_table else [x[:, k] for k in range(j)]
+        if as_table:
             values.append(x[:, j] if numeric and name not in (categorical or []) else
                           np.asarray(["" if v is None else str(v) for v in column.to_pylist()]))
         table = table.set_column(j, name, pa.nulls(n, pa.null()))  # give its memory back
     names = table.column_names[:len(columns)]
     out: np.ndarray | Columns = x
-    if values or id:
-        out = Columns(names, values or [x[:, k] for k in range(len(columns))], where=where,
+    if as_table or id:
+        out = Columns(names, values if as_table else [x[:, k] for k in range(len(columns))], where=where,
                       categorical=list(categorical) if categorical else None)
         if id:
             out.ids = np.asarray([str(v) for v in pq.read_table(file, columns=[id]).column(0).to_pylist()])

@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.data.fitted import to_payload
+from trainrun.data.iterable import restore_stream
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
@@ -202,6 +203,9 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "schemas": schemas or schema_names(setup.cfg),
         # the training split's statistics and label encoding, applied to new data (predict)
         "data": to_payload(setup.info),
+        # a stream's loader state in the middle of an epoch (data/iterable.py): where to go on
+        "loader": setup.train_batches.state_dict() if state.batch and hasattr(setup.train_batches, "state_dict")
+        else None,
     }
 
 
@@ -225,6 +229,8 @@ def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
     for key, value in saved["state"].items():
         setattr(state, key, value)
     state.step_losses = EpochLosses(None if losses is None else losses.to(setup.device)[: state.batch])
+    if state.batch and hasattr(setup.train_batches, "load_state_dict"):  # a stream: its loader's own state
+        restore_stream(setup.train_batches, saved.get("loader"), setup.world_size)
     set_rng_state(saved["rng"])
 
 
