@@ -80,7 +80,11 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
     out, y = torch.cat(outs), torch.cat(ys)
     rows = setup.info.rows.get(split)
     rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
-    table: dict[str, list[Any]] = {"row": rows}
+    table: dict[str, list[Any]] = {}
+    ids = setup.info.ids
+    if ids is not None and len(ids) > max(rows, default=-1):  # data.id: the key to join the predictions by
+        table[setup.info.id_name or "id"] = ids[rows].tolist()
+    table["row"] = rows
     table.update(decode_targets(y, setup.info, setup.loss))
     table.update(prediction_columns(out, setup.info, setup.loss))
     return csv_text(table)
