@@ -29,13 +29,13 @@ from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
 from trainrun.data.datasets import prepare_dataset, prepare_stream
-from trainrun.data.iterable import StreamBatches
 from trainrun.data.identity import identify
+from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import loader_options
 from trainrun.data.prepare import DataInfo, prepare_arrays
 from trainrun.data.rows import MemmapRows
-from trainrun.data.streamed import prepare_rows
 from trainrun.data.sources import cache_dir
+from trainrun.data.streamed import prepare_rows
 from trainrun.data.tables import parquet_feature_names
 from trainrun.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase

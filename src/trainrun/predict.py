@@ -37,8 +37,8 @@ from trainrun.build import DATA_KEYS, build_model
 from trainrun.config.choices import text
 from trainrun.data import new_data
 from trainrun.data.identity import training_columns
-from trainrun.data.tables import file_columns
 from trainrun.data.prepare import DataInfo
+from trainrun.data.tables import file_columns
 from trainrun.devices import autocast_factory, resolve_device
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write, atomic_write_json
@@ -210,7 +210,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def loaded_model(trained: Trained, info: DataInfo, device_cfg: Any) -> tuple[torch.nn.Module, LossPlan, torch.device, Any]:
+def loaded_model(trained: Trained, info: DataInfo,
+                 device_cfg: Any) -> tuple[torch.nn.Module, LossPlan, torch.device, Any]:
     """The trained model rebuilt, its weights loaded, on its device, in eval mode."""
     cfg = trained.config
     model, plan, _, _ = build_model(cfg, info)

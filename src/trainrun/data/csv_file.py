@@ -42,7 +42,7 @@ _TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 def read_csv(
     path: str, target: str, features: list[str] | None = None, delimiter: str = "auto",
     require_target: bool = True, stream: bool | None = None, stream_above_mb: int = 1024,
-    id: str | None = None, categorical: list[str] | None = None,  # noqa: A002 (the config's key)
+    id: str | None = None, categorical: list[str] | None = None,
 ) -> tuple[np.ndarray | Columns, np.ndarray | None] | MemmapRows | RowChunks:
     """A CSV file with a header row. Feature columns must be numeric; the target may be text
     (class labels) or numbers. ``delimiter``: one character, or ``auto`` (the first of
@@ -57,7 +57,8 @@ def read_csv(
     columns, t = select_columns(header, target, features, where, first=first, sep=sep,
                                 require_target=require_target)
     if not require_target and should_stream([file], stream, stream_above_mb):  # predict: chunk by chunk
-        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i), header[i] if i is not None else None)
+        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i),
+                         header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
         names = [header[i] for i in columns]
         return cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
@@ -93,7 +94,7 @@ class _AsText(Exception):
     pass
 
 
-def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:  # noqa: A002
+def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:
     """The position of ``data.id`` in the header (None without one); missing or the target: refused."""
     if not id:
         return None

@@ -22,6 +22,7 @@ The fingerprint is BLAKE2b (16 bytes), streamed:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,10 +116,8 @@ def file_digest(path: Path, cache: Path | None = None) -> str:
             digest.update(chunk)
     text = digest.hexdigest()
     if memo is not None:
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
             atomic_write(memo, lambda f: f.write(json.dumps({"path": str(path), "stat": key, "digest": text}).encode()))
-        except OSError:
-            pass  # a read-only cache: hashed again next time
     return text
 
 
@@ -229,7 +228,8 @@ def identify(source: str, options: dict[str, Any], returned: object, *, columns:
     length = None if is_stream else len(returned)  # type: ignore[arg-type]
     parts = [source, json.dumps(options, sort_keys=True, default=str), length, declared,
              arrays_fingerprint([held]) if held is not None and declared is None else None]
-    return DataIdentity(source=source, fingerprint=text_fingerprint(source, declared) if declared else text_fingerprint(*parts),
+    fingerprint = text_fingerprint(source, declared) if declared else text_fingerprint(*parts)
+    return DataIdentity(source=source, fingerprint=fingerprint,
                         of="declared fingerprint" if declared else ("stream" if is_stream else "dataset"),
                         paths=named, columns=columns, rows=rows if not is_stream else None, split_seed=split_seed)
 

@@ -48,11 +48,11 @@ class Shard(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        mine = [(g, lo, hi) for g, (lo, hi) in enumerate(self.bounds) if g % workers == worker]
+        mine = [(lo, hi) for g, (lo, hi) in enumerate(self.bounds) if g % workers == worker]
         if not mine:
             return
         wanted = iter(mine)
-        g, lo, hi = next(wanted)
+        lo, hi = next(wanted)
         for k, item in enumerate(self.stream):
             if k < lo:
                 continue
@@ -62,7 +62,7 @@ class Shard(IterableDataset):
                 step = next(wanted, None)
                 if step is None:
                     return
-                g, lo, hi = step
+                lo, hi = step
 
 
 class StatefulShard(Shard):
@@ -117,7 +117,7 @@ class StreamBatches:
         workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
         with warnings.catch_warnings():  # torchdata 0.11 calls a torch function torch 2.13 deprecates
             warnings.simplefilter("ignore")
-            stateful = callable(getattr(stream, "state_dict", None)) and callable(getattr(stream, "load_state_dict", None))
+            stateful = all(callable(getattr(stream, m, None)) for m in ("state_dict", "load_state_dict"))
             shard = (StatefulShard if stateful else Shard)(stream, rank, world_size, bounds, batch_size * world_size)
             self.loader = StatefulDataLoader(shard, batch_size=batch_size,
                                              num_workers=num_workers, pin_memory=device.type == "cuda"
@@ -144,7 +144,8 @@ class StreamBatches:
                 fix=f"resume with data.num_workers={state.get('num_workers')}")
         self.pending = state["loader"]
 
-    def epoch(self, epoch: int = 0, start: int = 0, *, check: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int = 0, start: int = 0, *,
+              check: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of one epoch; from ``start`` on, the loader continues from the state a
         checkpoint restored (never by reading the batches before it)."""
         if start and self.pending is None:

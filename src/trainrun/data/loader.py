@@ -124,6 +124,7 @@ class LoaderBatches:
 
 def loader_options(data: Any, dataset: Dataset, streams: Sequence[str] = ()) -> dict[str, Any]:
     """The loader's keys of the ``data`` config section, for :class:`LoaderBatches`."""
-    return dict(num_workers=int(data.get("num_workers") or 0), persistent_workers=bool(data.get("persistent_workers", True)),
+    return dict(num_workers=int(data.get("num_workers") or 0),
+                persistent_workers=bool(data.get("persistent_workers", True)),
                 prefetch_factor=data.get("prefetch_factor"), pin_memory=data.get("pin_memory"), streams=tuple(streams),
                 batched=bool(getattr(dataset, "fetches_batches", False)))

@@ -78,7 +78,8 @@ class MemmapRows:
         self.offsets = np.cumsum([0, *(len(x) for x in xs)])
         self.n = int(self.offsets[-1])
         if self.n == 0:
-            raise TrainrunError(f"{str(self.x_files[0])!r} holds no rows", key="data.path", fix="name data with samples")
+            raise TrainrunError(f"{str(self.x_files[0])!r} holds no rows", key="data.path",
+                                fix="name data with samples")
 
     def __getstate__(self) -> dict[str, Any]:  # a worker opens the files itself
         return {**self.__dict__, "_x": None, "_y": None}

@@ -9,7 +9,6 @@ source may return arrays, tensors, or a ``torch.utils.data.Dataset`` (see ``prep
 from __future__ import annotations
 
 import contextlib
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 

@@ -157,7 +157,8 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
     values = labels.values
     if len(values) < 2:
         raise TrainrunError(f"the targets hold a single class ({values.tolist()}): there is nothing to tell apart",
-                            key="data.target_path", fix="check the targets; for numeric targets use data.task=regression")
+                            key="data.target_path",
+                            fix="check the targets; for numeric targets use data.task=regression")
     if task == "binary" and len(values) > 2:
         raise TrainrunError(f"data.task=binary but the targets hold {len(values)} classes", key="data.task",
                             fix="use data.task=multiclass")

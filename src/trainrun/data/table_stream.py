@@ -51,7 +51,8 @@ class NpyWriter:
         self.file.write(self._header())
 
     def _header(self) -> bytes:
-        text = f"{{'descr': {self.dtype.str!r}, 'fortran_order': False, 'shape': {(self.rows, *self.sample_shape)!r}, }}"
+        shape = (self.rows, *self.sample_shape)
+        text = f"{{'descr': {self.dtype.str!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
         body = text.ljust(HEADER - 10 - 1) + "\n"
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 

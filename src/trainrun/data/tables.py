@@ -153,7 +153,7 @@ def parquet_feature_names(path: str, target: str, features: list[str] | None = N
 
 
 def read_parquet(path: str, target: str, features: list[str] | None = None, require_target: bool = True,
-                 stream: bool | None = None, stream_above_mb: int = 1024, id: str | None = None,  # noqa: A002
+                 stream: bool | None = None, stream_above_mb: int = 1024, id: str | None = None,
                  categorical: list[str] | None = None,
                  ) -> tuple[np.ndarray | Columns, np.ndarray | None] | MemmapRows | RowChunks:
     """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``), or a folder (a glob) of
@@ -231,7 +231,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
     return out, y
 
 
-def _id_in(header: list[str], id: str, target: str, where: str) -> None:  # noqa: A002
+def _id_in(header: list[str], id: str, target: str, where: str) -> None:
     if id not in header:
         raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
                             fix="set data.id to one of the columns above, or data.id=null")
@@ -240,7 +240,7 @@ def _id_in(header: list[str], id: str, target: str, where: str) -> None:  # noqa
                             fix="name the column that identifies each row, not the one to predict")
 
 
-def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, id: str | None) -> RowChunks:  # noqa: A002
+def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, id: str | None) -> RowChunks:
     """``predict`` on large Parquet data: record batches as tables, their targets and ids."""
     _, _, header = _parquet(files[0])
     import pyarrow.dataset as ds
@@ -277,7 +277,7 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None) ->
     import pyarrow.dataset as ds
 
     where = f"Parquet file {str(files[0])!r}" + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "")
-    columns, t = select_columns(header, target, features, where)
+    columns, _ = select_columns(header, target, features, where)
     names = [header[i] for i in columns]
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
