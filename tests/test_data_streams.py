@@ -120,7 +120,7 @@ def test_a_table_as_it_is() -> None:
     x, unseen = encoding.apply(Columns(["city", "n"], [np.array(["Rome", "Lima"]), np.array([2.0, np.nan])]))
     assert x.tolist() == [[2, 0, 1], [3, 0, 0]] and unseen == {"city": 1}  # by name; unseen: all zeros
     ids = Columns(["id"], [np.array([f"r{i}" for i in range(40)])])
-    with pytest.raises(TrainrunError, match="data.id=id"):
+    with pytest.raises(TrainrunError, match=r"data\.id=id"):
         fit(ids, np.arange(40), missing="refuse", fill_value=0.0)
     mixed = Columns(["zip"], [np.array(["02134", "N/A", "10001"])])
     with pytest.raises(TrainrunError) as caught:
