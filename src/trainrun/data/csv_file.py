@@ -19,24 +19,26 @@ The columns are chosen by name in ``tables.select_columns`` (shared with Parquet
 from __future__ import annotations
 
 import csv
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from trainrun.data.csv_cells import TEXT as _TEXT
+from trainrun.data.csv_cells import check_field_counts as _check_field_counts
+from trainrun.data.csv_cells import diagnose as _diagnose
+from trainrun.data.csv_cells import loadtxt as _loadtxt
+from trainrun.data.csv_chunks import chunks as _chunks
+from trainrun.data.csv_chunks import predict_chunks as _predict_chunks
+from trainrun.data.csv_chunks import text_columns as _text_columns
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, file_digest
 from trainrun.data.new_data import RowChunks
 from trainrun.data.rows import MemmapRows
-from trainrun.data.table_stream import cached_rows, csv_lines, should_stream
-from trainrun.data.tables import DELIMITERS, existing_file, is_number, select_columns
+from trainrun.data.table_stream import cached_rows, should_stream
+from trainrun.data.tables import DELIMITERS, existing_file, select_columns
 from trainrun.errors import TrainrunError
 
 _WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
-# Text labels: numpy's variable-width strings where they exist (numpy >= 2), fixed-width before.
-_TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 
 
 def read_csv(
@@ -105,82 +107,6 @@ def id_column(header: list[str], id: str | None, target: str, where: str) -> int
         raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
                             fix="name the column that identifies each row, not the one to predict")
     return header.index(id)
-
-
-def _text_columns(file: Path, sep: str, header: list[str], columns: list[int],
-                  t: int | None) -> tuple[Columns, np.ndarray | None]:
-    """The feature columns as text where they hold text, as float32 with NaN for empty cells
-    where they hold numbers (encode.py decides what each becomes), and the targets."""
-    text = _loadtxt(file, sep, columns, _TEXT).reshape(-1, len(columns))
-    values = []
-    for j in range(len(columns)):
-        column = np.char.strip(text[:, j].astype(str))
-        try:
-            values.append(np.where(column == "", "nan", column).astype(np.float32))
-        except ValueError:
-            values.append(column)
-    y = None
-    if t is not None:
-        labels = np.char.strip(_loadtxt(file, sep, [t], _TEXT).astype(str))
-        if np.any(labels == ""):
-            raise _diagnose(file, sep, header, [], t, ValueError("empty target"))
-        try:
-            y = labels.astype(np.float64)
-            if np.all(np.mod(y, 1) == 0) and np.all(np.abs(y) < 2**53):
-                y = y.astype(np.int64)
-        except ValueError:
-            y = labels
-    return Columns([header[j] for j in columns], values), y
-
-
-def _chunks(file: Path, sep: str, header: list[str], columns: list[int],
-            t: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The file's rows 64k lines at a time: features float32, targets float64 or text; the same
-    refusals as a whole read (the slow path names the line)."""
-    both = np.dtype([("x", np.float32, (len(columns),)), ("y", np.float64)])
-    for _, lines in csv_lines(file):
-        if sum(line.count(sep) for line in lines) != len(lines) * (len(header) - 1):
-            fault = _diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
-            if "fields, the header has" in fault.message:
-                raise fault
-        try:
-            table = _loadtxt(lines, sep, [*columns, t], both)
-            yield table["x"].reshape(len(table), len(columns)), table["y"]
-            continue
-        except ValueError as err:
-            fault = err
-        try:
-            x = _loadtxt(lines, sep, columns, np.float32).reshape(len(lines), len(columns))
-            labels = np.char.strip(_loadtxt(lines, sep, [t], _TEXT).astype(str))
-        except ValueError:
-            wrong = _diagnose(file, sep, header, columns, t, fault)
-            if wrong.key == "data.features":  # text or empty cells: encoded in memory only
-                raise TrainrunError(wrong.message + "; a streamed file needs numeric, complete feature columns",
-                                    key="data.stream", fix="data.stream=false reads it in memory, where text columns "
-                                    "are one-hot encoded and empty cells follow data.missing") from None
-            raise wrong from None
-        if np.any(labels == ""):
-            raise _diagnose(file, sep, header, columns, t, fault)
-        yield x, labels
-
-
-def _predict_chunks(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
-                    i: int | None) -> Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]:
-    """``predict`` on a large file: 64k lines at a time, features (a table where cells are text
-    or empty), the targets if the file has them, the ids."""
-    for _, lines in csv_lines(file):
-        text = _loadtxt(lines, sep, columns, _TEXT).reshape(len(lines), len(columns))
-        values = []
-        for j in range(len(columns)):
-            column = np.char.strip(text[:, j].astype(str))
-            try:
-                values.append(np.where(column == "", "nan", column).astype(np.float32))
-            except ValueError:
-                values.append(column)
-        table = Columns([header[j] for j in columns], values, where=f"CSV file {str(file)!r}")
-        y = None if t is None else np.char.strip(_loadtxt(lines, sep, [t], _TEXT).astype(str))
-        ids = None if i is None else np.char.strip(_loadtxt(lines, sep, [i], _TEXT).astype(str))
-        yield table, y, ids
 
 
 def header_names(path: str, delimiter: str = "auto") -> list[str] | None:
@@ -264,17 +190,6 @@ def _delimiter(setting: str, first: str, file: Path) -> str:
     return sep
 
 
-def _loadtxt(file: Path | list[str], sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
-    """The file after its header row, or lines of it (a chunk)."""
-    with warnings.catch_warnings():  # "input contained no data": said below, in our words
-        warnings.simplefilter("ignore", UserWarning)
-        if isinstance(file, list):
-            return np.loadtxt(file, delimiter=sep, usecols=usecols, dtype=dtype, comments=None, quotechar='"',
-                              ndmin=1)
-        return np.loadtxt(file, delimiter=sep, skiprows=1, usecols=usecols, dtype=dtype, comments=None,
-                          quotechar='"', encoding="utf-8-sig", ndmin=1)
-
-
 def _parse(file: Path, sep: str, header: list[str], columns: list[int], t: int) -> tuple[np.ndarray, np.ndarray]:
     """One C pass: the features as float32 and the target as float64 side by side; text labels
     or a bad cell make a second pass that reads the labels or finds the cell."""
@@ -317,64 +232,3 @@ def _parse_text_target(file: Path, sep: str, header: list[str], columns: list[in
     except ValueError as fault:
         raise _diagnose(file, sep, header, columns, t, fault) from None
     return x.reshape(len(x), len(columns)), y
-
-
-def _diagnose(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
-              err: ValueError) -> TrainrunError:
-    """The first ragged row, empty or non-numeric feature cell, or empty target, by line
-    number, read with Python's csv module (slow, but only once something is wrong)."""
-    with file.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=sep)
-        next(reader)
-        for row in reader:
-            if not row:
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                return TrainrunError(
-                    f"CSV file {str(file)!r}, line {line}: {len(row)} fields, the header has {len(header)}",
-                    key="data.path",
-                    fix=f"fix that line (a stray {sep!r}, or a text cell holding {sep!r} that needs \"quotes\")",
-                )
-            for j in columns:
-                value = row[j].strip()
-                if not value:
-                    return TrainrunError(
-                        f"CSV column {header[j]!r} is not numeric (value ''), line {line}: an empty cell",
-                        key="data.features",
-                        fix=f"fill in or drop the rows with missing values, or leave {header[j]!r} out "
-                        "with data.features=[...]",
-                    )
-                if not is_number(value):
-                    comma = sep != "," and is_number(value.replace(",", "."))
-                    return TrainrunError(
-                        f"CSV column {header[j]!r} is not numeric (value {value!r}), line {line}"
-                        + (": a decimal comma" if comma else ""),
-                        key="data.features",
-                        fix="write decimal points (1.5, not 1,5)" if comma else
-                        f"encode {header[j]!r} as numbers, or leave it out with data.features=[...]",
-                    )
-            if t is not None and not row[t].strip():
-                return TrainrunError(
-                    f"CSV file {str(file)!r}, line {line}: the target column {header[t]!r} is empty",
-                    key="data.target", fix="drop the rows without a target, or fill them in",
-                )
-    return TrainrunError(f"cannot read CSV file {str(file)!r}: {err}", key="data.path")
-
-
-def _check_field_counts(file: Path, sep: str, first: str, rows: tuple[np.ndarray, np.ndarray | None],
-                        header: list[str], columns: list[int], t: int | None) -> None:
-    """Every data row has the header's number of fields (``usecols`` keeps numpy from checking).
-    Counted as bytes: the file holds exactly ``header's + rows x (columns - 1)`` delimiters. A
-    mismatch (a ragged row, or a delimiter inside a quoted cell) is settled by the csv module."""
-    mark, found = ord(sep), 0
-    buffer = bytearray(1 << 20)
-    view, same = np.frombuffer(buffer, np.uint8), np.empty(len(buffer), dtype=bool)
-    with file.open("rb", buffering=0) as f:
-        while size := f.readinto(buffer):  # numpy counts 1 MB at a time: ~20 ms for 36 MB
-            found += int(np.count_nonzero(np.equal(view[:size], mark, out=same[:size])))
-    if found == first.count(sep) + len(rows[0]) * (len(header) - 1):
-        return
-    fault = _diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
-    if "fields, the header has" in fault.message:
-        raise fault

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from trainrun.data.fitted import to_payload
 from trainrun.data.loader import drop_run_lock
 from trainrun.data.order import global_bounds
 from trainrun.errors import TrainrunError
@@ -172,9 +173,19 @@ class StreamBatches:
                              flat=self.flat, check_targets=self.check_targets)
 
 
-def restore_stream(batches: StreamBatches, saved: dict[str, Any] | None, world_size: int) -> None:
-    """A mid-epoch checkpoint's loader state into a stream's batches; refused where it cannot be
-    exact (no state saved; under DDP the checkpoint holds rank 0's alone)."""
+def data_entries(info: Any, batches: Any, batch: int) -> dict[str, Any]:
+    """A checkpoint's data entries: what the training split taught (``fitted.py``) and, in the
+    middle of an epoch of a stream, the loader's place in it."""
+    place = batches.state_dict() if batch and isinstance(batches, StreamBatches) else None
+    return {"data": to_payload(info), "loader": place}
+
+
+def restore_stream(batches: Any, saved: dict[str, Any] | None, batch: int, world_size: int) -> None:
+    """A mid-epoch checkpoint's loader state into a stream's batches (nothing to do for other
+    batches, or at an epoch's end); refused where it cannot be exact (no state saved; under DDP
+    the checkpoint holds rank 0's alone)."""
+    if not batch or not isinstance(batches, StreamBatches):
+        return
     if saved is None or world_size > 1:
         raise TrainrunError(
             "the checkpoint was written in the middle of an epoch of a stream"

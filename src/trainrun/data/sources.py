@@ -16,8 +16,9 @@ import numpy as np
 
 from trainrun.data.csv_file import read_csv
 from trainrun.data.identity import cache_dir, data_files
+from trainrun.data.parquet_file import read_parquet
 from trainrun.data.rows import MemmapRows
-from trainrun.data.tables import existing_file, read_parquet
+from trainrun.data.tables import existing_file
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 

@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.data.fitted import to_payload
-from trainrun.data.iterable import restore_stream
+from trainrun.data.iterable import data_entries
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
@@ -68,7 +67,7 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
     (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
     data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
-    (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is True for a
+    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` names it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
     ``unbuilt``: sections of the stored config the caller never builds (not checked)."""
@@ -201,11 +200,8 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "rng": rng_state(),
         "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
         "schemas": schemas or schema_names(setup.cfg),
-        # the training split's statistics and label encoding, applied to new data (predict)
-        "data": to_payload(setup.info),
-        # a stream's loader state in the middle of an epoch (data/iterable.py): where to go on
-        "loader": setup.train_batches.state_dict() if state.batch and hasattr(setup.train_batches, "state_dict")
-        else None,
+        # "data": the training split's statistics and encodings (predict); "loader": a stream's place
+        **data_entries(setup.info, setup.train_batches, state.batch),
     }
 
 
@@ -229,8 +225,6 @@ def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
     for key, value in saved["state"].items():
         setattr(state, key, value)
     state.step_losses = EpochLosses(None if losses is None else losses.to(setup.device)[: state.batch])
-    if state.batch and hasattr(setup.train_batches, "load_state_dict"):  # a stream: its loader's own state
-        restore_stream(setup.train_batches, saved.get("loader"), setup.world_size)
     set_rng_state(saved["rng"])
 
 

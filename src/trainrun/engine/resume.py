@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.data.identity import same_data
+from trainrun.data.iterable import restore_stream
 from trainrun.engine.checkpoint import load, restore
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
@@ -100,6 +101,7 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
     changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved)
+    restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
         raise TrainrunError(
