@@ -48,7 +48,8 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
     (``evaluate data=...``). The data's identity (``data/identity.py``) is recorded on the info."""
     source = build_from_config(cfg.data, "data", what="reading the data", consumed=DATA_KEYS)
     splits, info = _prepared(cfg, source, fitted)
-    options = {str(k): v for k, v in (OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True) or {}).items()
+    plain = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
+    options = {str(k): v for k, v in (plain if isinstance(plain, dict) else {}).items()
                if k not in DATA_KEYS and k != "_target_"}
     with phase("fingerprinting the data (data/identity.py)", "data.path" if "path" in options else "data._target_"):
         info.identity = identify(str(cfg.data._target_), options, source, columns=info.features,

@@ -161,12 +161,12 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
-    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info),
-                 streams=info.streams)
+    guard = label_guard(loss, info)
     with phase("preparing the batches", "data._target_", section=cfg.data):
-        train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
-        val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
-        test_batches = batches_for(splits.test, cfg, loss, device, train=False, **where)
+        train_batches, val_batches, test_batches = (
+            batches_for(split, cfg, loss, device, train=split is splits.train, rank=rank, world_size=world_size,
+                        flat=flat, check_targets=guard, streams=info.streams)
+            for split in (splits.train, splits.val, splits.test))
     assert train_batches is not None
 
     scheduler = None

@@ -78,8 +78,8 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
     out, y = torch.cat(outs), torch.cat(ys)
-    rows = setup.info.rows.get(split)
-    rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
+    positions = setup.info.rows.get(split)
+    rows = positions.tolist() if positions is not None and len(positions) == len(out) else list(range(len(out)))
     table: dict[str, list[Any]] = {}
     ids = setup.info.ids
     if ids is not None and len(ids) > max(rows, default=-1):  # data.id: the key to join the predictions by
@@ -135,7 +135,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the run's own data is rebuilt by its config, which computes the same statistics again.
     fitted = fitted_info(trained) if new_data else None
     train_cfg = run_config(trained.config, cfg, fitted)
-    trained_on = trained.fitted.identity if trained.saved.get("data") else None
+    fitted_before = trained.fitted
+    trained_on = fitted_before.identity if fitted_before is not None else None
     if not new_data:  # the file trained on, by its absolute path: not a relative one resolved here
         with_stored_paths(train_cfg.data, trained_on)
     setup = build(train_cfg, training=False, fitted=fitted)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
+from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import LoaderBatches
 from trainrun.errors import TrainrunError
 
@@ -83,7 +84,8 @@ def _check_limit(limit: int | None) -> int | None:
     return limit
 
 
-def whole(batches: TensorBatches | LoaderBatches, batch_size: int) -> TensorBatches | LoaderBatches:
+def whole(batches: TensorBatches | LoaderBatches | StreamBatches,
+          batch_size: int) -> TensorBatches | LoaderBatches | StreamBatches:
     """The same split for one process: every sample, in order, no batch limit (``test_after_fit``
     on rank 0 of a DDP run scores the split exactly as ``evaluate`` does alone)."""
     if isinstance(batches, TensorBatches):

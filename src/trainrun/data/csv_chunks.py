@@ -50,15 +50,17 @@ def chunks(file: Path, sep: str, header: list[str], columns: list[int],
     both = np.dtype([("x", np.float32, (len(columns),)), ("y", np.float64)])
     for _, lines in csv_lines(file):
         if sum(line.count(sep) for line in lines) != len(lines) * (len(header) - 1):
-            fault = diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
-            if "fields, the header has" in fault.message:
-                raise fault
+            ragged = diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
+            if "fields, the header has" in ragged.message:
+                raise ragged
+        fault: ValueError | None = None
         try:
             table = loadtxt(lines, sep, [*columns, t], both)
-            yield table["x"].reshape(len(table), len(columns)), table["y"]
-            continue
         except ValueError as err:
             fault = err
+        if fault is None:
+            yield table["x"].reshape(len(table), len(columns)), table["y"]
+            continue
         try:
             x = loadtxt(lines, sep, columns, np.float32).reshape(len(lines), len(columns))
             labels = np.char.strip(loadtxt(lines, sep, [t], TEXT).astype(str))

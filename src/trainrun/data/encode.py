@@ -185,7 +185,7 @@ def kinds(table: Columns, categorical: list[str] | None, where: str) -> list[str
 def fit(table: Columns, train_idx: np.ndarray, *, missing: str, fill_value: float,
         categorical: list[str] | None = None, where: str = "the data") -> Encoding:
     """What the train split teaches: each column's kind, fill value and categories."""
-    columns = []
+    columns: list[dict[str, Any]] = []
     for name, values, kind in zip(table.names, table.values, kinds(table, categorical, where), strict=True):
         if kind == "number":
             column = _numbers(values, name, where)

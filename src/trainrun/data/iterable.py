@@ -115,7 +115,8 @@ class StreamBatches:
         self.generator = torch.Generator().manual_seed(0)
         self.stream, self.num_workers, self.flat = stream, num_workers, flat
         self.device, self.prepare_targets, self.check_targets = device, prepare_targets, check_targets
-        workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
+        workers: dict[str, Any] = {"persistent_workers": persistent_workers,
+                                   "prefetch_factor": prefetch_factor} if num_workers else {}
         with warnings.catch_warnings():  # torchdata 0.11 calls a torch function torch 2.13 deprecates
             warnings.simplefilter("ignore")
             stateful = all(callable(getattr(stream, m, None)) for m in ("state_dict", "load_state_dict"))

@@ -80,7 +80,8 @@ class LoaderBatches:
         n = len(dataset)  # type: ignore[arg-type]
         self.sampler = GlobalBatchSampler(n, batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                           world_size=world_size, limit=limit)
-        workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor} if num_workers else {}
+        workers: dict[str, Any] = {"persistent_workers": persistent_workers,
+                                   "prefetch_factor": prefetch_factor} if num_workers else {}
         self.generator = torch.Generator()  # the workers' own seeds, never torch's global stream (dropout's)
         self.loader = DataLoader(
             dataset if batched else SeededSamples(dataset, seed, streams, in_worker=num_workers > 0),

@@ -55,7 +55,7 @@ def global_bounds(n: int, batch_size: int, rank: int, world_size: int) -> list[t
     return bounds
 
 
-class Batch(list):  # type: ignore[type-arg]
+class Batch(list[int]):
     """One batch's sample indices, carrying its epoch and the place of its first sample in the
     epoch's order (pickled with it to a worker): what the per-sample seeds are made of."""
 

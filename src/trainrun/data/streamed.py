@@ -130,10 +130,10 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
     if task == "auto":
         regression = not text and (not labels.integral or labels.width > 1)
         task = "regression" if regression else ("binary" if len(labels.values) <= 2 else "multiclass")
-    x_stats = (None, None)
-    if standardize:
+    x_stats: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    if standardize and x_moments.mean is not None:
         std = x_moments.std()
-        x_stats = (x_moments.mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32))  # type: ignore[union-attr]
+        x_stats = (x_moments.mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32))
     if task == "regression":
         if text:
             raise TrainrunError("data.task=regression needs numeric targets; these are text labels", key="data.task",
@@ -162,7 +162,7 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
     if task == "binary" and len(values) > 2:
         raise TrainrunError(f"data.task=binary but the targets hold {len(values)} classes", key="data.task",
                             fix="use data.task=multiclass")
-    classes = [rows.label_names[int(v)] for v in values] if text else \
+    classes = [rows.label_names[int(v)] for v in values] if rows.label_names is not None else \
         [int(v) if float(v).is_integer() else float(v) for v in values.tolist()]
     info = DataInfo(task=task, in_shape=in_shape, num_classes=max(len(values), 2), target_width=1,
                     classes=classes, x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns)

@@ -73,7 +73,8 @@ class Targets:
     order of the labels once all are seen: a second pass over the codes file)."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.codes = folder, {}  # type: dict[str, int]
+        self.folder = folder
+        self.codes: dict[str, int] = {}
         self.text: bool | None = None
         self.writer: NpyWriter | None = None
 
