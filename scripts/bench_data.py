@@ -115,19 +115,20 @@ def write_parquet(folder: Path, rows: int, width: int) -> None:
             writer.write_table(pa.table([*(chunk[:, j] for j in range(width)), label], schema=schema))
 
 
-def memory(folder: Path, workers: list[int]) -> list[dict[str, Any]]:
+def memory(folder: Path, workers: list[int], parquet_only: bool = False) -> list[dict[str, Any]]:
     env = {**os.environ, "TRAINRUN_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1"}
-    results = []
-    write_npy(folder, 4 * 2**30 // (4 * 256), 256)  # 4 GiB of float32: 4,194,304 rows x 256
-    size = (folder / "X.npy").stat().st_size / 2**30
-    for w in workers:
+    results: list[dict[str, Any]] = []
+    if not parquet_only:
+        write_npy(folder, 4 * 2**30 // (4 * 256), 256)  # 4 GiB of float32: 4,194,304 rows x 256
+    size = (folder / "X.npy").stat().st_size / 2**30 if not parquet_only else 0
+    for w in [] if parquet_only else workers:
         run = ["data=npy", "data.path=X.npy", "data.target_path=y.npy", "data.batch_size=4096",
                f"data.num_workers={w}", "trainer.epochs=1", *QUIET, f"hydra.run.dir={folder / f'npy{w}'}"]
         results.append({"what": f"npy {size:.1f} GiB, num_workers={w}", **peak_memory([str(BIN / "train"), *run],
                                                                                        folder, env)})
         print(json.dumps(results[-1]), flush=True)
     for name in ("X.npy", "y.npy"):
-        (folder / name).unlink()
+        (folder / name).unlink(missing_ok=True)
     write_parquet(folder, 2 * 2**30 // (8 * 64), 64)  # 2 GiB of float64 columns: 4,194,304 rows x 64
     size = (folder / "big.parquet").stat().st_size / 2**30
     for w in workers:
@@ -336,6 +337,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--parquet-only", action="store_true", help="memory: the Parquet file alone")
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="bench_data-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -343,7 +345,7 @@ def main() -> None:
     try:
         for what in args.what:
             if what == "memory":
-                results[what] = memory(folder, args.workers)
+                results[what] = memory(folder, args.workers, args.parquet_only)
             elif what == "throughput":
                 results[what] = throughput(folder, args.rounds)
             elif what == "resume":

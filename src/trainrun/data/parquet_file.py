@@ -22,6 +22,11 @@ from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, select_columns
 from trainrun.errors import TrainrunError
 
+# pyarrow's scanner reads 16 batches and 4 files ahead, decoding on every core, by default: a 2 GiB
+# file then peaked at 4.4 GB of anonymous memory (Pss, scripts/bench_data.py memory). One ahead
+# keeps a streamed pass at about a chunk.
+ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
+
 
 def _parquet(file: Path) -> tuple[Any, Any, list[str]]:
     """pyarrow (imported only for data=parquet), its parquet module, and the file's column names."""
@@ -152,7 +157,7 @@ def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, 
     wanted = [*names, *([target] if t is not None else []), *([id] if id else [])]
 
     def read() -> Iterator[tuple[Columns, np.ndarray | None, np.ndarray | None]]:
-        for batch in ds.dataset([str(f) for f in files], format="parquet").to_batches(columns=wanted,
+        for batch in ds.dataset([str(f) for f in files], format="parquet").to_batches(columns=wanted, **ONE_AHEAD,
                                                                                     batch_size=CHUNK_ROWS):
             cells = [batch.column(k).to_pylist() for k in range(len(wanted))]
             values = []
@@ -184,9 +189,10 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None) ->
                             fix="shards of one data set share their columns and types") from None
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in dataset.to_batches(columns=[*names, target], batch_size=CHUNK_ROWS):
+        for batch in dataset.to_batches(columns=[*names, target], batch_size=CHUNK_ROWS, **ONE_AHEAD):
             if batch.num_rows:
                 yield _parquet_arrays(pa, batch, names, target, where)
+        pa.default_memory_pool().release_unused()  # before the loader's workers fork: not theirs to copy
 
     digest = files_fingerprint(files, None, cache_dir())
     return cached_rows("parquet", digest, names, target, {}, chunks, cache_dir())
