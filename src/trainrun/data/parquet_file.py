@@ -176,7 +176,7 @@ def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, 
 def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
     """Parquet files streamed by record batches (pyarrow's dataset API, only the columns used)
     into the memory-mapped copy training reads."""
-    pa, _, header = _parquet(files[0])
+    pa, pq, header = _parquet(files[0])
     import pyarrow.dataset as ds
 
     where = f"Parquet file {str(files[0])!r}" + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "")
@@ -189,9 +189,10 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None) ->
                             fix="shards of one data set share their columns and types") from None
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in dataset.to_batches(columns=[*names, target], batch_size=CHUNK_ROWS, **ONE_AHEAD):
-            if batch.num_rows:
-                yield _parquet_arrays(pa, batch, names, target, where)
+        for file in files:  # file by file, row group by row group (the dataset's scanner pre-buffers more)
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS, columns=[*names, target]):
+                if batch.num_rows:
+                    yield _parquet_arrays(pa, batch, names, target, where)
         pa.default_memory_pool().release_unused()  # before the loader's workers fork: not theirs to copy
 
     digest = files_fingerprint(files, None, cache_dir())
