@@ -183,7 +183,7 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None) ->
     columns, _ = select_columns(header, target, features, where)
     names = [header[i] for i in columns]
     try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        ds.dataset([str(f) for f in files], format="parquet")
     except Exception as err:
         raise TrainrunError(f"cannot read {where} as one data set: {type(err).__name__}: {err}", key="data.path",
                             fix="shards of one data set share their columns and types") from None
