@@ -10,8 +10,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 
 from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
@@ -19,12 +21,12 @@ from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
-from trainrun.data.datasets import prepare_dataset, prepare_stream
+from trainrun.data.datasets import DatasetSplits, prepare_dataset, prepare_stream
 from trainrun.data.identity import identify
 from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import loader_options
 from trainrun.data.parquet_file import parquet_feature_names
-from trainrun.data.prepare import DataInfo, prepare_arrays
+from trainrun.data.prepare import DataInfo, Splits, prepare_arrays
 from trainrun.data.rows import MemmapRows
 from trainrun.data.sources import cache_dir
 from trainrun.data.streamed import prepare_rows
@@ -63,6 +65,7 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
                   test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
     fix = ("a data source returns (X, y): X with one row per sample, y with one target per row "
            "(numbers), or a torch.utils.data.Dataset of (x, y) pairs")
+    splits: Splits | DatasetSplits
     if isinstance(source, torch.utils.data.IterableDataset):  # a stream: the training split, as it comes
         with phase(f"reading the stream that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
@@ -91,10 +94,10 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
     with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
                section=cfg.data, fix=fix):
         if fitted is not None:
-            return fitted_data.apply_arrays(*source, fitted, val_fraction=cfg.data.val_fraction,
+            return fitted_data.apply_arrays(source[0], source[1], fitted, val_fraction=cfg.data.val_fraction,
                                             test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
         splits, info = prepare_arrays(
-            *source, **common, standardize=cfg.data.standardize,
+            source[0], source[1], **common, standardize=cfg.data.standardize,
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
             missing=text(cfg.data.get("missing", "refuse")), fill_value=float(cfg.data.get("fill_value", 0.0)),
         )
@@ -132,8 +135,8 @@ def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None
     return check
 
 
-def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
-                rank: int, world_size: int, flat: bool = False,
+def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: DictConfig, loss: LossPlan,
+                device: torch.device, *, train: bool, rank: int, world_size: int, flat: bool = False,
                 check_targets: Callable[[torch.Tensor], None] | None = None,
                 streams: tuple[str, ...] = ()) -> Batches | None:
     """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""

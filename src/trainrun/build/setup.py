@@ -38,6 +38,8 @@ from trainrun.errors import TrainrunError, phase
 
 __all__ = ["DATA_KEYS", "Batches", "Setup", "build", "build_model", "load_data"]
 
+# The kinds of batches build makes (preflight looks inside the in-memory ones); what the loop
+# asks of any of them is the protocol trainrun.data.batches.Batches.
 Batches = TensorBatches | LoaderBatches | StreamBatches
 
 
@@ -54,7 +56,7 @@ class Setup:
     model: nn.Module  # what the loop calls: raw_model, maybe DDP-wrapped, maybe compiled
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any | None
+    scheduler: LRScheduler | None
     scaler: torch.amp.GradScaler
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
     train_batches: Batches
@@ -96,7 +98,7 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     if flat:
         info = dataclasses.replace(info, in_shape=(info.in_features,))
     loss = plan_loss(cfg.loss, info)
-    sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
+    sizes: dict[str, Any] = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
                              expect_text="a torch.nn.Module", **sizes)
     if not any(p.requires_grad for p in body.parameters()):
@@ -156,7 +158,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if trainer.compile:
         check_compiler(device)
-        model = torch.compile(model)
+        # torch.compile's stub types the result as a plain callable: for a Module it is an OptimizedModule
+        model = torch.compile(model)  # type: ignore[assignment]
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())

@@ -30,11 +30,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.metrics import build_metrics
-from trainrun.build.setup import Batches, Setup, build
+from trainrun.build.setup import Setup, build
 from trainrun.commands.predictions import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
-from trainrun.data.batches import whole
+from trainrun.data.batches import Batches, whole
 from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
@@ -53,7 +53,9 @@ def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None =
     if cfg.data is not None:
         train_cfg.data = data_config(cfg.data, train_cfg.data, fitted) if fitted else cfg.data
     if cfg.device is not None:
-        train_cfg = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
+        merged = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
+        assert isinstance(merged, DictConfig)  # a DictConfig merged into stays one
+        train_cfg = merged
     train_cfg.data.shuffle = False  # predictions in split order, also for split=train
     trainer = train_cfg.trainer
     for key, value in (("compile", False), ("devices", 1), ("limit_train_batches", None),

@@ -24,8 +24,10 @@ import csv
 import io
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -86,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     folder = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     written: dict[str, Any] = {"rows": 0, "columns": []}
 
-    def write(f: Any) -> None:  # one chunk read, predicted and written at a time
+    def write(f: IO[bytes]) -> None:  # one chunk read, predicted and written at a time
         out_text = io.TextIOWrapper(f, encoding="utf-8", newline="")
         writer = csv.writer(out_text, lineterminator="\n")
         with phase(f"preparing the data that data._target_={node._target_} returned", "data._target_",
@@ -127,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def loaded_model(trained: Trained, info: DataInfo,
-                 device_cfg: Any) -> tuple[torch.nn.Module, LossPlan, torch.device, Any]:
+                 device_cfg: DictConfig | None) -> tuple[torch.nn.Module, LossPlan, torch.device, Any]:
     """The trained model rebuilt, its weights loaded, on its device, in eval mode."""
     cfg = trained.config
     model, plan, _, _ = build_model(cfg, info)
@@ -137,7 +139,8 @@ def loaded_model(trained: Trained, info: DataInfo,
 
 
 def chunk_table(chunk: new_data.Chunk, info: DataInfo, plan: LossPlan, model: torch.nn.Module,
-                device: torch.device, autocast: Any, batch_size: int) -> dict[str, list[Any]]:
+                device: torch.device, autocast: Callable[[], AbstractContextManager[Any]],
+                batch_size: int) -> dict[str, list[Any]]:
     """One chunk's rows of ``predictions.csv``: its id and row, its own targets, the predictions."""
     outs = []
     with torch.no_grad():

@@ -3,12 +3,14 @@
 In-memory data is served by :class:`TensorBatches`, contiguous slices of one permuted copy of
 tensors already on the device (no per-sample indexing, no collation); a user ``Dataset`` by a
 ``DataLoader`` (:class:`LoaderBatches`). Both shard the data under DDP and report each batch's
-size, which the loop needs for exact epoch means. (``LoaderBatches`` lives in ``loader.py``.)
+size, which the loop needs for exact epoch means: what the loop asks of each is :class:`Batches`.
+(``LoaderBatches`` lives in ``loader.py``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 
@@ -16,7 +18,19 @@ from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import LoaderBatches
 from trainrun.errors import TrainrunError
 
-__all__ = ["LoaderBatches", "TensorBatches", "whole"]
+__all__ = ["Batches", "LoaderBatches", "TensorBatches", "whole"]
+
+
+class Batches(Protocol):
+    """What the loop iterates over each epoch (:class:`TensorBatches`, :class:`LoaderBatches`,
+    :class:`~trainrun.data.iterable.StreamBatches`)."""
+
+    sizes: torch.Tensor  # each batch's number of samples, on the device (exact epoch means)
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class TensorBatches:

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from trainrun.data.tables import is_number
 from trainrun.errors import TrainrunError
@@ -18,7 +19,7 @@ from trainrun.errors import TrainrunError
 TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 
 
-def loadtxt(file: Path | list[str], sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
+def loadtxt(file: Path | list[str], sep: str, usecols: list[int] | None, dtype: DTypeLike) -> np.ndarray:
     """The file after its header row, or lines of it (a chunk)."""
     with warnings.catch_warnings():  # "input contained no data": said below, in our words
         warnings.simplefilter("ignore", UserWarning)

@@ -7,6 +7,7 @@ first step). Arrays are prepared by :mod:`trainrun.data.prepare`.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ SAMPLED = 32
 TASKS = ("regression", "binary", "multiclass")
 
 
-def dataset_labels(dataset: Dataset, n: int, first: Any) -> tuple[np.ndarray, int]:
+def dataset_labels(dataset: Dataset, n: int, first: Sequence[Any]) -> tuple[np.ndarray, int]:
     """The Dataset's labels and how many samples they cover: all of them where the Dataset
     holds them apart from its samples (torchvision's ``targets``, a ``TensorDataset``'s second
     tensor), else those of about ``SAMPLED`` samples drawn over it (``__getitem__`` calls)."""
@@ -59,7 +60,7 @@ def prepare_dataset(
     """Split a user Dataset with a seeded generator; its task and class count come from what it
     declares (``task``, ``num_classes``, ``classes``, ``targets``) or from a few samples, never
     from reading it whole."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; map-style ones define it
     if n == 0:
         raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
                             fix="check what the Dataset reads (its folder, files or filters)")

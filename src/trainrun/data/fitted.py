@@ -40,7 +40,7 @@ def to_payload(info: DataInfo) -> dict[str, Any]:
 
 def from_payload(saved: dict[str, Any]) -> DataInfo:
     """The :class:`DataInfo` a checkpoint's ``"data"`` entry describes."""
-    values = {name: saved.get(name) for name in SAVED}
+    values: dict[str, Any] = {name: saved.get(name) for name in SAVED}  # the checkpoint's plain values
     values["in_shape"] = tuple(int(v) for v in values["in_shape"])
     values["sizes"] = dict(values.get("sizes") or {})
     info = DataInfo(**values)
@@ -52,7 +52,7 @@ def from_payload(saved: dict[str, Any]) -> DataInfo:
     return info
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -167,10 +167,13 @@ def apply_arrays(x: Any, y: Any, fitted: DataInfo, *, val_fraction: float, test_
     y_new = targets(y_new, fitted)
     train_idx, val_idx, test_idx = split_indices(len(x_new), val_fraction, test_fraction, seed)
 
-    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        return (np.ascontiguousarray(x_new[idx]), np.ascontiguousarray(y_new[idx])) if len(idx) else None
+    def arrays(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x_new[idx]), np.ascontiguousarray(y_new[idx])
 
-    splits = Splits(train=pick(train_idx), val=pick(val_idx), test=pick(test_idx))  # type: ignore[arg-type]
+    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return arrays(idx) if len(idx) else None
+
+    splits = Splits(train=arrays(train_idx), val=pick(val_idx), test=pick(test_idx))  # train: never empty
     info = dataclasses.replace(
         fitted, sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
         rows={"train": train_idx, "val": val_idx, "test": test_idx})

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
@@ -162,7 +163,7 @@ def text_fingerprint(*parts: object) -> str:
 # --------------------------------------------------------------------------- files of a config
 
 
-def data_files(node: Any, key: str = "data.path") -> tuple[list[Path], Path | None]:
+def data_files(node: object, key: str = "data.path") -> tuple[list[Path], Path | None]:
     """The files a path names (a file, a folder of shards, or a glob), absolute and sorted, and
     the folder their names are relative to."""
     text = str(node)
@@ -234,7 +235,7 @@ def identify(source: str, options: dict[str, Any], returned: object, *, columns:
                         paths=named, columns=columns, rows=rows if not is_stream else None, split_seed=split_seed)
 
 
-def same_data(saved: dict[str, Any] | None, info: Any, *, allow: bool, path: Path) -> list[str]:
+def same_data(saved: dict[str, Any] | None, info: object, *, allow: bool, path: Path) -> list[str]:
     """``resume``: the checkpoint's data identity against the data built now. A change is refused
     (the split and the statistics would differ from the run's first part without a word) unless
     ``allow`` (``resume_changed_data=true``); returns what differs. A checkpoint older than
@@ -275,7 +276,7 @@ def training_columns(given: Sequence[str] | None, trained: Sequence[str]) -> lis
     return list(trained)
 
 
-def with_stored_paths(options: Any, identity: DataIdentity | None) -> list[str]:
+def with_stored_paths(options: DictConfig, identity: DataIdentity | None) -> list[str]:
     """The run's own data read again (``evaluate run=<run>``): its file keys set to the absolute
     paths recorded at training, so another working folder reads the same file, not a relative
     path resolved elsewhere. Returns the keys changed."""

@@ -31,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from trainrun.data.fitted import to_payload
 from trainrun.data.loader import drop_run_lock
 from trainrun.data.order import global_bounds
+from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
 
@@ -174,14 +175,14 @@ class StreamBatches:
                              flat=self.flat, check_targets=self.check_targets)
 
 
-def data_entries(info: Any, batches: Any, batch: int) -> dict[str, Any]:
+def data_entries(info: DataInfo, batches: object, batch: int) -> dict[str, Any]:
     """A checkpoint's data entries: what the training split taught (``fitted.py``) and, in the
     middle of an epoch of a stream, the loader's place in it."""
     place = batches.state_dict() if batch and isinstance(batches, StreamBatches) else None
     return {"data": to_payload(info), "loader": place}
 
 
-def restore_stream(batches: Any, saved: dict[str, Any] | None, batch: int, world_size: int) -> None:
+def restore_stream(batches: object, saved: dict[str, Any] | None, batch: int, world_size: int) -> None:
     """A mid-epoch checkpoint's loader state into a stream's batches (nothing to do for other
     batches, or at an epoch's end); refused where it cannot be exact (no state saved; under DDP
     the checkpoint holds rank 0's alone)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from trainrun.data.order import GlobalBatchSampler, SeededSamples
@@ -123,7 +124,7 @@ class LoaderBatches:
                              check_targets=self.check_targets, **self.options)
 
 
-def loader_options(data: Any, dataset: Dataset, streams: Sequence[str] = ()) -> dict[str, Any]:
+def loader_options(data: DictConfig, dataset: Dataset, streams: Sequence[str] = ()) -> dict[str, Any]:
     """The loader's keys of the ``data`` config section, for :class:`LoaderBatches`."""
     return dict(num_workers=int(data.get("num_workers") or 0),
                 persistent_workers=bool(data.get("persistent_workers", True)),

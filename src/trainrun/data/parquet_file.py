@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, data_files, files_fingerprint
@@ -228,7 +229,7 @@ def _parquet_arrays(pa: Any, table: Any, names: list[str], target: str, where: s
     return x, y.astype(np.float64) if numeric else np.asarray([str(v) for v in labels.to_pylist()])
 
 
-def file_columns(node: Any) -> list[str] | None:
+def file_columns(node: DictConfig) -> list[str] | None:
     """The column names of the CSV or Parquet file a data config names (None if not a table or
     unreadable): ``predict`` keeps the training run's ``data.id`` only where the file has it."""
     target, path = str(node.get("_target_")), node.get("path")

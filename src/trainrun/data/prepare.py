@@ -221,10 +221,13 @@ def prepare_arrays(
         in_shape = tuple(image_shape)
         x = x.reshape(n, *in_shape)
 
-    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        return (np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])) if len(idx) else None
+    def arrays(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
 
-    splits = Splits(train=pick(train_idx), val=pick(val_idx), test=pick(test_idx))  # type: ignore[arg-type]
+    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return arrays(idx) if len(idx) else None
+
+    splits = Splits(train=arrays(train_idx), val=pick(val_idx), test=pick(test_idx))  # train: never empty
     info = DataInfo(
         task=task,
         in_shape=in_shape,

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainrun.data.prepare import DataInfo, Splits, split_indices
+from trainrun.data.datasets import DatasetSplits
+from trainrun.data.prepare import DataInfo, split_indices
 from trainrun.data.rows import MemmapRows, RowsDataset, RowTransform
 from trainrun.errors import TrainrunError
 
@@ -68,7 +69,8 @@ class Labels:
 
 
 def prepare_rows(rows: MemmapRows, *, task: str, val_fraction: float, test_fraction: float, standardize: bool,
-                 seed: int, image_shape: list[int] | None, fitted: DataInfo | None = None) -> tuple[Splits, DataInfo]:
+                 seed: int, image_shape: list[int] | None, fitted: DataInfo | None = None
+                 ) -> tuple[DatasetSplits, DataInfo]:
     """Split rows on disk, and learn (or, with ``fitted``, reuse) what the train split teaches."""
     if not rows.has_targets:
         raise TrainrunError("training needs targets: data.target_path is not set", key="data.target_path",
@@ -92,7 +94,8 @@ def prepare_rows(rows: MemmapRows, *, task: str, val_fraction: float, test_fract
     def split(idx: np.ndarray) -> RowsDataset | None:
         return RowsDataset(rows, idx, transform) if len(idx) else None
 
-    return Splits(train=split(train_idx), val=split(val_idx), test=split(test_idx)), info  # type: ignore[arg-type]
+    train = RowsDataset(rows, train_idx, transform)  # never empty (split_indices)
+    return DatasetSplits(train=train, val=split(val_idx), test=split(test_idx)), info
 
 
 def _sizes(*splits: np.ndarray) -> dict[str, int]:

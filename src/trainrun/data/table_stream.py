@@ -21,7 +21,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +29,9 @@ import numpy as np
 
 from trainrun.data.rows import CHUNK_ROWS, MemmapRows
 from trainrun.errors import TrainrunError
+
+# What a table reader hands over: a function that reads the table again, as (features, targets) chunks.
+Chunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 FORMAT = 1
 HEADER = 128  # bytes of an .npy header whose shape is written once the rows are counted
@@ -120,7 +123,7 @@ class _Restart(Exception):
 
 
 def cached_rows(kind: str, fingerprint: str, columns: list[str], target: str, options: dict[str, Any],
-                chunks: Any, cache: Path) -> MemmapRows:
+                chunks: Chunks, cache: Path) -> MemmapRows:
     """The copy of a table's ``columns`` and ``target`` (``chunks()`` yields ``(features float32,
     targets)`` chunks), made once per content and columns, in the cache folder."""
     key = hashlib.blake2b(json.dumps([FORMAT, kind, fingerprint, columns, target, options], default=str).encode(),
@@ -133,7 +136,7 @@ def cached_rows(kind: str, fingerprint: str, columns: list[str], target: str, op
     return MemmapRows([folder / "X.npy"], [folder / "y.npy"], label_names=saved["labels"], columns=columns)
 
 
-def _convert(folder: Path, chunks: Any, columns: list[str], target: str) -> None:
+def _convert(folder: Path, chunks: Chunks, columns: list[str], target: str) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):  # a second time when the target column turned out to hold text after numbers
         work = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
@@ -164,7 +167,7 @@ def _convert(folder: Path, chunks: Any, columns: list[str], target: str) -> None
             raise
 
 
-def _as_text(chunks: Any) -> Any:
+def _as_text(chunks: Chunks) -> Chunks:
     def again() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, y in chunks():
             yield x, np.asarray(y).astype(str)

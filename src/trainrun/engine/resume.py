@@ -16,9 +16,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.build.setup import Setup
 from trainrun.data.identity import same_data
 from trainrun.data.iterable import restore_stream
 from trainrun.engine.checkpoint import load, restore
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
 
@@ -63,7 +65,7 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
     now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     diffs: list[str] = []
 
-    def walk(a: Any, b: Any, prefix: str) -> None:
+    def walk(a: object, b: object, prefix: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
@@ -81,7 +83,7 @@ def under(diff: str, keys: tuple[str, ...]) -> bool:
     return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
 
 
-def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) -> bool:
+def resume(setup: Setup, state: TrainState, run_dir: Path, say: Callable[[str], None]) -> bool:
     """Load the checkpoint ``cfg.resume`` points to into ``setup`` and ``state``; False when
     ``resume=auto`` found none (a fresh start)."""
     cfg = setup.cfg

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
@@ -116,8 +116,9 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     """One row of the sweep summary, from the job folder alone."""
     summary = read_summary(job_dir)
     num, overrides = _job_identity(job_dir, summary)
-    if isinstance((summary or {}).get("trial"), int):  # an Optuna trial: its folder is its number
-        num = summary["trial"]  # type: ignore[index]
+    trial = (summary or {}).get("trial")
+    if isinstance(trial, int):  # an Optuna trial: its folder is its number
+        num = trial
     row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
                            "tags": [str(t) for t in (summary or {}).get("tags") or []],
                            "commit": commit_text((summary or {}).get("record")),
@@ -197,7 +198,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return ""
     return f"{value:.5g}" if isinstance(value, float) else str(value)
@@ -212,7 +213,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
-                file: Any = None) -> None:
+                file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
     from rich.console import Console
     from rich.table import Table
