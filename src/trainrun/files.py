@@ -72,7 +72,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def atomic_write_json(path: str | os.PathLike[str], value: Any) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], value: object) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 

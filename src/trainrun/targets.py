@@ -20,7 +20,7 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -100,7 +100,7 @@ def _check_not_shadowed(top: str, cwd: str, key: str) -> None:
         )
 
 
-def accepted_parameters(obj: Any) -> tuple[set[str], bool]:
+def accepted_parameters(obj: Callable[..., object]) -> tuple[set[str], bool]:
     """The keyword names ``obj`` accepts, and whether it takes ``**kwargs``. A torch module
     class without an ``__init__`` of its own shows ``nn.Module.__init__(*args, **kwargs)``,
     which accepts no keyword at all: it takes none."""
@@ -236,7 +236,7 @@ def users_module(target: str) -> str | None:
     return top if importlib.machinery.PathFinder.find_spec(top, elsewhere) is None else None
 
 
-def untrusted_targets(config: Any, trust: Collection[str] = (), prefix: str = "") -> list[str]:
+def untrusted_targets(config: object, trust: Collection[str] = (), prefix: str = "") -> list[str]:
     """Every ``<key>._target_=<name>`` in ``config`` (nested ones included: Hydra builds those
     too) that is neither trusted (:func:`trusted_target`) nor covered by ``trust`` (:func:`covered_by`)."""
     found: list[str] = []

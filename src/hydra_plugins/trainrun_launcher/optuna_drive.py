@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from hydra.plugins.launcher import Launcher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
@@ -90,7 +90,7 @@ class Drive:
                    for t in study.get_trials(deepcopy=False))
         return self.sweeper.n_trials - here
 
-    def run(self, launcher: Launcher, config: Any) -> None:
+    def run(self, launcher: Launcher, config: DictConfig) -> None:
         study = self.open()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, self.sweep_dir / "multirun.yaml")  # as Hydra's own sweeper does

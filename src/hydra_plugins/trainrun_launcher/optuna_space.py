@@ -132,7 +132,7 @@ def _refused(key: str, why: str) -> TrainrunError:
                          "tag(log, interval(low, high)) with low < high")
 
 
-def _as_override_value(value: Any) -> str:
+def _as_override_value(value: object) -> str:
     """A sampled value as Hydra's grammar reads it back (``'a,b'`` quoted, ``[64,64]`` as is)."""
     text = str(value)
     if not isinstance(value, str):

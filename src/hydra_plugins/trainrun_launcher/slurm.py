@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -40,6 +40,9 @@ try:
     )
 except ImportError:  # the optional extra is not installed: no launcher to offer
     _SubmititSlurmLauncher = None
+
+if TYPE_CHECKING:  # submitit is imported when a sweep is submitted
+    from submitit import Job
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ if _SubmititSlurmLauncher is not None:
                 return {}
             return value if isinstance(value, dict) else {}
 
-        def _still_queued(self, record: Any, overrides: list[str]) -> Any:
+        def _still_queued(self, record: object, overrides: list[str]) -> Any:
             """The earlier driver's job for these overrides, if SLURM still runs or holds it."""
             import submitit
 
@@ -158,7 +161,7 @@ if _SubmititSlurmLauncher is not None:
             ret.return_value = finite_or_none((summary.get("objective") or {}).get("value"))
             return ret
 
-        def _failed(self, overrides: list[str], idx: int, job: Any, err: Exception) -> JobReturn:
+        def _failed(self, overrides: list[str], idx: int, job: Job[Any], err: Exception) -> JobReturn:
             """Record a job that ended without a result; the sweep goes on without it."""
             from trainrun.report.sweep import mark_failed, read_summary
 

@@ -18,9 +18,11 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.config.plain import plain
 from trainrun.errors import TrainrunError, phase
 from trainrun.targets import accepted_parameters, locate
 
@@ -47,7 +49,7 @@ PROVIDED_WHY = {
 }
 
 
-def _kind(obj: Any) -> str:
+def _kind(obj: object) -> str:
     return f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
 
 
@@ -80,8 +82,7 @@ def build_from_config(
     declared = (
         {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
     )
-    values = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-    assert isinstance(values, dict)
+    values = plain(node)
     skip = set(consumed) | {"_target_"}
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
@@ -122,7 +123,7 @@ def build_from_config(
     return built
 
 
-def check_steps_alone(optimizer: Any, target: str) -> None:
+def check_steps_alone(optimizer: torch.optim.Optimizer, target: str) -> None:
     """The loop calls ``optimizer.step()`` with no argument: an optimizer whose ``step`` needs a
     closure (LBFGS re-evaluates the loss itself) cannot be driven by it."""
     try:

@@ -8,6 +8,7 @@ BCE and MSE, so an ``[N, 1]`` output never silently broadcasts against an ``[N]`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,10 +20,10 @@ from trainrun.config.choices import text
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
-HEADS: dict[str, type[nn.Module] | None] = {
+HEADS: dict[str, Callable[[], nn.Module] | None] = {
     "none": None,
     "sigmoid": nn.Sigmoid,
-    "log_softmax": lambda: nn.LogSoftmax(dim=1),  # type: ignore[dict-item]
+    "log_softmax": lambda: nn.LogSoftmax(dim=1),
 }
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from trainrun.build.losses import LossPlan
+from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
 CLASSIFICATION = ("f1", "auroc", "precision", "recall")
@@ -147,7 +149,7 @@ class MetricSet:
         return values
 
 
-def build_metrics(names: list[str], loss: Any, info: Any, device: torch.device,
+def build_metrics(names: list[str], loss: LossPlan, info: DataInfo, device: torch.device,
                   sync: bool = True) -> MetricSet | None:
     """The run's extra metrics, or None when the built-in one is all it asks for (the fast
     path: nothing imported, nothing added to ``evaluate``). ``sync=False``: never gather ranks."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
 
 from omegaconf import DictConfig
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainrun.config.choices import mode_of, text
 from trainrun.errors import TrainrunError
@@ -70,7 +70,7 @@ def resolve_mode(key: str, monitor: str, mode: str) -> str:
     return mode
 
 
-def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | None) -> LoopSettings:
+def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRScheduler | None) -> LoopSettings:
     """Read the loop's settings from ``cfg``; ``logged`` are the names each epoch row will hold
     (None: not checked); ``scheduler`` the built scheduler, if any."""
     trainer, checkpoint = cfg.trainer, cfg.checkpoint
@@ -101,12 +101,12 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | No
         early_stopping=early,
         detect_anomaly=bool(trainer.detect_anomaly),
     )
-    if has_scheduler:
+    if scheduler is not None:
         check_scheduler_cadence(cfg, scheduler, settings)
     return settings
 
 
-def check_scheduler_cadence(cfg: DictConfig, scheduler: Any, settings: LoopSettings) -> None:
+def check_scheduler_cadence(cfg: DictConfig, scheduler: LRScheduler, settings: LoopSettings) -> None:
     """A scheduler that steps on a value (ReduceLROnPlateau: ``step(metrics)``) needs
     ``scheduler.monitor`` and steps once per epoch; one that steps on its own takes no monitor
     (StepLR's ``step(epoch)`` would read the value as an epoch number)."""

@@ -27,9 +27,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+
+if TYPE_CHECKING:  # torch's launcher is imported only where workers start
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 # Once a worker failed, how long the others may take to end by themselves before they are killed.
 GRACE_S = 5.0
@@ -193,7 +196,7 @@ def _ranks(ranks: list[int]) -> str:
     return f"process {ranks[0]}" if len(ranks) == 1 else "processes " + ", ".join(map(str, ranks))
 
 
-def _died(rank: int, failure: Any, devices: int) -> TrainrunError:
+def _died(rank: int, failure: ProcessFailure, devices: int) -> TrainrunError:
     """A worker that ended without an error of its own: killed, or an exit no Python error made."""
     if failure.exitcode < 0:
         name = failure.signal_name()
@@ -214,7 +217,7 @@ def _died(rank: int, failure: Any, devices: int) -> TrainrunError:
     )
 
 
-def _recorded(failure: Any) -> dict[str, Any] | None:
+def _recorded(failure: ProcessFailure) -> dict[str, Any] | None:
     """torch's own error record of a worker (an error raised outside trainrun's boundary), or
     None when it left none (``{"message": "<NONE>"}``: killed, or ``os._exit``)."""
     data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
@@ -222,7 +225,7 @@ def _recorded(failure: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("message") else None
 
 
-def worker_error(err: Any, control: Control, devices: int, killed: list[int],
+def worker_error(err: ChildFailedError, control: Control, devices: int, killed: list[int],
                  timeout_s: float | None) -> TrainrunError:
     """The one paragraph for a failed launch (``err``: torch's ``ChildFailedError``)."""
     errors = control.errors()

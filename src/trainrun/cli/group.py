@@ -7,10 +7,10 @@ import contextlib
 import datetime
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 import torch.distributed as dist
+from omegaconf import DictConfig
 
 from trainrun.build.devices import resolve_device
 from trainrun.config.choices import text
@@ -21,12 +21,12 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def device_for(cfg: Any, local_rank: int) -> torch.device:
+def device_for(cfg: DictConfig, local_rank: int) -> torch.device:
     return resolve_device(text(cfg.device.type), local_rank)
 
 
 @contextlib.contextmanager
-def process_group(cfg: Any, rank: int, world_size: int, local_rank: int) -> Iterator[None]:
+def process_group(cfg: DictConfig, rank: int, world_size: int, local_rank: int) -> Iterator[None]:
     """Join the default process group (``env://``: MASTER_ADDR/MASTER_PORT) for the run.
 
     ``trainer.ddp_timeout_s`` bounds the join and every collective after it (gloo raises in the
@@ -46,7 +46,7 @@ def process_group(cfg: Any, rank: int, world_size: int, local_rank: int) -> Iter
             dist.destroy_process_group()
 
 
-def ddp_timeout(cfg: Any) -> datetime.timedelta | None:
+def ddp_timeout(cfg: DictConfig) -> datetime.timedelta | None:
     """``trainer.ddp_timeout_s`` as torch takes it (None: torch's default for the backend)."""
     seconds = cfg.trainer.get("ddp_timeout_s")
     return None if seconds is None else datetime.timedelta(seconds=float(seconds))

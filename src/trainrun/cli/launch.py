@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, threads_per_process
@@ -31,7 +32,7 @@ from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
 
 
-def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
+def run_as_rank(cfg: DictConfig, run_dir: Path, place: Place) -> dict[str, Any]:
     """Train as one rank of a group that torchrun / submitit / srun started."""
     _check_devices(cfg, place.local_world_size, place.launcher)
     if not cfg.trainer.threads and "OMP_NUM_THREADS" not in os.environ:
@@ -43,7 +44,7 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
         raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
 
 
-def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
+def _check_devices(cfg: DictConfig, processes: int, launcher: str) -> None:
     devices = int(cfg.trainer.devices)
     if devices not in (1, processes):
         raise TrainrunError(
@@ -53,7 +54,7 @@ def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
         )
 
 
-def launch(cfg: Any, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
+def launch(cfg: DictConfig, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
            ) -> dict[str, Any]:
     """Train as this process's place says: one rank of an outside launch, the parent of
     ``trainer.devices`` workers, or alone. Returns rank 0's summary. ``judges`` (a sweep's
@@ -68,7 +69,7 @@ def launch(cfg: Any, run_dir: Path, judges: Sequence[Callable[[list[dict[str, An
     return train.run(cfg, run_dir, judges=judges)
 
 
-def check_supported(cfg: Any) -> None:
+def check_supported(cfg: DictConfig) -> None:
     """Settings DDP cannot honour exactly, refused before any process starts."""
     skip = text(cfg.trainer.on_nonfinite) == "skip"
     if skip and int(cfg.trainer.accumulate_grad_batches) > 1:

@@ -60,7 +60,7 @@ class Key:
     owner: str  # "Class.field" where it was declared
 
 
-def _type_text(hint: Any, declared: str) -> str:
+def _type_text(hint: object, declared: str) -> str:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return " | ".join(m.value for m in hint)
     return declared.replace("typing.", "").replace("Optional", "")
@@ -74,7 +74,7 @@ def _default(field: dataclasses.Field) -> Any:
     return MISSING
 
 
-def yaml_value(value: Any) -> str:
+def yaml_value(value: object) -> str:
     """A default as it is typed on the command line."""
     if isinstance(value, str) and value == MISSING:
         return "(required)"
@@ -250,9 +250,9 @@ def markdown() -> str:
         out.append("")
 
     out += ["## Top-level keys", "", *_table(top_keys(), ""), ""]
-    for section, cls in (("trainer", primary.TrainerConfig), ("checkpoint", primary.CheckpointConfig),
-                         ("device", primary.DeviceConfig)):
-        out += [f"## `{section}`", "", *_doc(cls), *_table(schema_keys(cls), f"{section}."), ""]
+    for section, schema in (("trainer", primary.TrainerConfig), ("checkpoint", primary.CheckpointConfig),
+                            ("device", primary.DeviceConfig)):
+        out += [f"## `{section}`", "", *_doc(schema), *_table(schema_keys(schema), f"{section}."), ""]
 
     for group, by_name in GROUP_SCHEMAS.items():
         classes = list(by_name.values())

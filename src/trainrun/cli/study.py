@@ -51,7 +51,7 @@ DRIVER, LEASE, SWEEP_DIR, JOB_DIR, LEFT = ("trainrun_driver", "trainrun_lease", 
 LEASE_EVERY_S = 30.0
 
 
-def storage_spec(storage: Any, sweep_dir: Path) -> str:
+def storage_spec(storage: object, sweep_dir: Path) -> str:
     """The storage a sweep uses, as text: an SQLAlchemy URL or ``journal:<absolute file>``."""
     if storage is None or str(storage) in ("", "null"):
         return f"journal:{(sweep_dir / JOURNAL).absolute()}"
@@ -144,7 +144,7 @@ class Driver:
         return f"{self.host}:{self.pid}:{self.started}"
 
     @classmethod
-    def parse(cls, text: Any) -> Driver | None:
+    def parse(cls, text: object) -> Driver | None:
         try:
             host, pid, started = str(text).rsplit(":", 2)
             return cls(host, int(pid), started)

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -82,8 +83,8 @@ def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
 def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
     """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
     handler = signal.getsignal(signum)
-    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
-        return handler  # type: ignore[return-value]
+    if callable(handler) and getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
+        return handler
     return None
 
 
@@ -192,7 +193,7 @@ class SweepSignals:
         self.held: int | None = None
         self.in_job = False
 
-    def __call__(self, signum: int, frame: Any) -> None:
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.in_job:
             self.held = self.held or signum

@@ -16,11 +16,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # optuna is imported only in a job of an Optuna sweep
+    from optuna.trial import Trial
 
 log = logging.getLogger("trainrun")
 TRIAL_ENV = "TRAINRUN_TRIAL"
@@ -38,7 +41,7 @@ def trial_number() -> int | None:
 class TrialReport:
     """Reports each epoch's ``objective`` to trial ``number`` and asks the study's pruner."""
 
-    def __init__(self, trial: Any, objective: str) -> None:
+    def __init__(self, trial: Trial, objective: str) -> None:
         self.trial, self.objective = trial, objective
         self.pruner = type(trial.study.pruner).__name__
 

@@ -25,9 +25,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
@@ -46,7 +48,7 @@ SHUTDOWN_TIMEOUT_S = 120
 
 
 
-def _hydra_context() -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+def _hydra_context() -> tuple[dict[Any, Any] | None, dict[Any, Any] | None, str]:
     """What a worker needs of the parent's Hydra job: its config (so ``HydraConfig`` works there
     too), its logging setup (console and the run folder's log) and the launcher in use.
 
@@ -62,7 +64,8 @@ def _hydra_context() -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]
         logging_cfg = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
         launcher = str(hydra_cfg.launcher.get("_target_", "")) if hydra_cfg.launcher else ""
         plain = OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False)
-        return plain, logging_cfg, launcher  # type: ignore[return-value]
+        assert isinstance(plain, dict) and isinstance(logging_cfg, dict)  # DictConfigs give dicts
+        return plain, logging_cfg, launcher
     except Exception:  # no Hydra around (tests, library use)
         return None, None, ""
 
@@ -102,7 +105,7 @@ def _temporary_files_in(folder: Path) -> Iterator[None]:
         tempfile.tempdir = previous
 
 
-def start_workers(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
+def start_workers(cfg: DictConfig, run_dir: Path, devices: int) -> dict[str, Any]:
     """Start ``devices`` workers with torch's elastic launcher and return rank 0's summary."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -193,7 +196,7 @@ def _stop_workers(control: Control, signum: int, timeout: float = SHUTDOWN_TIMEO
     if not alive:
         return False
 
-    def forward(sig: int, frame: Any) -> None:
+    def forward(sig: int, frame: FrameType | None) -> None:
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -230,7 +233,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
-def _worker(cfg: Any, run_dir: str, hydra_cfg: dict[str, Any] | None,
+def _worker(cfg: DictConfig, run_dir: str, hydra_cfg: dict[str, Any] | None,
             logging_cfg: dict[str, Any] | None, control_dir: str) -> dict[str, Any] | None:
     """One DDP worker (started by :func:`start_workers`): join the group, train, leave."""
     parent = os.getppid()

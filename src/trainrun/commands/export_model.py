@@ -146,6 +146,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> by
         raise missing_extra("onnx", err) from None
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_dynamic_batch(),
                                 input_names=[INPUT], output_names=["output"], verbose=False)
+    assert program is not None  # dynamo=True returns the program (None only for the old exporter)
     proto = program.model_proto
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any
 
 
 class Task(str, Enum):
@@ -46,10 +45,21 @@ class Head(str, Enum):
     log_softmax = "log_softmax"
 
 
+class Missing(str, Enum):
+    """What an empty feature cell (CSV), a null (Parquet) or a NaN feature becomes."""
+
+    refuse = "refuse"
+    mean = "mean"
+    median = "median"
+    constant = "constant"
+
+
 class Targets(str, Enum):
     """How a loss wants its targets: class indices (int64, ``[N]``) or floats (``[N, k]``)."""
 
-    index = "index"
+    # "index" is the config's word (OmegaConf matches a member by name): the member shadows
+    # str.index, which nothing calls on a Targets value.
+    index = "index"  # type: ignore[assignment]
     float = "float"
 
 
@@ -83,7 +93,7 @@ class ExportFormat(str, Enum):
     onnx = "onnx"
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     """A config value as a word: an Enum member's value, anything else as ``str``. The one place
     that turns typed choices back into text (``build`` reads the config through it once)."""
     return str(value.value if isinstance(value, Enum) else value)

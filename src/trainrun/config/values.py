@@ -55,7 +55,7 @@ def fields_with_rules(node: DictConfig, prefix: str = "") -> Iterator[tuple[str,
         if isinstance(value, DictConfig):
             yield from fields_with_rules(value, f"{prefix}{name}.")
             continue
-        rule = rule_of(schema, name) if name in declared else None
+        rule = rule_of(schema, name) if schema is not None and name in declared else None
         if rule is None or value is _ABSENT or OmegaConf.is_missing(node, name):
             continue
         plain = OmegaConf.to_container(value, enum_to_str=True) if isinstance(value, ListConfig) else value
@@ -76,7 +76,7 @@ def broken_rules(cfg: DictConfig) -> Iterator[Problem]:
                       f"set it on the command line, e.g. {key}={example or '...'}{hint}")
 
 
-def show(value: Any) -> str:
+def show(value: object) -> str:
     if isinstance(value, ListConfig | DictConfig):
         value = OmegaConf.to_container(value, enum_to_str=True)
     return str(getattr(value, "value", value)).replace(" ", "")
@@ -139,13 +139,13 @@ def not_finite(cfg: DictConfig) -> list[Problem]:
             and not (key in INFINITY_MEANS and value == math.inf)]
 
 
-def leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def leaves(node: object, prefix: str = "") -> list[tuple[str, Any]]:
     """Every ``(dotted key, value)`` below ``node`` (lists count as one value each item)."""
     out: list[tuple[str, Any]] = []
     if isinstance(node, DictConfig):
         for key in node:
             value = OmegaConf.select(node, str(key), throw_on_missing=False, throw_on_resolution_failure=False)
-            out += leaves(value, f"{prefix}{key}.")
+            out += leaves(value, f"{prefix}{key!s}.")
     elif isinstance(node, ListConfig):
         for i, value in enumerate(node):
             out += leaves(value, f"{prefix[:-1]}[{i}].")

@@ -1,7 +1,7 @@
 """Checkpoints: what exact continuation needs, written atomically off the training thread, loaded safely.
 
 A checkpoint holds the model (with its head), optimizer, scheduler and grad-scaler states, the
-:class:`~trainrun.engine.loop.TrainState` (epoch, step, position inside the epoch and that
+:class:`~trainrun.engine.state.TrainState` (epoch, step, position inside the epoch and that
 epoch's batch losses so far, best value, history), every random stream, the composed
 config, and what the training split taught the data pipeline (``data``: feature statistics,
 label encoding, sample shape; :mod:`trainrun.data.fitted`), which ``predict`` applies to new
@@ -20,23 +20,24 @@ Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import pickle
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from trainrun.data.fitted import to_payload
+from trainrun.build.setup import Setup
+from trainrun.config.plain import plain, schema_names
+from trainrun.data.iterable import data_entries
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import checked_config, malformed, not_an_archive, which_file
+from trainrun.engine.state import TrainState
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
 
@@ -132,7 +133,8 @@ def remove_partial_writes(folder: Path) -> list[Path]:
 def rng_state() -> dict[str, Any]:
     """Every random stream's state. Python's 625 numbers go in one tensor: as a tuple, each was
     one more object for ``torch.save`` to pickle (a quarter of a small model's checkpoint time)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # numpy's stub says a dict without legacy=True
+    assert isinstance(np_state, tuple)  # the global RandomState (MT19937): its legacy tuple
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -152,18 +154,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal.tolist() if isinstance(internal, torch.Tensor) else internal), gauss))
 
 
-def schema_names(cfg: DictConfig) -> dict[str, str]:
-    """The schema class of each config section (``data`` -> ``SklearnDataConfig``), so that the
-    plain config stored in a checkpoint can be typed again (``evaluate`` rebuilds from it)."""
-    names = {}
-    for key in cfg:
-        kind = OmegaConf.get_type(cfg, str(key))
-        if dataclasses.is_dataclass(kind) and kind.__module__.startswith("trainrun.config."):
-            names[str(key)] = kind.__name__
-    return names
-
-
-def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
+def open_epoch_losses(state: TrainState, batches: int) -> torch.Tensor | None:
     """The batch losses of the unfinished epoch as a checkpoint holds them: ``[batches]``, zeros
     for the batches not done yet; None at an epoch's end."""
     done = state.step_losses
@@ -173,7 +164,7 @@ def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
     return torch.cat([losses, losses.new_zeros(batches - len(done))])
 
 
-def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
+def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = None,
             config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
     DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``); by default
@@ -198,14 +189,14 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         },
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
-        "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
+        "config": config or plain(setup.cfg),
         "schemas": schemas or schema_names(setup.cfg),
-        # the training split's statistics and label encoding, applied to new data (predict)
-        "data": to_payload(setup.info),
+        # "data": the training split's statistics and encodings (predict); "loader": a stream's place
+        **data_entries(setup.info, setup.train_batches, state.batch),
     }
 
 
-def restore(setup: Any, state: Any, saved: dict[str, Any]) -> None:
+def restore(setup: Setup, state: TrainState, saved: dict[str, Any]) -> None:
     """Put a loaded checkpoint back into ``setup`` and ``state``."""
     losses = rank_row(saved["step_losses"], setup.rank, setup.world_size)  # DDP: this rank's
     if losses is not None and len(losses) != len(setup.train_batches):
@@ -242,18 +233,18 @@ class CheckpointWriter:
     then, with the previous file intact. ``seconds``: what checkpoints cost the training thread.
     """
 
-    def __init__(self, setup: Any, folder: Path, enabled: bool = True) -> None:
+    def __init__(self, setup: Setup, folder: Path, enabled: bool = True) -> None:
         self.setup, self.folder = setup, folder
         self.writes = setup.rank == 0 and enabled
         self.seconds = 0.0
-        self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
+        self._config = plain(setup.cfg)
         self._schemas = schema_names(setup.cfg)
         # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments
         self._background = BackgroundWrites("trainrun-checkpoints", lambda path, data: write_file(path, data))
         if self.writes:
             remove_partial_writes(folder)
 
-    def save(self, state: Any, *names: str) -> None:
+    def save(self, state: TrainState, *names: str) -> None:
         """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
         started = time.perf_counter()
         losses = gather_rows(open_epoch_losses(state, len(self.setup.train_batches)),
@@ -273,7 +264,7 @@ class CheckpointWriter:
         """Wait for the last write and stop the background thread; raise if a write failed."""
         self._timed(self._background.close)
 
-    def _timed(self, wait: Any) -> None:
+    def _timed(self, wait: Callable[[], None]) -> None:
         started = time.perf_counter()
         try:
             self._wait(wait)
@@ -281,7 +272,7 @@ class CheckpointWriter:
             self.seconds += time.perf_counter() - started
 
     @staticmethod
-    def _wait(wait: Any) -> None:
+    def _wait(wait: Callable[[], None]) -> None:
         try:
             wait()
         except WriteFailed as failed:

@@ -17,16 +17,18 @@ import time
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
-from trainrun.build.setup import Batches, Setup
+from trainrun.build.setup import Setup
+from trainrun.data.batches import Batches
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.state import NO_PROGRESS, Progress, Reporter, TrainState
+from trainrun.engine.state import NO_PROGRESS, Progress, Reporter, StepStop, TrainState
 from trainrun.engine.stop import Stop, better
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 
-def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
+def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: StepStop,
                 progress: Progress = NO_PROGRESS) -> bool:
     """Train one epoch (from ``state.batch`` on). Returns False if ``stop`` ended it after a
     step; ``state.step_losses`` then holds the losses of the batches done so far."""
@@ -75,7 +77,7 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
     return True
 
 
-def check_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def check_rates(optimizer: torch.optim.Optimizer, scheduler: LRScheduler) -> None:
     """After ``scheduler.step()``: a negative rate trains uphill and a NaN/inf one ruins the
     weights, both without an error from torch (a LambdaLR whose linear decay runs past its end
     goes below 0). Plain floats only: a tensor rate is not read (that would sync a device)."""
@@ -140,6 +142,7 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
     epoch or until ``stop`` says so (by default: only early stopping; no signals, no files)."""
     s = setup.settings
     stop = stop or Stop.for_setup(setup, checkpoints=None)
+    epoch_scheduler = setup.scheduler if s.scheduler_interval == "epoch" else None
     if stop.before_training(state):
         return state
     for epoch in range(state.epoch, s.epochs):
@@ -157,12 +160,12 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
         row["lr"] = float(setup.optimizer.param_groups[0]["lr"])
         row["seconds"] = seconds
         row["samples_per_s"] = setup.train_batches.num_samples * setup.world_size / max(seconds, 1e-9)
-        if s.scheduler_interval == "epoch":
+        if epoch_scheduler is not None:
             if s.scheduler_monitor:
-                setup.scheduler.step(row[s.scheduler_monitor])
+                epoch_scheduler.step(row[s.scheduler_monitor])
             else:
-                setup.scheduler.step()
-            check_rates(setup.optimizer, setup.scheduler)
+                epoch_scheduler.step()
+            check_rates(setup.optimizer, epoch_scheduler)
 
         state.epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()
         state.history.append(row)

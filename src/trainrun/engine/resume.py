@@ -17,7 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.build.setup import Setup
+from trainrun.data.identity import same_data
+from trainrun.data.iterable import restore_stream
 from trainrun.engine.checkpoint import load, restore
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
 
@@ -30,12 +34,13 @@ MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
 # ...except these, which change nothing in what is computed.
 # (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
 # reads the file otherwise fails to find its columns.)
-NEVER_BLOCK = ("data.num_workers", "data.delimiter")
+NEVER_BLOCK = ("data.num_workers", "data.delimiter", "data.persistent_workers", "data.prefetch_factor",
+               "data.pin_memory")
 # Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")
 # Run-control keys, never compared.
-IGNORED = ("resume", "print_config", "model_summary", "explain")
+IGNORED = ("resume", "resume_changed_data", "print_config", "model_summary", "explain")
 
 
 def find(resume: str, run_dir: Path) -> Path | None:
@@ -71,7 +76,7 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
     now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     diffs: list[str] = []
 
-    def walk(a: Any, b: Any, prefix: str) -> None:
+    def walk(a: object, b: object, prefix: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
@@ -89,7 +94,7 @@ def under(diff: str, keys: tuple[str, ...]) -> bool:
     return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
 
 
-def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) -> bool:
+def resume(setup: Setup, state: TrainState, run_dir: Path, say: Callable[[str], None]) -> bool:
     """Load the checkpoint ``cfg.resume`` points to into ``setup`` and ``state``; False when
     ``resume=auto`` found none (a fresh start)."""
     cfg = setup.cfg
@@ -106,8 +111,10 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
             key="resume",
             fix="resume with the config the run started with, or start a new run",
         )
+    changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved)
+    restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
         raise TrainrunError(
@@ -125,6 +132,8 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
     else:
         where = f"the start of epoch {state.epoch + 1}"
     say(f"resumed from {path} at {where} (step {state.step})")
+    for line in changed:  # resume_changed_data=true: what differs, said once
+        say(f"  data changed since the checkpoint (resume_changed_data=true): {line}")
     for diff in harmless:
         if under(diff, RESTORED):
             say(f"  config changed since the checkpoint, NOT applied (the saved "

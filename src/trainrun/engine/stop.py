@@ -17,13 +17,16 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 
 from trainrun.build.settings import EarlyStopping, LoopSettings
+from trainrun.build.setup import Setup
 from trainrun.engine.checkpoint import CheckpointWriter
 from trainrun.engine.collectives import all_reduce_max
+from trainrun.engine.state import TrainState
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import BEST, LAST
 
@@ -60,7 +63,7 @@ class Signals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if self.signum is None and not self.quiet:  # os.write: print() is unsafe in a handler
@@ -172,7 +175,7 @@ class Stop:
         self.judged: str | None = None
 
     @classmethod
-    def for_setup(cls, setup: Any, checkpoints: Path | None,
+    def for_setup(cls, setup: Setup, checkpoints: Path | None,
                   signals: Signals | AgreedSignals | None = None) -> Stop:
         """The stop of ``setup``'s run: checkpoints into the folder ``checkpoints`` (None: no
         files), listening to ``signals`` (None: to nothing)."""
@@ -181,13 +184,13 @@ class Stop:
         return cls(setup.settings, signals or Signals(), writer, len(setup.train_batches),
                    setup.world_size)
 
-    def before_training(self, state: Any) -> bool:
+    def before_training(self, state: TrainState) -> bool:
         """A run resumed after the epoch that triggered early stopping stops again at once."""
         state.stop_reason = (early_stopping_reason(state.history, self.settings.early_stopping)
                              if not state.batch else None)
         return state.stop_reason is not None
 
-    def after_step(self, state: Any, epoch: int) -> bool:
+    def after_step(self, state: TrainState, epoch: int) -> bool:
         """True stops the run now (a signal came; last.pt is saved)."""
         if self.signals.requested():
             self._refuse_nonfinite_so_far(state, epoch)
@@ -205,7 +208,7 @@ class Stop:
         if first_bad >= 0 and not self.settings.skip_nonfinite:
             raise nonfinite_error(epoch, losses, first_bad)
 
-    def after_epoch(self, state: Any, improved: bool) -> bool:
+    def after_epoch(self, state: TrainState, improved: bool) -> bool:
         """At the end of an epoch whose row is in ``state.history``: True ends the run."""
         state.stop_reason = early_stopping_reason(state.history, self.settings.early_stopping)
         for judge in self.judges if state.stop_reason is None else ():
@@ -220,7 +223,7 @@ class Stop:
             self.writer.save(state, *names)
         return state.stop_reason is not None
 
-    def _refuse_nonfinite_so_far(self, state: Any, epoch: int) -> None:
+    def _refuse_nonfinite_so_far(self, state: TrainState, epoch: int) -> None:
         """Before a mid-epoch save under ``on_nonfinite=stop``: a NaN so far ends the run here,
         so no checkpoint ever holds weights a NaN was trained into (one sync per save)."""
         if self.settings.skip_nonfinite or not state.step_losses:

@@ -4,14 +4,13 @@ apart by which layers ran)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from trainrun.build.setup import Setup
 from trainrun.preflight.common import MODEL_KEY, Report, names, refuse, shape_text
 
 
-def check_binding(setup: Any, report: Report, after_forward: bool = False) -> None:
+def check_binding(setup: Setup, report: Report, after_forward: bool = False) -> None:
     module, optimizer = setup.raw_model, setup.optimizer
     named = list(module.named_parameters())
     in_model = {id(p) for _, p in named}
@@ -63,13 +62,14 @@ def check_binding(setup: Any, report: Report, after_forward: bool = False) -> No
         )
 
 
-def check_gradients(setup: Any, ran: set[str]) -> None:
+def check_gradients(setup: Setup, ran: set[str]) -> None:
     module = setup.raw_model
     owner = {id(p): (m, n) for m, sub in module.named_modules()
              for n, p in sub.named_parameters(recurse=False)}
     held = [p for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad]
     param_names = {id(p): n for n, p in module.named_parameters()}
-    unused, cut = [], []
+    unused: list[str] = []
+    cut: list[str] = []
     for p in held:
         if p.grad is None:
             layer = owner.get(id(p), ("?", ""))[0]

@@ -4,11 +4,11 @@ built model (its body and the head the loss added)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
+from trainrun.build.setup import Setup
 from trainrun.errors import TrainrunError
 
 MODEL_KEY = "model._target_"
@@ -35,7 +35,7 @@ def names(items: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def criterion_name(setup: Any) -> str:
+def criterion_name(setup: Setup) -> str:
     return type(setup.criterion).__name__
 
 
@@ -49,9 +49,9 @@ def ends_in(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
     return bool(leaves) and isinstance(leaves[-1], kinds)
 
 
-def split_head(setup: Any) -> tuple[nn.Module, nn.Module | None]:
+def split_head(setup: Setup) -> tuple[nn.Module, nn.Module | None]:
     """The user's model (body) and the head the loss added, if any."""
     module = setup.raw_model
     if setup.loss.head is not None and isinstance(module, nn.Sequential) and hasattr(module, "body"):
-        return module.body, module.head
+        return module.get_submodule("body"), module.get_submodule("head")
     return module, None

@@ -4,11 +4,11 @@ before a log-softmax), and the first loss itself."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from trainrun.build.setup import Setup
+from trainrun.data.batches import TensorBatches
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
@@ -21,14 +21,14 @@ from trainrun.preflight.common import (
 )
 
 
-def _whole_split(setup: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _whole_split(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
     batches = setup.train_batches
-    if hasattr(batches, "x") and hasattr(batches, "y"):
+    if isinstance(batches, TensorBatches):
         return batches.x, batches.y, "the training split"
     return x, y, "the first batch"
 
 
-def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+def check_data(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> None:
     xs, ys, where = _whole_split(setup, x, y)
     if xs.is_floating_point() and not bool(torch.isfinite(xs).all()):
         bad = int((~torch.isfinite(xs)).sum())
@@ -53,7 +53,7 @@ def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def check_output(
-    setup: Any, x: torch.Tensor, y: torch.Tensor, inner: torch.Tensor | None, out: Any,
+    setup: Setup, x: torch.Tensor, y: torch.Tensor, inner: torch.Tensor | None, out: object,
     report: Report,
 ) -> None:
     name = criterion_name(setup)
@@ -72,7 +72,7 @@ def check_output(
     _check_head(setup, out, inner, name, report)
 
 
-def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
+def _check_index_output(setup: Setup, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
     if out.ndim < 2:
         return  # the loss itself says what is wrong with that shape
     width, classes = out.shape[1], setup.info.num_classes
@@ -96,7 +96,7 @@ def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
                     "encode the labels as 0..C-1 (trainrun does this for in-memory data)")
 
 
-def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
+def _check_float_output(setup: Setup, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
     if out.shape == y.shape:
         return
     try:
@@ -116,7 +116,7 @@ def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
 
 
 def _check_head(
-    setup: Any, out: torch.Tensor, inner: torch.Tensor | None, name: str, report: Report
+    setup: Setup, out: torch.Tensor, inner: torch.Tensor | None, name: str, report: Report
 ) -> None:
     criterion, body = setup.criterion, split_head(setup)[0]
     head = type(setup.loss.head).__name__ if setup.loss.head is not None else "none"
@@ -163,7 +163,7 @@ def _check_head(
                                    "itself (harmless, but loss=nll loss.head=none says it directly)")
 
 
-def check_loss(setup: Any, loss: Any, out: torch.Tensor) -> None:
+def check_loss(setup: Setup, loss: object, out: torch.Tensor) -> None:
     name = criterion_name(setup)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
         shape = shape_text(loss) if isinstance(loss, torch.Tensor) else type(loss).__name__

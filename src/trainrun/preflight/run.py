@@ -25,12 +25,13 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from trainrun.build.setup import Setup
+from trainrun.data.batches import TensorBatches
 from trainrun.errors import TrainrunError, describe, named_key
 from trainrun.preflight.binding import check_binding, check_gradients
 from trainrun.preflight.common import (
@@ -46,7 +47,7 @@ from trainrun.preflight.output import check_data, check_loss, check_output
 
 
 @contextlib.contextmanager
-def preserved(setup: Any) -> Iterator[None]:
+def preserved(setup: Setup) -> Iterator[None]:
     """Restore the random streams, parameters, buffers, ``.grad`` fields and train/eval flags of
     ``setup.raw_model`` on exit, so whatever happens inside leaves no trace."""
     module: nn.Module = setup.raw_model
@@ -69,16 +70,16 @@ def preserved(setup: Any) -> Iterator[None]:
         for m, mode in modes:
             m.training = mode
         torch.set_rng_state(rng[0])
-        if cuda:
+        if rng[1] is not None:  # on a GPU
             torch.cuda.set_rng_state(rng[1], setup.device)
         np.random.set_state(rng[2])
         random.setstate(rng[3])
 
 
-def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def first_batch(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of the training split (unshuffled for in-memory data)."""
     batches = setup.train_batches
-    if hasattr(batches, "bounds") and hasattr(batches, "x"):
+    if isinstance(batches, TensorBatches):  # in memory: the first slice, unshuffled
         if not batches.bounds:
             raise refuse("the training split yields no batch", key="data.batch_size")
         lo, hi = batches.bounds[0]
@@ -94,7 +95,7 @@ def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
             close()
 
 
-def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
+def check(setup: Setup, say: Callable[[str], None] | None = None) -> Report:
     """Run every preflight check on one real batch; raise on the first real error, print one
     line (and any warnings) through ``say`` otherwise."""
     started = time.perf_counter()
@@ -124,7 +125,7 @@ def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
 
 
 def _forward_backward(
-    setup: Any, x: torch.Tensor, y: torch.Tensor, report: Report
+    setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report
 ) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
     """Forward (recording which layers ran), check the output and loss, then backward."""
     module, criterion = setup.raw_model, setup.criterion

@@ -13,9 +13,10 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
@@ -24,7 +25,16 @@ from trainrun.report.echo import FILE_ONLY, print_config_tree, rendered
 from trainrun.report.loggers.base import Loggers, config_params
 from trainrun.report.loggers.csv_logs import CsvLogger
 
+if TYPE_CHECKING:  # rich is imported when something is printed
+    from rich.console import RenderableType
+
 log = logging.getLogger("trainrun")
+
+
+class RunState(Protocol):
+    """What the reporter reads of the run's state (``trainrun.engine.state.TrainState``)."""
+
+    history: list[dict[str, Any]]
 
 
 class LossBar(tqdm):
@@ -105,7 +115,7 @@ class Reporter:
     def _say(self, message: str) -> None:
         log.info(message, extra=self.extra)
 
-    def show_start(self, cfg: Any) -> None:
+    def show_start(self, cfg: DictConfig) -> None:
         """The run folder, to copy; the config as a rich tree only with ``print_config=true``
         (a sweep prints the shared config once, at its start)."""
         if self.writes and cfg.get("plot", True) and self.epochs > 0:
@@ -115,19 +125,19 @@ class Reporter:
                 print_config_tree(cfg)
             self._say(f"run folder: {self.run_dir}")
 
-    def table(self, renderable: Any) -> None:
+    def table(self, renderable: RenderableType) -> None:
         """A rich table (``model_summary=true``'s), on the console and in the log."""
         if self.writes and self.mode != "none":
             self._say(rendered(renderable))
 
-    def use_loggers(self, loggers: Loggers, cfg: Any) -> None:
+    def use_loggers(self, loggers: Loggers, cfg: DictConfig) -> None:
         """Send epochs and the summary to ``loggers`` (the ``logger`` group), starting with the
         config as parameters."""
         self.loggers = loggers
         loggers.log_params(config_params(cfg))
 
     @contextlib.contextmanager
-    def progress(self, epoch: int, steps: int) -> Iterator[Any]:
+    def progress(self, epoch: int, steps: int) -> Iterator[LossBar | _Quiet]:
         if self.mode != "bar":
             yield _Quiet()
             return
@@ -140,7 +150,7 @@ class Reporter:
         finally:
             bar.close()
 
-    def epoch_end(self, row: dict[str, Any], state: Any) -> None:
+    def epoch_end(self, row: dict[str, Any], state: RunState) -> None:
         if self.mode != "none":
             self._say(format_row(row, self.epochs))
         self.loggers.log_epoch(row, state.history)

@@ -81,7 +81,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             process.wait(timeout=5)
-    for pipe in (process.stdin, process.stdout):
+    for pipe in filter(None, (process.stdin, process.stdout)):
         with contextlib.suppress(OSError):
             pipe.close()
 

@@ -13,11 +13,16 @@ import io
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from trainrun.config.plain import plain
+
+if TYPE_CHECKING:  # rich is imported when something is printed
+    from rich.console import RenderableType
 
 # ``log.info(message, extra=FILE_ONLY)``: into the run's log file, not onto the console.
 FILE_ONLY = {"console": False}
@@ -55,19 +60,17 @@ def in_sweep_job() -> bool:
         return False
 
 
-def config_tree(cfg: Any) -> dict[str, Any]:
+def config_tree(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain dicts, resolved where it can be, without Hydra's own node."""
     if isinstance(cfg, DictConfig) and "hydra" in cfg:
         cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     try:
-        tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        return plain(cfg)
     except Exception:  # an interpolation that needs Hydra's runtime
-        tree = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    assert isinstance(tree, dict)
-    return tree  # type: ignore[return-value]
+        return plain(cfg, resolve=False)
 
 
-def print_config_tree(cfg: Any) -> None:
+def print_config_tree(cfg: DictConfig) -> None:
     """The composed config as a rich tree: the groups as branches, then the top-level values."""
     from rich.console import Console
     from rich.text import Text
@@ -86,7 +89,7 @@ def print_config_tree(cfg: Any) -> None:
     Console(file=sys.stdout, width=100, highlight=False).print(root)
 
 
-def rendered(renderable: Any, width: int = 100) -> str:
+def rendered(renderable: RenderableType, width: int = 100) -> str:
     """A rich table (or any renderable) as plain text, for a log line."""
     from rich.console import Console
 

@@ -13,30 +13,34 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainrun.config.choices import direction as direction_of
 from trainrun.files import METRICS_JSONL, atomic_write
+
+if TYPE_CHECKING:  # matplotlib is imported when a picture is drawn (the plot extra)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 NO_MATPLOTLIB = "not written: matplotlib is not installed (pip install 'trainrun[plot]'; plot=false skips it)"
 # Keys of an epoch row that are not learning curves.
 _NOT_CURVES = ("epoch", "step", "lr", "seconds", "samples_per_s")
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure  # ~0.5 s; only when a picture is drawn
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _log_if_wide(ax: Any, values: Sequence[Any], axis: str = "y") -> None:
+def _log_if_wide(ax: Axes, values: Sequence[Any], axis: str = "y") -> None:
     """A log scale when positive values span more than 50x (a diverged job, a falling loss)."""
     finite = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
-def _integer_epochs(ax: Any, epochs: Sequence[int]) -> None:
+def _integer_epochs(ax: Axes, epochs: Sequence[int]) -> None:
     """Ticks on whole epochs only: each epoch up to 12 of them, else whole numbers that
     matplotlib spaces (its default locator puts ticks at 2.5, 7.5, ... for 20 epochs)."""
     if epochs and len(set(epochs)) <= 12:
@@ -62,7 +66,8 @@ def metric_keys(history: list[dict[str, Any]]) -> list[str]:
 def metric_panels(history: list[dict[str, Any]], most: int = 3) -> list[list[str]]:
     """The metrics grouped for drawing: scores that stay in [0, 1] (accuracy, F1, AUROC, top-k)
     share one panel; any other metric (RMSE, MAE, R²) gets its own, so scales never clash."""
-    scores, others = [], []
+    scores: list[str] = []
+    others: list[str] = []
     for key in metric_keys(history):
         values = [r[key] for r in history if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
         if values:
@@ -180,7 +185,7 @@ def _settings(row: dict[str, Any]) -> dict[str, str]:
     overrides = row.get("overrides") or []
     if isinstance(overrides, str):
         overrides = overrides.split()
-    return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+    return {key: value for key, _, value in (o.partition("=") for o in overrides)}
 
 
 def _label(settings: dict[str, str], params: list[str], row: dict[str, Any]) -> str:
@@ -189,7 +194,7 @@ def _label(settings: dict[str, str], params: list[str], row: dict[str, Any]) -> 
     return f"job {row.get('job', '?')}"
 
 
-def _history(run_dir: Any) -> list[dict[str, Any]]:
+def _history(run_dir: object) -> list[dict[str, Any]]:
     file = Path(str(run_dir)) / METRICS_JSONL if run_dir else None
     if file is None or not file.is_file():
         return []
@@ -226,8 +231,8 @@ def plot_sweep(
     key = objective or next((k for k in _RESULT_KEYS if any(k in r for r in rows)), "objective")
     name = next((str(r["objective_name"]) for r in rows if r.get("objective_name")), None) or key
     direction = direction or direction_of(name)
-    done = [(r, _settings(r), _number(r.get(key))) for r in rows]
-    done = [(r, s, v) for r, s, v in done if v is not None and math.isfinite(v)]
+    scored = [(r, _settings(r), _number(r.get(key))) for r in rows]
+    done = [(r, s, v) for r, s, v in scored if v is not None and math.isfinite(v)]
     if not done:
         return f"{path.name} not written: no job of the sweep has a finite {name}"
     keys = list(dict.fromkeys(k for _, s, _ in done for k in s))
@@ -237,8 +242,9 @@ def plot_sweep(
 
     axes = fig.subplots(1, 2 if curves else 1, squeeze=False)[0]
     ax = axes[0]
-    xs = [_number(s.get(params[0])) for _, s, _ in done] if len(params) == 1 else []
-    if xs and all(x is not None for x in xs):
+    found = [_number(s.get(params[0])) for _, s, _ in done] if len(params) == 1 else []
+    xs = [x for x in found if x is not None]
+    if xs and len(xs) == len(found):
         points = sorted(zip(xs, (v for _, _, v in done), strict=True))
         ys = [y for _, y in points]
         ax.plot([x for x, _ in points], ys, "o-", markersize=5)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
@@ -23,7 +23,7 @@ from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
 from trainrun.report.plots import plot_sweep
-from trainrun.report.record import commit_text
+from trainrun.report.record import commit_text, data_text
 
 # Statuses of a job that ran to its end (its objective counts).
 OK = ("completed", "stopped early")
@@ -116,11 +116,13 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     """One row of the sweep summary, from the job folder alone."""
     summary = read_summary(job_dir)
     num, overrides = _job_identity(job_dir, summary)
-    if isinstance((summary or {}).get("trial"), int):  # an Optuna trial: its folder is its number
-        num = summary["trial"]  # type: ignore[index]
+    trial = (summary or {}).get("trial")
+    if isinstance(trial, int):  # an Optuna trial: its folder is its number
+        num = trial
     row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
                            "tags": [str(t) for t in (summary or {}).get("tags") or []],
-                           "commit": commit_text((summary or {}).get("record"))}
+                           "commit": commit_text((summary or {}).get("record")),
+                           "data": data_text((summary or {}).get("record"))}
     if summary is None:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
@@ -180,7 +182,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
                *[f"test_{k}" for k in dict.fromkeys(k for r in rows for k in r.get("test", {}))],
-               "seconds", "commit", "run_dir", "error"]
+               "seconds", "commit", "data", "run_dir", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -196,7 +198,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return ""
     return f"{value:.5g}" if isinstance(value, float) else str(value)
@@ -211,7 +213,7 @@ def _shorten(text: str, width: int) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
-                file: Any = None) -> None:
+                file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
     from rich.console import Console
     from rich.table import Table

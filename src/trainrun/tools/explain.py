@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import Node
 
+from trainrun.build.setup import Setup
 from trainrun.preflight.common import dtype_text, shape_text, split_head
 from trainrun.preflight.run import first_batch
+
+if TYPE_CHECKING:  # rich is imported when the report is printed
+    from rich.console import JustifyMethod
 
 # Optimizer settings not worth a beginner's attention in the report.
 QUIET_SETTINGS = ("params", "foreach", "maximize", "capturable", "differentiable", "fused",
                   "decoupled_weight_decay", "initial_lr")
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, tuple | list):
@@ -61,7 +66,7 @@ def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str]
     depth: dict[Any, tuple[int, Any]] = {}
     leaves: set[int] = set()
 
-    def longest(fn: Any) -> int:
+    def longest(fn: Node) -> int:
         if fn in depth:
             return depth[fn][0]
         best, nxt = 0, None
@@ -89,14 +94,14 @@ def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str]
     return path, len(leaves)
 
 
-def explain(setup: Any, file: Any = None) -> dict[str, Any]:
+def explain(setup: Setup, file: IO[str] | None = None) -> dict[str, Any]:
     """Print the binding report for ``run`` after one training step; returns a summary."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     module, optimizer, criterion = setup.raw_model, setup.optimizer, setup.criterion
-    summary = {"status": "explained", "signal": None,
+    summary: dict[str, Any] = {"status": "explained", "signal": None,
                "objective": {"name": setup.cfg.objective, "value": math.nan}}
     if setup.rank != 0:
         return summary
@@ -171,6 +176,7 @@ def explain(setup: Any, file: Any = None) -> dict[str, Any]:
     console.print(facts)
 
     step = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    just: JustifyMethod
     for col, just in (("parameter", "left"), ("shape", "left"), (".grad before\nbackward", "left"),
                       ("|grad| after\nbackward", "right"), ("|Δp| after\nstep", "right"),
                       ("Δp = rule?\n(max error)", "left"), (".grad after\nzero_grad", "left")):

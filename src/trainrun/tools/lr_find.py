@@ -42,8 +42,9 @@ from trainrun.build.setup import Setup, build
 from trainrun.engine.checkpoint import load
 from trainrun.engine.collectives import all_reduce_sum
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.loop import TrainState, train_epoch
+from trainrun.engine.loop import train_epoch
 from trainrun.engine.resume import find
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import LR_FIND_CSV, LR_FIND_PNG, atomic_write_text
 from trainrun.preflight.run import preserved
@@ -138,13 +139,13 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
     with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams
         try:
             state, epoch = TrainState(), 0
-            while train_epoch(setup, state, epoch, test, test):  # type: ignore[arg-type]
+            while train_epoch(setup, state, epoch, test, test):
                 epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()  # more steps than batches
         finally:
             setup.scheduler = run_scheduler
             setup.optimizer.load_state_dict(optimizer)
-            if scheduler is not None:
-                setup.scheduler.load_state_dict(scheduler)
+            if run_scheduler is not None and scheduler is not None:
+                run_scheduler.load_state_dict(scheduler)
             setup.scaler.load_state_dict(scaler)
     return test
 
