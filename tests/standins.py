@@ -10,6 +10,7 @@ that module in some process; the security tests require that none appears.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -33,12 +34,24 @@ NOT_STANDED_IN = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtle
                   "ensurepip", "venv", "pydoc_data", "xxlimited", "xxlimited_35", "xxsubtype"}
 
 
+# Optional packages a command's processes import when present (torch: triton, tensorflow, tvm;
+# sympy: gmpy2, flint; rich: colorama; ...): the names a `train model._target_=usernet.Net` asked
+# for and nothing answered, logged by a meta-path finder at the end of sys.meta_path. Stood in
+# for where not installed: the working folder must not answer them either once a user module
+# made it importable.
+PROBED = ("triton", "tensorflow", "tvm", "gmpy2", "gmpy", "flint", "tabulate", "colorama", "pandas", "xarray",
+          "hypothesis", "tree", "torchdistx", "tensorrt", "torch2trt", "onnx_tf", "fx2trt_oss", "pydot", "dill",
+          "pynvml", "redis", "opt_einsum", "attr", "monkeytype", "envwrap", "torchcomms", "cuda", "org")
+
+
 def standin_names() -> list[str]:
-    """The standard library's top-level modules and every installed distribution's import names."""
+    """The standard library's top-level modules, every installed distribution's import names,
+    and the optional packages probed for (:data:`PROBED`) that are not installed."""
     stdlib = {n for n in sys.stdlib_module_names if not n.startswith("_")}
     installed = {n for n in importlib.metadata.packages_distributions()
                  if n.isidentifier() and not n.startswith("_")}
-    return sorted((stdlib | installed) - NOT_STANDED_IN - set(sys.builtin_module_names))
+    absent = {n for n in PROBED if importlib.util.find_spec(n) is None}
+    return sorted((stdlib | installed | absent) - NOT_STANDED_IN - set(sys.builtin_module_names))
 
 
 def plant(folder: Path, markers: Path) -> list[str]:

@@ -47,7 +47,7 @@ def user_folder_importable(top: str = "") -> str:
         installed = bool(top) and (top in sys.modules or importlib.util.find_spec(top) is not None)
     except (ImportError, ValueError):
         installed = False
-    return cwd if installed else add_working_folder()
+    return cwd if installed else add_working_folder(top)
 
 
 def locate(target: str, key: str) -> Any:

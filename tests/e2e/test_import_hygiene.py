@@ -106,3 +106,19 @@ def _npz(folder: Path) -> Path:
     path = folder.parent / "new.npz"
     np.savez(path, X=np.random.default_rng(0).normal(size=(5, 4)).astype("float32"))
     return path
+
+
+def test_a_user_module_brings_its_own_modules_and_nothing_else(folder: Path) -> None:
+    """Attack pass: once usernet made the working folder importable, torch and sympy imported the
+    folder's triton.py, gmpy2.py, flint.py, tabulate.py and rich its colorama.py (names they probe
+    for when not installed). Now only the named module and what it imports itself (at import or
+    later, in a function) come from the working folder."""
+    (folder / "usersibling.py").write_text("SCALE = 1.0\n")
+    (folder / "userlazy.py").write_text("SHIFT = 0.0\n")
+    (folder / "usernet2.py").write_text(
+        "import usersibling\nfrom usernet import Net as _Net\n\n\nclass Net(_Net):\n"
+        "    def forward(self, x):\n        import userlazy\n"
+        "        return super().forward(x * usersibling.SCALE + userlazy.SHIFT)\n")
+    run([str(BIN / "train"), *RUN, "model._target_=usernet2.Net", f"hydra.run.dir={folder.parent / 'run'}"],
+        folder)
+    assert shadowed(folder) == []

@@ -172,3 +172,14 @@ def test_a_sweep_folder_with_a_planted_link(tmp_path):
     assert proc.returncode == 2 and "holds symbolic links where trainrun writes (multirun.yaml)" in proc.stderr, \
         proc.stdout + proc.stderr
     assert not marker.exists()
+
+
+def test_resume_auto_never_restarts_a_finished_run_that_left_no_last_pt(tmp_path):
+    """Attack pass: a run trained with checkpoint.enabled=false holds no last.pt; resume=auto there
+    used to say "no checkpoint yet, starting fresh" and replace its metrics and summary, exit 0."""
+    folder = tmp_path / "run"
+    run_train(*SMALL, "trainer.epochs=1", "checkpoint.enabled=false", cwd=tmp_path, run_dir=folder)
+    before = snapshot(folder)
+    result = run_train(*SMALL, "resume=auto", cwd=tmp_path, run_dir=folder, check=False)
+    refused(result, f"{folder} holds a train run", "has none", "new folder")
+    assert snapshot(folder) == before

@@ -119,6 +119,16 @@ ATTACKS: dict[str, Callable[..., Any]] = {
         {"_target_": "torch.${trainer.fn}", "f": "evil.pkl", "weights_only": False}),
     "a nested interpolation in a key path": lambda c, m: c["trainer"].update(k="x") or c["loss"].update(
         weight="${logger.${trainer.k}}") or c.update(logger={"x": {"_target_": "os.system"}}),
+    # Issue 17 attack pass (trust branch): inputs no rule names.
+    "oc.deprecated forwarding to the logger section": lambda c, m: c.update(
+        logger={"x": {"_target_": "os.system", "command": "x"}})
+    or c["loss"].update(weight="${oc.deprecated:logger.x}"),
+    "a target that is not a string": lambda c, m: c["loss"].update({"_target_": ["os.system"]}),
+    "a target in _args_ of a trusted class": lambda c, m: c["model"].update(
+        _args_=[{"_target_": "subprocess.run", "args": ["true"]}]),
+    "an interpolation in a key": lambda c, m: c["trainer"].update({"${oc.decode:'{_target_: os.system}'}": 1}),
+    "a torch.nn module reached through an attribute path": lambda c, m: c["loss"].update(
+        {"_target_": "torch.nn.modules.module.torch.load", "f": "evil.pkl"}),
 }
 
 
@@ -139,6 +149,11 @@ SAYS = {
     "an escaped interpolation": "loss.weight uses the resolver 'oc.decode'",
     "a torch function assembled by interpolation": "optim._target_=torch.load",
     "a nested interpolation in a key path": "loss.weight uses an interpolation trainrun does not read",
+    "oc.deprecated forwarding to the logger section": "loss.weight._target_=os.system",
+    "a target that is not a string": "loss._target_=['os.system']",
+    "a target in _args_ of a trusted class": "model._args_[0]._target_=subprocess.run",
+    "an interpolation in a key": "uses the resolver 'oc.decode'",
+    "a torch.nn module reached through an attribute path": "loss._target_=torch.nn.modules.module.torch.load",
 }
 
 
@@ -160,6 +175,10 @@ def test_resolving_first_catches(saved, tmp_path, monkeypatch, attack):
     ("class Net:\n    pass\nclass Other:\n    pass\n", "mymod.Other", "mymod.Net", False),
     ("class Net:\n    pass\n", "mymod.Net", "mymod", True),
     ("def build():\n    return 1\n", "mymod.build", "mymod", True),
+    ("class Net:\n    pass\n", "mymod.Net.__class__", "mymod", False),  # type, a builtin
+    ("import numpy\nclass Net:\n    load = staticmethod(numpy.load)\n", "mymod.Net.load", "mymod.Net", False),
+    ("class Net:\n    pass\n", "mymod.Net.mro", "mymod.Net", False),
+    ("from numpy import load as Net\n", "mymod.Net", "mymod", False),
 ])
 def test_trust_by_definition(tmp_path, monkeypatch, module, target, trust, covered):
     (tmp_path / "mymod.py").write_text(module)
@@ -177,6 +196,16 @@ def test_a_package_submodule_is_covered_but_not_what_it_imports(tmp_path, monkey
     import mypkg.layers
 
     assert defined_in(mypkg.layers, "mypkg") and not defined_in(mypkg.layers.run, "mypkg.layers")
+
+
+def test_oc_env_default_never_becomes_a_node(saved, tmp_path):
+    """oc.env turns a node given as its default into text: nothing is built from it."""
+    def change(c: dict[str, Any]) -> None:
+        c["logger"] = {"x": {"_target_": "os.system", "command": "x"}}
+        c["loss"]["weight"] = "${oc.env:TRAINRUN_TEST_UNSET_VARIABLE,${logger.x}}"
+
+    loaded = load(write(saved, tmp_path, change), key="run", unbuilt=("logger",))
+    assert isinstance(loaded["config"]["loss"]["weight"], str)
 
 
 # --------------------------------------------------------------------------- what stays valid

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import ranks
 from trainrun.errors import CONFIG_ERROR, TrainrunError
-from trainrun.files import LOCK, RunFolderLock
+from trainrun.files import CHECKPOINTS, LAST, LOCK, RunFolderLock
 from trainrun.owner import Owner
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -43,6 +43,13 @@ FIX_OTHER = {
                "predictions/<date>/<time>)",
     "sweep": "give the sweep a new folder (hydra.sweep.dir=<new folder>, or leave it out)",
 }
+
+
+# resume=auto into a folder whose run left no last.pt: there is nothing to continue, and starting
+# afresh there would replace that run's metrics and summary.
+NOTHING_TO_RESUME = ("resume=auto continues a run from its checkpoints/last.pt, and this one has none "
+                     "(trained with checkpoint.enabled=false, or stopped before its first checkpoint): "
+                     "give this run a new folder (hydra.run.dir=<new folder>, or leave it out)")
 
 
 class RunFolder:
@@ -133,8 +140,8 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     resume = cfg.get("resume")
     if not resume:
         return False
-    if str(resume) == "auto":
-        return True
+    if str(resume) == "auto":  # continues only a run that left a last.pt (resume refuses a bad one)
+        return os.path.lexists(folder / CHECKPOINTS / LAST)
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)
 
@@ -160,6 +167,8 @@ class OwnRunFolder(Callback):
                     "outputs/<date>/<time>)",
                 )
             folder = RunFolder(Path(os.path.abspath(given)), command=self.command)  # as Hydra's run_job makes it
+            if self.command == "train" and str(config.get("resume")) == "auto" and not continues(config, folder.folder):
+                folder.owner.fix_other = NOTHING_TO_RESUME
             if (ranks.launched_place() or ranks.ALONE).rank == 0:
                 folder.claim(continuing=self.command == "train" and continues(config, folder.folder))
                 _CLAIMED[folder.folder] = folder
