@@ -27,11 +27,12 @@ anything in the folder, with the folder Hydra itself will use.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from trainrun.errors import TrainrunError
-from trainrun.files import CHECKPOINTS, LOCK, PROFILER, RunFolderLock
+from trainrun.files import CHECKPOINTS, EVAL_JSON, LOCK, PREPROCESSING_JSON, PROFILER, RunFolderLock
 
 # What a command leaves in a folder before its results: a folder holding only these holds no run.
 BEFORE_RESULTS = frozenset({".hydra", "train.log", "predict.log", LOCK, "multirun.yaml", ".submitit"})
@@ -41,6 +42,9 @@ WRITTEN_INTO = ("", ".hydra", CHECKPOINTS, PROFILER)
 # Commands that may write over their own earlier results in a folder (evaluate the same checkpoint
 # again); the others continue their own run (train resume=...) or need a folder of their own.
 REPLACE_OWN = frozenset({"evaluate", "export-model"})
+# What those write that names the checkpoint their results came from: they replace results of the
+# same checkpoint only (evaluate run=B out=<A's evaluation> would lose A's).
+SOURCE_RECORD = {"evaluate": EVAL_JSON, "export-model": PREPROCESSING_JSON}
 
 
 def links(folder: Path, below: Path | None = None) -> list[str]:
@@ -84,6 +88,16 @@ def held(folder: Path) -> tuple[str | None, list[str]]:
     return command, results
 
 
+def recorded_source(folder: Path, command: str) -> str | None:
+    """The checkpoint ``command``'s results in ``folder`` came from (None: not recorded)."""
+    try:
+        record = json.loads((folder / SOURCE_RECORD[command]).read_text())
+    except (KeyError, OSError, ValueError):
+        return None
+    source = record.get("checkpoint") if isinstance(record, dict) else None
+    return source if isinstance(source, str) else None
+
+
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
@@ -91,14 +105,17 @@ def _listed(names: list[str]) -> str:
 class Owner:
     """The claim of one command on one folder (see the module's rules)."""
 
-    def __init__(self, folder: Path, command: str, *, key: str, fix_other: str, below: Path | None = None) -> None:
+    def __init__(self, folder: Path, command: str, *, key: str, fix_other: str, below: Path | None = None,
+                 source: Path | None = None) -> None:
         """``key``: the setting that names the folder; ``fix_other``: what to do instead of
         writing over another run; ``below``: the folder it lies in that the user named (an
-        output folder inside a run folder)."""
+        output folder inside a run folder); ``source``: the checkpoint an output comes from (its
+        command replaces only results of the same one)."""
         self.folder = Path(os.path.abspath(folder))
         self.command, self.key, self.fix_other = command, key, fix_other
         self.below = Path(os.path.abspath(below)) if below is not None else None
         self.lock = RunFolderLock(self.folder, command, key)
+        self.source = str(source.resolve()) if source is not None else None
 
     def check(self, *, continuing: bool = False) -> None:
         """Refuse links and another run's folder (``continuing``: this command continues the
@@ -122,8 +139,13 @@ class Owner:
         if not results:
             return
         own = command == self.command or (command is None and continuing)  # None: a run of an older release
-        if own and (continuing or self.command in REPLACE_OWN):
+        other_source = recorded_source(self.folder, self.command) if own and self.source else None
+        if own and (continuing or self.command in REPLACE_OWN) and other_source in (None, self.source):
             return
+        if other_source is not None:
+            raise TrainrunError(
+                f"{self.folder} holds the {self.command} results of another checkpoint ({other_source}): "
+                f"{self.command} of {self.source} would replace them", key=self.key, fix=self.fix_other)
         kind = f"{'an' if command[0] in 'aeiou' else 'a'} {command} run" if command else "another run"
         raise TrainrunError(
             f"{self.folder} holds {kind} ({_listed(results)}): {self.command} would write over its files",
@@ -154,9 +176,10 @@ class Owner:
         self.lock.release()
 
 
-def output_owner(out: Path, command: str, run_folder: Path | None) -> Owner:
+def output_owner(out: Path, command: str, run_folder: Path | None, source: Path | None = None) -> Owner:
     """The owner of ``evaluate``'s or ``export-model``'s output folder: ``out=`` as given, or the
-    default inside the run folder (``run_folder``; no link on the way to it either)."""
+    default inside the run folder (``run_folder``; no link on the way to it either), for the
+    results of the checkpoint ``source``."""
     default = "<run folder>/eval/..." if command == "evaluate" else "<run folder>/export/..."
-    return Owner(out, command, key="out", below=run_folder,
+    return Owner(out, command, key="out", below=run_folder, source=source,
                  fix_other=f"give out= a folder of its own (or leave it out: {default})")

@@ -7,6 +7,7 @@ tests/e2e/test_run_folder.py."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,25 @@ def test_evaluate_replaces_its_own_results(tmp_path):
     again.release()
     with pytest.raises(TrainrunError, match="holds an evaluate run"):
         output_owner(out, "export-model", None).claim()
+
+
+@pytest.mark.parametrize("command, record", [("evaluate", "eval.json"), ("export-model", "preprocessing.json")])
+def test_results_of_another_checkpoint_are_not_replaced(tmp_path, command, record):
+    """Attack pass: ``evaluate run=B out=<A's evaluation>`` replaced A's eval.json (exit 0); the
+    results name their checkpoint, and only the same one may replace them."""
+    a, b = tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt"
+    out = tmp_path / "out"
+    first = output_owner(out, command, None, source=a)
+    first.claim()
+    (out / record).write_text(json.dumps({"checkpoint": str(a.resolve())}))
+    first.release()
+    again = output_owner(out, command, None, source=a)
+    again.claim()  # the same checkpoint again (another split, another format)
+    again.release()
+    before = (out / record).read_text()
+    with pytest.raises(TrainrunError, match=f"holds the {command} results of another checkpoint") as err:
+        output_owner(out, command, None, source=b).claim()
+    assert str(a.resolve()) in err.value.message and (out / record).read_text() == before
 
 
 @pytest.mark.parametrize("contents", [
