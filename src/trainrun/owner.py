@@ -98,6 +98,21 @@ def recorded_source(folder: Path, command: str) -> str | None:
     return source if isinstance(source, str) else None
 
 
+def enclosing(folder: Path, home: Path | None = None) -> Path | None:
+    """The nearest folder above ``folder`` that a command claimed (it keeps a lock file), up to
+    ``home`` (the run folder an output folder belongs in), or None."""
+    for parent in folder.parents:
+        if parent == home:
+            return None
+        if os.path.lexists(parent / LOCK):
+            return parent
+    return None
+
+
+def _a(command: str | None) -> str:
+    return f"{'an' if command[0] in 'aeiou' else 'a'} {command}" if command else "another"
+
+
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
@@ -106,16 +121,18 @@ class Owner:
     """The claim of one command on one folder (see the module's rules)."""
 
     def __init__(self, folder: Path, command: str, *, key: str, fix_other: str, below: Path | None = None,
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, home: Path | None = None) -> None:
         """``key``: the setting that names the folder; ``fix_other``: what to do instead of
         writing over another run; ``below``: the folder it lies in that the user named (an
         output folder inside a run folder); ``source``: the checkpoint an output comes from (its
-        command replaces only results of the same one)."""
+        command replaces only results of the same one); ``home``: the run folder it may lie in
+        (another command's folder above it is refused)."""
         self.folder = Path(os.path.abspath(folder))
         self.command, self.key, self.fix_other = command, key, fix_other
         self.below = Path(os.path.abspath(below)) if below is not None else None
         self.lock = RunFolderLock(self.folder, command, key)
         self.source = str(source.resolve()) if source is not None else None
+        self.home = Path(os.path.abspath(home)) if home is not None else self.below
 
     def check(self, *, continuing: bool = False) -> None:
         """Refuse links and another run's folder (``continuing``: this command continues the
@@ -134,7 +151,9 @@ class Owner:
             )
 
     def check_run(self, *, continuing: bool = False, found: tuple[str | None, list[str]] | None = None) -> None:
-        """``found``: what :func:`held` saw (before this claim made a lock file)."""
+        """``found``: what :func:`held` saw (before this claim made a lock file). A folder inside
+        another command's folder (``hydra.run.dir=<a run>/checkpoints``) is that run's."""
+        self.check_enclosing()
         command, results = found if found is not None else held(self.folder)
         if not results:
             return
@@ -146,11 +165,21 @@ class Owner:
             raise TrainrunError(
                 f"{self.folder} holds the {self.command} results of another checkpoint ({other_source}): "
                 f"{self.command} of {self.source} would replace them", key=self.key, fix=self.fix_other)
-        kind = f"{'an' if command[0] in 'aeiou' else 'a'} {command} run" if command else "another run"
+        kind = f"{_a(command)} run"
         raise TrainrunError(
             f"{self.folder} holds {kind} ({_listed(results)}): {self.command} would write over its files",
             key=self.key, fix=self.fix_other,
         )
+
+    def check_enclosing(self) -> None:
+        """Refuse a folder inside another command's folder (``hydra.run.dir=<a run>/checkpoints``)."""
+        outer = enclosing(self.folder, self.home)
+        if outer is not None:
+            command = held(outer)[0]
+            raise TrainrunError(
+                f"{self.folder} lies inside {outer}, the folder of {_a(command)} run: "
+                f"{self.command} would write into a folder another command owns", key=self.key,
+                fix=f"give {self.key}= a folder outside {outer}")
 
     def claim(self, *, continuing: bool = False) -> None:
         """Links refused, then the lock (a folder another process writes is refused as such),
@@ -160,6 +189,7 @@ class Owner:
         if self.lock.held:
             return
         self.check_links()
+        self.check_enclosing()  # before the lock: acquiring it makes the folder
         found = held(self.folder)  # as it was: acquiring may create the lock file
         made = not os.path.lexists(self.folder / LOCK)
         self.lock.acquire(mark=False)
@@ -176,10 +206,11 @@ class Owner:
         self.lock.release()
 
 
-def output_owner(out: Path, command: str, run_folder: Path | None, source: Path | None = None) -> Owner:
+def output_owner(out: Path, command: str, run_folder: Path | None, source: Path | None = None,
+                 home: Path | None = None) -> Owner:
     """The owner of ``evaluate``'s or ``export-model``'s output folder: ``out=`` as given, or the
     default inside the run folder (``run_folder``; no link on the way to it either), for the
-    results of the checkpoint ``source``."""
+    results of the checkpoint ``source`` of the run folder ``home`` (``out=`` may lie in it)."""
     default = "<run folder>/eval/..." if command == "evaluate" else "<run folder>/export/..."
-    return Owner(out, command, key="out", below=run_folder, source=source,
+    return Owner(out, command, key="out", below=run_folder, source=source, home=home or run_folder,
                  fix_other=f"give out= a folder of its own (or leave it out: {default})")

@@ -163,6 +163,24 @@ def test_results_of_another_checkpoint_are_not_replaced(tmp_path, command, recor
     assert str(a.resolve()) in err.value.message and (out / record).read_text() == before
 
 
+@pytest.mark.parametrize("inner", ["checkpoints", ".hydra", "eval/mine", "notes/deep/er"])
+def test_a_folder_inside_another_commands_folder_is_its(tmp_path, inner):
+    """Attack pass: ``train hydra.run.dir=<a run>/checkpoints`` wrote a second run into the first
+    one's folder (no lock of its own in the way); a folder under another command's is refused,
+    except an output folder in the run it belongs to (evaluate's out=<run>/eval/...)."""
+    run = finished_run(tmp_path / "run")
+    before = sorted(p.name for p in run.rglob("*"))
+    for command in ("train", "predict"):
+        with pytest.raises(TrainrunError, match=f"lies inside {run}, the folder of a train run"):
+            owner(run / inner, command).claim()
+    with pytest.raises(TrainrunError, match="lies inside"):
+        output_owner(run / inner, "evaluate", None, home=tmp_path / "other").claim()
+    assert sorted(p.name for p in run.rglob("*")) == before
+    mine = output_owner(run / inner, "evaluate", None, home=run)
+    mine.claim()
+    mine.release()
+
+
 @pytest.mark.parametrize("contents", [
     {},  # empty: a folder made for the run
     {"notes.txt": "mine"},  # the user's own folder: no command ever wrote there

@@ -191,7 +191,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 
     written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else [])]
-    owner = output_owner(out, "evaluate", None if cfg.out else folder, source=file)
+    owner = output_owner(out, "evaluate", None if cfg.out else folder, source=file, home=folder)
     with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
         owner.claim()  # its own folder only: no links, no other run's folder, one writer

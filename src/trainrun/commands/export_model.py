@@ -228,7 +228,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             key="format", exit_code=TRAINING_ERROR, fix=fix)
 
     out = Path(cfg.out).expanduser() if cfg.out else trained.folder / EXPORT / trained.file.stem
-    owner = output_owner(out, "export-model", None if cfg.out else trained.folder, source=trained.file)
+    owner = output_owner(out, "export-model", None if cfg.out else trained.folder, source=trained.file,
+                         home=trained.folder)
     with phase(f"writing the export into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/export/...)"):
         owner.claim()  # its own folder only: no links, no other run's folder, one writer
