@@ -125,7 +125,10 @@ def _key_in(text: str, key: str, section: Mapping[str, Any], *, by_value: bool) 
         name = str(name)
         if name.startswith("_"):
             continue
-        value = section[name]
+        try:
+            value = section[name]
+        except Exception:  # a missing (``???``) or broken value: named by its key alone
+            value = None
         words = {name.lower(), name.lower().replace("_", " "), *KEY_ALIASES.get(name, ())}
         if len(name) > 3 and name.endswith("s"):
             words.add(name[:-1].lower())

@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -213,6 +214,9 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     try:
         main()
     except Exception as ex:
+        if full_errors() and isinstance(ex, TrainrunError):  # the traceback, and still our exit status
+            traceback.print_exc()
+            sys.exit(ex.exit_code)
         if full_errors():
             raise
         err = composition_error(ex)

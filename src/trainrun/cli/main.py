@@ -128,6 +128,8 @@ def _train_task(cfg: DictConfig) -> float | None:
             raise
         finally:
             folder.lock.release()
+        if summary["status"] == "explained" and writer:  # a report, nothing trained: no folder left
+            folder.discard()
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
             log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
                      f"{resume_command(run_dir)}")
@@ -221,7 +223,12 @@ def _evaluate_task(cfg: DictConfig) -> None:
         from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
 
         try:
-            evaluate_checkpoint(cfg)
+            try:
+                evaluate_checkpoint(cfg)
+            except TrainrunError:
+                raise
+            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
+                raise unexpected(err) from err
         except TrainrunError as err:
             _fail(err)
 
@@ -247,7 +254,12 @@ def _predict_task(cfg: DictConfig) -> None:
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            run_predict(cfg)
+            try:
+                run_predict(cfg)
+            except TrainrunError:
+                raise
+            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
+                raise unexpected(err) from err
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -278,7 +290,12 @@ def _export_task(cfg: DictConfig) -> None:
         from trainrun.export import export as run_export  # torch: once the config composed
 
         try:
-            run_export(cfg)
+            try:
+                run_export(cfg)
+            except TrainrunError:
+                raise
+            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
+                raise unexpected(err) from err
         except TrainrunError as err:
             _fail(err)
 

@@ -130,10 +130,11 @@ def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float]
 
 
 def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
-                  chosen: int | None, path: str | Path) -> str | None:
+                  chosen: int | None, path: str | Path, minimum: int | None = None) -> str | None:
     """``lr_find.png``: the loss of each step of the range test against its learning rate (log
-    axis), raw and smoothed, with the suggested learning rate marked. The y axis stops at twice
-    the first smoothed loss, so a diverging tail does not flatten the part that matters.
+    axis), raw and smoothed, with the suggested learning rate and the smoothed minimum marked.
+    The y axis stops at twice the first smoothed loss, so a diverging tail does not flatten the
+    part that matters.
     Returns None when written, or a note saying why not."""
     path = Path(path)
     try:
@@ -146,6 +147,9 @@ def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Seque
     if chosen is not None:
         ax.plot([lrs[chosen]], [smoothed[chosen]], "o", color="tab:red", markersize=8,
                 label=f"suggested lr {lrs[chosen]:.3g}")
+    if minimum is not None:
+        ax.plot([lrs[minimum]], [smoothed[minimum]], "v", color="tab:gray", markersize=7,
+                label=f"smoothed minimum (lr {lrs[minimum]:.3g})")
     ax.set_xscale("log")
     finite = [v for v in smoothed if math.isfinite(v)]
     if finite:
