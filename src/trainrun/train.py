@@ -36,12 +36,13 @@ from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
 
 
-def objective_value(history: list[dict[str, Any]], name: str) -> float:
-    """The best value of ``name`` over the run, in the direction its name implies."""
-    values = [row[name] for row in history if name in row]
-    if not values:
-        return float("nan")
-    return min(values) if direction(name) == "minimize" else max(values)
+def objective_value(history: list[dict[str, Any]], name: str, best_epoch: int | None) -> float:
+    """The value of ``name`` at the epoch ``best.pt`` holds (``checkpoint.monitor``'s best, by
+    default the objective's own): the score shown beside a run is the score of the checkpoint
+    it deploys, even when ``checkpoint.monitor`` is set to another value."""
+    row = next((r for r in history if r["epoch"] == best_epoch), None)
+    value = row.get(name) if row is not None else None
+    return float(value) if isinstance(value, int | float) else float("nan")
 
 
 class Whereabouts:
@@ -134,8 +135,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                 fit(setup, state, watch(where), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
-            reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
             stop.writer.close_quietly()
+            if isinstance(err, Exception):  # the run whose curve the user most wants to see
+                failed = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=False)
+                failed.update(status="failed", error=str(err).strip().splitlines()[0] if str(err).strip()
+                              else type(err).__name__, train_seconds=time.perf_counter() - fit_started,
+                              total_seconds=time.perf_counter() - started, checkpoint_seconds=stop.writer.seconds)
+                reporter.failed(failed, state.history, plot=cfg.plot)  # summary.json, curves.png
+            reporter.loggers.close()  # an MLflow run is marked failed, event files flushed
             if setup.settings.detect_anomaly and "returned nan values" in str(err):
                 raise TrainrunError(
                     f"{err.message if isinstance(err, TrainrunError) else err} (torch.autograd."
@@ -189,7 +196,7 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
         "tags": [str(t) for t in cfg.get("tags") or []],
         "signal": signal or None,
         "stop_reason": state.stop_reason,
-        "objective": {"name": cfg.objective, "value": objective_value(state.history, cfg.objective),
+        "objective": {"name": cfg.objective, "value": objective_value(state.history, cfg.objective, state.best_epoch),
                       "direction": direction(cfg.objective)},
         "monitor": setup.settings.monitor,
         "best_epoch": state.best_epoch,

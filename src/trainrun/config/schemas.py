@@ -40,7 +40,8 @@ class EarlyStoppingConfig:
 
     patience: int | None = setting(None, "epochs without improvement before stopping; null: off")
     min_delta: float = setting(0.0, "an improvement must beat the best by more than this")
-    monitor: str = setting("val_loss", "the logged value watched (train_loss, val_loss, val_acc, ...)")
+    monitor: str = setting("${objective}", "the logged value watched (train_loss, val_loss, val_acc, ...); "
+                           "default: the objective")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
 
 
@@ -81,7 +82,9 @@ class CheckpointConfig:
     every_n_epochs: int = setting(1, "write last.pt every N epochs")
     every_n_steps: int | None = setting(
         None, "also write last.pt every N optimizer steps (mid-epoch); null: off")
-    monitor: str = setting("val_loss", "the logged value that decides best.pt")
+    monitor: str = setting(
+        "${objective}", "the logged value that decides best.pt; default: the objective, so the score a sweep "
+        "ranks a run by is the score of the best.pt it deploys")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name: val_acc is better higher), min or max")
 
 
@@ -123,8 +126,9 @@ class TrainConfig:
     trainer: TrainerConfig = setting(TrainerConfig, "the loop's settings")
     checkpoint: CheckpointConfig = setting(CheckpointConfig, "what is saved to checkpoints/ and when")
     objective: str = setting(
-        "val_loss", "the value returned to Hydra for sweepers: a key of the epoch metrics (best value of the "
-        "run, in the direction implied by its name: *loss/*rmse/*mae minimize, others maximize)")
+        "val_loss", "what \"best\" means: the value returned to Hydra for sweepers, a key of the epoch metrics "
+        "(its value at the epoch best.pt holds; *loss/*rmse/*mae minimize, others maximize); checkpoint.monitor and "
+        "early stopping follow it unless set")
     resume: str | None = setting(
         None, "null, auto (continue this run folder's last.pt if present), or a checkpoint / run folder")
     explain: bool = setting(

@@ -148,13 +148,26 @@ class Reporter:
         if self.rank == 0:
             self._say(message)
 
+    def failed(self, summary: dict[str, Any], history: list[dict[str, Any]], plot: bool = True) -> None:
+        """A run that failed during training: ``summary.json`` (``status: failed``, the error)
+        and ``curves.png`` of the epochs it finished, before the error is reported. Never
+        raises: the error that ended the run is the one to report."""
+        if not self.writes:
+            return
+        try:
+            atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
+            if plot and history:
+                self.drawer.draw(history, self.run_dir / CURVES_PNG, best_epoch=summary.get("best_epoch"))
+        except Exception as err:
+            log.warning(f"could not write the failed run's summary or curves: {type(err).__name__}: {err}")
+
     def summary(self, summary: dict[str, Any], history: list[dict[str, Any]] | None = None,
                 plot: bool = True) -> None:
         if not self.writes:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = self.drawer.draw(history, self.run_dir / CURVES_PNG)
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG, best_epoch=summary.get("best_epoch"))
             if note and self.mode != "none":
                 self._say(note)
         self.loggers.log_summary(summary)

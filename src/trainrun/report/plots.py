@@ -71,15 +71,16 @@ def metric_panels(history: list[dict[str, Any]], most: int = 3) -> list[list[str
     return panels[:most]
 
 
-def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
+def write_curves(history: list[dict[str, Any]], path: str | Path, best_epoch: int | None = None) -> str | None:
     """Train and validation loss per epoch (first panel) and the metrics per epoch (one more
-    panel for the scores in [0, 1], one per other metric, three at most) to ``path``.
-    Returns None when written, or a note saying why not."""
+    panel for the scores in [0, 1], one per other metric, three at most) to ``path``, with the
+    epoch ``best.pt`` holds marked in every panel. Returns None when written, or a note saying
+    why not."""
     path = Path(path)
     if not history:
         return f"{path.name} not written: no epoch finished"
     try:
-        fig = curves_figure(history)
+        fig = curves_figure(history, best_epoch)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path) -> str | None:
     return None
 
 
-def curves_figure(history: list[dict[str, Any]]) -> Any:
+def curves_figure(history: list[dict[str, Any]], best_epoch: int | None = None) -> Any:
     """The figure of :func:`write_curves` (raises ImportError without matplotlib)."""
     panels = metric_panels(history)
     fig = _figure(5 * (1 + len(panels)), 4)
@@ -112,6 +113,10 @@ def curves_figure(history: list[dict[str, Any]]) -> Any:
             ax.annotate(f"{best[1]:.4g}", best, textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=8)
         ax.set_title("scores" if len(keys) > 1 else keys[0])
+    if best_epoch is not None and best_epoch in epochs:  # the epoch the checkpoint one deploys holds
+        for ax in axes:
+            ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, alpha=0.7,
+                       label=f"best.pt (epoch {best_epoch})")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
