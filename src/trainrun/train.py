@@ -31,7 +31,7 @@ from trainrun.model_summary import layer_table, parameter_line
 from trainrun.preflight import run as preflight
 from trainrun.profiler import profiling
 from trainrun.report.console import Reporter
-from trainrun.report.echo import in_sweep_job
+from trainrun.report.echo import in_sweep_job, mark_rank
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
 
@@ -87,10 +87,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         raise
     reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank,
                         sweep_job=in_sweep_job())
+    mark_rank(rank)  # rank > 0: "[rank 1] " before each line it logs
     reporter.show_start(cfg)
     setup = build(cfg, rank=rank, world_size=world_size)
     if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
         reporter.info(parameter_line(setup.raw_model))
+        if world_size > 1:  # several processes, one console: say so
+            reporter.info(f"DDP: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
+                          "the run folder, the others' lines start with [rank N]")
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
         reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing

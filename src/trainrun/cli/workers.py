@@ -32,6 +32,7 @@ import torch
 from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.report.echo import mark_rank
 from trainrun.train import run_training
 
 # Under DDP the ranks compare their stop requests (signals) every this many optimizer steps: one
@@ -220,7 +221,8 @@ def _setup_worker_logging(rank: int, logging_cfg: dict[str, Any] | None) -> None
     if rank == 0 and logging_cfg:
         logging.config.dictConfig(logging_cfg)
     else:
-        logging.basicConfig(level=logging.WARNING, format="[rank %(process)d] %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        mark_rank(rank)  # "[rank 1] ..." (the rank, not the pid), Python warnings included
 
 
 def _die_with_parent() -> None:
