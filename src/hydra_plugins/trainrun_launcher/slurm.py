@@ -54,6 +54,11 @@ if _SubmititSlurmLauncher is not None:
             init_params: dict[str, Any] = {"folder": self.params["submitit_folder"]}
             if "max_num_timeout" in self.params:
                 init_params[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
+            from trainrun.cli.slurm_queue import explicit_keys, fit_request, wait_result
+
+            # a request no node can hold would stay pending for ever: fit the preset, refuse the user's
+            self.params = fit_request(self.params, explicit_keys(list(self.config.hydra.overrides.hydra)),
+                                      say=log.info)
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
             base = set(OmegaConf.structured(BaseQueueConf).keys())
             executor.update_parameters(**{
@@ -77,7 +82,7 @@ if _SubmititSlurmLauncher is not None:
             returns: list[JobReturn] = []
             for params, job in zip(job_params, jobs, strict=True):
                 try:
-                    returns.append(job.results()[0])
+                    returns.append(wait_result(job, f"job #{params[2]}"))  # says what it waits for
                 except Exception as err:  # UncompletedJobError, FailedJobError
                     returns.append(self._failed(params[0], params[2], job, err))
             return returns

@@ -219,7 +219,7 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
             sys.exit(ex.exit_code)
         if full_errors():
             raise
-        err = composition_error(ex)
+        err = ex if isinstance(ex, TrainrunError) else composition_error(ex)  # a launcher's refusal
         if err is None and isinstance(ex, OSError) and not task_started():  # Hydra making the run folder
             where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
             err = TrainrunError(
