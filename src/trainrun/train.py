@@ -21,6 +21,8 @@ from trainrun import __version__, explain, lr_find
 from trainrun.build import Setup, build, owners
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
+from trainrun.engine.hooks import Callbacks
+from trainrun.engine.loop import Reporter as LoopReporter
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
@@ -51,7 +53,7 @@ class Whereabouts:
     (loggers, checkpoints, early stopping). ``state`` alone cannot tell: it moves to the next
     epoch before the end-of-epoch work."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: LoopReporter) -> None:
         self.reporter = reporter
         self.stage, self.epoch = "training", 0
 
@@ -73,7 +75,7 @@ class Whereabouts:
         if self.stage == "validating":
             return f"validating after epoch {self.epoch + 1}"
         if self.stage == "ending":
-            return f"ending epoch {self.epoch + 1} (loggers, checkpoints, early stopping)"
+            return f"ending epoch {self.epoch + 1} (callbacks, loggers, checkpoints, early stopping)"
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
@@ -95,6 +97,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         if world_size > 1:  # several processes, one console: say so
             reporter.info(f"DDP: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
                           "the run folder, the others' lines start with [rank N]")
+    callbacks = Callbacks.from_config(cfg.get("callbacks"))  # built and checked before training
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
         reporter.table(layer_table(setup))
     if cfg.preflight:  # one real batch through the built objects; changes nothing
@@ -121,6 +124,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         chosen = [name for name, node in (cfg.get("logger") or {}).items() if node is not None]
         built = {f"logger.{name}._target_": [logger] for name, logger in zip(chosen, loggers.loggers, strict=False)}
         reporter.use_loggers(loggers, cfg)
+    built.update(callbacks.owners())  # an error in a callback's code names callbacks[i]
 
     with Signals(quiet=rank != 0) as signals:
         # DDP: the ranks agree on the step at which a signal stops them all
@@ -128,7 +132,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
-        where = Whereabouts(reporter)
+        where = Whereabouts(callbacks.around(reporter))  # on_epoch_end before each row is logged
         training = phase(lambda: where.doing(state), "model._target_", exit_code=TRAINING_ERROR,
                          owners=lambda: owners(setup) | built,
                          fix="fix the cause (the message says where it was raised); the checkpoints "
@@ -136,10 +140,12 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
                          "(HYDRA_FULL_ERROR=1 shows the whole traceback)")
         try:  # debug=profile: torch.profiler over a few steps, hooked in through the reporter
             with training, anomaly, profiling(cfg.profiler, setup, run_dir, rank=rank, say=reporter.info) as watch:
+                callbacks.start(setup, state, run_dir, stop)  # on_start; on_checkpoint hears the writer
                 fit(setup, state, watch(where), stop)
             stop.writer.close()  # the last checkpoint is on disk before the summary says so
         except BaseException as err:
             stop.writer.close_quietly()
+            callbacks.exception(err)
             if isinstance(err, Exception):  # the run whose curve the user most wants to see
                 failed = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=False)
                 failed.update(status="failed", error=str(err).strip().splitlines()[0] if str(err).strip()
@@ -175,6 +181,10 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if cfg.get("overfit_check") is not None and summary["status"] != "interrupted":  # debug=overfit
         verdict = summary["overfit_check"] = overfit_verdict(state.history, float(cfg.overfit_check))
     reporter.summary(summary, state.history, plot=cfg.plot)
+    if callbacks:
+        with phase("the callbacks' on_end", "callbacks", owners=callbacks.owners, exit_code=TRAINING_ERROR,
+                   fix="fix the callback (the message says where it raised); the run's files are written"):
+            callbacks.call("on_end", summary)
     if verdict is not None:
         if verdict["passed"]:
             reporter.info(verdict["message"])

@@ -143,6 +143,9 @@ class TrainConfig:
         {}, "where epoch values, params and the summary go: the logger group (csv, tensorboard, mlflow; "
         "several at once with logger=[csv,tensorboard]). One entry per chosen logger")
     metrics: list[str] = setting([], "extra validation metrics through torchmetrics (e.g. [f1, auroc])")
+    callbacks: list[Any] = setting(
+        [], "your own code at a run's moments: [mycb.StopAt] or [{_target_: mycb.StopAt, value: 0.97}]; hooks "
+        "on_start, on_epoch_end, on_checkpoint, on_end, on_exception (docs/user-guide.md, Callbacks)")
     plot: bool = setting(True, "write curves.png (loss and metric per epoch) at the end of the run (needs matplotlib)")
     tags: list[str] = setting(
         [], "labels for the run (tags=[baseline,v2]): in summary.json, the sweep summary and every logger")

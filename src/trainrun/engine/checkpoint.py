@@ -25,7 +25,7 @@ import io
 import pickle
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,8 @@ class CheckpointWriter:
         self.setup, self.folder = setup, folder
         self.writes = setup.rank == 0 and enabled
         self.seconds = 0.0
+        # called with the paths once they are on disk (callbacks' on_checkpoint); none by default
+        self.saved: list[Callable[[list[Path]], None]] = []
         self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
         self._schemas = schema_names(setup.cfg)
         # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments
@@ -262,8 +264,13 @@ class CheckpointWriter:
             return
         self._wait(self._background.wait)
         data = serialize(payload(self.setup, state, losses, self._config, self._schemas))  # the snapshot
-        self._background.put([self.folder / name for name in names or (LAST,)], data)  # best + last: once
+        paths = [self.folder / name for name in names or (LAST,)]
+        self._background.put(paths, data)  # best + last: once
+        if self.saved:  # a listener reads the files: they are on disk first
+            self._wait(self._background.wait)
         self.seconds += time.perf_counter() - started
+        for listener in self.saved:
+            listener(paths)
 
     def wait(self) -> None:
         """Block until every handed-over write is on disk; raise if one failed."""

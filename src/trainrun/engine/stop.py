@@ -162,6 +162,8 @@ class Stop:
         self.num_batches, self.world_size = num_batches, world_size
         self.every_n_steps = settings.every_n_steps
         self.stopped_by_signal = False
+        self.requested: str | None = None  # a callback's run.stop(reason)
+        self._requests = False  # whether anything may request (then the ranks agree each epoch)
 
     @classmethod
     def for_setup(cls, setup: Any, checkpoints: Path | None,
@@ -197,9 +199,28 @@ class Stop:
         if first_bad >= 0 and not self.settings.skip_nonfinite:
             raise nonfinite_error(epoch, losses, first_bad)
 
+    def listen_for_requests(self, on: bool) -> None:
+        """Callbacks may call :meth:`request` (``run.stop``): read it after each epoch."""
+        self._requests = on
+
+    def request(self, reason: str) -> None:
+        """Stop after this epoch (a callback's ``run.stop(reason)``)."""
+        self.requested = self.requested or reason
+
+    def _agreed_request(self) -> str | None:
+        """A stop requested on any rank stops every rank at the same epoch (one small all-reduce
+        per epoch, only when callbacks could request)."""
+        if not self._requests or self.world_size == 1:
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0], device=self.writer.setup.device)
+        if int(all_reduce_max(flag, self.world_size).item()) and not self.requested:
+            self.requested = "a callback on another process asked to stop"
+        return self.requested
+
     def after_epoch(self, state: Any, improved: bool) -> bool:
         """At the end of an epoch whose row is in ``state.history``: True ends the run."""
-        state.stop_reason = early_stopping_reason(state.history, self.settings.early_stopping)
+        state.stop_reason = (self._agreed_request()
+                             or early_stopping_reason(state.history, self.settings.early_stopping))
         names = [BEST] if improved else []
         if (state.epoch % self.settings.every_n_epochs == 0 or state.epoch == self.settings.epochs
                 or state.stop_reason):
