@@ -36,6 +36,7 @@ PROFILER = "profiler"
 SWEEP_CSV, SWEEP_PNG = "summary.csv", "sweep.png"
 # What ``evaluate``, ``predict`` and ``export`` write.
 EVAL_JSON, PREDICTIONS_CSV, PREDICT_JSON = "eval.json", "predictions.csv", "predict.json"
+REPORT_TXT, CONFUSION_PNG = "report.txt", "confusion.png"  # evaluate report=true: per class
 EXPORT, PREPROCESSING_JSON = "export", "preprocessing.json"
 
 # mkstemp creates files readable by the owner only; give them the mode open() would.

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from trainrun import __version__, explain, lr_find
 from trainrun.build import Setup, build, owners
+from trainrun.class_weights import labels_of
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
 from trainrun.engine.hooks import Callbacks
@@ -97,6 +98,9 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         if world_size > 1:  # several processes, one console: say so
             reporter.info(f"DDP: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
                           "the run folder, the others' lines start with [rank N]")
+    if reporter.mode != "none" and cfg.loss.get("class_weights") is not None:  # the numbers build chose
+        reporter.info("loss: class weights " + ", ".join(
+            f"{label} {w:.3g}" for label, w in zip(labels_of(setup.info), cfg.loss.class_weights, strict=False)))
     callbacks = Callbacks.from_config(cfg.get("callbacks"))  # built and checked before training
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
         reporter.table(layer_table(setup))

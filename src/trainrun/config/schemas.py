@@ -179,6 +179,9 @@ class EvaluateConfig(TrainedRunConfig):
 
     split: Split = setting(Split.val, "the split to score: val, test or train")
     predictions: bool = setting(False, "also write predictions.csv (one row per sample of the split)")
+    report: bool = setting(
+        False, "classification: precision, recall, F1 per class and the confusion matrix, printed and written as "
+        "report.txt and confusion.png (and in eval.json)")
     out: str | None = setting(
         None, "folder for eval.json / predictions.csv; null: <run folder>/eval/<checkpoint>_<split>")
     data: Any = setting(
