@@ -127,3 +127,16 @@ def test_sweep_without_a_finished_job_draws_nothing(tmp_path):
     note = plot_sweep(rows, tmp_path / "sweep.png")
     assert note and "no job of the sweep has a finite val_loss" in note
     assert not (tmp_path / "sweep.png").exists()
+
+
+def test_curves_mark_the_row_best_pt_holds_and_follow_steps_when_epochs_hold_several():
+    rows = [{"epoch": e, "step": s, "train_loss": 1 / s, "val_loss": 1 / s + 0.1, "val_acc": s / 100}
+            for e, s in ((1, 5), (1, 10), (2, 15), (2, 20))]
+    fig = curves_figure(rows, best=rows[2])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "optimizer step"
+    assert any(line.get_label() == "best.pt (epoch 2, step 15)" and list(line.get_xdata()) == [15, 15]
+               for line in ax.get_lines())
+    by_epoch = curves_figure(rows[1::2], best=rows[1])
+    assert by_epoch.axes[0].get_xlabel() == "epoch"
+    assert any(line.get_label() == "best.pt (epoch 1)" for line in by_epoch.axes[1].get_lines())

@@ -39,11 +39,16 @@ from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
 
 
-def objective_value(history: list[dict[str, Any]], name: str, best_epoch: int | None) -> float:
-    """The value of ``name`` at the epoch ``best.pt`` holds (``checkpoint.monitor``'s best, by
+def best_row(state: TrainState) -> dict[str, Any] | None:
+    """The row of the epoch (with ``trainer.val_every_n_steps``: the validation) ``best.pt`` holds."""
+    return next((r for r in state.history if r["epoch"] == state.best_epoch
+                 and (state.best_step is None or r.get("step") == state.best_step)), None)
+
+
+def objective_value(row: dict[str, Any] | None, name: str) -> float:
+    """The value of ``name`` in the row ``best.pt`` holds (``checkpoint.monitor``'s best, by
     default the objective's own): the score shown beside a run is the score of the checkpoint
     it deploys, even when ``checkpoint.monitor`` is set to another value."""
-    row = next((r for r in history if r["epoch"] == best_epoch), None)
     value = row.get(name) if row is not None else None
     return float(value) if isinstance(value, int | float) else float("nan")
 
@@ -208,18 +213,19 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
         status = "stopped early"
     else:
         status = "completed"
-    best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+    best = best_row(state)
     return {
         "status": status,
         "tags": [str(t) for t in cfg.get("tags") or []],
         "signal": signal or None,
         "stop_reason": state.stop_reason,
-        "objective": {"name": cfg.objective, "value": objective_value(state.history, cfg.objective, state.best_epoch),
+        "objective": {"name": cfg.objective, "value": objective_value(best, cfg.objective),
                       "direction": direction(cfg.objective)},
         "monitor": setup.settings.monitor,
         "best_epoch": state.best_epoch,
         "final": state.history[-1] if state.history else None,
-        "best": best_row,
+        "best": best,
+        "best_step": state.best_step,
         "epochs_run": state.epoch,
         "steps": state.step,
         "num_parameters": setup.num_parameters,

@@ -119,6 +119,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("checkpoint.every_n_epochs", _at_least_one, "at least 1", "checkpoint.every_n_epochs=1"),
     ("checkpoint.every_n_steps", _at_least_one, "at least 1 (or null: off)",
      "checkpoint.every_n_steps=100"),
+    ("trainer.val_every_n_steps", _at_least_one, "at least 1 (or null: once per epoch)",
+     "trainer.val_every_n_steps=500"),
     ("scheduler.step_size", _at_least_one, "at least 1", "scheduler.step_size=10"),
     ("scheduler.gamma", _positive, "greater than 0", "scheduler.gamma=0.1"),
     ("scheduler.T_max", _at_least_one, "at least 1", "scheduler.T_max=20"),

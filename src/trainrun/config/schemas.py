@@ -69,6 +69,9 @@ class TrainerConfig:
     limit_train_batches: int | None = setting(
         None, "use only the first N batches of each epoch (debug=fast / debug=overfit); null uses all")
     limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all")
+    val_every_n_steps: int | None = setting(
+        None, "also validate every N optimizer steps inside an epoch (long epochs): a row of metrics each time, "
+        "which best.pt, early stopping (patience counts validations) and curves.png follow; null: once per epoch")
     detect_anomaly: bool = setting(
         False, "wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op")
     test_after_fit: bool = setting(

@@ -56,9 +56,11 @@ def progress_mode(setting: str) -> str:
     return setting
 
 
-def format_row(row: dict[str, Any], epochs: int) -> str:
+def format_row(row: dict[str, Any], epochs: int, inside: bool = False) -> str:
+    """One epoch line; ``inside``: a validation inside the epoch (``trainer.val_every_n_steps``),
+    marked with its step."""
     width = len(str(epochs))
-    parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}" + (f" step {row['step']}" if inside else "")]
     for key, value in row.items():
         if key in ("epoch", "step", "seconds", "samples_per_s", "lr"):
             continue
@@ -140,8 +142,8 @@ class Reporter:
             bar.close()
 
     def epoch_end(self, row: dict[str, Any], state: Any) -> None:
-        if self.mode != "none":
-            self._say(format_row(row, self.epochs))
+        if self.mode != "none":  # state.batch > 0: a row from inside the epoch
+            self._say(format_row(row, self.epochs, inside=bool(getattr(state, "batch", 0))))
         self.loggers.log_epoch(row, state.history)
 
     def info(self, message: str) -> None:
@@ -157,7 +159,7 @@ class Reporter:
         try:
             atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
             if plot and history:
-                self.drawer.draw(history, self.run_dir / CURVES_PNG, best_epoch=summary.get("best_epoch"))
+                self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
         except Exception as err:
             log.warning(f"could not write the failed run's summary or curves: {type(err).__name__}: {err}")
 
@@ -167,7 +169,7 @@ class Reporter:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = self.drawer.draw(history, self.run_dir / CURVES_PNG, best_epoch=summary.get("best_epoch"))
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
             if note and self.mode != "none":
                 self._say(note)
         self.loggers.log_summary(summary)

@@ -71,16 +71,17 @@ def metric_panels(history: list[dict[str, Any]], most: int = 3) -> list[list[str
     return panels[:most]
 
 
-def write_curves(history: list[dict[str, Any]], path: str | Path, best_epoch: int | None = None) -> str | None:
+def write_curves(history: list[dict[str, Any]], path: str | Path, best: dict[str, Any] | None = None) -> str | None:
     """Train and validation loss per epoch (first panel) and the metrics per epoch (one more
     panel for the scores in [0, 1], one per other metric, three at most) to ``path``, with the
-    epoch ``best.pt`` holds marked in every panel. Returns None when written, or a note saying
-    why not."""
+    row ``best.pt`` holds (``best``) marked in every panel. Per optimizer step instead when the
+    run validated inside epochs (``trainer.val_every_n_steps``). Returns None when written, or a
+    note saying why not."""
     path = Path(path)
     if not history:
         return f"{path.name} not written: no epoch finished"
     try:
-        fig = curves_figure(history, best_epoch)
+        fig = curves_figure(history, best)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +89,13 @@ def write_curves(history: list[dict[str, Any]], path: str | Path, best_epoch: in
     return None
 
 
-def curves_figure(history: list[dict[str, Any]], best_epoch: int | None = None) -> Any:
+def curves_figure(history: list[dict[str, Any]], best: dict[str, Any] | None = None) -> Any:
     """The figure of :func:`write_curves` (raises ImportError without matplotlib)."""
     panels = metric_panels(history)
     fig = _figure(5 * (1 + len(panels)), 4)
-    epochs = [row["epoch"] for row in history]
+    # one row per epoch: x is the epoch; several (trainer.val_every_n_steps): the optimizer step
+    axis = "epoch" if len({row["epoch"] for row in history}) == len(history) else "step"
+    epochs = [row[axis] for row in history]
     axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
 
     ax = axes[0]
@@ -108,25 +111,26 @@ def curves_figure(history: list[dict[str, Any]], best_epoch: int | None = None) 
         for key in keys:
             ax.plot(epochs, [row.get(key, math.nan) for row in history], "-o", markersize=3, label=key)
         ax.margins(y=0.12)  # room for the label of the best value
-        best = _best_marker(history, keys[0])
-        if best is not None:
-            ax.annotate(f"{best[1]:.4g}", best, textcoords="offset points", xytext=(0, 6),
+        top = _best_marker(history, keys[0], axis)
+        if top is not None:
+            ax.annotate(f"{top[1]:.4g}", top, textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=8)
         ax.set_title("scores" if len(keys) > 1 else keys[0])
-    if best_epoch is not None and best_epoch in epochs:  # the epoch the checkpoint one deploys holds
+    if best and best.get(axis) in epochs:  # the row the checkpoint one deploys holds
+        where = f"epoch {best['epoch']}" + (f", step {best['step']}" if axis == "step" else "")
         for ax in axes:
-            ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, alpha=0.7,
-                       label=f"best.pt (epoch {best_epoch})")
+            ax.axvline(best[axis], color="tab:red", linestyle="--", linewidth=1, alpha=0.7,
+                       label=f"best.pt ({where})")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch" if axis == "epoch" else "optimizer step")
         ax.grid(alpha=0.3)
         ax.legend()
         _integer_epochs(ax, epochs)
     return fig
 
 
-def _best_marker(history: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
-    points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), int | float)
+def _best_marker(history: list[dict[str, Any]], key: str, axis: str = "epoch") -> tuple[float, float] | None:
+    points = [(r[axis], r[key]) for r in history if isinstance(r.get(key), int | float)
               and math.isfinite(r[key])]
     if not points:
         return None
