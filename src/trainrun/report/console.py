@@ -1,7 +1,7 @@
 """What the user sees and what lands in the run folder: a short header (the run folder, the
 model's size), the progress bar or one line per epoch, ``metrics.csv`` / ``metrics.jsonl``
-(rewritten atomically from the history every epoch, so a resumed run never duplicates or loses a
-row), ``summary.json`` and the closing rich table. The full config tree only with
+(one line appended per epoch; rewritten whole by the first row of a resumed run, so it never
+duplicates or loses a row), ``summary.json`` and the closing rich table. The full config tree only with
 ``print_config=true`` (it is always in ``.hydra/config.yaml``). A sweep job keeps the console to
 one line (its log file gets the rest, :mod:`trainrun.report.echo`). Only rank 0 prints or writes.
 """
