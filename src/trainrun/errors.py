@@ -188,3 +188,24 @@ def phase(what: str | Callable[[], str], key: str, *, section: Mapping[str, Any]
             fix=fix(named) if callable(fix) else fix,
             exit_code=exit_code,
         ) from err
+
+
+def unexpected(err: BaseException) -> TrainrunError:
+    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
+    knows): still one paragraph, in train.log too, with where it was raised."""
+    where = raised_in(err)
+    return TrainrunError(
+        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
+        exit_code=TRAINING_ERROR,
+        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
+    )
+
+
+def netted(run: Callable[[Any], object], cfg: Any) -> None:
+    """A command's ``run`` with train's last net: whatever no phase caught is one paragraph too."""
+    try:
+        run(cfg)
+    except TrainrunError:
+        raise
+    except Exception as err:
+        raise unexpected(err) from err

@@ -57,13 +57,13 @@ if _SubmititSlurmLauncher is not None:
             from trainrun.cli.slurm_queue import explicit_keys, fit_request, wait_result
 
             # a request no node can hold would stay pending for ever: fit the preset, refuse the user's
-            self.params = fit_request(self.params, explicit_keys(list(self.config.hydra.overrides.hydra)),
-                                      say=log.info)
+            params: dict[str, Any] = fit_request(dict(self.params),
+                                                 explicit_keys(list(self.config.hydra.overrides.hydra)), say=log.info)
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
             base = set(OmegaConf.structured(BaseQueueConf).keys())
             executor.update_parameters(**{
                 k if k in base else f"{self._EXECUTOR}_{k}": v
-                for k, v in self.params.items() if k not in init_keys
+                for k, v in params.items() if k not in init_keys
             })
 
             sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -30,10 +30,10 @@ from trainrun.cli import ranks
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
-from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
-from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
+from trainrun.config.values import check_config
+from trainrun.errors import TrainrunError, netted, unexpected
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -137,17 +137,6 @@ def _train_task(cfg: DictConfig) -> float | None:
         return float(summary["objective"]["value"])
 
 
-def unexpected(err: BaseException) -> TrainrunError:
-    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
-    knows): still one paragraph, in train.log too, with where it was raised."""
-    where = raised_in(err)
-    return TrainrunError(
-        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
-        exit_code=TRAINING_ERROR,
-        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
-    )
-
-
 def _check_hydra_settings() -> None:
     """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
     into the run folder, where relative data paths and the user's own modules are not."""
@@ -165,7 +154,7 @@ def _check_hydra_settings() -> None:
 
 def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
     """The value checks, before torch is imported: a wrong value exits in about a second. (A
-    sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
+    sweep's jobs check theirs in commands.train.run, where a failure is recorded as the job's.)"""
     try:
         _check_hydra_settings()
         check_config(cfg)
@@ -220,21 +209,16 @@ def _evaluate_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
+        from trainrun.commands import evaluate as command  # torch: once the config composed
 
         try:
-            try:
-                evaluate_checkpoint(cfg)
-            except TrainrunError:
-                raise
-            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
-                raise unexpected(err) from err
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 
 
 def evaluate() -> None:
-    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
     if cli_help.wants_help(sys.argv):
@@ -248,18 +232,13 @@ def _predict_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.predict import predict as run_predict  # torch: once the config composed
+        from trainrun.commands import predict as command  # torch: once the config composed
 
         # A predict that fails leaves no folder without predictions (unless the folder was named
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            try:
-                run_predict(cfg)
-            except TrainrunError:
-                raise
-            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
-                raise unexpected(err) from err
+            netted(command.run, cfg)
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -270,7 +249,7 @@ _named_existed = False  # predict: whether hydra.run.dir=... named a folder that
 
 
 def predict() -> None:
-    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
     if cli_help.wants_help(sys.argv):
@@ -287,23 +266,18 @@ def _export_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.export import export as run_export  # torch: once the config composed
+        from trainrun.commands import export_model as command  # torch: once the config composed
 
         try:
-            try:
-                run_export(cfg)
-            except TrainrunError:
-                raise
-            except Exception as err:  # the last net, as train's: one paragraph, no Hydra line
-                raise unexpected(err) from err
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 
 
-def export() -> None:
+def export_model() -> None:
     """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
     command line): a trained run's network as safetensors, TorchScript, a
-    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
     if cli_help.wants_help(sys.argv):

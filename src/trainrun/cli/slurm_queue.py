@@ -177,7 +177,8 @@ def fit_request(params: Mapping[str, Any], explicit: set[str], say: Callable[[st
 class QueuedJob(Protocol):
     """What :func:`wait_result` needs of a submitit job."""
 
-    job_id: str
+    @property
+    def job_id(self) -> str: ...
 
     def done(self) -> bool: ...
 

@@ -67,7 +67,7 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
     (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
     data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
-    (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is True for a
+    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` names it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
     ``unbuilt``: sections of the stored config the caller never builds (not checked)."""
@@ -187,17 +187,8 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "optimizer": setup.optimizer.state_dict(),
         "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
         "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
-        "state": {
-            "epoch": state.epoch,
-            "step": state.step,
-            "batch": state.batch,
-            "best": state.best,
-            "best_epoch": state.best_epoch,
-            "best_step": state.best_step,
-            "row_start": state.row_start,
-            "history": state.history,
-            "stop_reason": state.stop_reason,
-        },
+        # epoch, step, batch, best, best_epoch, best_step, row_start, history, stop_reason
+        "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "step_losses"},
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
         "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
@@ -248,8 +239,7 @@ class CheckpointWriter:
         self.setup, self.folder = setup, folder
         self.writes = setup.rank == 0 and enabled
         self.seconds = 0.0
-        # called with the paths once they are on disk (callbacks' on_checkpoint); none by default
-        self.saved: list[Callable[[list[Path]], None]] = []
+        self.saved: list[Callable[[list[Path]], None]] = []  # told the paths once on disk (on_checkpoint)
         self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
         self._schemas = schema_names(setup.cfg)
         # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments

@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from trainrun.build import Setup
-from trainrun.engine.loop import Progress, Reporter, TrainState
+from trainrun.build.instantiate import build_from_config
+from trainrun.build.setup import Setup
+from trainrun.engine.state import Progress, Reporter, TrainState
 from trainrun.engine.stop import Stop
 from trainrun.errors import TrainrunError
-from trainrun.instantiate import build_from_config
 
 log = logging.getLogger("trainrun")
 
