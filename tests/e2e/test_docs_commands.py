@@ -31,13 +31,13 @@ import pytest
 from conftest import BIN, REPO, env_for_tests
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-SCRIPTS = ("train", "evaluate", "predict", "export-model", "srun")
+SCRIPTS = ("train", "evaluate", "predict", "export-model", "srun", "python", "pip")
 TRAINED = "<run folder>"
 
-# command (as written) -> why it cannot run on this machine
+# a part of the command -> why it cannot run on this machine
 NOT_HERE = {
-    "srun --nodes=2 --ntasks-per-node=8 train data.batch_size=64 trainer.epochs=50":
-        "two nodes of eight processes; the test cluster is one node of 2 CPUs",
+    "srun --nodes=2 --ntasks-per-node=8": "two nodes of eight processes; the test cluster is one node of 2 CPUs",
+    "Path('multirun/...')": "'multirun/...' stands for the reader's sweep folder",
 }
 # a part of the command -> (exit status, words it must print): the right outcome here
 REFUSED_HERE = {
@@ -181,9 +181,32 @@ def folders(tmp_path_factory):
     return folder
 
 
+def page_files(page: str) -> dict[str, str]:
+    """The Python files a page shows (a block starting ``# name.py``), to be run as it says."""
+    text = next(p for p in PAGES if p.name == page).read_text()
+    return {name: body for name, body in re.findall(r"```python\n# (\w+\.py)\b[^\n]*\n(.*?)```", text, re.S)}
+
+
+def extras_exist(words: list[str]) -> None:
+    """``pip install 'trainrun[plot,onnx]'`` / ``-e ".[dev]"``: the extras named are the project's."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for word in words:
+        for extras in re.findall(r"(?:trainrun|\.)\[([^\]]+)\]", word):
+            missing = [e for e in extras.split(",") if e.strip() not in declared]
+            assert not missing, f"pip install names extras pyproject.toml lacks: {missing}"
+
+
 def check(command: Command, folder: Path, partition: str | None = None) -> None:
-    if command.line in NOT_HERE:
-        pytest.skip(NOT_HERE[command.line])
+    reason = next((why for part, why in NOT_HERE.items() if part in command.line), None)
+    if reason is not None:
+        pytest.skip(reason)
+    if command.words[0] == "pip":
+        return extras_exist(command.words)  # installing is the reader's step, not the test's
+    for name, body in page_files(command.page).items():
+        if not (folder / name).exists():
+            (folder / name).write_text(body)
     words = shortened(command.words)
     text = " ".join(words)
     if TRAINED in text:
@@ -194,7 +217,7 @@ def check(command: Command, folder: Path, partition: str | None = None) -> None:
     if partition is not None:
         text = text.replace("<partition>", partition)
     args = shlex.split(text)
-    args[0] = str(BIN / args[0]) if args[0] != "srun" else "srun"
+    args[0] = str(BIN / args[0]) if args[0] != "srun" else "srun"  # python: the venv's
     done = run(args, folder, command.env)
     output = done.stdout + done.stderr
     refused = next((v for k, v in REFUSED_HERE.items() if k in command.line), None)
@@ -229,7 +252,7 @@ def test_the_documented_slurm_commands_run_on_the_test_cluster(tmp_path, slurm_c
 
 def test_the_pages_hold_the_commands_this_test_expects():
     assert len(ALL) >= 90, len(ALL)
-    for line in NOT_HERE:
-        assert any(c.line == line for c in ALL), f"NOT_HERE names a command no page has: {line}"
+    for part in NOT_HERE:
+        assert any(part in c.line for c in ALL), f"NOT_HERE names a command no page has: {part}"
     for part in REFUSED_HERE:
         assert any(part in c.line for c in ALL), f"REFUSED_HERE names a command no page has: {part}"
