@@ -38,6 +38,7 @@ def test_best_pt_and_early_stopping_follow_the_validations(tmp_path):
     assert rows[-1]["step"] - best["step"] == 3 * 5  # three validations without improvement
 
 
+@pytest.mark.timeout(1200)  # four runs, two of them killed and resumed
 def test_a_run_killed_between_validations_resumes_exactly(tmp_path):
     overrides = (*SMALL, "trainer.val_every_n_steps=7", "checkpoint.every_n_steps=5", "model.dropout=0.3")
     reference = run_train(*overrides, cwd=tmp_path, run_dir=tmp_path / "reference")
