@@ -48,6 +48,7 @@ def test_a_job_waiting_in_the_queue_is_reported_with_its_reason(tmp_path, slurm_
     blocker = f"trainrun-blocker-{tmp_path.name}"[:60]
     # both CPUs of the node taken for 25 s: the sweep's job waits for Resources meanwhile
     subprocess.run(["sbatch", "-p", slurm_cluster["partition"], "-c", "2", "--mem=500M", f"--job-name={blocker}",
+                    f"--output={tmp_path / 'blocker.out'}",
                     "--wrap", "sleep 25"], check=True, capture_output=True, timeout=30)
     try:
         deadline = time.monotonic() + 60

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 import torch
 from conftest import run_train
 from killpoints import launch, metric_rows, same_weights, weights
