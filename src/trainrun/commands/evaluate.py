@@ -53,6 +53,7 @@ from trainrun.files import (
     atomic_write_text,
 )
 from trainrun.report.classes import class_report, report_text, write_confusion
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -208,6 +209,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_changed": cfg.data is not None,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:

@@ -41,6 +41,7 @@ from trainrun.data import fitted as fitted_data
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -148,6 +149,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data": OmegaConf.to_container(node, resolve=True, enum_to_str=True),
         "standardized_with": "the training split's statistics" if info.x_mean is not None else None,
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(trained.folder)),  # and the training run's
     }
     atomic_write_json(folder / PREDICT_JSON, report)
     log.info(f"predicted {len(x)} rows with {trained.file} ({trained.where})")
