@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
-from trainrun.report.record import commit_text
+from trainrun.report.record import commit_text, data_text
 from trainrun.report.sweep_plot import plot_sweep
 
 # Statuses of a job that ran to its end (its objective counts).
@@ -120,7 +120,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         num = summary["trial"]  # type: ignore[index]
     row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
                            "tags": [str(t) for t in (summary or {}).get("tags") or []],
-                           "commit": commit_text((summary or {}).get("record"))}
+                           "commit": commit_text((summary or {}).get("record")),
+                           "data": data_text((summary or {}).get("record"))}
     if summary is None:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
@@ -180,7 +181,7 @@ def swept_columns(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {(f"override:{k}" if k in BUILT_IN else k): k for k in keys if k in swept}
 
 
-BUILT_IN = ("rank", "job", "status", "objective_name", "objective", "overrides", "tags", "best_epoch", "commit",
+BUILT_IN = ("rank", "job", "status", "objective_name", "objective", "overrides", "tags", "best_epoch", "commit", "data",
             "epochs", "seconds", "run_dir", "error")
 
 
@@ -194,7 +195,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
                *[f"test_{k}" for k in dict.fromkeys(k for r in rows for k in r.get("test", {}))],
-               "seconds", "commit", "run_dir", "error"]
+               "seconds", "commit", "data", "run_dir", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
