@@ -125,7 +125,10 @@ def _key_in(text: str, key: str, section: Mapping[str, Any], *, by_value: bool) 
         name = str(name)
         if name.startswith("_"):
             continue
-        value = section[name]
+        try:
+            value = section[name]
+        except Exception:  # a missing (``???``) or broken value: named by its key alone
+            value = None
         words = {name.lower(), name.lower().replace("_", " "), *KEY_ALIASES.get(name, ())}
         if len(name) > 3 and name.endswith("s"):
             words.add(name[:-1].lower())
@@ -185,3 +188,24 @@ def phase(what: str | Callable[[], str], key: str, *, section: Mapping[str, Any]
             fix=fix(named) if callable(fix) else fix,
             exit_code=exit_code,
         ) from err
+
+
+def unexpected(err: BaseException) -> TrainrunError:
+    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
+    knows): still one paragraph, in train.log too, with where it was raised."""
+    where = raised_in(err)
+    return TrainrunError(
+        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
+        exit_code=TRAINING_ERROR,
+        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
+    )
+
+
+def netted(run: Callable[[Any], object], cfg: Any) -> None:
+    """A command's ``run`` with train's last net: whatever no phase caught is one paragraph too."""
+    try:
+        run(cfg)
+    except TrainrunError:
+        raise
+    except Exception as err:
+        raise unexpected(err) from err

@@ -1,4 +1,4 @@
-"""``lr_find=true|apply``: the learning-rate range test (Lightning's rules), its files, a run it
+"""``lr_find=true|apply``: the learning-rate range test, its files, a run it
 leaves bit-identical, and a run trained with its suggestion."""
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def plan_loss(cfg: DictConfig, info: DataInfo) -> LossPlan:
     else:
         out_features = 1
     criterion = build_from_config(cfg, "loss", what="building the loss", expect=nn.Module,
-                                  expect_text="a loss module (torch.nn.Module)", consumed=("head", "targets"))
+                                  expect_text="a loss module (torch.nn.Module)",
+                                  consumed=("head", "targets", "class_weights"))  # class_weights: build applies them
     head_factory = HEADS[head_name]
     is_logits_loss = isinstance(criterion, nn.BCEWithLogitsLoss)
     return LossPlan(

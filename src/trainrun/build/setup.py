@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from trainrun.build.class_weights import apply_class_weights, refuse_tensor_lists
 from trainrun.build.data import DATA_KEYS, batches_for, label_guard, load_data
 from trainrun.build.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
@@ -148,7 +149,10 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     seed_everything(trainer.seed, trainer.deterministic)
 
     splits, info = load_data(cfg, fitted)
+    refuse_tensor_lists(cfg.loss)  # +loss.weight=[...]: torch's TypeError would name no key
     raw_model, loss, info, flat = build_model(cfg, info)
+    # loss.class_weights: checked against the classes; "balanced" from the training split's labels
+    apply_class_weights(cfg.loss, loss, info, splits.train[1] if isinstance(splits.train, tuple) else None)
     raw_model.to(device)
 
     model: nn.Module = raw_model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,9 +60,12 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     try:
         main()
     except Exception as ex:
+        if full_errors() and isinstance(ex, TrainrunError):  # the traceback, and still our exit status
+            traceback.print_exc()
+            sys.exit(ex.exit_code)
         if full_errors():
             raise
-        err = ex if isinstance(ex, TrainrunError) else composition_error(ex, sys.argv[1:])  # a sweeper's
+        err = ex if isinstance(ex, TrainrunError) else composition_error(ex, sys.argv[1:])  # a launcher's, a sweeper's
         if err is None and isinstance(ex, OSError) and not task_started():  # Hydra making the run folder
             where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
             err = TrainrunError(

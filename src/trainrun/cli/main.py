@@ -33,7 +33,7 @@ from trainrun.config import config_dir
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.config.values import check_config
-from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
+from trainrun.errors import TrainrunError, netted, unexpected
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -128,22 +128,13 @@ def _train_task(cfg: DictConfig) -> float | None:
             raise
         finally:
             folder.lock.release()
+        if summary["status"] == "explained" and writer:  # a report, nothing trained: no folder left
+            folder.discard()
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
             log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
                      f"{resume_command(run_dir)}")
             sys.exit(128 + signal.Signals[summary["signal"]].value)
         return float(summary["objective"]["value"])
-
-
-def unexpected(err: BaseException) -> TrainrunError:
-    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
-    knows): still one paragraph, in train.log too, with where it was raised."""
-    where = raised_in(err)
-    return TrainrunError(
-        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
-        exit_code=TRAINING_ERROR,
-        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
-    )
 
 
 def _check_hydra_settings() -> None:
@@ -221,7 +212,7 @@ def _evaluate_task(cfg: DictConfig) -> None:
         from trainrun.commands import evaluate as command  # torch: once the config composed
 
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 
@@ -247,7 +238,7 @@ def _predict_task(cfg: DictConfig) -> None:
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -278,7 +269,7 @@ def _export_task(cfg: DictConfig) -> None:
         from trainrun.commands import export_model as command  # torch: once the config composed
 
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 

@@ -89,7 +89,8 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     if missing:
         raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",
                             fix=f"e.g. predict run=<run folder> data=csv data.{missing[0]}=new.csv")
-    if "target" in node and OmegaConf.is_missing(node, "target"):
+    # ``in`` is False for a missing (``???``) value: ask the keys, not the node
+    if "target" in list(node) and OmegaConf.is_missing(node, "target"):
         node.target = ""  # a CSV source of another run's kind: no target column
     return node
 

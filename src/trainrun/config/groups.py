@@ -11,6 +11,7 @@ that trainrun reads itself are declared on the group's base class; values that o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -154,6 +155,9 @@ class LossConfig:
     _target_: str = setting(MISSING, "the criterion class (torch.nn.*Loss or your own)")
     head: Head = setting(Head.none, "none, sigmoid or log_softmax: added after the model's raw output")
     targets: Targets = setting(Targets.float, "index (class ids, int64 [N]) or float ([N, k], like the output)")
+    class_weights: Any = setting(
+        None, "weights per class for an imbalanced target: balanced (n / (classes * count) on the training split), "
+        "[w0, w1, ...] in the labels' order, or {label: weight}; null: none")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainrun.build.setup import Setup
 from trainrun.data.batches import TensorBatches
-from trainrun.errors import TrainrunError, describe, named_key
+from trainrun.errors import TrainrunError, describe, named_key, raised_in
 from trainrun.preflight.binding import check_binding, check_gradients
 from trainrun.preflight.common import (
     MODEL_KEY,
@@ -124,6 +124,12 @@ def check(setup: Setup, say: Callable[[str], None] | None = None) -> Report:
     return report
 
 
+def where(err: BaseException) -> str:
+    """`` (raised in badnet.py:8, in forward)``, as the training phase words it; "" outside user code."""
+    found = raised_in(err)
+    return f" (raised in {found})" if found else ""
+
+
 def _forward_backward(
     setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report
 ) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
@@ -149,22 +155,23 @@ def _forward_backward(
             except Exception as err:
                 raise refuse(
                     f"the model failed on a batch x of shape {shape_text(x)} ({dtype_text(x)}): "
-                    f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+                    f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                    + where(err),
                     key=MODEL_KEY,
                     fix="check the model's forward and the input size it expects "
                     "(trainrun passes in_features / in_shape / out_features when __init__ accepts them)",
-                ) from None
+                ) from err  # HYDRA_FULL_ERROR=1 shows the user's frames
             check_output(setup, x, y, inner if head is not None else None, out, report)
             try:
                 loss = criterion(out, y)
             except Exception as err:
                 raise refuse(
                     f"{criterion_name(setup)} failed on output {shape_text(out)} {dtype_text(out)} and targets "
-                    f"{shape_text(y)} {dtype_text(y)}: {describe(err)}",
+                    f"{shape_text(y)} {dtype_text(y)}: {describe(err)}{where(err)}",
                     key=named_key(err, "loss", setup.cfg.loss),  # torch's own check names a loss key
                     fix="check that the loss fits the model's output: loss.head (sigmoid for BCELoss, "
                     "log_softmax for NLLLoss, none for raw scores) and loss.targets",
-                ) from None
+                ) from err
     finally:
         for hook in hooks:
             hook.remove()
@@ -172,8 +179,8 @@ def _forward_backward(
     try:
         loss.backward()
     except Exception as err:
-        raise refuse(f"loss.backward() failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}",
-                    key=MODEL_KEY) from None
+        raise refuse(f"loss.backward() failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}"
+                     + where(err), key=MODEL_KEY) from err
     return out, loss, ran
 
 

@@ -36,6 +36,31 @@ class ConsoleLines(logging.Filter):
         return getattr(record, "console", True)
 
 
+class RankLines(logging.Filter):
+    """``[rank N] `` before every line a DDP process other than rank 0 logs (a warning, an
+    error), so two processes never read as one on a shared console or log."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.prefix = f"[rank {rank}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            record.msg = self.prefix + str(record.msg)
+        return True
+
+
+def mark_rank(rank: int) -> None:
+    """In a process of rank ``rank`` > 0: prefix its log lines with its rank, and send Python
+    warnings (torch's among them) through the same log, prefixed too."""
+    if rank <= 0:
+        return
+    logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RankLines) for f in handler.filters):
+            handler.addFilter(RankLines(rank))
+
+
 def in_sweep_job() -> bool:
     """Whether this process runs a job of ``train -m`` (Hydra's multirun mode) that shares the
     sweep's console. A submitit job (SLURM or local) writes to an output file of its own, which
