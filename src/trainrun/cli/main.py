@@ -150,6 +150,13 @@ def _check_hydra_settings() -> None:
     """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
     into the run folder, where relative data paths and the user's own modules are not."""
     hydra_cfg = HydraConfig.get()
+    for group in ("hydra/launcher", "hydra/sweeper"):  # plugins that act only on a multirun
+        choice = hydra_cfg.runtime.choices.get(group)
+        if choice not in (None, "basic") and hydra_cfg.mode != RunMode.MULTIRUN:
+            raise TrainrunError(
+                f"{group}={choice} acts only on a multirun: without -m Hydra ignores it and trains this "
+                "one job right here, in this process (on a login node, not on the cluster)",
+                key=group, fix=f"add -m: train -m {group}={choice} ... (a single job is a sweep of one)")
     if hydra_cfg.job.chdir:
         os.chdir(hydra_cfg.runtime.cwd)  # out of the run folder, which is given back (removed)
         raise TrainrunError(

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainrun import __version__
+from trainrun.build import contracts
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import build_model
 from trainrun.commands.predict import fitted_info
@@ -173,13 +174,7 @@ def output_meaning(plan: LossPlan, info: DataInfo) -> str:
     if info.task == "regression":
         return ("the standardized target: value = output * target_scale.std + target_scale.mean"
                 if info.y_mean is not None else "the target's value")
-    if plan.targets == "index":
-        if isinstance(plan.head, nn.LogSoftmax):
-            return "log-probabilities of the classes (exp() gives the probabilities), in the order of classes"
-        return "raw scores (logits) of the classes: softmax gives the probabilities, in the order of classes"
-    if plan.threshold == 0.0:
-        return "the logit of classes[1] (sigmoid gives its probability; > 0 predicts classes[1])"
-    return "the probability of classes[1] (> 0.5 predicts classes[1])"
+    return contracts.meaning(plan.output, plan.contract.targets)
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:

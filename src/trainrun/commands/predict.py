@@ -33,6 +33,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.build import contracts
 from trainrun.build.devices import autocast_factory, resolve_device
 from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
@@ -52,11 +53,12 @@ log = logging.getLogger("trainrun")
 
 def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dict[str, list[Any]]:
     """The model's outputs as predictions: the value in the target's units (regression), or the
-    predicted label and each class's probability (softmax, sigmoid or the model's own output,
-    whichever the loss implies), labels as in the training data."""
+    predicted label and each class's probability (from the kind of output the loss received:
+    raw scores, probabilities or log-probabilities), labels as in the training data."""
     out = out.float().cpu()
     columns: dict[str, list[Any]] = {}
     if info.task == "regression":
+        out = contracts.as_values(out, plan.output, plan.contract.targets)  # BCE on soft labels: probabilities
         if info.y_mean is not None and info.y_std is not None:  # back to the target's units
             out = out * torch.tensor(info.y_std) + torch.tensor(info.y_mean)
         width = out.shape[1]
@@ -64,11 +66,7 @@ def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dic
             columns[f"prediction_{j}" if width > 1 else "prediction"] = out[:, j].tolist()
         return columns
     labels = info.classes or list(range(info.num_classes or 2))
-    if plan.targets == "index":  # loss=nll puts a log-softmax head on the model
-        probs = out.exp() if isinstance(plan.head, torch.nn.LogSoftmax) else out.softmax(dim=1)
-    else:  # one output: the positive class (BCE: a probability, BCE-with-logits: a logit)
-        p = out[:, 0].sigmoid() if plan.threshold == 0.0 else out[:, 0]
-        probs = torch.stack([1 - p, p], dim=1)
+    probs = contracts.probabilities(out, plan.output)  # the kind the loss received (build/contracts.py)
     columns["prediction"] = [labels[i] for i in probs.argmax(dim=1).tolist()]
     for j, label in enumerate(labels[: probs.shape[1]]):
         columns[f"p_{label}"] = probs[:, j].tolist()

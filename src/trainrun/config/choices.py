@@ -46,6 +46,16 @@ class Head(str, Enum):
     log_softmax = "log_softmax"
 
 
+class Output(str, Enum):
+    """What a tensor of outputs means (``model.output``, ``loss.input``): ``auto`` lets trainrun
+    tell (its own models and torch's losses are declared; a user's model is observed)."""
+
+    auto = "auto"
+    scores = "scores"
+    probabilities = "probabilities"
+    log_probabilities = "log_probabilities"
+
+
 class Targets(str, Enum):
     """How a loss wants its targets: class indices (int64, ``[N]``) or floats (``[N, k]``)."""
 

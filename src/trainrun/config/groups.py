@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from trainrun.config.choices import Head, Interval, Mode, Targets, Task
+from trainrun.config.choices import Head, Interval, Mode, Output, Targets, Task
 from trainrun.config.fields import setting
 
 # --------------------------------------------------------------------------- data
@@ -87,6 +87,8 @@ class ModelConfig:
     to the target when its signature accepts them; never type them here."""
 
     _target_: str = setting(MISSING, "the model class; sizes from the data are passed when it accepts them")
+    output: Output = setting(Output.auto, "what forward returns: scores, probabilities or log_probabilities "
+                             "(auto: raw scores for trainrun's models, observed on the first batch for yours)")
 
 
 @dataclass
@@ -122,6 +124,8 @@ class LossConfig:
     _target_: str = setting(MISSING, "the criterion class (torch.nn.*Loss or your own)")
     head: Head = setting(Head.none, "none, sigmoid or log_softmax: added after the model's raw output")
     targets: Targets = setting(Targets.float, "index (class ids, int64 [N]) or float ([N, k], like the output)")
+    input: Output = setting(Output.auto, "what the criterion takes: scores, probabilities or log_probabilities "
+                            "(auto: known for torch's losses; declare it for your own)")
 
 
 @dataclass

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
+from trainrun.build import contracts
+from trainrun.config.choices import text
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
     criterion_name,
     dtype_text,
-    ends_in,
     refuse,
     shape_text,
     split_head,
@@ -43,7 +43,7 @@ def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
             raise refuse(f"{name} needs class indices of dtype int64, but the targets are "
                         f"{dtype_text(ys)}", key="loss.targets",
                         fix="set loss.targets=index, or return integer labels from the data source")
-    elif isinstance(setup.criterion, nn.BCELoss | nn.BCEWithLogitsLoss) and len(ys):
+    elif setup.loss.contract.targets == contracts.PROBABILITY and len(ys):
         lo, hi = float(ys.min()), float(ys.max())
         if lo < 0 or hi > 1:
             task = f" (the data is a {setup.info.task} task)" if setup.info.task == "regression" else ""
@@ -69,7 +69,7 @@ def check_output(
         _check_index_output(setup, y, out, name, key)
     else:
         _check_float_output(setup, y, out, name, key)
-    _check_head(setup, out, inner, name, report)
+    _check_composition(setup, y, out, inner)
 
 
 def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
@@ -115,52 +115,25 @@ def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
     )
 
 
-def _check_head(
-    setup: Any, out: torch.Tensor, inner: torch.Tensor | None, name: str, report: Report
-) -> None:
-    criterion, body = setup.criterion, split_head(setup)[0]
-    head = type(setup.loss.head).__name__ if setup.loss.head is not None else "none"
-    o = out.detach().float()
-    if isinstance(criterion, nn.BCELoss):
-        if inner is not None and isinstance(setup.loss.head, nn.Sigmoid):
-            i = inner.detach().float()
-            if float(i.min()) >= 0 and float(i.max()) <= 1:  # nn.Sigmoid, torch.sigmoid, a softmax...
-                how = "ends in a Sigmoid" if ends_in(body, (nn.Sigmoid,)) else \
-                    "already outputs values in [0, 1] (a sigmoid in its forward?)"
-                raise refuse(f"the model {how} and loss=bce adds another sigmoid, so every "
-                             "prediction is squeezed into [0.5, 0.73] (a double sigmoid)",
-                             key="loss.head",
-                             fix="set loss.head=none (the model's own sigmoid is enough), or "
-                             "return raw scores from the model and keep loss=bce")
-    elif isinstance(criterion, nn.BCEWithLogitsLoss) and ends_in(body, (nn.Sigmoid,)):
-        if float(o.min()) >= 0 and float(o.max()) <= 1:
-            raise refuse("BCEWithLogitsLoss applies the sigmoid itself, but the model already ends "
-                        "in a Sigmoid (a double sigmoid)", key="loss",
-                        fix="use loss=bce loss.head=none with this model, or remove its Sigmoid")
-    elif isinstance(criterion, nn.NLLLoss):
-        if ends_in(body, (nn.Softmax,)) and isinstance(setup.loss.head, nn.LogSoftmax):
-            raise refuse("the model ends in a Softmax and loss=nll adds a log-softmax on top: "
-                        "log_softmax(softmax(x)) squeezes the scores and learns badly",
-                        key="loss.head",
-                        fix="remove the Softmax from the model (loss=nll adds the log-softmax), "
-                        "or use nn.LogSoftmax in the model with loss.head=none")
-        logsum = torch.logsumexp(o, dim=1) if o.ndim == 2 else o
-        if float(o.max()) > 1e-4 or float(logsum.abs().max()) > 1e-3:
-            raise refuse(f"NLLLoss needs log-probabilities (each row's exp sums to 1), but the "
-                        f"model's outputs range from {float(o.min()):.4g} to {float(o.max()):.4g} "
-                        f"(loss.head={head.lower()})", key="loss.head",
-                        fix="set loss.head=log_softmax (loss=nll does this), or use "
-                        "loss=cross_entropy on raw scores")
-    elif isinstance(criterion, nn.CrossEntropyLoss) and o.ndim == 2:
-        if ends_in(body, (nn.Softmax,)) and float(o.min()) >= 0:
-            raise refuse("CrossEntropyLoss applies log-softmax itself, but the model ends in a "
-                        "Softmax: the scores are squeezed into [0, 1] and it learns badly",
-                        key=MODEL_KEY,
-                        fix="remove the Softmax from the model (use softmax only to read "
-                        "probabilities after training)")
-        if ends_in(body, (nn.LogSoftmax,)):
-            report.warnings.append("the model ends in a LogSoftmax; CrossEntropyLoss applies one "
-                                   "itself (harmless, but loss=nll loss.head=none says it directly)")
+def _check_composition(setup: Any, y: torch.Tensor, out: torch.Tensor, inner: torch.Tensor | None) -> None:
+    """The chain model -> head -> loss (``build/contracts.py``) with the model's real output: a
+    declared kind must hold, an undeclared one is observed and must fit the head and the loss;
+    a regression output whose kind bounds it must reach the targets."""
+    plan, body = setup.loss, split_head(setup)[0]
+    body_out = inner if inner is not None else out
+    said = text(setup.cfg.model.get("output", "auto"))
+    if said != "auto":
+        contracts.check_declared(said, body_out)
+    declared = contracts.model_kind(body, said)
+    if declared is None:
+        seen, evidence = contracts.observe(body_out)
+        if seen is not None:
+            contracts.compose(seen, plan.head_name, plan.contract, task=setup.info.task,
+                              model_name=type(body).__name__, evidence=evidence)
+    if plan.contract.targets == contracts.VALUES and (declared is not None or plan.head_name != "none"):
+        _, ys, where = _whole_split(setup, y, y)
+        if len(ys) and ys.is_floating_point():
+            contracts.check_range(plan.output, float(ys.min()), float(ys.max()), head=plan.head_name, where=where)
 
 
 def check_loss(setup: Any, loss: Any, out: torch.Tensor) -> None:
