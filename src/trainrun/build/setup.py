@@ -107,6 +107,7 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
         with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
             splits, info = prepare_dataset(source, **common)
+            guesses.check_features(None, key="data._target_", sample=info.in_shape)
         if fitted is not None:  # the model's task and classes; this data's sample shape and sizes
             info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
         return splits, info

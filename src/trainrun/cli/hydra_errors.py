@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainrun.cli.entry import start
 from trainrun.config.checks import known_keys
 from trainrun.config.groups import GROUP_SCHEMAS
 from trainrun.errors import CONFIG_ERROR, TrainrunError, did_you_mean
@@ -208,6 +209,7 @@ def _set(value: str) -> None:
 def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     """Run a ``@hydra.main`` function; an error Hydra raises around the task (composition, the
     sweeper) prints as one paragraph and exits 2 before any task ran, 1 after."""
+    start()  # the console guarded, the working folder there (train() did it before its own steps)
     os.environ[_USER_FULL_ERROR] = USER_VALUE
     os.environ[FULL_ERROR] = "1"
     try:

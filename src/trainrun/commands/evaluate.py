@@ -38,7 +38,7 @@ from trainrun.data.batches import whole
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
-from trainrun.errors import TrainrunError, phase
+from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("trainrun")
@@ -114,6 +114,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the command
 
 
+@exits_are_errors("evaluate")
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""

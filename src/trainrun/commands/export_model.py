@@ -49,7 +49,7 @@ from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
 from trainrun.data.prepare import DataInfo
-from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import EXPORT, PREPROCESSING_JSON, atomic_write, atomic_write_json
 
 log = logging.getLogger("trainrun")
@@ -177,6 +177,7 @@ def output_meaning(plan: LossPlan, info: DataInfo) -> str:
     return contracts.meaning(plan.output, plan.contract.targets)
 
 
+@exits_are_errors("export-model")
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the checkpoint's model, write it in ``cfg.format`` after checking that the file
     reproduces its outputs, and write ``preprocessing.json``; returns what was written."""

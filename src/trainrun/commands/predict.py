@@ -42,7 +42,7 @@ from trainrun.commands.trained import Trained, open_trained
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.prepare import DataInfo
-from trainrun.errors import TrainrunError, phase
+from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("trainrun")
@@ -196,6 +196,7 @@ def fitted_info(trained: Trained) -> DataInfo:
     return info
 
 
+@exits_are_errors("predict")
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Load, prepare the new data with the training's statistics, run the model, write
     ``predictions.csv`` and ``predict.json``; returns the report."""

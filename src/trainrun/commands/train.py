@@ -8,6 +8,7 @@ entry point (``cli``) and prints only through the reporter.
 from __future__ import annotations
 
 import platform
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,11 +27,11 @@ from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
-from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.report.console import Reporter
-from trainrun.report.echo import in_sweep_job
+from trainrun.report.echo import in_sweep_job, when_console_closes
 from trainrun.tools import explain, lr_find
 from trainrun.tools.model_summary import layer_table, parameter_line
 from trainrun.tools.overfit import overfit_verdict
@@ -77,6 +78,7 @@ class Whereabouts:
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
+@exits_are_errors("train")
 def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``)."""
     started = time.perf_counter()
@@ -118,7 +120,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
         built = {f"logger.{name}._target_": [logger] for name, logger in zip(chosen, loggers.loggers, strict=False)}
         reporter.use_loggers(loggers, cfg)
 
-    with Signals(quiet=rank != 0) as signals:
+    with Signals(quiet=rank != 0) as signals, when_console_closes(lambda: signals.request(signal.SIGPIPE)):
         # DDP: the ranks agree on the step at which a signal stops them all
         agreed = AgreedSignals(signals, world_size, setup.device) if world_size > 1 else signals
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)

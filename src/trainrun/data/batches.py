@@ -62,13 +62,26 @@ class TensorBatches:
         return torch.randperm(len(self.x), generator=generator)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``, from step ``start`` on (mid-epoch resume)."""
-        x, y = self.x, self.y
-        if self.shuffle:
-            perm = self.permutation(epoch).to(x.device)
-            x, y = x[perm], y[perm]
+        """The batches of ``epoch``, from step ``start`` on (mid-epoch resume).
+
+        No batch is a view of the stored split: a forward that changes its input in place
+        (``x.div_(255)``) changes that batch only, never the data the next epoch (or the
+        validation after it) reads. Shuffled, the batches are slices of the epoch's permuted
+        copy, made anyway; in order, each batch is copied (the cost, measured, is in
+        docs/architecture.md)."""
+        if not self.shuffle:
+            for i in range(start, len(self.bounds)):
+                yield self.batch(i)
+            return
+        perm = self.permutation(epoch).to(self.x.device)
+        x, y = self.x[perm], self.y[perm]
         for lo, hi in self.bounds[start:]:
             yield x[lo:hi], y[lo:hi]
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` in stored order, as a copy the model may change."""
+        lo, hi = self.bounds[i]
+        return self.x[lo:hi].clone(), self.y[lo:hi].clone()
 
 
 def _check_limit(limit: int | None) -> int | None:

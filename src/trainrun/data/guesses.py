@@ -24,14 +24,19 @@ import numpy as np
 from trainrun.errors import TrainrunError
 
 
-def check_features(x: Any, *, key: str) -> None:
-    """Refuse samples without a single feature value. ``key``: what chooses the features
-    (``data.features`` for tables, the source otherwise)."""
-    shape = tuple(getattr(x, "shape", ()) or ())
-    if len(shape) >= 2 and math.prod(shape[1:]) == 0:
+def check_features(x: Any, *, key: str, sample: tuple[int, ...] | None = None) -> None:
+    """Refuse samples without a single feature value: ``X`` (``[N, 0, ...]``) or one ``sample``'s
+    shape (a Dataset's). ``key``: what chooses the features (``data.features`` for tables,
+    ``data.x_key`` for NPZ, the source otherwise)."""
+    if sample is None:
+        shape = tuple(getattr(x, "shape", ()) or ())
+        dims, shown = shape[1:], f"X has shape {list(shape)}"
+    else:
+        dims, shown = sample, f"each sample has shape {list(sample)}"
+    if dims and math.prod(dims) == 0:
         raise TrainrunError(
-            f"the data has no features: X has shape {list(shape)}, so every sample is empty and "
-            "there is nothing to learn from",
+            f"the data has no features: {shown}, so every sample is empty and there is nothing to "
+            "learn from",
             key=key,
             fix={"data.features": "name at least one feature column (data.features=[a,b,...], or null "
                  "for every column but the target)",
@@ -57,8 +62,8 @@ def check_guessed_classes(classes: np.ndarray, ids: np.ndarray) -> None:
     raise TrainrunError(
         f"data.task=auto took the targets for class labels, but {what}",
         key="data.task",
-        fix="data.task=regression if the targets are numbers (a count, a price, an id is no label), "
-        "or data.task=multiclass (or binary) to keep them as classes anyway",
+        fix="data.task=regression loss=mse if the targets are numbers (a count, a price, an id is no "
+        "label), or data.task=multiclass (or binary) to keep them as classes anyway",
     )
 
 

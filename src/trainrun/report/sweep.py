@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
+from trainrun.report import echo
 from trainrun.report.plots import plot_sweep
 
 # Statuses of a job that ran to its end (its objective counts).
@@ -202,7 +203,6 @@ def _shorten(text: str, width: int) -> str:
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
                 file: Any = None) -> None:
     """The sweep's rich table, best first."""
-    from rich.console import Console
     from rich.table import Table
 
     swept = varying(rows)
@@ -225,7 +225,7 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
         table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), *tags, status, _fmt(row["objective"]),
                       _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
                       _shorten(row.get("error") or "", 70), style=style)
-    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    console = echo.console(file or sys.stdout, width=max(100, echo.console().width))
     console.print(table)
     console.print(f"summary: {sweep_dir / SWEEP_CSV}")
 
