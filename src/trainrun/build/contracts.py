@@ -19,7 +19,8 @@ instead of one rule per pair of keys:
 What a prediction column means follows from the same words: ``predict``'s ``p_<label>`` are
 :func:`probabilities` of the composed kind, the positive class is whatever lies above
 :func:`positive_threshold`. A composition that fits no model is refused while building; one that
-fits only other models than this one is refused by preflight, which sees the model's output.
+fits only other models than this one is refused by preflight, which sees the model's output
+(:mod:`trainrun.preflight.observe`).
 The refusal names the key that decides, found by trying the other heads and the built-in losses
 (:func:`_fix`), never written per pair.
 """
@@ -221,59 +222,6 @@ def _fix(model: str | None, head: str, contract: LossContract, task: str, model_
         return "loss", "use " + ", or ".join(options[:3])
     return model_key, ("return raw scores from the model's forward (no final sigmoid or softmax): the loss "
                        "adds the head it needs")
-
-
-# --------------------------------------------------------------------------- what preflight sees
-
-
-def observe(out: torch.Tensor) -> tuple[str | None, str]:
-    """The kind a batch of outputs shows, with the evidence in words; None when it shows none
-    but raw scores could be anything (a single column below 0)."""
-    o = out.detach().float()
-    if o.ndim != 2 or not len(o):
-        return None, ""
-    lo, hi = float(o.min()), float(o.max())
-    if o.shape[1] > 1:
-        if lo >= 0 and hi <= 1 and float((o.sum(dim=1) - 1).abs().max()) < 1e-3:
-            return PROBABILITIES, " (observed: each row of the first batch is >= 0 and sums to 1)"
-        if hi <= 1e-4 and float(torch.logsumexp(o, dim=1).abs().max()) < 1e-3:
-            return LOG_PROBABILITIES, " (observed: each row's exp sums to 1)"
-        return SCORES, ""
-    if lo >= 0 and hi <= 1:
-        return PROBABILITIES, f" (observed: every value of the first batch lies in [0, 1], {lo:.3g} to {hi:.3g})"
-    return SCORES, ""
-
-
-def check_declared(declared: str, out: torch.Tensor, key: str = "model.output") -> None:
-    """A declared kind must be true of the output: probabilities in [0, 1], log-probabilities
-    <= 0 (rows summing to 1 after exp when there are several columns)."""
-    if declared == SCORES:
-        return
-    seen, _ = observe(out)
-    lo, hi = RANGES[declared]
-    o = out.detach().float()
-    inside = float(o.min()) >= lo - 1e-6 and float(o.max()) <= hi + 1e-6
-    if inside and (o.ndim != 2 or o.shape[1] == 1 or seen == declared):
-        return
-    raise TrainrunError(
-        f"{key}={declared}, but the model's first outputs range from {float(o.min()):.4g} to "
-        f"{float(o.max()):.4g}" + ("" if inside else f", outside [{lo:g}, {hi:g}]")
-        + ("" if not inside or o.ndim != 2 else " and the rows are not distributions"),
-        key=key, fix=f"declare what forward returns ({key}=scores for raw scores), or end the model "
-        "with the matching layer (nn.Softmax(dim=1), nn.LogSoftmax(dim=1), nn.Sigmoid())")
-
-
-def check_range(kind: str, low: float, high: float, *, head: str, where: str) -> None:
-    """Values targets must lie within what the composed output can reach."""
-    lo, hi = RANGES[kind]
-    if low >= lo and high <= hi:
-        return
-    raise TrainrunError(
-        f"the output is {WORDS[kind]} (within [{lo:g}, {hi:g}]) but {where}'s targets range from "
-        f"{low:.4g} to {high:.4g}: no prediction could reach them",
-        key="loss.head" if head != "none" else "model.output",
-        fix="loss.head=none (raw outputs for regression)" if head != "none" else
-        "model.output=scores, or targets inside the output's range (data.standardize=false)")
 
 
 # --------------------------------------------------------------------------- what outputs mean

@@ -45,6 +45,13 @@ class LossPlan:
         """Binary float targets: the predicted class is ``out > threshold`` (probability 0.5)."""
         return contracts.positive_threshold(self.output)
 
+    def fit(self, body: nn.Module, declared: str) -> None:
+        """Check the chain model -> head -> loss with what the model declares (``model.output``,
+        or raw scores for trainrun's own); an undeclared user model is observed by preflight."""
+        self.output = contracts.compose(contracts.model_kind(body, declared), self.head_name, self.contract,
+                                        task=self.task, model_name=type(body).__name__,
+                                        model_key="model.output" if declared != "auto" else "model._target_")
+
     @property
     def metric(self) -> str:
         """The name of the quality metric reported next to the loss."""

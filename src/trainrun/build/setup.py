@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from trainrun.build import contracts
 from trainrun.build.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
 from trainrun.build.losses import LossPlan, plan_loss
@@ -119,9 +118,12 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
             key="data._target_", fix=fix,
         )
     names_of = TABLE_SOURCES.get(str(cfg.data._target_))
-    if fitted is None:  # what chooses the features: data.features for tables, else the source
-        npz = str(cfg.data._target_) == "trainrun.data.sources.read_npz"
-        guesses.check_features(source[0], key="data.features" if names_of else "data.x_key" if npz else "data._target_")
+    options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
+    if fitted is None:  # the key that chooses the features: data.features (tables), data.x_key (NPZ)
+        guessed = names_of is not None and cfg.data.get("features") is None
+        guesses.check_arrays(*source, key="data.features" if names_of else "data.x_key" if "x_key" in cfg.data
+                             else "data._target_", column_names=names_of(cfg.data.path, cfg.data.target, None,
+                                                                         **options) if guessed else None)
     with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
                section=cfg.data, fix=fix):
         if fitted is not None:
@@ -132,7 +134,6 @@ def load_data(cfg: DictConfig, fitted: DataInfo | None = None) -> tuple[Any, Dat
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
         )
     if names_of is not None:  # the columns by name, for predict on a new file
-        options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
         info.features = names_of(cfg.data.path, cfg.data.target, cfg.data.get("features"), **options)
     return splits, info
 
@@ -150,11 +151,7 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     sizes = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
                              expect_text="a torch.nn.Module", consumed=("output",), **sizes)
-    # model -> head -> loss must fit (build/contracts.py); an undeclared user model: preflight observes it
-    said = text(cfg.model.get("output", "auto"))
-    loss.output = contracts.compose(contracts.model_kind(body, said), loss.head_name, loss.contract,
-                                    task=info.task, model_name=type(body).__name__,
-                                    model_key="model.output" if said != "auto" else "model._target_")
+    loss.fit(body, text(cfg.model.get("output", "auto")))  # model -> head -> loss (build/contracts.py)
     if not any(p.requires_grad for p in body.parameters()):
         raise TrainrunError(
             f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "

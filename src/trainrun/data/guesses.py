@@ -6,7 +6,10 @@ target). A guess that lands on an answer no run can use right is refused here, n
 that replaces the guess, instead of training something that finishes with exit 0 and means
 nothing:
 
-* **no features**: samples of size 0 (an NPZ ``X`` of shape ``[N, 0]``, ``data.features=[]``);
+* **no features**: samples of size 0 (an NPZ ``X`` of shape ``[N, 0]``, a Dataset of empty
+  samples), or features that are each one value for every sample;
+* **the answer among the features**: a guessed feature column equal to the target on every
+  row (a copy of the label under another name);
 * **classes nobody could learn**: a guessed class task in which a class holds a single sample
   (an id column, a count, a rounded price: every integer value distinct is not a 120-class
   task); with ``data.task`` given, the user has decided and the classes stand;
@@ -43,6 +46,42 @@ def check_features(x: Any, *, key: str, sample: tuple[int, ...] | None = None) -
                  "data.x_key": "name the archive's array of features (data.x_key), with one column or more"}.get(
                 key, "return X with at least one feature per sample"),
         )
+
+
+def check_constant_features(x: Any, *, key: str) -> None:
+    """Features that hold one value each for every sample tell the samples nothing apart."""
+    cols = np.asarray(x)
+    if cols.ndim < 2 or len(cols) < 2 or cols.dtype.kind not in "biuf":
+        return
+    cols = cols.reshape(len(cols), -1)
+    if not np.all(np.ptp(cols, axis=0) == 0):
+        return
+    raise TrainrunError(
+        f"every feature holds one value for all {len(cols)} samples ({cols.shape[1]} column(s)): "
+        "the samples cannot be told apart, and the model could only learn the targets' average",
+        key=key,
+        fix="choose columns that vary (data.features=[...])" if key == "data.features" else
+        "check the features the source returns",
+    )
+
+
+def check_guessed_features(x: Any, y: Any, names: list[str] | None) -> None:
+    """``data.features`` null took every column but the target: refuse when one of them is the
+    target again under another name (a copy, an export artefact): the model would be handed the
+    answer and score 100 %."""
+    cols, target = np.asarray(x), np.asarray(y)
+    if not names or cols.ndim != 2 or target.dtype.kind not in "biuf" or target.size != len(cols) or len(cols) < 2:
+        return
+    values = target.reshape(-1).astype(cols.dtype)
+    for j in np.flatnonzero(cols[0] == values[0]):  # the first row narrows it down
+        if np.array_equal(cols[:, j], values):
+            raise TrainrunError(
+                f"data.features=null took every column but the target as a feature, and column "
+                f"{names[j]!r} equals the target on every one of the {len(cols)} rows: the model would "
+                "be handed the answer",
+                key="data.features",
+                fix=f"list the features without {names[j]!r}: data.features=[...]",
+            )
 
 
 def check_guessed_classes(classes: np.ndarray, ids: np.ndarray) -> None:
@@ -82,3 +121,11 @@ def check_not_constant(y: np.ndarray, *, task: str) -> None:
         key="data._target_" if task == "auto" else "data.task",
         fix="check the target (data.target for CSV/Parquet, the y the source returns)",
     )
+
+
+def check_arrays(x: Any, y: Any, *, key: str, column_names: list[str] | None) -> None:
+    """What a source returned, before it is prepared: features there are, and vary;
+    ``column_names`` (features guessed from a table's columns): none of them is the target."""
+    check_features(x, key=key)
+    check_constant_features(x, key=key)
+    check_guessed_features(x, y, column_names)

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from trainrun.build import contracts
-from trainrun.config.choices import text
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
@@ -17,19 +16,12 @@ from trainrun.preflight.common import (
     dtype_text,
     refuse,
     shape_text,
-    split_head,
 )
-
-
-def _whole_split(setup: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
-    batches = setup.train_batches
-    if hasattr(batches, "x") and hasattr(batches, "y"):
-        return batches.x, batches.y, "the training split"
-    return x, y, "the first batch"
+from trainrun.preflight.observe import check_composition, whole_split
 
 
 def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
-    xs, ys, where = _whole_split(setup, x, y)
+    xs, ys, where = whole_split(setup, x, y)
     if xs.is_floating_point() and not bool(torch.isfinite(xs).all()):
         bad = int((~torch.isfinite(xs)).sum())
         raise refuse(f"{where} holds {bad} NaN or infinite feature values", key="data",
@@ -65,11 +57,17 @@ def check_output(
         raise refuse("the model's first output holds NaN or infinite values (the inputs are "
                     "finite)", key=key, fix="check the model's forward and initialization "
                     "(a division, log or sqrt of zero or a negative number?)")
+    if out.ndim == 0 or out.shape[0] != len(x):
+        raise refuse(f"the model's output has shape {shape_text(out)} for a batch of {len(x)} samples: it "
+                     "must hold one row per sample (a .squeeze() or a reshape that drops or merges the "
+                     "batch dimension?)", key=key,
+                     fix="keep the batch dimension: return [N, k] (x.view(len(x), -1), not a fixed size; "
+                     ".squeeze(-1), not .squeeze())")
     if setup.loss.targets == "index":
         _check_index_output(setup, y, out, name, key)
     else:
         _check_float_output(setup, y, out, name, key)
-    _check_composition(setup, y, out, inner)
+    check_composition(setup, y, out, inner)
 
 
 def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
@@ -113,27 +111,6 @@ def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
         fix=f"return an output shaped [N, {width}] (don't squeeze the last dimension; accept an "
         "out_features argument so trainrun can size the output layer)",
     )
-
-
-def _check_composition(setup: Any, y: torch.Tensor, out: torch.Tensor, inner: torch.Tensor | None) -> None:
-    """The chain model -> head -> loss (``build/contracts.py``) with the model's real output: a
-    declared kind must hold, an undeclared one is observed and must fit the head and the loss;
-    a regression output whose kind bounds it must reach the targets."""
-    plan, body = setup.loss, split_head(setup)[0]
-    body_out = inner if inner is not None else out
-    said = text(setup.cfg.model.get("output", "auto"))
-    if said != "auto":
-        contracts.check_declared(said, body_out)
-    declared = contracts.model_kind(body, said)
-    if declared is None:
-        seen, evidence = contracts.observe(body_out)
-        if seen is not None:
-            contracts.compose(seen, plan.head_name, plan.contract, task=setup.info.task,
-                              model_name=type(body).__name__, evidence=evidence)
-    if plan.contract.targets == contracts.VALUES and (declared is not None or plan.head_name != "none"):
-        _, ys, where = _whole_split(setup, y, y)
-        if len(ys) and ys.is_floating_point():
-            contracts.check_range(plan.output, float(ys.min()), float(ys.max()), head=plan.head_name, where=where)
 
 
 def check_loss(setup: Any, loss: Any, out: torch.Tensor) -> None:

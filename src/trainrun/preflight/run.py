@@ -13,10 +13,16 @@ Catches, in milliseconds, the mistakes that otherwise train silently or fail dee
   the run's device, and after one ``backward`` every held parameter has a gradient (an unused
   layer and a detached output are told apart by which layers ran).
 
+* **the step**: one ``optimizer.step()`` on those gradients (an optimizer that fails on this
+  model's parameters, a step that leaves a parameter NaN), and **the short last batch** of the
+  epoch (a forward that assumes a fixed batch size, BatchNorm on one sample), which otherwise
+  fail only at step 1 or at the end of epoch 1.
+
 Real errors raise :class:`TrainrunError` (exit status 2); harmless oddities (frozen layers) are
 warnings. Preflight changes nothing: the random streams, every parameter and buffer, the
-``.grad`` fields and the train/eval flags are restored, and the optimizer never steps, so a run
-with preflight ends with the same weights as one with ``preflight=false``.
+``.grad`` fields, the train/eval flags and the optimizer's state are restored, so a run with
+preflight ends with the same weights as one with ``preflight=false``. Its batches are copies
+(``TensorBatches.batch``): a forward that changes its input in place changes no stored data.
 """
 
 from __future__ import annotations
@@ -150,8 +156,8 @@ def _short_batch(setup: Any, x: torch.Tensor, y: torch.Tensor, report: Report) -
                      f"{err.message.removeprefix('preflight: ')}", key=err.key, fix=err.fix) from None
     except Exception as err:
         raise refuse(
-            f"the model failed on the epoch's last batch, x of shape {shape_text(xs)} (the first "
-            f"batch, of {int(sizes[0])}, passed): {describe(err)}", key=MODEL_KEY,
+            f"the epoch's last batch, x of shape {shape_text(xs)} (the first, of {int(sizes[0])}, "
+            f"passed), failed: {describe(err)}", key=MODEL_KEY,
             fix="make forward work for any batch size (x.view(len(x), -1), not a fixed size; "
             "BatchNorm needs 2 or more samples in training), or choose data.batch_size so that the "
             f"{setup.train_batches.num_samples} training samples split evenly") from None
