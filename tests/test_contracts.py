@@ -43,6 +43,17 @@ USER = textwrap.dedent('''
             return {"softmax": lambda: z.softmax(1), "log_softmax": lambda: torch.log_softmax(z, 1),
                     "sigmoid": lambda: torch.sigmoid(z)}[self.last]()
 
+    class Shifted(nn.Module):
+        """Raw scores that lie in [0, 1] on the first batch (tiny weights, bias 0.5)."""
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.fc = nn.Linear(in_features, out_features)
+            with torch.no_grad():
+                self.fc.weight.mul_(0.01)
+                self.fc.bias.fill_(0.5)
+        def forward(self, x):
+            return self.fc(x)
+
     class MyLogits(nn.BCEWithLogitsLoss):
         """A user's loss deriving from torch's: it takes what its parent takes."""
 
@@ -89,6 +100,9 @@ USER = textwrap.dedent('''
         def __getitem__(self, i):
             return torch.zeros(0), i % 2
 
+    def constant_features():
+        return np.ones((60, 3), dtype="float32"), np.arange(60) % 2
+
     def no_features():
         return np.zeros((50, 0), dtype="float32"), np.arange(50) % 2
 
@@ -106,6 +120,9 @@ def folder(tmp_path: Path, monkeypatch) -> Path:
     for kind in ("binary", "multiclass", "regression"):
         write_csv(tmp_path, kind, n=96)
     np.savez(tmp_path / "empty.npz", X=np.zeros((50, 0), dtype=np.float32), y=np.arange(50) % 2)
+    rng = np.random.default_rng(8)
+    rows = [(a, b, int(a + b > 0)) for a, b in rng.normal(size=(80, 2))]
+    (tmp_path / "leak.csv").write_text("a,b,label_copy,y\n" + "".join(f"{a:.4f},{b:.4f},{y},{y}\n" for a, b, y in rows))
     return tmp_path
 
 
@@ -115,6 +132,8 @@ def data(kind: str) -> list[str]:
         return ["data=csv", f"data.path={kind}.csv", "data.target=y", "data.batch_size=16"]
     if kind == "npz":
         return ["data=npz", "data.path=empty.npz"]
+    if kind == "leak":
+        return ["data=csv", "data.path=leak.csv", "data.target=y", "data.batch_size=16"]
     return [f"data._target_=usernet.{kind}", "data.batch_size=16"]
 
 
@@ -206,6 +225,8 @@ REFUSED = [
     ("constant_value_declared", "constant", ["data.task=regression"], "data.task", ["nothing to learn"]),
     ("no_feature_array", "no_features", [], "data._target_", ["X has shape [50, 0]"]),
     ("no_feature_npz", "npz", [], "data.x_key", ["X has shape [50, 0]", "data.x_key"]),
+    ("constant_features", "constant_features", [], "data._target_", ["every feature holds one value for all 60"]),
+    ("a_guessed_feature_is_the_target", "leak", [], "data.features", ["column 'label_copy' equals the target"]),
     ("no_feature_dataset", "EmptySamples", [], "data._target_", ["each sample has shape [0]"]),
 ]
 
@@ -250,6 +271,9 @@ VALID = [
      contracts.PROBABILITIES),
     ("undeclared_user_loss_binary", "binary", ["loss=bce_logits", "loss._target_=usernet.Plain"], contracts.SCORES),
     ("declared_scores_user_model", "multiclass", ["model._target_=usernet.Raw", "model.output=scores"],
+     contracts.SCORES),
+    ("named_features_stand", "leak", ["data.features=[a,b]"], contracts.SCORES),
+    ("raw_scores_that_look_like_probabilities", "binary", ["loss=bce_logits", "model._target_=usernet.Shifted"],
      contracts.SCORES),
 ]
 
@@ -345,3 +369,19 @@ def test_degenerate_guesses_are_refused_only_when_guessed():
         prepare_arrays(x, y, task="auto", **common)
     _, info = prepare_arrays(x, y, task="multiclass", **common)
     assert info.num_classes == 3
+
+
+def test_a_checkpoint_without_declarations_still_resumes(compose):
+    """model.output and loss.input compute nothing: a checkpoint written before they existed (or
+    with another declaration) resumes."""
+    from omegaconf import OmegaConf
+
+    from trainrun.engine.resume import config_differences
+
+    cfg = compose("loss=nll")
+    saved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    del saved["model"]["output"], saved["loss"]["input"]
+    blocking, _ = config_differences(saved, cfg)
+    assert not blocking
+    blocking, _ = config_differences(saved, compose("loss=nll", "loss.head=none"))
+    assert blocking == ["loss.head: 'log_softmax' -> 'none'"]

@@ -67,16 +67,18 @@ class TensorBatches:
         No batch is a view of the stored split: a forward that changes its input in place
         (``x.div_(255)``) changes that batch only, never the data the next epoch (or the
         validation after it) reads. Shuffled, the batches are slices of the epoch's permuted
-        copy, made anyway; in order, each batch is copied (the cost, measured, is in
-        docs/architecture.md)."""
-        if not self.shuffle:
-            for i in range(start, len(self.bounds)):
-                yield self.batch(i)
+        copy, made anyway; in order, of one copy of the rows the epoch reads (measured against
+        a copy per batch: docs/architecture.md)."""
+        if not self.bounds[start:]:
             return
-        perm = self.permutation(epoch).to(self.x.device)
-        x, y = self.x[perm], self.y[perm]
+        if self.shuffle:
+            perm = self.permutation(epoch).to(self.x.device)
+            x, y, first = self.x[perm], self.y[perm], 0
+        else:  # the epoch's own copy, from its first row to its last (a batch limit reads fewer)
+            first, end = self.bounds[start][0], self.bounds[-1][1]
+            x, y = self.x[first:end].clone(), self.y[first:end].clone()
         for lo, hi in self.bounds[start:]:
-            yield x[lo:hi], y[lo:hi]
+            yield x[lo - first:hi - first], y[lo - first:hi - first]
 
     def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``i`` in stored order, as a copy the model may change."""

@@ -23,7 +23,8 @@ def whole_split(setup: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Ten
     return x, y, "the first batch"
 
 
-def check_composition(setup: Any, y: torch.Tensor, out: torch.Tensor, inner: torch.Tensor | None) -> None:
+def check_composition(setup: Any, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor,
+                      inner: torch.Tensor | None) -> None:
     """The chain model -> head -> loss (``build/contracts.py``) with the model's real output: a
     declared kind must hold, an undeclared one is observed and must fit the head and the loss;
     a regression output whose kind bounds it must reach the targets."""
@@ -35,6 +36,8 @@ def check_composition(setup: Any, y: torch.Tensor, out: torch.Tensor, inner: tor
     declared = contracts.model_kind(body, said)
     if declared is None:
         seen, evidence = observe(body_out)
+        if seen == PROBABILITIES and body_out.shape[1] == 1 and not stays_bounded(body, x):
+            seen = SCORES  # raw scores that happen to lie in [0, 1] on this batch
         if seen is not None:
             contracts.compose(seen, plan.head_name, plan.contract, task=setup.info.task,
                               model_name=type(body).__name__, evidence=evidence)
@@ -42,6 +45,23 @@ def check_composition(setup: Any, y: torch.Tensor, out: torch.Tensor, inner: tor
         _, ys, where = whole_split(setup, y, y)
         if len(ys) and ys.is_floating_point():
             check_range(plan.output, float(ys.min()), float(ys.max()), head=plan.head_name, where=where)
+
+
+def stays_bounded(body: Any, x: torch.Tensor) -> bool:
+    """Whether one output column stays inside [0, 1] for far-off inputs too (``1000 * randn``, no
+    gradients, eval mode): a sigmoid does, raw scores that only happened to lie in [0, 1] on the
+    first batch do not. A model that fails on such inputs gives no evidence."""
+    was = [(m, m.training) for m in body.modules()]
+    try:
+        body.eval()
+        with torch.no_grad():
+            probe = body(torch.randn_like(x) * 1000)
+    except Exception:
+        return False
+    finally:
+        for m, mode in was:
+            m.training = mode
+    return isinstance(probe, torch.Tensor) and bool(((probe >= 0) & (probe <= 1)).all())
 
 
 def observe(out: torch.Tensor) -> tuple[str | None, str]:

@@ -46,7 +46,7 @@ def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
 
 def check_output(
     setup: Any, x: torch.Tensor, y: torch.Tensor, inner: torch.Tensor | None, out: Any,
-    report: Report,
+    report: Report, compose: bool = True,
 ) -> None:
     name = criterion_name(setup)
     key = MODEL_KEY
@@ -67,7 +67,8 @@ def check_output(
         _check_index_output(setup, y, out, name, key)
     else:
         _check_float_output(setup, y, out, name, key)
-    check_composition(setup, y, out, inner)
+    if compose:  # on the full first batch only: a kind is observed with enough samples to tell
+        check_composition(setup, x, y, out, inner)
 
 
 def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
