@@ -355,7 +355,9 @@ def test_probabilities_of_every_kind(kind, width):
     ("independent sigmoids", torch.randn(8, 4).sigmoid(), contracts.SCORES),  # no distribution: not called one
 ])
 def test_observe(kind, values, seen):
-    assert contracts.observe(values)[0] == seen, kind
+    from trainrun.preflight.observe import observe
+
+    assert observe(values)[0] == seen, kind
 
 
 def test_degenerate_guesses_are_refused_only_when_guessed():
