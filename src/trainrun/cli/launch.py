@@ -2,7 +2,7 @@
 
 A run is one of three kinds, decided by :func:`launch`:
 
-* **alone** (``trainer.devices=1``, no launcher around): ``run_training`` in this process;
+* **alone** (``trainer.devices=1``, no launcher around): ``commands.train.run`` in this process;
 * **the parent of workers** (``trainer.devices=N``): :mod:`trainrun.cli.workers` starts ``N``
   worker processes with torch's elastic launcher; rank 0 returns the summary;
 * **one rank of a group someone else started**: ``torchrun``, a submitit job with several
@@ -16,6 +16,7 @@ Each rank joins the default process group (gloo on CPU, nccl on CUDA) for the ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, threads_per_process
 from trainrun.cli.ranks import Place, launched_place
 from trainrun.cli.workers import start_workers
-from trainrun.commands.train import run_training
+from trainrun.commands import train
 from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
 
@@ -37,7 +38,7 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
         torch.set_num_threads(threads_per_process(place.local_world_size))
     try:
         with process_group(cfg, place.rank, place.world_size, place.local_rank):
-            return run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size)
+            return train.run(cfg, run_dir, rank=place.rank, world_size=place.world_size)
     except TrainrunError as err:  # a collective that timed out says so, with its key
         raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
 
@@ -52,9 +53,11 @@ def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
         )
 
 
-def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
+def launch(cfg: Any, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
+           ) -> dict[str, Any]:
     """Train as this process's place says: one rank of an outside launch, the parent of
-    ``trainer.devices`` workers, or alone. Returns rank 0's summary."""
+    ``trainer.devices`` workers, or alone. Returns rank 0's summary. ``judges`` (a sweep's
+    pruner) judge a run of one process only."""
     place = launched_place()
     if place is not None:
         check_supported(cfg)
@@ -62,7 +65,7 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
         return start_workers(cfg, run_dir, int(cfg.trainer.devices))
-    return run_training(cfg, run_dir)
+    return train.run(cfg, run_dir, judges=judges)
 
 
 def check_supported(cfg: Any) -> None:

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.metrics import build_metrics
 from trainrun.build.setup import Batches, Setup, build
-from trainrun.commands.predict import csv_text, data_config, decode_targets, fitted_info, prediction_columns
+from trainrun.commands.predictions import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.batches import whole
@@ -40,6 +40,7 @@ from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -115,7 +116,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 
 
 @exits_are_errors("evaluate")
-def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""
     if OmegaConf.is_missing(cfg, "run"):
@@ -165,6 +166,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "data_changed": cfg.data is not None,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:

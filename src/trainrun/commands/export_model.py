@@ -44,7 +44,7 @@ from trainrun import __version__
 from trainrun.build import contracts
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import build_model
-from trainrun.commands.predict import fitted_info
+from trainrun.commands.predictions import fitted_info
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
@@ -178,7 +178,7 @@ def output_meaning(plan: LossPlan, info: DataInfo) -> str:
 
 
 @exits_are_errors("export-model")
-def export(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the checkpoint's model, write it in ``cfg.format`` after checking that the file
     reproduces its outputs, and write ``preprocessing.json``; returns what was written."""
     if OmegaConf.is_missing(cfg, "run"):

@@ -20,9 +20,6 @@ and, for classification, ``p_<label>`` per class.
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
 import logging
 import time
 from pathlib import Path
@@ -33,90 +30,23 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.build import contracts
 from trainrun.build.devices import autocast_factory, resolve_device
 from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import DATA_KEYS, build_model
+from trainrun.commands.predictions import csv_text, data_config, fitted_info, prediction_columns
 from trainrun.commands.trained import Trained, open_trained
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
 
-# --------------------------------------------------------------------------- the table
-
-
-def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dict[str, list[Any]]:
-    """The model's outputs as predictions: the value in the target's units (regression), or the
-    predicted label and each class's probability (from the kind of output the loss received:
-    raw scores, probabilities or log-probabilities), labels as in the training data."""
-    out = out.float().cpu()
-    columns: dict[str, list[Any]] = {}
-    if info.task == "regression":
-        out = contracts.as_values(out, plan.output, plan.contract.targets)  # BCE on soft labels: probabilities
-        if info.y_mean is not None and info.y_std is not None:  # back to the target's units
-            out = out * torch.tensor(info.y_std) + torch.tensor(info.y_mean)
-        width = out.shape[1]
-        for j in range(width):
-            columns[f"prediction_{j}" if width > 1 else "prediction"] = out[:, j].tolist()
-        return columns
-    labels = info.classes or list(range(info.num_classes or 2))
-    probs = contracts.probabilities(out, plan.output)  # the kind the loss received (build/contracts.py)
-    columns["prediction"] = [labels[i] for i in probs.argmax(dim=1).tolist()]
-    for j, label in enumerate(labels[: probs.shape[1]]):
-        columns[f"p_{label}"] = probs[:, j].tolist()
-    return columns
-
-
-def decode_targets(y: torch.Tensor, info: DataInfo, plan: LossPlan) -> dict[str, list[Any]]:
-    """Prepared targets (class ids, standardized values) back as the data had them."""
-    y = y.cpu()
-    if info.task == "regression":
-        y = y.float().reshape(len(y), -1)
-        if info.y_mean is not None and info.y_std is not None:
-            y = y * torch.tensor(info.y_std) + torch.tensor(info.y_mean)
-        return {f"target_{j}" if y.shape[1] > 1 else "target": y[:, j].tolist() for j in range(y.shape[1])}
-    labels = info.classes or list(range(info.num_classes or 2))
-    ids = y.long().tolist() if plan.targets == "index" else (y.reshape(len(y), -1)[:, 0] > 0.5).long().tolist()
-    return {"target": [labels[i] for i in ids]}
-
-
-def csv_text(table: dict[str, list[Any]]) -> str:
-    """Columns (same length each) as CSV text with a header row."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table)
-    writer.writerows(zip(*table.values(), strict=True))
-    return buffer.getvalue()
-
-
 # --------------------------------------------------------------------------- the new data
-
-
-def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictConfig:
-    """The user's data config, with what it leaves unset taken from the training run's when it
-    names the same source (``data.target`` of a CSV file), and a CSV file's feature columns
-    picked by the names training used, so a new file's column order or extra columns (an id)
-    change nothing."""
-    node = copy.deepcopy(user)  # typed as composed: build reads the schema's declared keys
-    same = str(node.get("_target_")) == str(stored.get("_target_"))
-    for key in node:
-        if same and OmegaConf.is_missing(node, key) and key in stored and not OmegaConf.is_missing(stored, key):
-            node[key] = stored[key]
-    if same and "features" in node and node.features is None and info.features:
-        node.features = list(info.features)
-    missing = [str(k) for k in node if OmegaConf.is_missing(node, k) and str(k) != "target"]
-    if missing:
-        raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",
-                            fix=f"e.g. predict run=<run folder> data=csv data.{missing[0]}=new.csv")
-    if "target" in node and OmegaConf.is_missing(node, "target"):
-        node.target = ""  # a CSV source of another run's kind: no target column
-    return node
 
 
 def read_new_data(node: DictConfig, info: DataInfo) -> tuple[np.ndarray, Any | None]:
@@ -185,19 +115,8 @@ def model_outputs(trained: Trained, info: DataInfo, x: np.ndarray, device_cfg: A
     return torch.cat(outs) if outs else torch.zeros(0), plan
 
 
-def fitted_info(trained: Trained) -> DataInfo:
-    info = trained.fitted
-    if info is None:
-        raise TrainrunError(
-            f"{trained.file} holds no training statistics (it was written before trainrun saved "
-            "them), so new data cannot be scaled as the training data was",
-            key="run", fix="evaluate it on its own data, or train again (resume=auto adds them to "
-            "its next checkpoint)")
-    return info
-
-
 @exits_are_errors("predict")
-def predict(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, prepare the new data with the training's statistics, run the model, write
     ``predictions.csv`` and ``predict.json``; returns the report."""
     if OmegaConf.is_missing(cfg, "run"):
@@ -231,6 +150,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "data": OmegaConf.to_container(node, resolve=True, enum_to_str=True),
         "standardized_with": "the training split's statistics" if info.x_mean is not None else None,
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(trained.folder)),  # and the training run's
     }
     atomic_write_json(folder / PREDICT_JSON, report)
     log.info(f"predicted {len(x)} rows with {trained.file} ({trained.where})")
