@@ -153,6 +153,9 @@ def test_a_run_records_its_code_command_and_versions_and_evaluate_copies_it(tmp_
     assert record["git"] == {"repository": str(tmp_path), "commit": head, "dirty": False}
     assert record["command"].startswith("train data=iris trainer.epochs=1 hydra.run.dir=")
     assert {"torch", "hydra-core", "python", "trainrun"} <= set(record["versions"])
+    # the data's fingerprint: the one the data identity computes (what resume and evaluate compare)
+    fingerprint = record["data_fingerprint"]
+    assert fingerprint == trained.summary["data"]["fingerprint"] and len(fingerprint) >= 16
     evaluated = run_command("evaluate", f"run={trained.run_dir}", "split=val", cwd=tmp_path)
     assert evaluated.returncode == 0
     report = json.loads(next((trained.run_dir / "eval").glob("*/eval.json")).read_text())

@@ -213,10 +213,11 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
         "rank": setup.rank,
         "task": setup.info.task,
         "data_sizes": setup.info.sizes,
+        "data": setup.info.identity.to_dict() if setup.info.identity is not None else None,
         "run_dir": str(run_dir),
         "versions": {"trainrun": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
-        # git commit + dirty flag, command line, package versions (data_fingerprint: see record.py)
-        "record": run_record(),
+        # git commit + dirty flag, command line, package versions, the data's fingerprint
+        "record": run_record(data_fingerprint=setup.info.identity.fingerprint if setup.info.identity else None),
         DIGEST: config_digest(cfg),  # what it computed: a sweep run again skips it (cli/rerun.py)
     }

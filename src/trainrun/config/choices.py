@@ -56,6 +56,15 @@ class Output(str, Enum):
     log_probabilities = "log_probabilities"
 
 
+class Missing(str, Enum):
+    """What an empty feature cell (CSV), a null (Parquet) or a NaN feature becomes."""
+
+    refuse = "refuse"
+    mean = "mean"
+    median = "median"
+    constant = "constant"
+
+
 class Targets(str, Enum):
     """How a loss wants its targets: class indices (int64, ``[N]``) or floats (``[N, k]``)."""
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from trainrun.data.encode import Columns
 from trainrun.errors import TrainrunError
 
 
@@ -31,7 +32,9 @@ def check_features(x: Any, *, key: str, sample: tuple[int, ...] | None = None) -
     """Refuse samples without a single feature value: ``X`` (``[N, 0, ...]``) or one ``sample``'s
     shape (a Dataset's). ``key``: what chooses the features (``data.features`` for tables,
     ``data.x_key`` for NPZ, the source otherwise)."""
-    if sample is None:
+    if isinstance(x, Columns):
+        dims, shown = (len(x.names),), f"the table has {len(x.names)} feature columns"
+    elif sample is None:
         shape = tuple(getattr(x, "shape", ()) or ())
         dims, shown = shape[1:], f"X has shape {list(shape)}"
     else:
@@ -48,17 +51,34 @@ def check_features(x: Any, *, key: str, sample: tuple[int, ...] | None = None) -
         )
 
 
+def _columns(x: Any) -> list[np.ndarray] | None:
+    """The feature columns of a matrix ``[N, ...]`` (flattened) or of a table read as
+    :class:`~trainrun.data.encode.Columns` (numbers or text); None when there are none to see."""
+    if isinstance(x, Columns):
+        return list(x.values)
+    cols = np.asarray(x)
+    if cols.ndim < 2 or cols.dtype.kind not in "biuf":
+        return None
+    flat = cols.reshape(len(cols), -1)
+    return [flat[:, j] for j in range(flat.shape[1])] if flat.shape[1] <= 4096 else None  # wider: images
+
+
 def check_constant_features(x: Any, *, key: str) -> None:
     """Features that hold one value each for every sample tell the samples nothing apart."""
-    cols = np.asarray(x)
-    if cols.ndim < 2 or len(cols) < 2 or cols.dtype.kind not in "biuf":
-        return
-    cols = cols.reshape(len(cols), -1)
-    if not np.all(np.ptp(cols, axis=0) == 0):
+    matrix = np.asarray(x) if not isinstance(x, Columns) else None
+    if matrix is not None and matrix.ndim >= 2 and matrix.dtype.kind in "biuf" and len(matrix) > 1:
+        flat = matrix.reshape(len(matrix), -1)  # one vectorized pass, whatever the width
+        constant, width = bool(np.all(np.ptp(flat, axis=0) == 0)), flat.shape[1]
+    else:
+        cols = _columns(x)
+        if not cols or len(cols[0]) < 2:
+            return
+        constant, width = all(bool(np.all(c == c[0])) for c in cols), len(cols)
+    if not constant:
         return
     raise TrainrunError(
-        f"every feature holds one value for all {len(cols)} samples ({cols.shape[1]} column(s)): "
-        "the samples cannot be told apart, and the model could only learn the targets' average",
+        f"every feature holds one value for all {len(x)} samples ({width} column(s)): the samples "
+        "cannot be told apart, and the model could only learn the targets' average",
         key=key,
         fix="choose columns that vary (data.features=[...])" if key == "data.features" else
         "check the features the source returns",
@@ -69,15 +89,17 @@ def check_guessed_features(x: Any, y: Any, names: list[str] | None) -> None:
     """``data.features`` null took every column but the target: refuse when one of them is the
     target again under another name (a copy, an export artefact): the model would be handed the
     answer and score 100 %."""
-    cols, target = np.asarray(x), np.asarray(y)
-    if not names or cols.ndim != 2 or target.dtype.kind not in "biuf" or target.size != len(cols) or len(cols) < 2:
+    cols, target = _columns(x), np.asarray(y).reshape(-1)
+    names = x.names if isinstance(x, Columns) else names
+    if not cols or not names or len(names) != len(cols) or len(target) != len(cols[0]) or len(target) < 2:
         return
-    values = target.reshape(-1).astype(cols.dtype)
-    for j in np.flatnonzero(cols[0] == values[0]):  # the first row narrows it down
-        if np.array_equal(cols[:, j], values):
+    for j, col in enumerate(cols[: len(names)]):
+        same = col.astype(str) == target.astype(str) if col.dtype.kind in "OUS" or target.dtype.kind in "OUS" \
+            else (target.dtype.kind in "biuf" and col == target.astype(col.dtype))
+        if bool(np.all(same)):
             raise TrainrunError(
                 f"data.features=null took every column but the target as a feature, and column "
-                f"{names[j]!r} equals the target on every one of the {len(cols)} rows: the model would "
+                f"{names[j]!r} equals the target on every one of the {len(target)} rows: the model would "
                 "be handed the answer",
                 key="data.features",
                 fix=f"list the features without {names[j]!r}: data.features=[...]",

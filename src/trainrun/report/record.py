@@ -8,9 +8,9 @@ copy from the training run into their own reports.
 * ``command``: the full command line, as the shell would take it again;
 * ``versions``: Python and the installed versions of the packages a result depends on.
 
-The data's fingerprint is not computed here: one implementation of the data's identity serves
-resume, evaluate and this record (``data_fingerprint`` is filled from the built run's data by
-the caller that has it).
+* ``data_fingerprint``: the content fingerprint of the data the run read, from the one
+  implementation of the data's identity that resume and evaluate compare
+  (:mod:`trainrun.data.identity`; the full identity is ``summary.json``'s ``data``).
 """
 
 from __future__ import annotations
@@ -117,6 +117,11 @@ def training_record(run_dir: Path) -> dict[str, Any] | None:
         return None
     record = summary.get("record") if isinstance(summary, dict) else None
     return record if isinstance(record, dict) else None
+
+
+def data_text(record: dict[str, Any] | None) -> str:
+    """The ``data`` column of ``summary.csv``: the data's fingerprint (its first 12 characters)."""
+    return str((record or {}).get("data_fingerprint") or "")[:12]
 
 
 def commit_text(record: dict[str, Any] | None) -> str:

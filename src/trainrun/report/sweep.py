@@ -24,7 +24,7 @@ from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
 from trainrun.report import echo
 from trainrun.report.plots import plot_sweep
-from trainrun.report.record import commit_text
+from trainrun.report.record import commit_text, data_text
 
 # Statuses of a job that ran to its end (its objective counts).
 OK = ("completed", "stopped early")
@@ -121,7 +121,8 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         num = summary["trial"]  # type: ignore[index]
     row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
                            "tags": [str(t) for t in (summary or {}).get("tags") or []],
-                           "commit": commit_text((summary or {}).get("record"))}
+                           "commit": commit_text((summary or {}).get("record")),
+                           "data": data_text((summary or {}).get("record"))}
     if summary is None:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
@@ -181,7 +182,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
                *[f"test_{k}" for k in dict.fromkeys(k for r in rows for k in r.get("test", {}))],
-               "seconds", "commit", "run_dir", "error"]
+               "seconds", "commit", "data", "run_dir", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
