@@ -215,11 +215,12 @@ def test_other_commands_end_quietly_on_a_closed_pipe(here, args):
     assert "Traceback" not in err and "Exception ignored" not in err and "Logging error" not in err, err
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export-model"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export-model", "python -m trainrun.cli"])
 def test_a_deleted_working_folder_is_one_paragraph(tmp_path, command):
     gone = tmp_path / "gone"
     gone.mkdir()
-    proc = subprocess.Popen(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{BIN / command}" run=x'],
+    start = f'"{BIN / "python"}" -m trainrun.cli' if command.startswith("python") else f'"{BIN / command}" run=x'
+    proc = subprocess.Popen(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec {start}'],
                             env=env_for_tests(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err

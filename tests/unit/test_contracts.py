@@ -178,6 +178,8 @@ REFUSED = [
     ("user_loss_declares_its_input", "binary", ["loss=bce_logits", "loss._target_=usernet.Plain",
                                                 "loss.input=probabilities"], "loss.head",
      ["(Plain) takes probabilities", "loss.head=sigmoid"]),
+    ("a_false_declaration_of_a_torch_loss", "binary", ["loss=bce_logits", "loss.input=probabilities"], "loss.input",
+     ["loss.input=probabilities, but BCEWithLogitsLoss takes raw scores"]),
     # what the model gives, observed on the first batch
     ("softmax_model_under_nll", "multiclass", ["loss=nll", "loss.head=none", "model._target_=usernet.Ends",
                                                "+model.last=softmax"], "model._target_",

@@ -214,3 +214,28 @@ def test_a_multirun_plugin_without_m_is_refused(group, choice):
     assert caught.value.key == group and f"add -m: train -m {group}={choice}" in caught.value.fix
     check_multirun_plugins(choices, multirun=True)
     check_multirun_plugins({"hydra/launcher": "basic", "hydra/sweeper": "basic"}, multirun=False)
+
+
+def test_the_logging_console_handler_ends_quietly(monkeypatch, capsys):
+    """Hydra's job logging builds trainrun's ConsoleHandler in every process that configures it
+    (joblib and submitit workers too): a record to a closed pipe prints no 'Logging error'."""
+    import logging
+
+    monkeypatch.setattr(echo, "_closed", [])
+    read, write = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(write, "wb", buffering=0), write_through=True)
+    handler = echo.ConsoleHandler(stream)
+    logger = logging.getLogger("trainrun.test_edges")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("first")
+        assert os.read(read, 100) == b"first\n"
+        os.close(read)
+        for _ in range(3):
+            logger.warning("more")
+    finally:
+        logger.removeHandler(handler)
+        stream.close()
+    assert "Logging error" not in capsys.readouterr().err
+    assert len(echo._closed) == 1

@@ -88,6 +88,9 @@ def loss_contract(criterion: nn.Module, declared: str, targets_rule: str) -> Los
     name = type(criterion).__name__
     for cls, takes, targets in KNOWN_LOSSES:
         if isinstance(criterion, cls):
+            if declared != "auto" and declared not in takes and type(criterion) is cls:  # torch's own: known
+                raise TrainrunError(f"loss.input={declared}, but {name} takes {_words(takes)}", key="loss.input",
+                                    fix="leave loss.input=auto for torch's losses (a subclass of yours may declare)")
             return LossContract(name, frozenset({declared}) if declared != "auto" else takes, targets)
     targets = CLASSES if targets_rule == "index" else PROBABILITY
     return LossContract(name, None if declared == "auto" else frozenset({declared}), targets)

@@ -91,6 +91,16 @@ def guard_console() -> None:
             setattr(sys, name, _Console(stream))
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The console handler of Hydra's job logging (``configs/hydra/job_logging/*.yaml``): a
+    ``StreamHandler`` whose stream is guarded, in whichever process configures the logging (a
+    joblib or submitit worker too, where no command entry ran first)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        stream = stream if stream is not None else sys.stderr
+        super().__init__(stream if isinstance(stream, _Console) else _Console(stream))
+
+
 @contextlib.contextmanager
 def when_console_closes(callback: Callable[[], None]) -> Iterator[None]:
     """Call ``callback`` once if the console's reader goes away while inside (at once if it
