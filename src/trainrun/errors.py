@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import re
 import site
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 CONFIG_ERROR = 2
 TRAINING_ERROR = 1
@@ -209,3 +213,31 @@ def netted(run: Callable[[Any], object], cfg: Any) -> None:
         raise
     except Exception as err:
         raise unexpected(err) from err
+
+
+def exits_are_errors(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The last boundary of a command's body (``train``'s ``run_training``, ``evaluate``,
+    ``predict``, ``export-model``), for exits. Inside a :func:`phase` an exit is already that
+    phase's error; this catches one raised anywhere else in the command (a user's module that
+    runs an unguarded ``sys.exit(main())`` when imported, a logger's ``close``): status 0
+    included, it is an error, never the command's own end, which would otherwise be exit 0
+    with nothing done."""
+
+    def wrap(body: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(body)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return body(*args, **kwargs)
+            except SystemExit as err:
+                where = raised_in(err)
+                raise TrainrunError(
+                    f"{command} was stopped by an exit it did not make: {describe(err)}"
+                    + (f" (raised in {where})" if where else ""),
+                    exit_code=TRAINING_ERROR,
+                    fix="nothing inside a run exits on purpose: remove that exit, or guard a "
+                    "script's sys.exit(main()) with `if __name__ == \"__main__\":`",
+                ) from err
+
+        return guarded
+
+    return wrap

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from trainrun.build import contracts
 from trainrun.build.class_weights import (
     WeightedBCELoss,
     WeightedBCEWithLogitsLoss,
@@ -64,7 +65,7 @@ def test_balanced_refuses_a_class_missing_from_the_training_split():
 
 def plan(criterion: nn.Module, targets: str, task: str) -> LossPlan:
     return LossPlan(criterion=criterion, head=None, targets=targets, out_features=3 if targets == "index" else 1,
-                    task=task, threshold=0.5, y_scale=1.0)
+                    task=task, y_scale=1.0, contract=contracts.loss_contract(criterion, "auto", targets))
 
 
 def test_cross_entropy_gets_the_weights_and_the_config_the_numbers():

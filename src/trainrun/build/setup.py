@@ -98,10 +98,11 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     flat = len(info.in_shape) > 1 and takes_flat_samples(cfg.model, "model")
     if flat:
         info = dataclasses.replace(info, in_shape=(info.in_features,))
-    loss = plan_loss(cfg.loss, info)
+    loss = plan_loss(cfg.loss, info, task_guessed=text(cfg.data.task) == "auto")
     sizes: dict[str, Any] = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
-                             expect_text="a torch.nn.Module", **sizes)
+                             expect_text="a torch.nn.Module", consumed=("output",), **sizes)
+    loss.fit(body, text(cfg.model.get("output", "auto")))  # model -> head -> loss (build/contracts.py)
     if not any(p.requires_grad for p in body.parameters()):
         raise TrainrunError(
             f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from trainrun.cli.composition import composition_error, first_line
+from trainrun.cli.entry import start
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -55,6 +56,7 @@ def _set(value: str) -> None:
 def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     """Run a ``@hydra.main`` function; an error Hydra raises around the task (composition, the
     sweeper) prints as one paragraph and exits 2 before any task ran, 1 after."""
+    start()  # the console guarded, the working folder there (train() did it before its own steps)
     os.environ[_USER_FULL_ERROR] = USER_VALUE
     os.environ[FULL_ERROR] = "1"
     try:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
+from trainrun.cli.entry import check_multirun_plugins, start
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
@@ -141,6 +142,7 @@ def _check_hydra_settings() -> None:
     """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
     into the run folder, where relative data paths and the user's own modules are not."""
     hydra_cfg = HydraConfig.get()
+    check_multirun_plugins(hydra_cfg.runtime.choices, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     if hydra_cfg.job.chdir:
         os.chdir(hydra_cfg.runtime.cwd)  # out of the run folder, which is given back (removed)
         raise TrainrunError(
@@ -170,6 +172,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
 def train() -> None:
     """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
     run folder and leave with a clean exit."""
+    start()  # the console guarded, the working folder there
     if cli_help.wants_help(sys.argv):
         try:
             cli_help.print_help("train", sys.argv)

@@ -35,7 +35,7 @@ from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
 from trainrun.commands import train
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.report.echo import mark_rank
+from trainrun.report.echo import guard_console, mark_rank
 
 # Under DDP the ranks compare their stop requests (signals) every this many optimizer steps: one
 # small all-reduce (about 0.3 ms with gloo on this 2-core machine), so a signal is honoured within
@@ -222,6 +222,7 @@ def _setup_worker_logging(rank: int, logging_cfg: dict[str, Any] | None) -> None
     import logging.config
 
     if rank == 0 and logging_cfg:
+        guard_console()  # before the config takes sys.stdout: a closed pipe ends quietly
         logging.config.dictConfig(logging_cfg)
     else:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")

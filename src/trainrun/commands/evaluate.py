@@ -41,7 +41,7 @@ from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
-from trainrun.errors import TrainrunError, phase
+from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import (
     BEST,
     CHECKPOINTS,
@@ -166,6 +166,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the command
 
 
+@exits_are_errors("evaluate")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""

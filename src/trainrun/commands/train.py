@@ -8,6 +8,7 @@ entry point (``cli``) and prints only through the reporter.
 from __future__ import annotations
 
 import platform
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -29,11 +30,11 @@ from trainrun.engine.loop import Reporter as LoopReporter
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
-from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.report.console import Reporter
-from trainrun.report.echo import in_sweep_job, mark_rank
+from trainrun.report.echo import in_sweep_job, mark_rank, when_console_closes
 from trainrun.report.record import DIGEST, config_digest, run_record
 from trainrun.tools import explain, lr_find
 from trainrun.tools.model_summary import layer_table, parameter_line
@@ -87,6 +88,7 @@ class Whereabouts:
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
+@exits_are_errors("train")
 def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
         judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to ``summary.json``). ``judges``
@@ -139,7 +141,7 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
         reporter.use_loggers(loggers, cfg)
     built.update(callbacks.owners())  # an error in a callback's code names callbacks[i]
 
-    with Signals(quiet=rank != 0) as signals:
+    with Signals(quiet=rank != 0) as signals, when_console_closes(lambda: signals.request(signal.SIGPIPE)):
         # DDP: the ranks agree on the step at which a signal stops them all
         agreed = AgreedSignals(signals, world_size, setup.device) if world_size > 1 else signals
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)

@@ -45,6 +45,16 @@ class Head(str, Enum):
     log_softmax = "log_softmax"
 
 
+class Output(str, Enum):
+    """What a tensor of outputs means (``model.output``, ``loss.input``): ``auto`` lets trainrun
+    tell (its own models and torch's losses are declared; a user's model is observed)."""
+
+    auto = "auto"
+    scores = "scores"
+    probabilities = "probabilities"
+    log_probabilities = "log_probabilities"
+
+
 class Missing(str, Enum):
     """What an empty feature cell (CSV), a null (Parquet) or a NaN feature becomes."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from trainrun.config.choices import Head, Interval, Missing, Mode, Targets, Task
+from trainrun.config.choices import Head, Interval, Missing, Mode, Output, Targets, Task
 from trainrun.config.fields import at_least, fraction, greater_than, open_unit, seed, setting, sizes
 from trainrun.config.loggers import (
     CsvLoggerConfig,
@@ -120,6 +120,8 @@ class ModelConfig:
     to the target when its signature accepts them; never type them here."""
 
     _target_: str = setting(MISSING, "the model class; sizes from the data are passed when it accepts them")
+    output: Output = setting(Output.auto, "what forward returns: scores, probabilities or log_probabilities "
+                             "(auto: raw scores for trainrun's models, observed on the first batch for yours)")
 
 
 @dataclass
@@ -158,6 +160,8 @@ class LossConfig:
     class_weights: Any = setting(
         None, "weights per class for an imbalanced target: balanced (n / (classes * count) on the training split), "
         "[w0, w1, ...] in the labels' order, or {label: weight}; null: none")
+    input: Output = setting(Output.auto, "what the criterion takes: scores, probabilities or log_probabilities "
+                            "(auto: known for torch's losses; declare it for your own)")
 
 
 @dataclass

@@ -72,6 +72,12 @@ class Signals:
                         f"saving checkpoints/last.pt{again}\n".encode())
         self.signum = signum
 
+    def request(self, signum: int) -> None:
+        """Stop after the current step as if ``signum`` had come, without a word on the console
+        (``SIGPIPE``: the console's reader went away, report/echo.py)."""
+        if self.signum is None:
+            self.signum = signum
+
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""

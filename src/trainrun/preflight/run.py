@@ -13,15 +13,22 @@ Catches, in milliseconds, the mistakes that otherwise train silently or fail dee
   the run's device, and after one ``backward`` every held parameter has a gradient (an unused
   layer and a detached output are told apart by which layers ran).
 
+* **the step**: one ``optimizer.step()`` on those gradients (an optimizer that fails on this
+  model's parameters, a step that leaves a parameter NaN), and **the short last batch** of the
+  epoch (a forward that assumes a fixed batch size, BatchNorm on one sample), which otherwise
+  fail only at step 1 or at the end of epoch 1.
+
 Real errors raise :class:`TrainrunError` (exit status 2); harmless oddities (frozen layers) are
 warnings. Preflight changes nothing: the random streams, every parameter and buffer, the
-``.grad`` fields and the train/eval flags are restored, and the optimizer never steps, so a run
-with preflight ends with the same weights as one with ``preflight=false``.
+``.grad`` fields, the train/eval flags and the optimizer's state are restored, so a run with
+preflight ends with the same weights as one with ``preflight=false``. Its batches are copies
+(``TensorBatches.batch``): a forward that changes its input in place changes no stored data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +40,7 @@ from torch import nn
 from trainrun.build.setup import Setup
 from trainrun.data.batches import TensorBatches
 from trainrun.errors import TrainrunError, describe, named_key, raised_in
-from trainrun.preflight.binding import check_binding, check_gradients
+from trainrun.preflight.binding import check_binding, check_gradients, check_step
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
@@ -58,9 +65,13 @@ def preserved(setup: Setup) -> Iterator[None]:
         tensors = [(t, t.detach().clone()) for t in (*module.parameters(), *module.buffers())]
     grads = [(p, p.grad) for p in module.parameters()]
     modes = [(m, m.training) for m in module.modules()]
+    optimizer = getattr(setup, "optimizer", None)  # preflight steps it once: its state is put back
+    state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     try:
         yield
     finally:
+        if optimizer is not None:
+            optimizer.load_state_dict(state)
         with torch.no_grad():
             for t, saved in tensors:
                 if t.shape == saved.shape:
@@ -82,8 +93,7 @@ def first_batch(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batches, TensorBatches):  # in memory: the first slice, unshuffled
         if not batches.bounds:
             raise refuse("the training split yields no batch", key="data.batch_size")
-        lo, hi = batches.bounds[0]
-        return batches.x[lo:hi], batches.y[lo:hi]
+        return batches.batch(0)  # a copy: the model may change its input in place
     iterator = batches.epoch(0, check=False)  # a bad label is refused below, in preflight's words
     try:
         return next(iterator)
@@ -108,6 +118,8 @@ def check(setup: Setup, say: Callable[[str], None] | None = None) -> Report:
         check_binding(setup, report, after_forward=True)
         check_gradients(setup, ran)
         loss_value = float(loss.detach().float())
+        check_step(setup)  # one optimizer.step(); parameters and optimizer state restored after
+        _short_batch(setup, x, y, report)
     held = sum(1 for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad)
     ms = (time.perf_counter() - started) * 1000
     report.line = (
@@ -128,6 +140,35 @@ def where(err: BaseException) -> str:
     """`` (raised in badnet.py:8, in forward)``, as the training phase words it; "" outside user code."""
     found = raised_in(err)
     return f" (raised in {found})" if found else ""
+
+
+def _short_batch(setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report) -> None:
+    """The epoch's last batch when it is shorter than the first (``N`` not a multiple of the
+    batch size): a forward that assumes a fixed batch size, a BatchNorm in training on a batch
+    of one, a squeeze that drops the batch dimension of a single sample fail only there, at
+    the end of epoch 1. Its size is what matters, so it is the first batch cut to that size."""
+    sizes = setup.train_batches.sizes
+    if len(sizes) < 2 or int(sizes[-1]) == int(sizes[0]):
+        return
+    n = int(sizes[-1])
+    xs, ys = x[:n], y[:n]
+    setup.raw_model.train()
+    try:
+        with setup.autocast():
+            out = setup.raw_model(xs)
+            check_output(setup, xs, ys, None, out, report, compose=False)  # shapes, values
+            loss = setup.criterion(out, ys)
+    except TrainrunError as err:
+        raise refuse(f"on the epoch's last batch, of {n} samples (the first has {int(sizes[0])}): "
+                     f"{err.message.removeprefix('preflight: ')}", key=err.key, fix=err.fix) from None
+    except Exception as err:
+        raise refuse(
+            f"the epoch's last batch, x of shape {shape_text(xs)} (the first, of {int(sizes[0])}, "
+            f"passed), failed: {describe(err)}", key=MODEL_KEY,
+            fix="make forward work for any batch size (x.view(len(x), -1), not a fixed size; "
+            "BatchNorm needs 2 or more samples in training), or choose data.batch_size so that the "
+            f"{setup.train_batches.num_samples} training samples split evenly") from None
+    check_loss(setup, loss, out)
 
 
 def _forward_backward(

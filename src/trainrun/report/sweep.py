@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
+from trainrun.report import echo
 from trainrun.report.record import commit_text, data_text
 from trainrun.report.sweep_plot import plot_sweep
 
@@ -231,7 +232,6 @@ def _shorten(text: str, width: int) -> str:
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
                 file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
-    from rich.console import Console
     from rich.table import Table
 
     swept = varying(rows)
@@ -256,7 +256,7 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
         table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), *tags, status, _fmt(row["objective"]),
                       _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
                       _shorten(row.get("error") or "", 70), style=style)
-    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    console = echo.console(file or sys.stdout, width=max(100, echo.console().width))
     console.print(table)
     console.print(f"summary: {sweep_dir / SWEEP_CSV}")
 
