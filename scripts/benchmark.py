@@ -24,10 +24,20 @@ one epoch outside the timed part, then weights and optimizer state reset), combi
 ``+``, and ``bf16`` (trainer.precision=bf16: different math, different weights). ``hand+fused``
 is the hand loop with a fused optimizer, to show what the lever is worth outside trainrun too.
 
+On a GPU (``--device cuda``): every variant runs there, with its data on the device (the
+tutorial loop keeps its data on the CPU and copies each batch, as tutorials do), the clock read
+after ``torch.cuda.synchronize()``. Levers for it: ``reduce-overhead`` (trainer.compile=
+reduce-overhead: the whole step replayed as one CUDA graph), ``max-autotune``, ``tf32``,
+``channels_last``. ``torch-reduce-overhead`` / ``torch-max-autotune`` put torch.compile with that
+mode around trainrun's model directly, to measure the modes trainrun refuses on a CPU.
+
 Workloads (from the team's reference measurements):
   tiny   60-60-30-1 sigmoid MLP, BCE, SGD lr 0.1, 208 rows, batch 16, 200 epochs
   digits 64-256-256-10 MLP, CrossEntropy, SGD+momentum, batch 32, 30 epochs
   wide   100k x 128, 128-512-512-10 MLP, CrossEntropy, Adam, batch 256, 3 epochs
+  resnet (GPU-sized; default with --device cuda) a 3-block ResNet (64-128-256 channels, batch
+         norm) on 10,240 synthetic 3x32x32 images, CrossEntropy, SGD+momentum, batch 256,
+         3 epochs (scripts/bench_models.py)
 """
 
 from __future__ import annotations
@@ -38,12 +48,14 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_models  # this folder's: the GPU-sized workload's model and images
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -80,10 +92,25 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         ],
         "quick_epochs": 1,
     },
+    "resnet": {
+        "overrides": [
+            "data=npz", "model._target_=bench_models.ResNet", "loss=cross_entropy", "optim=sgd",
+            "optim.lr=0.05", "optim.momentum=0.9", "data.batch_size=256", "trainer.epochs=3",
+        ],
+        "quick_epochs": 1,
+        "images": {"n": 10240, "size": 32},  # written to a temporary NPZ (bench_models.write_images)
+        "quick_images": {"n": 512, "size": 16, "overrides": ["+model.widths=[8,16,32]"]},
+    },
 }
 COMMON = ["data.val_fraction=0", "objective=train_loss", "checkpoint.monitor=train_loss",
-          "trainer.progress=none", "checkpoint.enabled=false",
-          "device=cpu"]
+          "trainer.progress=none", "checkpoint.enabled=false"]
+DEVICE = ["device=cpu"]  # --device
+
+
+def sync() -> None:
+    """Wait for the GPU before reading the clock (kernels run after Python returns)."""
+    if DEVICE == ["device=cuda"]:
+        torch.cuda.synchronize()
 
 
 class QuietReporter:
@@ -121,7 +148,16 @@ LEVERS = {
     "foreach": ["optim.foreach=true"],
     "compile": ["trainer.compile=true"],
     "bf16": ["trainer.precision=bf16"],  # not the same math: autocast matmuls in bfloat16
+    "reduce-overhead": ["trainer.compile=reduce-overhead"],  # CUDA: the step as one CUDA graph
+    "max-autotune": ["trainer.compile=max-autotune"],  # CUDA
+    "tf32": ["trainer.tf32=true"],  # CUDA: TensorFloat-32 matmuls and convolutions
+    "channels_last": ["trainer.channels_last=true"],
+    "torch-reduce-overhead": [],  # torch.compile(model, mode=...) put in by hand (see TORCH_MODES)
+    "torch-max-autotune": [],
 }
+# Levers that wrap trainrun's model in torch.compile with a mode trainrun refuses on a CPU, to
+# measure what it refuses (docs/performance.md).
+TORCH_MODES = {"torch-reduce-overhead": "reduce-overhead", "torch-max-autotune": "max-autotune"}
 
 
 def lever_overrides(spec: str) -> list[str]:
@@ -129,12 +165,17 @@ def lever_overrides(spec: str) -> list[str]:
     return [o for part in spec.split("+") for o in LEVERS[part]]
 
 
+def compiled(run: Setup) -> bool:
+    """Whether the run compiles (torch.compile) or captures its step: it is warmed up first."""
+    return str(run.cfg.trainer.compile).lower() != "false" or run.model is not run.raw_model
+
+
 def warm_up_compiled(run: Setup, initial: dict[str, torch.Tensor]) -> None:
     """Compile outside the timed part: one epoch (every batch shape), then back to the initial
     weights and a fresh optimizer state, so the timed run computes what the others compute."""
     train_epoch(run, TrainState(), 0, Stop.for_setup(run, checkpoints=None))
     run.raw_model.load_state_dict(initial)
-    run.optimizer.state.clear()
+    run.optimizer.state.clear()  # a captured step (step_graph) sees it and warms up again
 
 
 class EpochBatches:
@@ -200,7 +241,7 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
           contextlib.redirect_stdout(sink)):  # the bar still draws, into /dev/null
         warnings.simplefilter("ignore")
         trainer = L.Trainer(
-            max_epochs=run.cfg.trainer.epochs, accelerator="cpu", devices=1, logger=False,
+            max_epochs=run.cfg.trainer.epochs, accelerator=run.device.type, devices=1, logger=False,
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=not lean,
             num_sanity_val_steps=0, callbacks=[clock],
         )
@@ -212,7 +253,7 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
 def make_run(overrides: list[str], extra: list[str]) -> Setup:
     register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose("train", overrides=overrides + COMMON + extra)
+        cfg = compose("train", overrides=overrides + COMMON + DEVICE + extra)
     return build(cfg)
 
 
@@ -227,7 +268,7 @@ def hand_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         perm = batches.permutation(epoch)
         x, y = x_all[perm], y_all[perm]
         model.train()
-        total = torch.zeros(())
+        total = torch.zeros((), device=x_all.device)
         for lo, hi in bounds:
             optimizer.zero_grad(set_to_none=True)
             out = model(x[lo:hi])
@@ -240,16 +281,19 @@ def hand_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 def tutorial_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
-    """The tutorial loop: DataLoader over a TensorDataset, loss.item() every step."""
+    """The tutorial loop: DataLoader over a TensorDataset, loss.item() every step; on a GPU the
+    data stays on the CPU and each batch is copied over, as tutorials do."""
     batches = run.train_batches
     sampler = EpochOrder(batches.permutation)
-    loader = DataLoader(TensorDataset(batches.x, batches.y), batch_size=run.cfg.data.batch_size,
+    device = batches.x.device
+    loader = DataLoader(TensorDataset(batches.x.cpu(), batches.y.cpu()), batch_size=run.cfg.data.batch_size,
                         sampler=sampler)
     criterion = run.criterion
     losses = []
     for epoch in range(run.cfg.trainer.epochs):
         sampler.epoch = epoch
-        losses.append(tutorial_epoch(model, optimizer, criterion, loader))
+        epoch_batches = loader if device.type == "cpu" else ((x.to(device), y.to(device)) for x, y in loader)
+        losses.append(tutorial_epoch(model, optimizer, criterion, epoch_batches))
     return losses
 
 
@@ -266,25 +310,34 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
     overrides = list(spec["overrides"])
     if quick:
         overrides.append(f"trainer.epochs={spec['quick_epochs']}")
+    if "images" in spec:  # the GPU-sized workload's data, written once per run of the benchmark
+        images = dict(spec["quick_images"] if quick else spec["images"])
+        overrides += images.pop("overrides", [])
+        path = Path(tempfile.mkdtemp(prefix="trainrun-bench-")) / "images.npz"
+        overrides.append(f"data.path={bench_models.write_images(path, **images)}")
     template = make_run(overrides, extra)
     initial = copy.deepcopy(template.raw_model.state_dict())
     result = Result(steps=len(template.train_batches) * template.cfg.trainer.epochs)
 
-    compiled: dict[str, Setup] = {}
+    compiled_runs: dict[str, Setup] = {}
 
     def trainrun_variant(label: str = "trainrun", more: list[str] = ()) -> dict[str, torch.Tensor]:
-        if label in compiled:  # compiled once: later rounds reuse it from the initial state
-            run = compiled[label]
+        if label in compiled_runs:  # compiled once: later rounds reuse it from the initial state
+            run = compiled_runs[label]
             run.raw_model.load_state_dict(initial)
             run.optimizer.state.clear()
         else:
             run = make_run(overrides, [*extra, *more])  # built outside the timed part
             run.raw_model.load_state_dict(initial)
-            if run.cfg.trainer.compile:
+            if label.removeprefix("trainrun +") in TORCH_MODES:
+                run.model = torch.compile(run.model, mode=TORCH_MODES[label.removeprefix("trainrun +")])
+            if compiled(run):
                 warm_up_compiled(run, initial)
-                compiled[label] = run
+                compiled_runs[label] = run
+        sync()
         started = time.perf_counter()
         fit(run, TrainState(), QuietReporter())
+        sync()
         result.times.setdefault(label, []).append(time.perf_counter() - started)
         return run.raw_model.state_dict()
 
@@ -292,8 +345,10 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
                       **kwargs: Any) -> dict[str, torch.Tensor]:
         run = make_run(overrides, [*extra, *more])
         run.raw_model.load_state_dict(initial)
+        sync()
         started = time.perf_counter()
         seconds = loop(run, run.raw_model, run.optimizer, **kwargs)
+        sync()
         if not isinstance(seconds, float):  # the loop did not time itself
             seconds = time.perf_counter() - started
         result.times.setdefault(label, []).append(seconds)
@@ -317,11 +372,16 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
     return result
 
 
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two state dicts (buffers such as batch norm's
+    step count included)."""
+    return max(((a[k].float() - b[k].float()).abs().max().item() for k in a), default=0.0)
+
+
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
     if all(torch.equal(a[k], b[k]) for k in a):
         return "identical"
-    diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    return f"max diff {diff:.1e}"
+    return f"max diff {max_difference(a, b):.1e}"
 
 
 def main() -> None:
@@ -329,7 +389,9 @@ def main() -> None:
         script = str(Path(__file__).resolve().parent / "bench_startup.py")
         os.execv(sys.executable, [sys.executable, script, *(a for a in sys.argv[1:] if a != "--startup")])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS),
+                        help="default: tiny digits wide, and resnet with --device cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every variant runs")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="how rounds combine; min suits a machine other jobs disturb")
@@ -349,11 +411,14 @@ def main() -> None:
             parser.error(f"unknown lever {lever!r}; choose from {', '.join(LEVERS)} (joined with +)")
     torch.set_num_threads(args.threads)
     lightning = not args.no_lightning and lightning_available()
+    DEVICE[:] = [f"device={args.device}"]
+    workloads = args.workloads or ["tiny", "digits", "wide"] + (["resnet"] if args.device == "cuda" else [])
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
 
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of {args.rounds} "
+    print(f"torch {torch.__version__}, {where}, {args.stat} of {args.rounds} "
           "rounds, µs per training step" + ("" if lightning else "; without Lightning"))
-    for name in args.workloads:
+    for name in workloads:
         result = time_workload(name, args.rounds, args.quick, args.overrides, args.levers, lightning)
         combine = statistics.median if args.stat == "median" else min
         us = {k: combine(v) / result.steps * 1e6 for k, v in result.times.items()}
@@ -363,14 +428,16 @@ def main() -> None:
               + "  weights vs hand")
         for label, value in us.items():
             check = same_weights(result.weights[label], result.weights["hand"])
-            row = {"workload": name, "variant": label, "steps": result.steps, "us_per_step": value,
-                   **{f"over_{b}": value / us[b] for b in bases}, "weights_vs_hand": check,
+            row = {"workload": name, "variant": label, "device": where, "steps": result.steps,
+                   "us_per_step": value, **{f"over_{b}": value / us[b] for b in bases},
+                   "weights_vs_hand": check, "max_diff_vs_hand": max_difference(result.weights[label],
+                                                                               result.weights["hand"]),
                    "seconds": result.times[label]}
             rows.append(row)
             print(f"  {label:<24} {value:>8.0f} " + " ".join(f"{value / us[b]:>12.3f}" for b in bases)
                   + f"  {check}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        if args.json:  # after each workload: a run stopped by a time limit keeps what it measured
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

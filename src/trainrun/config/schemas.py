@@ -55,7 +55,14 @@ class TrainerConfig:
         "32", "32, bf16 (autocast, CPU and CUDA) or fp16 (autocast + GradScaler, CUDA only)")
     accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step")
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
-    compile: bool = setting(False, "torch.compile the model")
+    compile: str = setting(
+        "false", "false; true (torch.compile the model); reduce-overhead (CUDA: the whole step replayed as one "
+        "CUDA graph); max-autotune (CUDA: torch.compile's autotuning mode)")
+    tf32: bool | None = setting(
+        None, "CUDA: true lets fp32 matmuls and convolutions use TensorFloat-32 (faster, ~3 decimal digits); "
+        "false: neither; null keeps torch's defaults (matmuls fp32, convolutions TF32)")
+    channels_last: bool | None = setting(
+        None, "a model with 2-d convolutions in channels_last memory format; null: on CUDA under bf16/fp16 only")
     devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher")
     ddp_timeout_s: float | None = setting(
         None, "under DDP, how long a process waits for the others in any collective before the job fails "
