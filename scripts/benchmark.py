@@ -66,6 +66,7 @@ from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.engine.loop import TrainState, fit, train_epoch
 from trainrun.engine.stop import Stop
+from trainrun.speed import set_tf32
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -105,6 +106,12 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 COMMON = ["data.val_fraction=0", "objective=train_loss", "checkpoint.monitor=train_loss",
           "trainer.progress=none", "checkpoint.enabled=false"]
 DEVICE = ["device=cpu"]  # --device
+
+
+def torch_defaults() -> None:
+    """TF32 as torch starts (a tf32 variant sets it for the whole process)."""
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def sync() -> None:
@@ -252,6 +259,7 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
 
 def make_run(overrides: list[str], extra: list[str]) -> Setup:
     register()
+    torch_defaults()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         cfg = compose("train", overrides=overrides + COMMON + DEVICE + extra)
     return build(cfg)
@@ -326,6 +334,8 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
             run = compiled_runs[label]
             run.raw_model.load_state_dict(initial)
             run.optimizer.state.clear()
+            torch_defaults()
+            set_tf32(run.cfg.trainer.tf32, run.device)
         else:
             run = make_run(overrides, [*extra, *more])  # built outside the timed part
             run.raw_model.load_state_dict(initial)

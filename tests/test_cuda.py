@@ -31,9 +31,10 @@ from trainrun.engine.loop import TrainState, fit, train_epoch
 from trainrun.engine.stop import Stop
 from trainrun.errors import TrainrunError
 
+NO_CUDA = "no CUDA device (scripts/device_check.sh runs these tests on a GPU)"
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (scripts/device_check.sh runs them)"),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA),
 ]
 
 QUICK = ("device=cuda", "trainer.epochs=2", "plot=false")

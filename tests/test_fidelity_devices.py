@@ -30,11 +30,12 @@ BF16_SAME_MATH = 1e-6  # bf16 trainrun vs bf16 tutorial loop: max abs weight dif
 BF16_LOSS_REL = 0.02  # bf16 trainrun vs fp32 tutorial loop: relative difference of each epoch loss
 BF16_WEIGHTS = 0.05  # ... and max abs weight difference after 3 epochs
 
+NO_CUDA = "no CUDA device (scripts/device_check.sh runs these tests on a GPU)"
 DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param("cuda", id="cuda", marks=[
         pytest.mark.cuda,
-        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (scripts/device_check.sh runs it)"),
+        pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA),
     ]),
 ]
 ARGS = ("data=digits", "data.batch_size=50", "trainer.epochs=3", "model.hidden=[128,128]", "optim=sgd",
