@@ -77,7 +77,9 @@ if ! ours; then
         fi
     fi
 fi
+installed=0
 if ours; then
+    installed=1
     say "trainrun importable from this tree ($("$PY" -c 'import torch; print("torch", torch.__version__)' 2>&1))"
 else
     say "trainrun cannot be imported from this tree (see above); the tests will fail to start"
@@ -111,5 +113,5 @@ if [ "$cuda" = 1 ]; then
 fi
 
 # 4. the report --------------------------------------------------------------------------------
-"$PY" scripts/device_report.py "$out" --started "$started" --pytest-exit "$pytest_exit" \
+"$PY" scripts/device_report.py "$out" --started "$started" --installed "$installed" --pytest-exit "$pytest_exit" \
     ${bench_exit:+--bench-exit "$bench_exit"}

@@ -95,6 +95,8 @@ def read_benchmark(path: Path) -> dict[str, Any]:
 
 def verdict(report: dict[str, Any]) -> str:
     tests = report["pytest"]
+    if report.get("trainrun_installed") is False:
+        return "incomplete: trainrun could not be installed from this tree (env.txt says why)"
     if not tests.get("ran"):
         return "incomplete: the tests did not run to the end"
     if tests["failed"] or tests["errors"]:
@@ -131,17 +133,21 @@ def text(report: dict[str, Any]) -> str:
         shown = ", ".join(f"{w} {v if v is not None else 'not measured'}" for w, v in goal["reduce_overhead"].items())
         lines.append(f"goal reduce-overhead >= {goal['steps_per_s_over_hand']}x the hand loop: {shown} -> "
                      + ("met" if goal["met"] else "not met"))
+        if bench.get("exit_code") not in (0, None):
+            lines.append(f"benchmark stopped with exit {bench['exit_code']} (124: its time ran out); rows above "
+                         "are what it measured before")
     elif m.get("cuda"):
-        lines.append("benchmark: did not run")
+        lines.append(f"benchmark: did not run (exit {bench.get('exit_code')})")
     return "\n".join(lines) + "\n"
 
 
 def build_report(out: Path, started: float | None = None, pytest_exit: int | None = None,
-                 bench_exit: int | None = None) -> dict[str, Any]:
+                 bench_exit: int | None = None, installed: bool | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "seconds": round(time.time() - started, 1) if started else 0.0,
         "machine": machine(),
+        "trainrun_installed": installed,
         "pytest": {**read_pytest(out / "pytest.xml"), "exit_code": pytest_exit},
         "benchmark": {**read_benchmark(out / "benchmark.json"), "exit_code": bench_exit},
     }
@@ -153,10 +159,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--started", type=float, help="when the check started (seconds since the epoch)")
+    parser.add_argument("--installed", type=int, choices=(0, 1), help="whether trainrun imports from this tree")
     parser.add_argument("--pytest-exit", type=int)
     parser.add_argument("--bench-exit", type=int)
     args = parser.parse_args()
-    report = build_report(args.out, args.started, args.pytest_exit, args.bench_exit)
+    installed = None if args.installed is None else bool(args.installed)
+    report = build_report(args.out, args.started, args.pytest_exit, args.bench_exit, installed)
     (args.out / "device_check.json").write_text(json.dumps(report, indent=2) + "\n")
     shown = text(report)
     (args.out / "device_check.txt").write_text(shown)

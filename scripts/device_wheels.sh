@@ -8,7 +8,7 @@
 # pluggy, safetensors and onnx, but not Hydra. These pure-Python wheels complete it: trainrun's
 # own dependencies (hydra-core, omegaconf, and antlr4-python3-runtime, which PyPI has only as a
 # source archive, so it is built into a wheel here) and the build backend that installs trainrun
-# from the working tree (hatchling, with trove-classifiers and tomlkit). .whl/ is ignored by git;
+# from the working tree, editable (hatchling, with trove-classifiers, tomlkit and editables). .whl/ is ignored by git;
 # the device tool carries it (carry: [".whl"]). About 0.6 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ mkdir -p .whl
 rm -f .whl/*.whl
 PIP=(python3 -m pip)
 "${PIP[@]}" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation py --abi none \
-    --platform any -d .whl "hydra-core==1.3.8" "omegaconf==2.3.1" "hatchling==1.33.0" trove-classifiers tomlkit
+    --platform any -d .whl "hydra-core==1.3.8" "omegaconf==2.3.1" "hatchling==1.33.0" trove-classifiers tomlkit \
+    editables
 "${PIP[@]}" wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.3"
 ls -1 .whl

@@ -59,10 +59,13 @@ def test_the_report_reads_pytest_and_the_benchmark(tmp_path):
     assert "tiny 4.0, digits 2.5 -> not met" in shown
 
 
-def test_a_stopped_pytest_is_incomplete_not_ok(tmp_path):
+def test_a_stopped_pytest_or_a_failed_install_is_incomplete_not_ok(tmp_path):
     (tmp_path / "pytest.xml").write_text(JUNIT[: len(JUNIT) // 2])  # killed while writing
     report = build_report(tmp_path, pytest_exit=124)
-    assert not report["pytest"]["ran"] and report["verdict"].startswith("incomplete")
+    assert not report["pytest"]["ran"] and report["verdict"].startswith("incomplete: the tests")
+    (tmp_path / "pytest.xml").write_text(JUNIT)
+    report = build_report(tmp_path, pytest_exit=2, installed=False)
+    assert report["verdict"].startswith("incomplete: trainrun could not be installed")
 
 
 @pytest.mark.slow
@@ -77,6 +80,7 @@ def test_without_cuda_it_runs_to_the_end_and_says_so(tmp_path):
                                                      "pytest.log", "pytest.xml"]
     report = json.loads((out / "device_check.json").read_text())
     assert report["schema"] == 1 and report["machine"]["cuda"] is False and report["machine"]["torch"]
+    assert report["trainrun_installed"] is True  # this tree's trainrun, found without installing
     tests = report["pytest"]
     assert tests["ran"] and tests["exit_code"] == 0 and tests["collected"] >= 20
     assert tests["skipped"] == tests["collected"] and not tests["failures"]  # collected, every one skipped

@@ -27,8 +27,8 @@ from trainrun.build import build
 from trainrun.engine.loop import TrainState, fit
 
 BF16_SAME_MATH = 1e-6  # bf16 trainrun vs bf16 tutorial loop: max abs weight difference
-BF16_LOSS_REL = 0.02  # bf16 trainrun vs fp32 tutorial loop: relative difference of each epoch loss
-BF16_WEIGHTS = 0.05  # ... and max abs weight difference after 3 epochs
+BF16_LOSS_REL = 0.02  # bf16 trainrun vs fp32 tutorial loop: each epoch loss, relative (CPU: 1.8e-3)
+BF16_WEIGHTS = 0.1  # ... and max abs weight difference after 3 epochs (CPU: 2.7e-2)
 
 NO_CUDA = "no CUDA device (scripts/device_check.sh runs these tests on a GPU)"
 DEVICES = [
