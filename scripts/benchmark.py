@@ -420,6 +420,10 @@ def main() -> None:
         if not all(part in LEVERS for part in parts.split("+")):
             parser.error(f"unknown lever {lever!r}; choose from {', '.join(LEVERS)} (joined with +)")
     torch.set_num_threads(args.threads)
+    # Every compiled variant compiles the same module code again (another model, another mode): past
+    # torch's default of 8 recompilations dynamo would silently run the rest eagerly.
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 256
     lightning = not args.no_lightning and lightning_available()
     DEVICE[:] = [f"device={args.device}"]
     workloads = args.workloads or ["tiny", "digits", "wide"] + (["resnet"] if args.device == "cuda" else [])
