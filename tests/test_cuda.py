@@ -286,7 +286,15 @@ def test_no_host_sync_per_step(compose, compile_mode):
     assert state.step == 2 * len(run.train_batches)
 
 
-def test_channels_last_and_tf32_where_they_apply(compose):
+@pytest.fixture
+def torch_defaults():
+    """TF32 as torch starts, again after the test (the setting is global to the process)."""
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def test_channels_last_and_tf32_where_they_apply(compose, torch_defaults):
     run = built(compose, "experiment=digits_cnn", "trainer.epochs=2", "trainer.precision=bf16", "trainer.tf32=true")
     conv = next(m for m in run.raw_model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -297,5 +305,3 @@ def test_channels_last_and_tf32_where_they_apply(compose):
         memory_format=torch.channels_last)  # fp32: left as it is (other kernels would round otherwise)
     built(compose, "trainer.tf32=false")
     assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = True  # torch's defaults again for the tests after this one
