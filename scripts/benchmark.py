@@ -61,12 +61,12 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tutorial_loop import tutorial_epoch  # this folder's: the loop written once
 
-from trainrun.build import Setup, build
+from trainrun.build.setup import Setup, build
+from trainrun.build.speed import set_tf32
 from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.engine.loop import TrainState, fit, train_epoch
 from trainrun.engine.stop import Stop
-from trainrun.speed import set_tf32
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "tiny": {

@@ -94,7 +94,7 @@ limit=$(( $(left) - 170 ))                   # the benchmark and the report keep
 [ "$cuda" = 1 ] || limit=$(( $(left) - 10 ))
 [ "$limit" -ge 60 ] || limit=60
 say "pytest -m cuda over ${files[*]} (cuda=$cuda, ${limit} s)"
-timeout -k 10 "$limit" "$PY" -m pytest -m cuda --runslow "${workers[@]}" -p no:cacheprovider -q \
+timeout -k 10 "$limit" "$PY" -m pytest -m cuda "${workers[@]}" -p no:cacheprovider -q \
     -o junit_family=xunit1 --junitxml="$out/pytest.xml" "${files[@]}" >"$out/pytest.log" 2>&1
 pytest_exit=$?
 tail -n 3 "$out/pytest.log" | sed 's/^/  /'

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trainrun.build.devices import resolve_device
 from trainrun.config.choices import text
-from trainrun.devices import resolve_device
 from trainrun.errors import phase
 
 

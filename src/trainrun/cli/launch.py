@@ -2,7 +2,7 @@
 
 A run is one of three kinds, decided by :func:`launch`:
 
-* **alone** (``trainer.devices=1``, no launcher around): ``run_training`` in this process;
+* **alone** (``trainer.devices=1``, no launcher around): ``commands.train.run`` in this process;
 * **the parent of workers** (``trainer.devices=N``): :mod:`trainrun.cli.workers` starts ``N``
   worker processes with torch's elastic launcher; rank 0 returns the summary;
 * **one rank of a group someone else started**: ``torchrun``, a submitit job with several
@@ -25,9 +25,9 @@ from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, threads_per_process
 from trainrun.cli.ranks import Place, launched_place
 from trainrun.cli.workers import start_workers
+from trainrun.commands import train
 from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
-from trainrun.train import run_training
 
 
 def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
         torch.set_num_threads(threads_per_process(place.local_world_size))
     try:
         with process_group(cfg, place.rank, place.world_size, place.local_rank):
-            return run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size)
+            return train.run(cfg, run_dir, rank=place.rank, world_size=place.world_size)
     except TrainrunError as err:  # a collective that timed out says so, with its key
         raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
 
@@ -62,7 +62,7 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
         return start_workers(cfg, run_dir, int(cfg.trainer.devices))
-    return run_training(cfg, run_dir)
+    return train.run(cfg, run_dir)
 
 
 def check_supported(cfg: Any) -> None:

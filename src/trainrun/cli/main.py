@@ -30,9 +30,9 @@ from trainrun.cli import ranks
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
-from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
+from trainrun.config.values import check_config
 from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
 
 log = logging.getLogger("trainrun")
@@ -163,7 +163,7 @@ def _check_hydra_settings() -> None:
 
 def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
     """The value checks, before torch is imported: a wrong value exits in about a second. (A
-    sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
+    sweep's jobs check theirs in commands.train.run, where a failure is recorded as the job's.)"""
     try:
         _check_hydra_settings()
         check_config(cfg)
@@ -218,16 +218,16 @@ def _evaluate_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
+        from trainrun.commands import evaluate as command  # torch: once the config composed
 
         try:
-            evaluate_checkpoint(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _fail(err)
 
 
 def evaluate() -> None:
-    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
     if cli_help.wants_help(sys.argv):
@@ -241,13 +241,13 @@ def _predict_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.predict import predict as run_predict  # torch: once the config composed
+        from trainrun.commands import predict as command  # torch: once the config composed
 
         # A predict that fails leaves no folder without predictions (unless the folder was named
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            run_predict(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -258,7 +258,7 @@ _named_existed = False  # predict: whether hydra.run.dir=... named a folder that
 
 
 def predict() -> None:
-    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
     if cli_help.wants_help(sys.argv):
@@ -275,18 +275,18 @@ def _export_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.export import export as run_export  # torch: once the config composed
+        from trainrun.commands import export_model as command  # torch: once the config composed
 
         try:
-            run_export(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _fail(err)
 
 
-def export() -> None:
+def export_model() -> None:
     """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
     command line): a trained run's network as safetensors, TorchScript, a
-    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
     if cli_help.wants_help(sys.argv):

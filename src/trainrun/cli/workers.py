@@ -31,8 +31,8 @@ import torch
 
 from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
+from trainrun.commands import train
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.train import run_training
 
 # Under DDP the ranks compare their stop requests (signals) every this many optimizer steps: one
 # small all-reduce (about 0.3 ms with gloo on this 2-core machine), so a signal is honoured within
@@ -258,7 +258,7 @@ def _worker(cfg: Any, run_dir: str, hydra_cfg: dict[str, Any] | None,
         torch.set_num_threads(threads_per_process(local_world))
     try:
         with process_group(cfg, rank, world, local_rank):
-            summary = run_training(cfg, Path(run_dir), rank=rank, world_size=world)
+            summary = train.run(cfg, Path(run_dir), rank=rank, world_size=world)
     except TrainrunError as err:
         err = reworded(err, cfg.trainer.get("ddp_timeout_s"))
         control.record_error(rank, err)
