@@ -9,8 +9,8 @@
 #   1. trainrun importable: if this python3 lacks it (or Hydra), install the wheels of .whl/
 #      (scripts/device_wheels.sh fills it where pip has an index) and this working tree, editable,
 #      with pip --no-index: the device machine has no network.
-#   2. pytest -m cuda over the test files that hold cuda-marked tests (tests/test_cuda.py,
-#      tests/test_fidelity_devices.py, ...), 4 workers sharing the GPU, with
+#   2. pytest -m cuda over the test files that hold cuda-marked tests (tests/e2e/test_cuda.py,
+#      tests/e2e/test_fidelity_devices.py, ...), 4 workers sharing the GPU, with
 #      CUBLAS_WORKSPACE_CONFIG=:4096:8 (deterministic cuBLAS, needed by the fidelity and resume
 #      tests) -> pytest.xml, pytest.log
 #   3. scripts/benchmark.py --device cuda: tiny, digits, resnet, wide; trainrun, the best hand
@@ -94,7 +94,9 @@ limit=$(( $(left) - 170 ))                   # the benchmark and the report keep
 [ "$cuda" = 1 ] || limit=$(( $(left) - 10 ))
 [ "$limit" -ge 60 ] || limit=60
 say "pytest -m cuda over ${files[*]} (cuda=$cuda, ${limit} s)"
-timeout -k 10 "$limit" "$PY" -m pytest -m cuda "${workers[@]}" -p no:cacheprovider -q \
+# -v: each result is in pytest.log as it comes (the XML is written only at the end); a test that
+# hangs is stopped after 240 s, not at the phase's limit.
+timeout -k 10 "$limit" "$PY" -m pytest -m cuda "${workers[@]}" -p no:cacheprovider -v -o timeout=240 \
     -o junit_family=xunit1 --junitxml="$out/pytest.xml" "${files[@]}" >"$out/pytest.log" 2>&1
 pytest_exit=$?
 tail -n 3 "$out/pytest.log" | sed 's/^/  /'

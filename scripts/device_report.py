@@ -78,6 +78,28 @@ def read_pytest(path: Path) -> dict[str, Any]:
     return summary
 
 
+def read_pytest_log(path: Path) -> dict[str, Any]:
+    """What a stopped run had finished, from its verbose log (``-v`` prints each result as it
+    comes: ``[gw0] PASSED tests/...::test_x`` under xdist, ``tests/...::test_x PASSED [ 3%]``
+    without); JUnit XML is written only at the end."""
+    counts = {"PASSED": 0, "FAILED": 0, "ERROR": 0, "SKIPPED": 0, "XFAIL": 0, "XPASS": 0}
+    failures = []
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        words = line.split()
+        if words and words[0].startswith("[gw"):
+            words = words[1:]
+        if len(words) >= 2 and "::" in words[0] and words[1] in counts:  # without xdist: test, then result
+            words = [words[1], words[0]]
+        if len(words) >= 2 and words[0] in counts and "::" in words[1]:
+            counts[words[0]] += 1
+            if words[0] in ("FAILED", "ERROR"):
+                failures.append({"test": words[1], "kind": words[0].lower(), "message": "(from the log)"})
+    done = sum(counts.values())
+    return {"passed": counts["PASSED"] + counts["XFAIL"] + counts["XPASS"], "failed": counts["FAILED"],
+            "errors": counts["ERROR"], "skipped": counts["SKIPPED"], "collected": done, "failures": failures,
+            "skip_reasons": {}, "figures": {}}
+
+
 def read_benchmark(path: Path) -> dict[str, Any]:
     """The rows and, per workload, each variant's steps per second over the hand loop's."""
     if not path.is_file():
@@ -123,7 +145,10 @@ def text(report: dict[str, Any]) -> str:
         lines += [f"  skipped ({n}): {reason}"[:200] for reason, n in tests["skip_reasons"].items()]
         lines += [f"  {name}: {value}" for name, value in tests["figures"].items()]
     else:
-        lines.append(f"pytest -m cuda: did not run ({tests.get('why')})")
+        done = report["pytest_log"]
+        lines.append(f"pytest -m cuda: did not finish ({tests.get('why')}); its log shows {done['passed']} passed, "
+                     f"{done['failed']} failed, {done['errors']} errors, {done['skipped']} skipped")
+        lines += [f"  FAILED {f['test']}" for f in done["failures"]]
     if bench.get("ran"):
         lines.append("benchmark (µs per step; steps/s over the hand loop's; final weights vs the hand loop):")
         for row in bench["rows"]:
@@ -149,6 +174,7 @@ def build_report(out: Path, started: float | None = None, pytest_exit: int | Non
         "machine": machine(),
         "trainrun_installed": installed,
         "pytest": {**read_pytest(out / "pytest.xml"), "exit_code": pytest_exit},
+        "pytest_log": read_pytest_log(out / "pytest.log"),  # what finished, if the XML is missing
         "benchmark": {**read_benchmark(out / "benchmark.json"), "exit_code": bench_exit},
     }
     report["verdict"] = verdict(report)

@@ -56,8 +56,8 @@ def compile_plan(value: object, device: torch.device) -> CompilePlan:
     if word in ("max-autotune", "max-autotune-no-cudagraphs"):
         if device.type == "cpu":
             raise TrainrunError(
-                f"trainer.compile={word} on CPU autotunes matrix products against oneDNN's for minutes "
-                "and was measured slower than no compilation for trainrun's MLPs (docs/performance.md)",
+                f"trainer.compile={word} on CPU autotunes its matrix-product kernels against oneDNN's and "
+                "was measured slower than no compilation for trainrun's MLPs (docs/performance.md)",
                 key=KEY, fix="use trainer.compile=false (fastest here) or trainer.compile=true; "
                 f"{word} is for CUDA devices",
             )
