@@ -43,10 +43,12 @@ QUICK = ("device=cuda", "trainer.epochs=2", "plot=false")
 # gradients into steps of size lr.
 DIGITS = ("data=digits", "model.hidden=[64]", "data.batch_size=64", "optim=sgd", "optim.lr=0.05",
           "optim.momentum=0.9", *QUICK)
-# Tolerances of the captured step against the loop's eager step (final weights, max abs):
-# the same kernels on the same data, so equal up to the libraries' choice of kernel for the
-# graph's memory (SGD, fp32) and capturable Adam's tensor arithmetic (its bias correction).
-CAPTURE_TOLERANCE = {"sgd": 1e-5, "adam": 1e-4, "bf16-clip": 1e-3, "epoch-scheduler": 1e-5}
+# Tolerances of the captured step against the loop's eager steps (final weights, max abs, after
+# 3 epochs): the same kernels on the same data, so equal up to the libraries' choice of kernel for
+# the graph's memory (SGD, fp32), and for Adam up to its capturable arithmetic (bias correction in
+# float32 tensors, not Python floats), which Adam can amplify where gradients are near zero:
+# held to half of one step of its lr (2e-3).
+CAPTURE_TOLERANCE = {"sgd": 1e-5, "adam": 1e-3, "bf16-clip": 1e-3, "epoch-scheduler": 1e-5}
 
 
 class Quiet:
