@@ -67,6 +67,7 @@ from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.engine.loop import TrainState, fit, train_epoch
 from trainrun.engine.stop import Stop
+from trainrun.errors import TrainrunError
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -329,6 +330,7 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
     result = Result(steps=len(template.train_batches) * template.cfg.trainer.epochs)
 
     compiled_runs: dict[str, Setup] = {}
+    refused: set[str] = set()
 
     def trainrun_variant(label: str = "trainrun", more: list[str] = ()) -> dict[str, torch.Tensor]:
         if label in compiled_runs:  # compiled once: later rounds reuse it from the initial state
@@ -373,12 +375,18 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
             result.weights["lightning"] = plain_variant("lightning", lightning_loop, lean=False)
             result.weights["lightning lean"] = plain_variant("lightning lean", lightning_loop, lean=True)
         for lever in levers:
-            if lever.startswith("hand+"):
-                label = lever
-                result.weights[label] = plain_variant(label, hand_loop, lever_overrides(lever[5:]))
-            else:
-                label = f"trainrun +{lever}"
-                result.weights[label] = trainrun_variant(label, lever_overrides(lever))
+            if lever in refused:
+                continue
+            try:
+                if lever.startswith("hand+"):
+                    label = lever
+                    result.weights[label] = plain_variant(label, hand_loop, lever_overrides(lever[5:]))
+                else:
+                    label = f"trainrun +{lever}"
+                    result.weights[label] = trainrun_variant(label, lever_overrides(lever))
+            except TrainrunError as err:  # e.g. reduce-overhead on a CPU: said once, left out
+                refused.add(lever)
+                print(f"  {lever}: refused here: {err.message}", flush=True)
     result.times = {k: v[1:] for k, v in result.times.items()}
     return result
 
