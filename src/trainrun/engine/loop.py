@@ -50,6 +50,7 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
         steps_now = (i + 1) % k == 0 or i + 1 == n  # last batch of the window: step after it
         if graph is not None and graph.takes(x, y):  # the lines below, captured once as a CUDA graph
             loss = graph.replay(x, y)
+            progress.step(loss)
         else:
             if i % k == 0:
                 optimizer.zero_grad(set_to_none=True)
@@ -61,6 +62,7 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
                 pass  # this batch adds no gradient; the rest of its window still steps
             else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
                 scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
+            progress.step(loss)
             if steps_now:
                 if s.clip_norm or s.clip_value:
                     scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
@@ -74,7 +76,6 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
                     step_scheduler.step()
                     check_rates(optimizer, step_scheduler)
         losses.append(loss.detach())
-        progress.step(loss)
         if steps_now:
             state.step += 1
         state.batch = i + 1  # after its step: an error in step() is reported at this batch
