@@ -61,7 +61,7 @@ def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     except Exception as ex:
         if full_errors():
             raise
-        err = composition_error(ex, sys.argv[1:])
+        err = ex if isinstance(ex, TrainrunError) else composition_error(ex, sys.argv[1:])  # a sweeper's
         if err is None and isinstance(ex, OSError) and not task_started():  # Hydra making the run folder
             where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
             err = TrainrunError(

@@ -16,6 +16,7 @@ Each rank joins the default process group (gloo on CPU, nccl on CUDA) for the ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,11 @@ def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
         )
 
 
-def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
+def launch(cfg: Any, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
+           ) -> dict[str, Any]:
     """Train as this process's place says: one rank of an outside launch, the parent of
-    ``trainer.devices`` workers, or alone. Returns rank 0's summary."""
+    ``trainer.devices`` workers, or alone. Returns rank 0's summary. ``judges`` (a sweep's
+    pruner) judge a run of one process only."""
     place = launched_place()
     if place is not None:
         check_supported(cfg)
@@ -62,7 +65,7 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
         return start_workers(cfg, run_dir, int(cfg.trainer.devices))
-    return train.run(cfg, run_dir)
+    return train.run(cfg, run_dir, judges=judges)
 
 
 def check_supported(cfg: Any) -> None:

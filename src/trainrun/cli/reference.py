@@ -39,7 +39,10 @@ GROUPS: dict[str, str] = {
     "hparams_search": "Optuna searches (train -m hparams_search=...)",
     "hydra/launcher": "where sweep jobs run (also Hydra's basic, joblib, submitit_local, submitit_slurm)",
     "hydra/sweeper": "what chooses a sweep's jobs (the hparams_search presets use trainrun_optuna; also "
-                     "Hydra's basic and optuna)",
+                     "Hydra's basic)",
+    "hydra/sweeper/sampler": "how trainrun_optuna draws the next trial (Optuna's samplers)",
+    "hydra/sweeper/pruner": "what stops trainrun_optuna's bad trials early (Optuna's pruners; the step is "
+                            "the epoch)",
 }
 # Folders of configs/ that are not groups a user chooses from.
 HIDDEN_GROUPS = ("schema", "hydra/help", "hydra/job_logging")

@@ -35,11 +35,13 @@ from trainrun.commands.predictions import csv_text, data_config, decode_targets,
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.batches import whole
+from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -77,9 +79,13 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
     out, y = torch.cat(outs), torch.cat(ys)
-    rows = setup.info.rows.get(split)
-    rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
-    table: dict[str, list[Any]] = {"row": rows}
+    positions = setup.info.rows.get(split)
+    rows = positions.tolist() if positions is not None and len(positions) == len(out) else list(range(len(out)))
+    table: dict[str, list[Any]] = {}
+    ids = setup.info.ids
+    if ids is not None and len(ids) > max(rows, default=-1):  # data.id: the key to join the predictions by
+        table[setup.info.id_name or "id"] = ids[rows].tolist()
+    table["row"] = rows
     table.update(decode_targets(y, setup.info, setup.loss))
     table.update(prediction_columns(out, setup.info, setup.loss))
     return csv_text(table)
@@ -130,7 +136,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the run's own data is rebuilt by its config, which computes the same statistics again.
     fitted = fitted_info(trained) if new_data else None
     train_cfg = run_config(trained.config, cfg, fitted)
+    fitted_before = trained.fitted
+    trained_on = fitted_before.identity if fitted_before is not None else None
+    if not new_data:  # the file trained on, by its absolute path: not a relative one resolved here
+        with_stored_paths(train_cfg.data, trained_on)
     setup = build(train_cfg, training=False, fitted=fitted)
+    differs = differences(trained_on, setup.info.identity) if trained_on and setup.info.identity else []
+    if differs:
+        log.warning(f"{'the data given' if new_data else 'the run data'} is not the data the model was trained "
+                    f"on ({trained_on.short() if trained_on else '?'}): " + "; ".join(differs))
     trained.weights_into(setup.raw_model, new_data=new_data)
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:
@@ -162,8 +176,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "metric": setup.loss.metric,
         "data": OmegaConf.to_container(train_cfg.data, resolve=True, enum_to_str=True),
         "data_changed": cfg.data is not None,
+        "data_identity": setup.info.identity.to_dict() if setup.info.identity else None,
+        "trained_on": trained_on.to_dict() if trained_on else None,
+        "data_differs": differs,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.losses import LossPlan
 from trainrun.commands.trained import Trained
+from trainrun.data.identity import training_columns
+from trainrun.data.parquet_file import file_columns
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
@@ -76,8 +78,13 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     for key in node:
         if same and OmegaConf.is_missing(node, key) and key in stored and not OmegaConf.is_missing(stored, key):
             node[key] = stored[key]
-    if same and "features" in node and node.features is None and info.features:
-        node.features = list(info.features)
+    if "features" in node and info.features:  # a table: the training's columns, by name, in its order
+        node.features = training_columns(node.features, info.features)
+    if "categorical" in node and node.categorical is None and stored.get("categorical"):
+        node.categorical = list(stored.categorical)
+    if "id" in node and node.id is None and info.id_name:  # the training run's id column, if this file has it
+        names = file_columns(node)
+        node.id = info.id_name if names is not None and info.id_name in names else None
     missing = [str(k) for k in node if OmegaConf.is_missing(node, k) and str(k) != "target"]
     if missing:
         raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",

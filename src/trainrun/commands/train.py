@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
 from trainrun.report.console import Reporter
 from trainrun.report.echo import in_sweep_job
+from trainrun.report.record import DIGEST, config_digest, run_record
 from trainrun.tools import explain, lr_find
 from trainrun.tools.model_summary import layer_table, parameter_line
 from trainrun.tools.overfit import overfit_verdict
@@ -77,8 +78,10 @@ class Whereabouts:
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
-def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-    """Train as configured; returns the summary (also written to ``summary.json``)."""
+def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
+        judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()) -> dict[str, Any]:
+    """Train as configured; returns the summary (also written to ``summary.json``). ``judges``
+    may end the run after an epoch (a sweep's pruner: status ``pruned``)."""
     started = time.perf_counter()
     try:
         check_config(cfg)  # values that cannot work, before anything is built
@@ -122,6 +125,7 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -
         # DDP: the ranks agree on the step at which a signal stops them all
         agreed = AgreedSignals(signals, world_size, setup.device) if world_size > 1 else signals
         stop = Stop.for_setup(setup, run_dir / CHECKPOINTS, agreed)
+        stop.judges.extend(judges)
         fit_started = time.perf_counter()
         anomaly = torch.autograd.detect_anomaly() if setup.settings.detect_anomaly else nullcontext()
         where = Whereabouts(reporter)
@@ -148,7 +152,8 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -
 
     if state.stop_reason:
         reporter.info(state.stop_reason)
-    summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal)
+    summary = summarize(cfg, setup, state, run_dir, signal=agreed.name, interrupted=stop.stopped_by_signal,
+                        pruned=stop.judged is not None)
     if cfg.trainer.test_after_fit and setup.test_batches is not None and summary["status"] != "interrupted":
         # best.pt (else last.pt) on the test split, as `evaluate split=test` scores it (rank 0 alone)
         with phase("scoring the test split after training (trainer.test_after_fit)", "trainer.test_after_fit",
@@ -176,10 +181,12 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -
 
 
 def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *,
-              signal: str, interrupted: bool) -> dict[str, Any]:
+              signal: str, interrupted: bool, pruned: bool = False) -> dict[str, Any]:
     """What ``summary.json`` says of the run (timings are added by the caller)."""
     if interrupted:  # a signal stopped it between steps (one after the last step: completed)
         status = "interrupted"
+    elif pruned:  # a sweep's pruner stopped it after an epoch (trainrun.cli.trial)
+        status = "pruned"
     elif state.stop_reason:
         status = "stopped early"
     else:
@@ -204,7 +211,11 @@ def summarize(cfg: DictConfig, setup: Setup, state: TrainState, run_dir: Path, *
         "rank": setup.rank,
         "task": setup.info.task,
         "data_sizes": setup.info.sizes,
+        "data": setup.info.identity.to_dict() if setup.info.identity is not None else None,
         "run_dir": str(run_dir),
         "versions": {"trainrun": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
+        # git commit + dirty flag, command line, package versions, the data's fingerprint
+        "record": run_record(data_fingerprint=setup.info.identity.fingerprint if setup.info.identity else None),
+        DIGEST: config_digest(cfg),  # what it computed: a sweep run again skips it (cli/rerun.py)
     }

@@ -50,6 +50,15 @@ class Head(str, Enum):
     log_softmax = "log_softmax"
 
 
+class Missing(str, Enum):
+    """What an empty feature cell (CSV), a null (Parquet) or a NaN feature becomes."""
+
+    refuse = "refuse"
+    mean = "mean"
+    median = "median"
+    constant = "constant"
+
+
 class Targets(str, Enum):
     """How a loss wants its targets: class indices (int64, ``[N]``) or floats (``[N, k]``)."""
 

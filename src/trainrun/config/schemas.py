@@ -160,6 +160,9 @@ class TrainConfig:
         "run, in the direction implied by its name: *loss/*rmse/*mae minimize, others maximize)")
     resume: str | None = setting(
         None, "null, auto (continue this run folder's last.pt if present), or a checkpoint / run folder")
+    resume_changed_data: bool = setting(
+        False, "resume although the data changed since the checkpoint (its split and statistics are then the "
+        "new data's); by default such a resume is refused")
     explain: bool = setting(
         False, "print how model, loss, optimizer and data are bound after one step, then stop")
     print_config: bool = setting(

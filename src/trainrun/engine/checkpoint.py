@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.data.fitted import to_payload
+from trainrun.data.iterable import data_entries
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
@@ -200,8 +200,8 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "rng": rng_state(),
         "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
         "schemas": schemas or schema_names(setup.cfg),
-        # the training split's statistics and label encoding, applied to new data (predict)
-        "data": to_payload(setup.info),
+        # "data": the training split's statistics and encodings (predict); "loader": a stream's place
+        **data_entries(setup.info, setup.train_batches, state.batch),
     }
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.data.identity import same_data
+from trainrun.data.iterable import restore_stream
 from trainrun.engine.checkpoint import load, restore
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
@@ -29,12 +31,13 @@ MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
 # ...except these, which change nothing in what is computed.
 # (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
 # reads the file otherwise fails to find its columns.)
-NEVER_BLOCK = ("data.num_workers", "data.delimiter")
+NEVER_BLOCK = ("data.num_workers", "data.delimiter", "data.persistent_workers", "data.prefetch_factor",
+               "data.pin_memory")
 # Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")
 # Run-control keys, never compared.
-IGNORED = ("resume", "print_config", "model_summary", "explain")
+IGNORED = ("resume", "resume_changed_data", "print_config", "model_summary", "explain")
 
 
 def find(resume: str, run_dir: Path) -> Path | None:
@@ -95,8 +98,10 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
             key="resume",
             fix="resume with the config the run started with, or start a new run",
         )
+    changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved)
+    restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
         raise TrainrunError(
@@ -114,6 +119,8 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
     else:
         where = f"the start of epoch {state.epoch + 1}"
     say(f"resumed from {path} at {where} (step {state.step})")
+    for line in changed:  # resume_changed_data=true: what differs, said once
+        say(f"  data changed since the checkpoint (resume_changed_data=true): {line}")
     for diff in harmless:
         if under(diff, RESTORED):
             say(f"  config changed since the checkpoint, NOT applied (the saved "

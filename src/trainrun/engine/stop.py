@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ class Signals:
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._handle)
+                # A handler that held a signal for the run (a sweep's, before this job's loop
+                # began: trainrun.cli.sweep) hands it over: the run stops after its first step.
+                self.signum = self.signum or getattr(self._previous[signum], "held", None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,6 +166,10 @@ class Stop:
         self.num_batches, self.world_size = num_batches, world_size
         self.every_n_steps = settings.every_n_steps
         self.stopped_by_signal = False
+        # Asked after each epoch with the history, after early stopping: a reason to stop, or None
+        # (a sweep's pruner, trainrun.cli.trial). ``judged`` keeps the reason one of them gave.
+        self.judges: list[Callable[[list[dict[str, Any]]], str | None]] = []
+        self.judged: str | None = None
 
     @classmethod
     def for_setup(cls, setup: Any, checkpoints: Path | None,
@@ -200,6 +208,10 @@ class Stop:
     def after_epoch(self, state: Any, improved: bool) -> bool:
         """At the end of an epoch whose row is in ``state.history``: True ends the run."""
         state.stop_reason = early_stopping_reason(state.history, self.settings.early_stopping)
+        for judge in self.judges if state.stop_reason is None else ():
+            self.judged = state.stop_reason = judge(state.history)
+            if self.judged:
+                break
         names = [BEST] if improved else []
         if (state.epoch % self.settings.every_n_epochs == 0 or state.epoch == self.settings.epochs
                 or state.stop_reason):
