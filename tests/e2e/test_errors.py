@@ -131,7 +131,11 @@ CASES = [
     # -- composition (more)
     ("typo_in_nested_key", ["trainer.grad_clip.maxnorm=1"], 2,
      ["trainer.grad_clip.maxnorm is not a key", "did you mean trainer.grad_clip.max_norm?"]),
-    ("wrong_type_bool", ["trainer.compile=maybe"], 2, ["trainer.compile=maybe is not true or false"]),
+    ("wrong_type_bool", ["trainer.deterministic=maybe"], 2, ["trainer.deterministic=maybe is not true or false"]),
+    ("unknown_compile_mode", ["trainer.compile=maybe"], 2,
+     ["trainer.compile=maybe is not allowed", "false, true, default, reduce-overhead", "key: trainer.compile"]),
+    ("reduce_overhead_on_cpu", ["device=cpu", "trainer.compile=reduce-overhead"], 2,
+     ["replays the training step as a CUDA graph, which exists only on CUDA devices", "trainer.compile=false"]),
     ("unknown_device_option", ["device=tpu"], 2, ["device=tpu is not an option", "did you mean device=cpu?"]),
     ("unknown_logger_option", ["logger=tensorboardd"], 2, ["did you mean logger=tensorboard?"]),
     ("wrong_type_in_list", ["model.hidden=[a]"], 2, ["model.hidden[0]=a is not a whole number"]),

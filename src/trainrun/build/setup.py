@@ -31,6 +31,8 @@ from trainrun.build.instantiate import build_from_config, check_steps_alone, tak
 from trainrun.build.losses import LossPlan, plan_loss
 from trainrun.build.metrics import MetricSet, build_metrics
 from trainrun.build.settings import LoopSettings, loop_settings, resolve_mode
+from trainrun.build.speed import compile_plan, set_tf32, to_channels_last
+from trainrun.build.step_graph import StepGraph, captured_step
 from trainrun.config.choices import text
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.iterable import StreamBatches
@@ -66,6 +68,7 @@ class Setup:
     rank: int = 0
     world_size: int = 1
     metrics: MetricSet | None = None  # extra torchmetrics, only when cfg.metrics asks for them
+    step_graph: StepGraph | None = None  # trainer.compile=reduce-overhead on CUDA: the captured step
 
     @property
     def num_parameters(self) -> int:
@@ -147,6 +150,8 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         torch.set_num_threads(trainer.threads)
     device = resolve_device(text(cfg.device.type), rank)
     autocast = autocast_factory(str(trainer.precision), device)
+    plan = compile_plan(trainer.compile, device)  # refused modes stop here, before the data loads
+    set_tf32(trainer.tf32, device)
     seed_everything(trainer.seed, trainer.deterministic)
 
     splits, info = load_data(cfg, fitted)
@@ -155,16 +160,17 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     # loss.class_weights: checked against the classes; "balanced" from the training split's labels
     apply_class_weights(cfg.loss, loss, info, splits.train[1] if isinstance(splits.train, tuple) else None)
     raw_model.to(device)
+    to_channels_last(trainer.channels_last, device, str(trainer.precision), raw_model)  # NHWC convolutions
 
     model: nn.Module = raw_model
     if world_size > 1:  # DDP: gradients are averaged across ranks in backward
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if trainer.compile:
+    if plan.torch_mode is not None:
         check_compiler(device)
         # torch.compile's stub types the result as a plain callable: for a Module it is an OptimizedModule
-        model = torch.compile(model)  # type: ignore[assignment]
+        model = torch.compile(model) if plan.torch_mode == "default" else torch.compile(model, mode=plan.torch_mode)  # type: ignore[assignment]
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
@@ -193,11 +199,16 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     with phase("building the metrics", "metrics"):
         metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
     logged = logged_names(info, loss, metrics, val_batches is not None)
+    settings = loop_settings(cfg, logged if training else None, scheduler)
+    sharded = model is not raw_model or world_size > 1 or trainer.get("strategy") == "fsdp"
+    step_graph = (captured_step(settings, raw_model, loss.criterion.to(device), optimizer, autocast,
+                                cfg.data.batch_size, distributed=sharded, precision=str(trainer.precision))
+                  if plan.captured else None)  # reduce-overhead on CUDA: the whole step as one CUDA graph
     return Setup(
-        cfg=cfg, settings=loop_settings(cfg, logged if training else None, scheduler),
+        cfg=cfg, settings=settings,
         device=device, info=info,
         loss=loss, raw_model=raw_model, model=model, criterion=loss.criterion.to(device),
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
         train_batches=train_batches, val_batches=val_batches, test_batches=test_batches,
-        rank=rank, world_size=world_size, metrics=metrics,
+        rank=rank, world_size=world_size, metrics=metrics, step_graph=step_graph,
     )

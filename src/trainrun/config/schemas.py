@@ -15,7 +15,16 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from trainrun.config.choices import DeviceType, ExportFormat, Mode, OnNonFinite, Progress, Split, direction
+from trainrun.config.choices import (
+    COMPILE_MODES,
+    DeviceType,
+    ExportFormat,
+    Mode,
+    OnNonFinite,
+    Progress,
+    Split,
+    direction,
+)
 from trainrun.config.fields import Rule, at_least, finite_positive, greater_than, one_of, seed, setting, within_cpus
 from trainrun.config.groups import GROUP_SCHEMAS, DataConfig
 
@@ -61,7 +70,14 @@ class TrainerConfig:
     accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step",
                                            check=at_least(1))
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
-    compile: bool = setting(False, "torch.compile the model")
+    compile: str = setting(
+        "false", "false; true (torch.compile the model); reduce-overhead (CUDA: the whole step replayed as one "
+        "CUDA graph); max-autotune (CUDA: torch.compile's autotuning mode)", check=one_of(*COMPILE_MODES))
+    tf32: bool | None = setting(
+        None, "CUDA: true lets fp32 matmuls and convolutions use TensorFloat-32 (faster, ~3 decimal digits); "
+        "false: neither; null keeps torch's defaults (matmuls fp32, convolutions TF32)")
+    channels_last: bool | None = setting(
+        None, "a model with 2-d convolutions in channels_last memory format; null: on CUDA under bf16/fp16 only")
     devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher",
                            check=at_least(1))
     ddp_timeout_s: float | None = setting(

@@ -5,6 +5,8 @@ Read ``train_epoch`` top to bottom: it is ``zero_grad -> out = model(x) -> loss 
 the gradient scaler (fp16), accumulation over ``k`` batches (DDP's ``no_sync`` on all but the
 last), clipping, and a per-step scheduler. Loss values stay on the device: each step's loss is
 kept as a 0-d device tensor, and the epoch's sample-weighted mean is read once, at the end.
+Under ``trainer.compile=reduce-overhead`` on CUDA the same step, for every full batch, is one
+replay of a CUDA graph captured from these lines (``trainrun.build.step_graph``).
 Everything it reads comes from ``setup.settings`` (typed, read once by ``build``), never from
 the config; everything that may end the run is asked of one ``stop``.
 """
@@ -43,33 +45,40 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: StepStop,
     # short last batches and DDP shards), so a step's gradient is the mean over its samples.
     weights = micro_batch_weights(setup.train_batches.sizes, k, setup.world_size)
 
+    graph = setup.step_graph  # trainer.compile=reduce-overhead on CUDA; None otherwise
+
     model.train()
     for i, (x, y) in enumerate(setup.train_batches.epoch(epoch, state.batch), start=state.batch):
         steps_now = (i + 1) % k == 0 or i + 1 == n  # last batch of the window: step after it
-        if i % k == 0:
-            optimizer.zero_grad(set_to_none=True)
-        # DDP: all-reduce gradients only on the batch that steps; autocast: bf16/fp16 forward
-        with no_sync() if no_sync and not steps_now else contextlib.nullcontext(), setup.autocast():
-            out = model(x)
-            loss = criterion(out, y)
+        if graph is not None and graph.takes(x, y):  # the lines below, captured once as a CUDA graph
+            loss = graph.replay(x, y)
+            progress.step(loss)
+        else:
+            if i % k == 0:
+                optimizer.zero_grad(set_to_none=True)
+            # DDP: all-reduce gradients only on the batch that steps; autocast: bf16/fp16 forward
+            with no_sync() if no_sync and not steps_now else contextlib.nullcontext(), setup.autocast():
+                out = model(x)
+                loss = criterion(out, y)
+            if s.skip_nonfinite and not all_finite(loss, setup.world_size):  # opt-in: one sync per batch
+                pass  # this batch adds no gradient; the rest of its window still steps
+            else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
+                scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
+            progress.step(loss)
+            if steps_now:
+                if s.clip_norm or s.clip_value:
+                    scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
+                    if s.clip_norm:
+                        torch.nn.utils.clip_grad_norm_(setup.raw_model.parameters(), s.clip_norm, s.clip_norm_type)
+                    if s.clip_value:
+                        torch.nn.utils.clip_grad_value_(setup.raw_model.parameters(), s.clip_value)
+                scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on inf gradients
+                scaler.update()
+                if step_scheduler is not None:
+                    step_scheduler.step()
+                    check_rates(optimizer, step_scheduler)
         losses.append(loss.detach())
-        if s.skip_nonfinite and not all_finite(loss, setup.world_size):  # opt-in: one sync per batch
-            pass  # this batch adds no gradient; the rest of its window still steps
-        else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
-            scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
-        progress.step(loss)
         if steps_now:
-            if s.clip_norm or s.clip_value:
-                scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
-                if s.clip_norm:
-                    torch.nn.utils.clip_grad_norm_(setup.raw_model.parameters(), s.clip_norm, s.clip_norm_type)
-                if s.clip_value:
-                    torch.nn.utils.clip_grad_value_(setup.raw_model.parameters(), s.clip_value)
-            scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on inf gradients
-            scaler.update()
-            if step_scheduler is not None:
-                step_scheduler.step()
-                check_rates(optimizer, step_scheduler)
             state.step += 1
         state.batch = i + 1  # after its step: an error in step() is reported at this batch
         if steps_now and stop.after_step(state, epoch):  # signals, step checkpoints

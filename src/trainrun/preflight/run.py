@@ -46,6 +46,7 @@ from trainrun.preflight.common import (
     Report,
     criterion_name,
     dtype_text,
+    forward_fix,
     refuse,
     shape_text,
     split_head,
@@ -198,9 +199,7 @@ def _forward_backward(
                     f"the model failed on a batch x of shape {shape_text(x)} ({dtype_text(x)}): "
                     f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                     + where(err),
-                    key=MODEL_KEY,
-                    fix="check the model's forward and the input size it expects "
-                    "(trainrun passes in_features / in_shape / out_features when __init__ accepts them)",
+                    key=MODEL_KEY, fix=forward_fix(err, x),
                 ) from err  # HYDRA_FULL_ERROR=1 shows the user's frames
             check_output(setup, x, y, inner if head is not None else None, out, report)
             try:
