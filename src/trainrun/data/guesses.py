@@ -148,7 +148,12 @@ def check_not_constant(y: np.ndarray, *, task: str) -> None:
 
 def check_arrays(x: Any, y: Any, *, key: str, column_names: list[str] | None) -> None:
     """What a source returned, before it is prepared: features there are, and vary;
-    ``column_names`` (features guessed from a table's columns): none of them is the target."""
+    ``column_names`` (features guessed from a table's columns): none of them is the target.
+    Arrays without one row per target, or without rows, are left to ``prepare``, which names
+    their shapes: that is the mistake to report, not what their values look like."""
+    rows, targets = getattr(x, "shape", (None,))[:1], getattr(y, "shape", (None,))[:1]
+    if not rows or not targets or rows != targets or rows[0] == 0:
+        return
     check_features(x, key=key)
     check_constant_features(x, key=key)
     check_guessed_features(x, y, column_names)

@@ -160,11 +160,12 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
     optimizer = copy.deepcopy(setup.optimizer.state_dict())
     scheduler = copy.deepcopy(setup.scheduler.state_dict()) if setup.scheduler is not None else None
     scaler = copy.deepcopy(setup.scaler.state_dict())
-    test = RangeTest(setup, schedule(min_lr, max_lr, steps), threshold)
     # The test sets the rates itself: the run's scheduler sits out (a per-step OneCycleLR would
     # also refuse to step past its planned total).
     run_scheduler, setup.scheduler = setup.scheduler, None
-    with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams
+    with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams, the optimizer
+        # made inside: preserved() puts back the optimizer as it found it, before the test's first rate
+        test = RangeTest(setup, schedule(min_lr, max_lr, steps), threshold)
         try:
             state, epoch = TrainState(), 0
             while train_epoch(setup, state, epoch, test, test):
