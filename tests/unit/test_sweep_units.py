@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.trainrun_launcher.optuna_space import parse
+from hydra_plugins.trainrun_launcher._optuna_space import parse
 from trainrun.cli import gpus
 from trainrun.cli import study as studies
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside

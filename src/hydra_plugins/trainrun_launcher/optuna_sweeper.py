@@ -90,7 +90,7 @@ class TrainrunOptunaSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function)
 
     def sweep(self, arguments: list[str]) -> None:
-        from .optuna_drive import Drive  # optuna: only now
+        from ._optuna_drive import Drive  # optuna: only now
 
         assert self.config is not None and self.launcher is not None
         if self.direction not in ("minimize", "maximize"):

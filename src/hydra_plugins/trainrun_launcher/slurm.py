@@ -64,11 +64,16 @@ if _SubmititSlurmLauncher is not None:
             init_params: dict[str, Any] = {"folder": self.params["submitit_folder"]}
             if "max_num_timeout" in self.params:
                 init_params[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
+            from trainrun.cli.slurm_queue import explicit_keys, fit_request, wait_result
+
+            # a request no node can hold would stay pending for ever: fit the preset, refuse the user's
+            params: dict[str, Any] = fit_request(dict(self.params),
+                                                 explicit_keys(list(self.config.hydra.overrides.hydra)), say=log.info)
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
             base = set(OmegaConf.structured(BaseQueueConf).keys())
             executor.update_parameters(**{
                 k if k in base else f"{self._EXECUTOR}_{k}": v
-                for k, v in self.params.items() if k not in init_keys
+                for k, v in params.items() if k not in init_keys
             })
 
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -97,8 +102,8 @@ if _SubmititSlurmLauncher is not None:
                 job_params.append((list(overrides), "hydra.sweep.dir", idx,
                                    f"job_id_for_{idx}", Singleton.get_state()))
             jobs = executor.map_array(self, *zip(*job_params, strict=True)) if job_params else []
-            for params, job in zip(job_params, jobs, strict=True):
-                submitted[str(params[2])] = {"job_id": job.job_id, "overrides": params[0]}
+            for job_param, job in zip(job_params, jobs, strict=True):
+                submitted[str(job_param[2])] = {"job_id": job.job_id, "overrides": job_param[0]}
             if job_params:
                 from trainrun.files import atomic_write_json
 
@@ -109,7 +114,7 @@ if _SubmititSlurmLauncher is not None:
             returns: dict[int, JobReturn] = dict(skipped)
             for overrides, idx, job in waiting:
                 try:
-                    returns[idx] = job.results()[0]
+                    returns[idx] = wait_result(job, f"job #{idx}")  # says what it waits for
                 except Exception as err:  # UncompletedJobError, FailedJobError
                     returns[idx] = self._failed(overrides, idx, job, err)
             return [returns[i] for i in sorted(returns)]

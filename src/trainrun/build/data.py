@@ -19,6 +19,7 @@ from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
 from trainrun.config.choices import text
 from trainrun.data import fitted as fitted_data
+from trainrun.data import guesses
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.csv_file import csv_feature_names
 from trainrun.data.datasets import DatasetSplits, prepare_dataset, prepare_stream
@@ -70,6 +71,7 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
         with phase(f"reading the stream that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
             splits, info = prepare_stream(source, **common)
+            guesses.check_features(None, key="data._target_", sample=info.in_shape)
         if fitted is not None:
             info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
         return splits, info
@@ -77,6 +79,7 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
         with phase(f"reading the Dataset that data._target_={cfg.data._target_} returned", "data._target_",
                    section=cfg.data, fix=fix):
             splits, info = prepare_dataset(source, **common)
+            guesses.check_features(None, key="data._target_", sample=info.in_shape)
         if fitted is not None:  # the model's task and classes; this data's sample shape and sizes
             info = dataclasses.replace(fitted, in_shape=info.in_shape, sizes=info.sizes, rows={})
         return splits, info
@@ -91,6 +94,13 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
             "(X, y) arrays or a torch.utils.data.Dataset",
             key="data._target_", fix=fix,
         )
+    names_of = TABLE_SOURCES.get(str(cfg.data._target_))
+    options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
+    if fitted is None:  # the key that chooses the features: data.features (tables), data.x_key (NPZ)
+        guessed = names_of is not None and cfg.data.get("features") is None  # every column but the target
+        guesses.check_arrays(*source, key="data.features" if names_of else "data.x_key" if "x_key" in cfg.data
+                             else "data._target_", column_names=names_of(cfg.data.path, cfg.data.target, None,
+                                                                         **options) if guessed and names_of else None)
     with phase(f"preparing the data that data._target_={cfg.data._target_} returned", "data._target_",
                section=cfg.data, fix=fix):
         if fitted is not None:
@@ -101,9 +111,7 @@ def _prepared(cfg: DictConfig, source: Any, fitted: DataInfo | None) -> tuple[An
             image_shape=list(cfg.data.image_shape) if cfg.data.image_shape else None,
             missing=text(cfg.data.get("missing", "refuse")), fill_value=float(cfg.data.get("fill_value", 0.0)),
         )
-    names_of = TABLE_SOURCES.get(str(cfg.data._target_))
     if names_of is not None and info.features is None:  # the columns by name, for predict on a new file
-        options = {"delimiter": cfg.data.delimiter} if "delimiter" in cfg.data else {}
         info.features = names_of(cfg.data.path, cfg.data.target, cfg.data.get("features"), **options)
     return splits, info
 

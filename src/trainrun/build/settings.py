@@ -44,6 +44,7 @@ class LoopSettings:
     save_checkpoints: bool  # checkpoint.enabled
     every_n_epochs: int
     every_n_steps: int | None
+    val_every_n_steps: int | None  # trainer.val_every_n_steps: a validation row mid-epoch
     early_stopping: EarlyStopping | None
     detect_anomaly: bool
 
@@ -77,6 +78,11 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRSchedu
     stopping = trainer.early_stopping
     if logged is not None:  # a typo in a watched name says "not logged", before any mode is read
         check_watched(cfg, logged, scheduler is not None)
+        if trainer.get("val_every_n_steps") and "val_loss" not in logged:
+            raise TrainrunError(
+                "trainer.val_every_n_steps validates inside epochs, but the run has no validation split "
+                "(data.val_fraction=0)", key="trainer.val_every_n_steps",
+                fix="leave trainer.val_every_n_steps=null, or keep a validation split (data.val_fraction=0.2)")
     early = None
     if stopping.patience is not None:
         early = EarlyStopping(int(stopping.patience), float(stopping.min_delta), str(stopping.monitor),
@@ -98,6 +104,7 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRSchedu
         save_checkpoints=bool(checkpoint.enabled),
         every_n_epochs=int(checkpoint.every_n_epochs),
         every_n_steps=checkpoint.every_n_steps,
+        val_every_n_steps=trainer.get("val_every_n_steps"),
         early_stopping=early,
         detect_anomaly=bool(trainer.detect_anomaly),
     )

@@ -24,12 +24,15 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from trainrun.build.class_weights import apply_class_weights, refuse_tensor_lists
 from trainrun.build.data import DATA_KEYS, batches_for, label_guard, load_data
 from trainrun.build.devices import autocast_factory, check_compiler, resolve_device
 from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
 from trainrun.build.losses import LossPlan, plan_loss
 from trainrun.build.metrics import MetricSet, build_metrics
 from trainrun.build.settings import LoopSettings, loop_settings, resolve_mode
+from trainrun.build.speed import compile_plan, set_tf32, to_channels_last
+from trainrun.build.step_graph import StepGraph, captured_step
 from trainrun.config.choices import text
 from trainrun.data.batches import LoaderBatches, TensorBatches
 from trainrun.data.iterable import StreamBatches
@@ -65,6 +68,7 @@ class Setup:
     rank: int = 0
     world_size: int = 1
     metrics: MetricSet | None = None  # extra torchmetrics, only when cfg.metrics asks for them
+    step_graph: StepGraph | None = None  # trainer.compile=reduce-overhead on CUDA: the captured step
 
     @property
     def num_parameters(self) -> int:
@@ -97,10 +101,11 @@ def build_model(cfg: DictConfig, info: DataInfo) -> tuple[nn.Module, LossPlan, D
     flat = len(info.in_shape) > 1 and takes_flat_samples(cfg.model, "model")
     if flat:
         info = dataclasses.replace(info, in_shape=(info.in_features,))
-    loss = plan_loss(cfg.loss, info)
+    loss = plan_loss(cfg.loss, info, task_guessed=text(cfg.data.task) == "auto")
     sizes: dict[str, Any] = dict(in_features=info.in_features, in_shape=info.in_shape, out_features=loss.out_features)
     body = build_from_config(cfg.model, "model", what="building the model", expect=nn.Module,
-                             expect_text="a torch.nn.Module", **sizes)
+                             expect_text="a torch.nn.Module", consumed=("output",), **sizes)
+    loss.fit(body, text(cfg.model.get("output", "auto")))  # model -> head -> loss (build/contracts.py)
     if not any(p.requires_grad for p in body.parameters()):
         raise TrainrunError(
             f"model._target_={cfg.model._target_} has no trainable parameters: there is nothing "
@@ -145,21 +150,27 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         torch.set_num_threads(trainer.threads)
     device = resolve_device(text(cfg.device.type), rank)
     autocast = autocast_factory(str(trainer.precision), device)
+    plan = compile_plan(trainer.compile, device)  # refused modes stop here, before the data loads
+    set_tf32(trainer.tf32, device)
     seed_everything(trainer.seed, trainer.deterministic)
 
     splits, info = load_data(cfg, fitted)
+    refuse_tensor_lists(cfg.loss)  # +loss.weight=[...]: torch's TypeError would name no key
     raw_model, loss, info, flat = build_model(cfg, info)
+    # loss.class_weights: checked against the classes; "balanced" from the training split's labels
+    apply_class_weights(cfg.loss, loss, info, splits.train[1] if isinstance(splits.train, tuple) else None)
     raw_model.to(device)
+    to_channels_last(trainer.channels_last, device, str(trainer.precision), raw_model)  # NHWC convolutions
 
     model: nn.Module = raw_model
     if world_size > 1:  # DDP: gradients are averaged across ranks in backward
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if trainer.compile:
+    if plan.torch_mode is not None:
         check_compiler(device)
         # torch.compile's stub types the result as a plain callable: for a Module it is an OptimizedModule
-        model = torch.compile(model)  # type: ignore[assignment]
+        model = torch.compile(model) if plan.torch_mode == "default" else torch.compile(model, mode=plan.torch_mode)  # type: ignore[assignment]
 
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
@@ -188,11 +199,16 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     with phase("building the metrics", "metrics"):
         metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
     logged = logged_names(info, loss, metrics, val_batches is not None)
+    settings = loop_settings(cfg, logged if training else None, scheduler)
+    sharded = model is not raw_model or world_size > 1 or trainer.get("strategy") == "fsdp"
+    step_graph = (captured_step(settings, raw_model, loss.criterion.to(device), optimizer, autocast,
+                                cfg.data.batch_size, distributed=sharded, precision=str(trainer.precision))
+                  if plan.captured else None)  # reduce-overhead on CUDA: the whole step as one CUDA graph
     return Setup(
-        cfg=cfg, settings=loop_settings(cfg, logged if training else None, scheduler),
+        cfg=cfg, settings=settings,
         device=device, info=info,
         loss=loss, raw_model=raw_model, model=model, criterion=loss.criterion.to(device),
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
         train_batches=train_batches, val_batches=val_batches, test_batches=test_batches,
-        rank=rank, world_size=world_size, metrics=metrics,
+        rank=rank, world_size=world_size, metrics=metrics, step_graph=step_graph,
     )

@@ -35,6 +35,7 @@ from trainrun.cli.failures import Control, Watchdog, reworded, worker_error
 from trainrun.cli.group import device_for, process_group, threads_per_process
 from trainrun.commands import train
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.report.echo import guard_console, mark_rank
 
 # Under DDP the ranks compare their stop requests (signals) every this many optimizer steps: one
 # small all-reduce (about 0.3 ms with gloo on this 2-core machine), so a signal is honoured within
@@ -221,9 +222,11 @@ def _setup_worker_logging(rank: int, logging_cfg: dict[str, Any] | None) -> None
     import logging.config
 
     if rank == 0 and logging_cfg:
+        guard_console()  # before the config takes sys.stdout: a closed pipe ends quietly
         logging.config.dictConfig(logging_cfg)
     else:
-        logging.basicConfig(level=logging.WARNING, format="[rank %(process)d] %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        mark_rank(rank)  # "[rank 1] ..." (the rank, not the pid), Python warnings included
 
 
 def _die_with_parent() -> None:

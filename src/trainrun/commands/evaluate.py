@@ -14,7 +14,9 @@ therefore reproduces the ``val_loss`` the run logged for that epoch, and ``split
 statistics saved in the checkpoint (:mod:`trainrun.data.fitted`).
 
 Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, with
-``predictions=true``, ``predictions.csv``; ``out=<folder>`` puts them elsewhere.
+``predictions=true``, ``predictions.csv``; with ``report=true`` (classification) the per-class
+precision, recall, F1 and confusion matrix as ``report.txt`` and ``confusion.png`` (also in
+``eval.json``, and printed); ``out=<folder>`` puts them elsewhere.
 """
 
 from __future__ import annotations
@@ -39,9 +41,20 @@ from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import load
 from trainrun.engine.loop import eval_epoch
-from trainrun.errors import TrainrunError, phase
-from trainrun.files import BEST, CHECKPOINTS, EVAL_JSON, LAST, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.errors import TrainrunError, exits_are_errors, phase
+from trainrun.files import (
+    BEST,
+    CHECKPOINTS,
+    CONFUSION_PNG,
+    EVAL_JSON,
+    LAST,
+    PREDICTIONS_CSV,
+    REPORT_TXT,
+    atomic_write_json,
+    atomic_write_text,
+)
 from trainrun.owner import output_owner
+from trainrun.report.classes import class_report, report_text, write_confusion
 from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
@@ -70,9 +83,8 @@ def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None =
 # --------------------------------------------------------------------------- predictions
 
 
-def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
-    """One row per sample: its row in the source data, the target, the prediction and, for
-    classification, the probability of each class (labels as in the source data)."""
+def outputs(setup: Setup, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs and the prepared targets of the whole split, in order, on the CPU."""
     model = setup.model
     model.eval()
     outs, ys = [], []
@@ -81,7 +93,39 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
             with setup.autocast():
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
-    out, y = torch.cat(outs), torch.cat(ys)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def class_ids(out: torch.Tensor, y: torch.Tensor, setup: Setup) -> tuple[list[int], list[int]]:
+    """True and predicted class ids, as the run's metric decides them (argmax, or the binary
+    threshold of the loss's output)."""
+    if setup.loss.targets == "index":
+        return y.long().reshape(-1).tolist(), out.argmax(dim=1).tolist()
+    threshold = setup.loss.threshold
+    return (y.reshape(len(y), -1)[:, 0] > 0.5).long().tolist(), (out[:, 0] > threshold).long().tolist()
+
+
+def per_class(setup: Setup, out: torch.Tensor, y: torch.Tensor, folder: Path, title: str) -> dict[str, Any]:
+    """``report=true``: precision, recall, F1 per class and the confusion matrix, written as
+    ``report.txt`` and ``confusion.png`` into ``folder``; returns the numbers for eval.json."""
+    if setup.info.task == "regression":
+        raise TrainrunError("report=true is a per-class report, but this run is a regression", key="report",
+                            fix="leave report=false; eval.json holds the RMSE (predictions=true the values)")
+    labels = setup.info.classes or list(range(setup.info.num_classes or 2))
+    report = class_report(*class_ids(out, y, setup), labels)
+    text = report_text(report)
+    atomic_write_text(folder / REPORT_TXT, text)
+    note = write_confusion(report, folder / CONFUSION_PNG, title)
+    if note:
+        log.info(note)
+    return report
+
+
+def predictions_csv(setup: Setup, batches: Batches, split: str,
+                    computed: tuple[torch.Tensor, torch.Tensor] | None = None) -> str:
+    """One row per sample: its row in the source data, the target, the prediction and, for
+    classification, the probability of each class (labels as in the source data)."""
+    out, y = computed or outputs(setup, batches)
     positions = setup.info.rows.get(split)
     rows = positions.tolist() if positions is not None and len(positions) == len(out) else list(range(len(out)))
     table: dict[str, list[Any]] = {}
@@ -123,6 +167,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the command
 
 
+@exits_are_errors("evaluate")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""
@@ -190,20 +235,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logged is not None:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 
-    written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else [])]
+    asked = bool(cfg.get("report"))
+    written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else []),
+               *([REPORT_TXT, CONFUSION_PNG] if asked else [])]
+    computed = outputs(setup, batches) if cfg.predictions or asked else None
     owner = output_owner(out, "evaluate", None if cfg.out else folder, source=file, home=folder)
     with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
         owner.claim()  # its own folder only: no links, no other run's folder, one writer
         try:
+            if asked and computed is not None:  # report=true: per class, as text and a picture
+                report["report"] = per_class(setup, computed[0], computed[1], out,
+                                             title=f"{file.name} (epoch {state.get('epoch')}) on {split}")
             atomic_write_json(out / EVAL_JSON, report)
             if cfg.predictions:
-                atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
+                atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split, computed))
         finally:
             owner.release()
 
     where = f"epoch {state.get('epoch')}, step {state.get('step')}"
     log.info(f"evaluated {file} ({where}) on {split}: {report['samples']} samples")
     log.info("  " + "  ".join(f"{k} {v:.6g}" for k, v in values.items()))
+    if asked:
+        log.info(report_text(report["report"]).rstrip())
     log.info(f"wrote {', '.join(str(out / w) for w in written)}")
     return report

@@ -43,7 +43,7 @@ from trainrun.commands.trained import Trained, open_trained
 from trainrun.config.choices import text
 from trainrun.data import new_data
 from trainrun.data.prepare import DataInfo
-from trainrun.errors import TrainrunError, phase
+from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write, atomic_write_json
 from trainrun.report.record import run_record, training_record
 
@@ -67,6 +67,7 @@ def raw_targets(y: np.ndarray) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------- the command
 
 
+@exits_are_errors("predict")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, prepare the new data with the training's statistics, run the model, write
     ``predictions.csv`` and ``predict.json``; returns the report."""

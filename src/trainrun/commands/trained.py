@@ -66,9 +66,9 @@ def open_trained(run: str, checkpoint: str, trust: list[str] | None = None,
     """Find, load and check the checkpoint of ``run=`` / ``checkpoint=``; ``replaced``: sections
     the user gives anew (``data=...``), which the stored config does not build."""
     file, folder = locate(run, checkpoint)
-    # Loggers are never built from a checkpoint; the sections given anew are the user's.
+    # Loggers and callbacks are never built from a checkpoint; the sections given anew are the user's.
     saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
-                 unbuilt=("logger", *replaced))
+                 unbuilt=("logger", "callbacks", *replaced))
     return Trained(file, folder, saved, typed_config(saved))
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+# What trainer.compile may say (a string key: YAML's true/false arrive as words): off, torch.compile's
+# default mode, or one of its named modes (reduce-overhead on CUDA: trainrun's captured step).
+COMPILE_MODES = ("false", "true", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 class Task(str, Enum):
     """What the targets are; decides the output width and the metric."""
@@ -43,6 +47,16 @@ class Head(str, Enum):
     none = "none"
     sigmoid = "sigmoid"
     log_softmax = "log_softmax"
+
+
+class Output(str, Enum):
+    """What a tensor of outputs means (``model.output``, ``loss.input``): ``auto`` lets trainrun
+    tell (its own models and torch's losses are declared; a user's model is observed)."""
+
+    auto = "auto"
+    scores = "scores"
+    probabilities = "probabilities"
+    log_probabilities = "log_probabilities"
 
 
 class Missing(str, Enum):

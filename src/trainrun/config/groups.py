@@ -11,10 +11,11 @@ that trainrun reads itself are declared on the group's base class; values that o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import MISSING
 
-from trainrun.config.choices import Head, Interval, Missing, Mode, Targets, Task
+from trainrun.config.choices import Head, Interval, Missing, Mode, Output, Targets, Task
 from trainrun.config.fields import at_least, fraction, greater_than, open_unit, seed, setting, sizes
 from trainrun.config.loggers import (
     CsvLoggerConfig,
@@ -119,6 +120,8 @@ class ModelConfig:
     to the target when its signature accepts them; never type them here."""
 
     _target_: str = setting(MISSING, "the model class; sizes from the data are passed when it accepts them")
+    output: Output = setting(Output.auto, "what forward returns: scores, probabilities or log_probabilities "
+                             "(auto: raw scores for trainrun's models, observed on the first batch for yours)")
 
 
 @dataclass
@@ -154,6 +157,11 @@ class LossConfig:
     _target_: str = setting(MISSING, "the criterion class (torch.nn.*Loss or your own)")
     head: Head = setting(Head.none, "none, sigmoid or log_softmax: added after the model's raw output")
     targets: Targets = setting(Targets.float, "index (class ids, int64 [N]) or float ([N, k], like the output)")
+    class_weights: Any = setting(
+        None, "weights per class for an imbalanced target: balanced (n / (classes * count) on the training split), "
+        "[w0, w1, ...] in the labels' order, or {label: weight}; null: none")
+    input: Output = setting(Output.auto, "what the criterion takes: scores, probabilities or log_probabilities "
+                            "(auto: known for torch's losses; declare it for your own)")
 
 
 @dataclass

@@ -78,13 +78,28 @@ class TensorBatches:
         return torch.randperm(len(self.x), generator=generator)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``, from step ``start`` on (mid-epoch resume)."""
-        x, y = self.x, self.y
+        """The batches of ``epoch``, from step ``start`` on (mid-epoch resume).
+
+        No batch is a view of the stored split: a forward that changes its input in place
+        (``x.div_(255)``) changes that batch only, never the data the next epoch (or the
+        validation after it) reads. Shuffled, the batches are slices of the epoch's permuted
+        copy, made anyway; in order, of one copy of the rows the epoch reads (measured against
+        a copy per batch: docs/architecture.md)."""
+        if not self.bounds[start:]:
+            return
         if self.shuffle:
-            perm = self.permutation(epoch).to(x.device)
-            x, y = x[perm], y[perm]
+            perm = self.permutation(epoch).to(self.x.device)
+            x, y, first = self.x[perm], self.y[perm], 0
+        else:  # the epoch's own copy, from its first row to its last (a batch limit reads fewer)
+            first, end = self.bounds[start][0], self.bounds[-1][1]
+            x, y = self.x[first:end].clone(), self.y[first:end].clone()
         for lo, hi in self.bounds[start:]:
-            yield x[lo:hi], y[lo:hi]
+            yield x[lo - first:hi - first], y[lo - first:hi - first]
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i`` in stored order, as a copy the model may change."""
+        lo, hi = self.bounds[i]
+        return self.x[lo:hi].clone(), self.y[lo:hi].clone()
 
 
 def _check_limit(limit: int | None) -> int | None:

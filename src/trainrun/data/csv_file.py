@@ -32,8 +32,7 @@ from trainrun.data.csv_chunks import predict_chunks as _predict_chunks
 from trainrun.data.csv_chunks import text_columns as _text_columns
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, file_digest
-from trainrun.data.new_data import RowChunks
-from trainrun.data.rows import MemmapRows
+from trainrun.data.rows import MemmapRows, RowChunks
 from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, select_columns
 from trainrun.errors import TrainrunError

@@ -166,8 +166,9 @@ def kinds(table: Columns, categorical: list[str] | None, where: str) -> list[str
         elif all(numeric):
             out.append("number")
         else:
-            bad = distinct[np.flatnonzero(~np.asarray(numeric))[0]]
-            row = int(np.flatnonzero(text == bad)[0])
+            # the first cell by row that is not a number (not the first in sorted order)
+            row = int(np.flatnonzero(np.isin(text, distinct[~np.asarray(numeric)]))[0])
+            bad = text[row]
             if _is_number(str(bad).replace(",", ".")):
                 raise TrainrunError(f"{where}: column {name!r} holds value {str(bad)!r} (data row {row + 1}, line "
                                     f"{row + 2} of a CSV file): a decimal comma", key="data.features",

@@ -8,7 +8,7 @@ streamed source nor the output is ever held whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from trainrun.data import fitted as fitted_data
 from trainrun.data.encode import Columns
 from trainrun.data.prepare import DataInfo
-from trainrun.data.rows import CHUNK_ROWS, MemmapRows
+from trainrun.data.rows import CHUNK_ROWS, MemmapRows, RowChunks
 from trainrun.errors import TrainrunError
 
 
@@ -29,15 +29,6 @@ class Chunk:
     y: np.ndarray | None  # the data's own targets, as read
     ids: np.ndarray | None  # data.id, as read
     first: int  # the row of the first sample in the new data
-
-
-@dataclass
-class RowChunks:
-    """A file read a chunk at a time for ``predict``: ``read()`` yields ``(features float32 or a
-    table, targets or None, ids or None)``."""
-
-    read: Callable[[], Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]]
-    id_name: str | None = None
 
 
 def chunks(source: Any, info: DataInfo, size: int = CHUNK_ROWS) -> Iterator[Chunk]:

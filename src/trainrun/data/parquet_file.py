@@ -17,8 +17,7 @@ from omegaconf import DictConfig
 
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, data_files, files_fingerprint
-from trainrun.data.new_data import RowChunks
-from trainrun.data.rows import CHUNK_ROWS, MemmapRows
+from trainrun.data.rows import CHUNK_ROWS, MemmapRows, RowChunks
 from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, select_columns
 from trainrun.errors import TrainrunError

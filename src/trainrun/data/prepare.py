@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainrun.data import guesses
 from trainrun.data.encode import Columns, Encoding, fit
 from trainrun.data.identity import DataIdentity
 from trainrun.errors import TrainrunError
@@ -142,7 +143,8 @@ def prepare_arrays(
             fix="clean them, or fill NaN features with data.missing=mean (or median, or constant with "
             "data.fill_value=0)" if np.isnan(x).any() else "clean or drop the rows with infinite values",
         )
-    task = infer_task(y) if task == "auto" else task
+    guessed = task == "auto"  # the guess's degenerate answers are refused (data/guesses.py)
+    task = infer_task(y) if guessed else task
 
     classes = None
     num_classes = None
@@ -158,6 +160,7 @@ def prepare_arrays(
             bad = np.unique(np.nonzero(~np.isfinite(y))[0])[:5].tolist()
             raise TrainrunError(f"the targets hold NaN or infinite values (rows {bad}...)", key="data._target_",
                                 fix="drop or fix the rows whose target is missing")
+        guesses.check_not_constant(y, task="auto" if guessed else task)
     else:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -179,6 +182,8 @@ def prepare_arrays(
                 fix="check the target column/array (data.target for CSV); for numeric targets "
                 "use data.task=regression",
             )
+        if guessed:
+            guesses.check_guessed_classes(classes, y)
         if task == "binary" and num_classes > 2:
             raise TrainrunError(
                 f"data.task=binary but the targets hold {num_classes} classes",

@@ -1,6 +1,7 @@
 """Rows on disk, read by row: memory-mapped ``.npy`` shards (``data=npy``, and the float32 copy a
-streamed CSV or Parquet file is read through), and the map-style data set the DataLoader fetches
-a whole batch of at a time.
+streamed CSV or Parquet file is read through), and what a batch's rows become (``RowTransform``).
+No torch here (reading a table imports none); the map-style data set over these rows is
+``data/streamed.py``'s ``RowsDataset``.
 
 ``numpy.load(mmap_mode="r", allow_pickle=False)``: the file's pages belong to the page cache, not
 to the process (a 4 GB array costs the training process the rows of one batch), and a file
@@ -10,14 +11,12 @@ would copy the whole array into the pickle). Chosen by measurement: see docs/per
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from trainrun.errors import TrainrunError
 
@@ -164,23 +163,10 @@ class RowTransform:
         return y
 
 
-class RowsDataset(Dataset):
-    """One split of rows on disk (``positions`` in the data set), fetched a batch at a time:
-    ``__getitems__`` reads the batch's rows and returns ``(features, targets)`` tensors."""
+@dataclass
+class RowChunks:
+    """A file read a chunk at a time for ``predict``: ``read()`` yields ``(features float32 or a
+    table, targets or None, ids or None)``."""
 
-    fetches_batches = True  # LoaderBatches: no per-sample collation
-
-    def __init__(self, rows: MemmapRows, positions: np.ndarray, transform: RowTransform) -> None:
-        self.rows, self.positions, self.transform = rows, positions, transform
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([index])
-        return x[0], y[0]
-
-    def __getitems__(self, batch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.rows.take(self.positions[np.asarray(batch, dtype=np.int64)])
-        targets = self.transform.targets(y) if y is not None else np.zeros(len(x), dtype=np.float32)
-        return torch.from_numpy(np.ascontiguousarray(self.transform.features(x))), torch.from_numpy(targets)
+    read: Callable[[], Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]]
+    id_name: str | None = None

@@ -9,13 +9,16 @@ summation order), saved in the checkpoint as theirs are, and applied per batch b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from trainrun.data.datasets import DatasetSplits
 from trainrun.data.prepare import DataInfo, split_indices
-from trainrun.data.rows import MemmapRows, RowsDataset, RowTransform
+from trainrun.data.rows import MemmapRows, RowTransform
 from trainrun.errors import TrainrunError
 
 MAX_CLASSES = 100_000
@@ -170,3 +173,25 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
     info = DataInfo(task=task, in_shape=in_shape, num_classes=max(len(values), 2), target_width=1,
                     classes=classes, x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns)
     return info, transform_for(info, rows)
+
+
+class RowsDataset(Dataset):
+    """One split of rows on disk (``positions`` in the data set), fetched a batch at a time:
+    ``__getitems__`` reads the batch's rows and returns ``(features, targets)`` tensors."""
+
+    fetches_batches = True  # LoaderBatches: no per-sample collation
+
+    def __init__(self, rows: MemmapRows, positions: np.ndarray, transform: RowTransform) -> None:
+        self.rows, self.positions, self.transform = rows, positions, transform
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+    def __getitems__(self, batch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.rows.take(self.positions[np.asarray(batch, dtype=np.int64)])
+        targets = self.transform.targets(y) if y is not None else np.zeros(len(x), dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(self.transform.features(x))), torch.from_numpy(targets)

@@ -20,6 +20,7 @@ Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import pickle
 import random
@@ -178,15 +179,8 @@ def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = 
         "optimizer": setup.optimizer.state_dict(),
         "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
         "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
-        "state": {
-            "epoch": state.epoch,
-            "step": state.step,
-            "batch": state.batch,
-            "best": state.best,
-            "best_epoch": state.best_epoch,
-            "history": state.history,
-            "stop_reason": state.stop_reason,
-        },
+        # epoch, step, batch, best, best_epoch, best_step, row_start, history, stop_reason
+        "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "step_losses"},
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "rng": rng_state(),
         "config": config or plain(setup.cfg),
@@ -237,6 +231,7 @@ class CheckpointWriter:
         self.setup, self.folder = setup, folder
         self.writes = setup.rank == 0 and enabled
         self.seconds = 0.0
+        self.saved: list[Callable[[list[Path]], None]] = []  # told the paths once on disk (on_checkpoint)
         self._config = plain(setup.cfg)
         self._schemas = schema_names(setup.cfg)
         # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments
@@ -253,8 +248,13 @@ class CheckpointWriter:
             return
         self._wait(self._background.wait)
         data = serialize(payload(self.setup, state, losses, self._config, self._schemas))  # the snapshot
-        self._background.put([self.folder / name for name in names or (LAST,)], data)  # best + last: once
+        paths = [self.folder / name for name in names or (LAST,)]
+        self._background.put(paths, data)  # best + last: once
+        if self.saved:  # a listener reads the files: they are on disk first
+            self._wait(self._background.wait)
         self.seconds += time.perf_counter() - started
+        for listener in self.saved:
+            listener(paths)
 
     def wait(self) -> None:
         """Block until every handed-over write is on disk; raise if one failed."""

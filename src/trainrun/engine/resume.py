@@ -34,8 +34,10 @@ MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
 # ...except these, which change nothing in what is computed.
 # (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
 # reads the file otherwise fails to find its columns.)
+# (model.output, loss.input: declarations checked against the model, computing nothing; older
+# checkpoints hold none.)
 NEVER_BLOCK = ("data.num_workers", "data.delimiter", "data.persistent_workers", "data.prefetch_factor",
-               "data.pin_memory")
+               "data.pin_memory", "model.output", "loss.input")
 # Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")

@@ -23,6 +23,8 @@ class TrainState:
     step_losses: EpochLosses = field(default_factory=EpochLosses)  # of that unfinished epoch
     best: float | None = None
     best_epoch: int | None = None
+    best_step: int | None = None  # with trainer.val_every_n_steps, an epoch holds several rows
+    row_start: int = 0  # the batch of this epoch where the next row's train_loss starts
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str | None = None
 

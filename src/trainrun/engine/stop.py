@@ -72,6 +72,12 @@ class Signals:
                         f"saving checkpoints/last.pt{again}\n".encode())
         self.signum = signum
 
+    def request(self, signum: int) -> None:
+        """Stop after the current step as if ``signum`` had come, without a word on the console
+        (``SIGPIPE``: the console's reader went away, report/echo.py)."""
+        if self.signum is None:
+            self.signum = signum
+
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
@@ -137,9 +143,11 @@ def early_stopping_reason(history: list[dict[str, Any]], stopping: EarlyStopping
     if stale < max(stopping.patience, 1):
         return None
     best_text = "none (never finite)" if best is None else f"{best:.6g} at epoch {best_epoch}"
+    # trainer.val_every_n_steps: several rows per epoch, and patience counts validations
+    unit = "validation" if len({row["epoch"] for row in history}) < len(history) else "epoch"
     return (
         f"early stopping after epoch {history[-1]['epoch']}: {stopping.monitor} has not improved "
-        f"by more than {stopping.min_delta} for {stale} epoch{'s' * (stale != 1)} "
+        f"by more than {stopping.min_delta} for {stale} {unit}{'s' * (stale != 1)} "
         f"(patience {stopping.patience}; best {best_text})"
     )
 
@@ -169,6 +177,9 @@ class Stop:
         self.num_batches, self.world_size = num_batches, world_size
         self.every_n_steps = settings.every_n_steps
         self.stopped_by_signal = False
+        self.requested: str | None = None  # a callback's run.stop(reason)
+        self.validation_due = False  # trainer.val_every_n_steps: fit validates, then goes on
+        self._requests = False  # whether anything may request (then the ranks agree each epoch)
         # Asked after each epoch with the history, after early stopping: a reason to stop, or None
         # (a sweep's pruner, trainrun.cli.trial). ``judged`` keeps the reason one of them gave.
         self.judges: list[Callable[[list[dict[str, Any]]], str | None]] = []
@@ -201,6 +212,10 @@ class Stop:
         if every and state.step % every == 0 and state.batch < self.num_batches:
             self._refuse_nonfinite_so_far(state, epoch)
             self.writer.save(state)
+        val_every = self.settings.val_every_n_steps  # not at an epoch's end: its own row follows
+        if val_every and state.step % val_every == 0 and state.batch < self.num_batches:
+            self.validation_due = True
+            return True
         return False
 
     def check_losses(self, epoch: int, losses: torch.Tensor, first_bad: int) -> None:
@@ -208,9 +223,40 @@ class Stop:
         if first_bad >= 0 and not self.settings.skip_nonfinite:
             raise nonfinite_error(epoch, losses, first_bad)
 
+    def listen_for_requests(self, on: bool) -> None:
+        """Callbacks may call :meth:`request` (``run.stop``): read it after each epoch."""
+        self._requests = on
+
+    def request(self, reason: str) -> None:
+        """Stop after this epoch (a callback's ``run.stop(reason)``)."""
+        self.requested = self.requested or reason
+
+    def _agreed_request(self) -> str | None:
+        """A stop requested on any rank stops every rank at the same epoch (one small all-reduce
+        per epoch, only when callbacks could request)."""
+        if not self._requests or self.world_size == 1:
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0], device=self.writer.setup.device)
+        if int(all_reduce_max(flag, self.world_size).item()) and not self.requested:
+            self.requested = "a callback on another process asked to stop"
+        return self.requested
+
+    def after_validation(self, state: TrainState, improved: bool) -> bool:
+        """After a validation inside an epoch (``trainer.val_every_n_steps``): ``best.pt`` when it
+        improved; True ends the run (early stopping, a callback), with ``last.pt`` saved."""
+        self.validation_due = False
+        state.stop_reason = (self._agreed_request()
+                             or early_stopping_reason(state.history, self.settings.early_stopping))
+        names = ([BEST] if improved else []) + ([LAST] if state.stop_reason else [])
+        if names:
+            self._refuse_nonfinite_so_far(state, state.epoch)
+            self.writer.save(state, *names)
+        return state.stop_reason is not None
+
     def after_epoch(self, state: TrainState, improved: bool) -> bool:
         """At the end of an epoch whose row is in ``state.history``: True ends the run."""
-        state.stop_reason = early_stopping_reason(state.history, self.settings.early_stopping)
+        state.stop_reason = (self._agreed_request()
+                             or early_stopping_reason(state.history, self.settings.early_stopping))
         for judge in self.judges if state.stop_reason is None else ():
             self.judged = state.stop_reason = judge(state.history)
             if self.judged:

@@ -55,3 +55,15 @@ def split_head(setup: Setup) -> tuple[nn.Module, nn.Module | None]:
     if setup.loss.head is not None and isinstance(module, nn.Sequential) and hasattr(module, "body"):
         return module.get_submodule("body"), module.get_submodule("head")
     return module, None
+
+
+def forward_fix(err: BaseException, x: torch.Tensor) -> str:
+    """The fix for a model whose forward failed on the preflight batch. A tensor on another
+    device than the batch is the classic of a first GPU run: a tensor made in ``forward`` (or
+    kept as a plain attribute) stays on the CPU when the model moves."""
+    if "same device" in str(err) or "expected device" in str(err):  # torch words it both ways
+        return (f"the batch and the model's parameters are on {x.device}; make tensors inside forward on "
+                "the input's device (torch.zeros(..., device=x.device)), or create them in __init__ with "
+                "self.register_buffer(...) so that moving the model moves them")
+    return ("check the model's forward and the input size it expects "
+            "(trainrun passes in_features / in_shape / out_features when __init__ accepts them)")

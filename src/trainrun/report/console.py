@@ -1,7 +1,7 @@
 """What the user sees and what lands in the run folder: a short header (the run folder, the
 model's size), the progress bar or one line per epoch, ``metrics.csv`` / ``metrics.jsonl``
-(rewritten atomically from the history every epoch, so a resumed run never duplicates or loses a
-row), ``summary.json`` and the closing rich table. The full config tree only with
+(one line appended per epoch; rewritten whole by the first row of a resumed run, so it never
+duplicates or loses a row), ``summary.json`` and the closing rich table. The full config tree only with
 ``print_config=true`` (it is always in ``.hydra/config.yaml``). A sweep job keeps the console to
 one line (its log file gets the rest, :mod:`trainrun.report.echo`). Only rank 0 prints or writes.
 """
@@ -67,9 +67,11 @@ def progress_mode(setting: str) -> str:
     return setting
 
 
-def format_row(row: dict[str, Any], epochs: int) -> str:
+def format_row(row: dict[str, Any], epochs: int, inside: bool = False) -> str:
+    """One epoch line; ``inside``: a validation inside the epoch (``trainer.val_every_n_steps``),
+    marked with its step."""
     width = len(str(epochs))
-    parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}" + (f" step {row['step']}" if inside else "")]
     for key, value in row.items():
         if key in ("epoch", "step", "seconds", "samples_per_s", "lr"):
             continue
@@ -151,13 +153,26 @@ class Reporter:
             bar.close()
 
     def epoch_end(self, row: dict[str, Any], state: RunState) -> None:
-        if self.mode != "none":
-            self._say(format_row(row, self.epochs))
+        if self.mode != "none":  # state.batch > 0: a row from inside the epoch
+            self._say(format_row(row, self.epochs, inside=bool(getattr(state, "batch", 0))))
         self.loggers.log_epoch(row, state.history)
 
     def info(self, message: str) -> None:
         if self.rank == 0:
             self._say(message)
+
+    def failed(self, summary: dict[str, Any], history: list[dict[str, Any]], plot: bool = True) -> None:
+        """A run that failed during training: ``summary.json`` (``status: failed``, the error)
+        and ``curves.png`` of the epochs it finished, before the error is reported. Never
+        raises: the error that ended the run is the one to report."""
+        if not self.writes:
+            return
+        try:
+            atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
+            if plot and history:
+                self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
+        except Exception as err:
+            log.warning(f"could not write the failed run's summary or curves: {type(err).__name__}: {err}")
 
     def summary(self, summary: dict[str, Any], history: list[dict[str, Any]] | None = None,
                 plot: bool = True) -> None:
@@ -165,7 +180,7 @@ class Reporter:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = self.drawer.draw(history, self.run_dir / CURVES_PNG)
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
             if note and self.mode != "none":
                 self._say(note)
         self.loggers.log_summary(summary)

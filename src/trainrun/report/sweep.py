@@ -22,8 +22,9 @@ from omegaconf import OmegaConf
 from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
-from trainrun.report.plots import plot_sweep
+from trainrun.report import echo
 from trainrun.report.record import commit_text, data_text
+from trainrun.report.sweep_plot import plot_sweep
 
 # Statuses of a job that ran to its end (its objective counts).
 OK = ("completed", "stopped early")
@@ -174,10 +175,24 @@ def varying(rows: list[dict[str, Any]]) -> set[str]:
     return {k for k, v in values.items() if len(v) > 1}
 
 
+def swept_columns(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """One column per swept key (``optim.lr``, ``model.hidden``), in the order the overrides name
+    them: column name -> override key (a key that clashes with a built-in column is prefixed)."""
+    swept = varying(rows)
+    keys = dict.fromkeys(o.split("=", 1)[0] for r in rows for o in r["overrides"])
+    return {(f"override:{k}" if k in BUILT_IN else k): k for k in keys if k in swept}
+
+
+BUILT_IN = ("rank", "job", "status", "objective_name", "objective", "overrides", "tags", "best_epoch", "commit", "data",
+            "epochs", "seconds", "run_dir", "error")
+
+
 def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """``summary.csv``: one row per job, already sorted."""
+    """``summary.csv``: one row per job, already sorted; one column per swept key, after the
+    overrides, holding each job's value as written on the command line."""
     metric_names = list(dict.fromkeys(k for r in rows for k in (*r["final"], *r["best"])))
-    columns = ["rank", "job", "status", "objective_name", "objective", "overrides", "tags",
+    swept = swept_columns(rows)
+    columns = ["rank", "job", "status", "objective_name", "objective", "overrides", *swept, "tags",
                "best_epoch", "epochs",
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
@@ -190,6 +205,8 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
         flat = {k: v for k, v in row.items() if k not in ("final", "best", "test", "overrides", "tags")}
         flat["rank"] = rank
         flat["overrides"] = " ".join(row["overrides"])
+        given = dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])
+        flat.update({column: given.get(key) for column, key in swept.items()})
         flat["tags"] = ",".join(row.get("tags") or [])
         flat.update({f"final_{k}": v for k, v in row["final"].items()})
         flat.update({f"best_{k}": v for k, v in row["best"].items()})
@@ -215,7 +232,6 @@ def _shorten(text: str, width: int) -> str:
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
                 file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
-    from rich.console import Console
     from rich.table import Table
 
     swept = varying(rows)
@@ -240,7 +256,7 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
         table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), *tags, status, _fmt(row["objective"]),
                       _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
                       _shorten(row.get("error") or "", 70), style=style)
-    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    console = echo.console(file or sys.stdout, width=max(100, echo.console().width))
     console.print(table)
     console.print(f"summary: {sweep_dir / SWEEP_CSV}")
 

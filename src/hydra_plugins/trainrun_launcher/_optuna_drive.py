@@ -20,7 +20,7 @@ from optuna.trial import Trial, TrialState
 from trainrun.cli import study as studies
 from trainrun.errors import CONFIG_ERROR, TRAINING_ERROR, TrainrunError
 
-from .optuna_space import SearchSpace, parse
+from ._optuna_space import SearchSpace, parse
 
 if TYPE_CHECKING:
     from .optuna_sweeper import TrainrunOptunaSweeper
