@@ -148,6 +148,9 @@ def test_evaluate_and_export_write_only_their_own_folders(run, tmp_path):
     refused(run_command("export-model", f"run={run}", "format=exported", f"out={other}", cwd=tmp_path, check=False),
             f"{other} holds a train run", "key: out")
     assert snapshot(other) == before
+
+
+def test_evaluate_replaces_its_own_results(run, tmp_path):
     for _ in range(2):  # evaluating the same checkpoint again replaces its own results
         run_command("evaluate", f"run={run}", cwd=tmp_path)
     assert (run / "eval" / "best_val" / "eval.json").is_file()

@@ -80,7 +80,9 @@ def test_a_smuggled_target_never_runs(finished, tmp_path, command, attack):
     assert not marker.exists()
 
 
-def test_a_checkpoint_from_before_the_move_still_works(finished, tmp_path):
+@pytest.mark.parametrize("command", [*COMMANDS, "resume"])
+def test_a_checkpoint_from_before_the_move_still_works(finished, tmp_path, command):
+    """One command a test (each well under a minute on a loaded machine)."""
     old = {new: old for old, new in MOVED.items()}
 
     def before_the_move(config):
@@ -93,8 +95,10 @@ def test_a_checkpoint_from_before_the_move_still_works(finished, tmp_path):
     stored = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["config"]
     assert stored["model"]["_target_"] == "trainrun.models.MLP"
     assert stored["logger"]["csv"]["_target_"] == "trainrun.report.loggers.CsvLogger"
-    for name, *args in COMMANDS.values():
+    if command != "resume":
+        name, *args = COMMANDS[command]
         run_command(name, f"run={run}", *args, cwd=tmp_path)  # exit 0, no trust= needed
+        return
     resumed = run_train(*SMALL[:-2], "trainer.epochs=3", "print_config=false", "plot=false", "resume=auto",
                         cwd=tmp_path, run_dir=run)
     assert "resumed from" in resumed.output and resumed.summary["epochs_run"] == 3
