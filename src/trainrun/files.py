@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import threading
 import weakref
@@ -199,40 +200,63 @@ class RunFolderLock:
     """An OS lock (``flock``) on ``<run folder>/.trainrun.lock``, held while this process
     writes the folder: a second ``train`` on the same folder is refused instead of overwriting
     the first one's files. The OS releases it when the process dies, however it dies (SIGKILL
-    included), so a stale lock never blocks a resume."""
+    included), so a stale lock never blocks a resume. The file says which command holds it
+    (``train pid 123``; it stays when released, so the folder's kind is known later), and is
+    opened with ``O_NOFOLLOW``: a link planted in its place is refused, never written through."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, command: str = "train", key: str = "hydra.run.dir") -> None:
         self.folder = folder
+        self.command, self.key = command, key
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, *, mark: bool = True) -> None:
+        """Take the lock (refused when another process holds it); ``mark``: write this command and
+        pid into it now (else :meth:`mark`, once the caller decided to write the folder)."""
         if self._fd is not None:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
         except OSError as err:
+            link = (self.folder / LOCK).is_symlink()
             raise TrainrunError(
+                f"{self.folder / LOCK} is a symbolic link: trainrun would write through it" if link else
                 f"cannot write the run folder {str(self.folder)!r}: {type(err).__name__}: "
                 f"{err.strerror or err}",
-                key="hydra.run.dir",
-                fix="choose a folder this user can create and write (hydra.run.dir=<folder>), on a "
+                key=self.key,
+                fix="remove the link, or name another folder" if link else
+                f"choose a folder this user can create and write ({self.key}=<folder>), on a "
                 "disk with free space",
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TrainrunError(f"{self.folder / LOCK} is not a plain file", key=self.key,
+                                fix="remove it, or name another folder")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            words = os.pread(fd, 64, 0).decode(errors="replace").split()
             os.close(fd)
+            who = words[0] if words and words[0] != "pid" else "train"
+            holder = " ".join(words[1:] if words and words[0] != "pid" else words) or "another process"
             raise TrainrunError(
-                f"another train ({holder}) is writing into {self.folder}; two runs in one folder "
+                f"another {who} ({holder}) is writing into {self.folder}; two runs in one folder "
                 "would overwrite each other's checkpoints and metrics",
-                key="hydra.run.dir",
-                fix="wait for it to finish (or stop it), or give this run its own hydra.run.dir",
+                key=self.key,
+                fix=f"wait for it to finish (or stop it), or give this run its own {self.key}",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         self._fd = fd
+        if mark:
+            self.mark()
+
+    def mark(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{self.command} pid {os.getpid()}".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -73,10 +73,14 @@ def test_a_checkpoint_runs_none_of_the_code_its_config_names(checkpoint, tmp_pat
     assert not (tmp_path / "eval").exists()
 
 
-def test_load_refuses_stored_code_unless_trusted(checkpoint, tmp_path):
+def test_load_refuses_stored_code_unless_trusted(checkpoint, tmp_path, monkeypatch):
+    """The fix offers to trust the target only because mynet.py is the user's own file (in the
+    working folder, nothing installed of that name)."""
     saved = copy.deepcopy(checkpoint)
     saved["config"]["model"]["_target_"] = "mynet.Net"
     torch.save(saved, tmp_path / "mine.pt")
+    (tmp_path / "mynet.py").write_text("import torch\nclass Net(torch.nn.Linear):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(TrainrunError) as refused:
         load(tmp_path / "mine.pt", key="run")
     assert "model._target_=mynet.Net" in refused.value.message and "trust=" not in refused.value.fix

@@ -1,19 +1,18 @@
 """``python -m trainrun.cli``: the ``train`` command (``torchrun --nproc_per_node=2 -m trainrun.cli``).
 
-``python -m`` puts the current folder first on ``sys.path``; it is taken off before anything
-else is imported, so a ``numpy.py`` lying there cannot run (user modules stay importable: see
-``trainrun.targets.user_folder_importable``).
+``python -m`` puts the working folder first on ``sys.path``; importing the ``trainrun`` package
+(which Python does before this file runs) takes it off the front before anything else is
+imported (:mod:`trainrun.hygiene`), so a ``numpy.py`` lying there cannot run; user modules stay
+importable at the end of the path. A command then takes it off the path altogether
+(:func:`trainrun.hygiene.protect`) here, before ``main``'s imports: they probe for optional
+packages (``attr`` by OmegaConf, ``org`` by ``copy``) that a file in the working folder would
+otherwise answer.
 """
 
-import os
-import sys
+from trainrun.hygiene import protect
 
-try:
-    _here: str | None = os.getcwd()
-except OSError:  # the working folder is gone: train() says so in one paragraph (cli/entry.py)
-    _here = None
-sys.path[:] = [p for p in sys.path if p not in ("", _here)]
+protect()
 
-from trainrun.cli.main import train  # noqa: E402  (after the path is safe)
+from trainrun.cli.main import train  # noqa: E402  (after the working folder is off the path)
 
 train()

@@ -29,12 +29,13 @@ from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
 from trainrun.cli.entry import check_multirun_plugins, start
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
-from trainrun.cli.run_folder import RunFolder, named_run_dir
+from trainrun.cli.run_folder import Refused, RunFolder, claimed, claimed_folders, continues, owned_job
 from trainrun.config import config_dir
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.config.values import check_config
 from trainrun.errors import TrainrunError, netted, unexpected
+from trainrun.hygiene import protect
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -43,7 +44,6 @@ _task_started = False
 # How long a rank other than 0 waits before leaving on an error rank 0 reports: rank 0 prints
 # and exits well within it, and the launcher then stops the waiting ranks.
 RANK_QUIET_EXIT_S = 10.0
-_claimed: RunFolder | None = None  # a hydra.run.dir named on the command line, locked before Hydra
 
 
 def _report(err: TrainrunError) -> None:
@@ -106,15 +106,16 @@ def _train_task(cfg: DictConfig) -> float | None:
 
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # A failed job is recorded in its summary.json and returns None: the sweep goes on.
-            return run_job(cfg, run_dir, launch)
-        folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
+            return run_job(cfg, run_dir, owned_job(launch))  # no links in its folder
+        # Claimed before Hydra wrote into it (OwnRunFolder.on_run_start), the folder Hydra chose.
+        folder = claimed(run_dir) or RunFolder(run_dir, new=True)
         writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
         if writer and text(cfg.trainer.progress) != "none":  # the header's first line
             given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
             log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
         try:
             if writer:
-                folder.claim()
+                folder.claim(continuing=continues(cfg, folder.folder))
             try:
                 summary = launch(cfg, run_dir)
             except TrainrunError:
@@ -163,7 +164,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
     except TrainrunError as err:
         err.config = True
         _report(err)
-        folder = _claimed or RunFolder(run_dir, new=True)
+        folder = claimed(run_dir) or RunFolder(run_dir, new=True)
         if (ranks.launched_place() or ranks.ALONE).rank == 0:
             folder.give_back(err.exit_code, config_error=True)
         _fail(err, reported=True)
@@ -173,20 +174,16 @@ def train() -> None:
     """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
     run folder and leave with a clean exit."""
     start()  # the console guarded, the working folder there
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         try:
             cli_help.print_help("train", sys.argv)
         except TrainrunError as err:
             _fail(err)
         return
-    global _claimed
     with ranks.exit_as_rank():
         try:
             ranks.pin_run_dir(sys.argv)
-            named = named_run_dir(sys.argv)
-            if named is not None and (ranks.launched_place() or ranks.ALONE).rank == 0:
-                _claimed = RunFolder(named)
-                _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:
             if (ranks.launched_place() or ranks.ALONE).rank != 0:
                 # Every rank found it; rank 0 says it, once. Leaving at once would let the
@@ -196,9 +193,14 @@ def train() -> None:
             _fail(err)
         try:
             run_app(_train_task, lambda: _task_started)
+        except Refused as refused:  # the run folder, before Hydra wrote into it (OwnRunFolder)
+            if (ranks.launched_place() or ranks.ALONE).rank != 0:
+                time.sleep(RANK_QUIET_EXIT_S)
+                sys.exit(refused.error.exit_code)
+            _fail(refused.error)
         except SystemExit as exit_:
-            if _claimed is not None and not _task_started:  # composition failed: nothing was run
-                _claimed.give_back(exit_.code if isinstance(exit_.code, int) else 1, config_error=True)
+            for folder in [] if _task_started else claimed_folders():  # Hydra failed before the task
+                folder.give_back(exit_.code if isinstance(exit_.code, int) else 1, config_error=True)
             raise
         except KeyboardInterrupt:  # a second Ctrl-C (the first one stops after the current step),
             # or one before training started: nothing is saved, the last checkpoint stays valid.
@@ -224,6 +226,7 @@ def evaluate() -> None:
     """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("evaluate", sys.argv)
         return
@@ -237,10 +240,12 @@ def _predict_task(cfg: DictConfig) -> None:
     with as_user_set():
         from trainrun.commands import predict as command  # torch: once the config composed
 
-        # A predict that fails leaves no folder without predictions (unless the folder was named
-        # on the command line and existed before).
-        folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
+        # A predict that fails leaves no folder without predictions (unless the folder existed
+        # before: OwnRunFolder claimed it before Hydra made it).
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        folder = claimed(run_dir) or RunFolder(run_dir, new=True, command="predict")
         try:
+            folder.claim()
             netted(command.run, cfg)
         except TrainrunError as err:
             _report(err)
@@ -248,20 +253,18 @@ def _predict_task(cfg: DictConfig) -> None:
             _fail(err, reported=True)
 
 
-_named_existed = False  # predict: whether hydra.run.dir=... named a folder that was already there
-
-
 def predict() -> None:
     """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("predict", sys.argv)
         return
-    global _named_existed
-    named = named_run_dir(sys.argv)
-    _named_existed = named is not None and named.exists()
-    run_app(_predict_task, lambda: _task_started)
+    try:
+        run_app(_predict_task, lambda: _task_started)
+    except Refused as refused:  # its folder, before Hydra wrote into it (OwnRunFolder)
+        _fail(refused.error)
 
 
 @hydra.main(config_path=str(config_dir()), config_name="export", version_base=None)
@@ -283,6 +286,7 @@ def export_model() -> None:
     ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
+    protect()  # this process and every one started from here: no working folder first
     if cli_help.wants_help(sys.argv):
         cli_help.print_help("export", sys.argv)
         return

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainrun.cli.run_folder import BEFORE_TRAINING
 from trainrun.errors import TrainrunError
+from trainrun.owner import BEFORE_RESULTS as BEFORE_TRAINING
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from trainrun.files import (
     atomic_write_json,
     atomic_write_text,
 )
+from trainrun.owner import output_owner
 from trainrun.report.classes import class_report, report_text, write_confusion
 from trainrun.report.record import run_record, training_record
 
@@ -238,14 +239,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else []),
                *([REPORT_TXT, CONFUSION_PNG] if asked else [])]
     computed = outputs(setup, batches) if cfg.predictions or asked else None
+    owner = output_owner(out, "evaluate", None if cfg.out else folder, source=file, home=folder)
     with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
-        if asked and computed is not None:  # report=true: per class, as text and a picture
-            report["report"] = per_class(setup, computed[0], computed[1], out,
-                                         title=f"{file.name} (epoch {state.get('epoch')}) on {split}")
-        atomic_write_json(out / EVAL_JSON, report)
-        if cfg.predictions:
-            atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split, computed))
+        owner.claim()  # its own folder only: no links, no other run's folder, one writer
+        try:
+            if asked and computed is not None:  # report=true: per class, as text and a picture
+                report["report"] = per_class(setup, computed[0], computed[1], out,
+                                             title=f"{file.name} (epoch {state.get('epoch')}) on {split}")
+            atomic_write_json(out / EVAL_JSON, report)
+            if cfg.predictions:
+                atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split, computed))
+        finally:
+            owner.release()
 
     where = f"epoch {state.get('epoch')}, step {state.get('step')}"
     log.info(f"evaluated {file} ({where}) on {split}: {report['samples']} samples")

@@ -51,6 +51,7 @@ from trainrun.data.fitted import preprocessing
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import EXPORT, PREPROCESSING_JSON, atomic_write, atomic_write_json
+from trainrun.owner import output_owner
 
 log = logging.getLogger("trainrun")
 
@@ -223,10 +224,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             key="format", exit_code=TRAINING_ERROR, fix=fix)
 
     out = Path(cfg.out).expanduser() if cfg.out else trained.folder / EXPORT / trained.file.stem
+    owner = output_owner(out, "export-model", None if cfg.out else trained.folder, source=trained.file,
+                         home=trained.folder)
     with phase(f"writing the export into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/export/...)"):
-        path = atomic_write(out / FILES[fmt], lambda f: f.write(data))
-        atomic_write_json(out / PREPROCESSING_JSON, settings)
+        owner.claim()  # its own folder only: no links, no other run's folder, one writer
+        try:
+            path = atomic_write(out / FILES[fmt], lambda f: f.write(data))
+            atomic_write_json(out / PREPROCESSING_JSON, settings)
+        finally:
+            owner.release()
     log.info(f"exported {trained.file} ({trained.where}) as {fmt}: {path} ({len(data) / 1e6:.2f} MB)")
     log.info(f"  reloaded and checked on a batch of {len(check)}: largest difference {difference:.3g} "
              f"(allowed {tolerance:g}); inputs: standardized as in {out / PREPROCESSING_JSON}")

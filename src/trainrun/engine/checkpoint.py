@@ -37,7 +37,7 @@ from trainrun.config.plain import plain, schema_names
 from trainrun.data.iterable import data_entries
 from trainrun.engine.collectives import gather_rows, rank_row
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
+from trainrun.engine.recognize import checked_config, malformed, not_an_archive, which_file
 from trainrun.engine.state import TrainState
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
@@ -69,17 +69,17 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
     (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
     data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
-    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` names it, or is True for a
+    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` covers it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
-    ``unbuilt``: sections of the stored config the caller never builds (not checked)."""
+    ``unbuilt``: sections of the stored config the caller never builds (not checked). Checked,
+    compared and built: the config resolved first (:func:`trainrun.stored.stored_config`)."""
     payload = read(path, key)
     wrong = malformed(payload)
     if wrong:
         raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
                             fix=which_file(key))
-    if trust is not True:
-        refuse_untrusted(payload["config"], path, key, trust or (), trust_option, unbuilt)
+    payload["config"] = checked_config(payload["config"], path, key, trust, trust_option, unbuilt)
     return payload
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Collection
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from trainrun.errors import TrainrunError
-from trainrun.targets import untrusted_targets
+from trainrun.stored import stored_config
+from trainrun.targets import definition, named_in, untrusted_targets, users_module
 
 # What a checkpoint holds, and of what kind: checked when it is loaded, before anything is read
 # from it, so a file that is not one gets one sentence instead of a KeyError deep in a resume.
@@ -86,20 +88,50 @@ def malformed(payload: dict[str, Any]) -> str:
     return ""
 
 
+def checked_config(config: dict[str, Any], path: Path | str, key: str, trust: bool | Collection[str],
+                   trust_option: str | None, unbuilt: Collection[str]) -> dict[str, Any]:
+    """The stored config as it will be used (:func:`trainrun.stored.stored_config`: resolved,
+    moved targets renamed), refused unless trusted (``trust=True``: a caller that builds nothing
+    from it, resume)."""
+    resolved = stored_config(config, path, key)
+    if trust is not True:
+        refuse_untrusted(resolved, path, key, () if trust is False else trust, trust_option, unbuilt)
+    return resolved
+
+
 def refuse_untrusted(config: dict[str, Any], path: Path | str, key: str, trust: Collection[str],
                      trust_option: str | None, unbuilt: Collection[str]) -> None:
-    """Refuse a stored config that names code neither trusted nor named in ``trust``
-    (:func:`trainrun.targets.untrusted_targets`); ``unbuilt`` sections are not checked."""
+    """Refuse a stored config that names code neither trusted nor covered by ``trust``
+    (:func:`trainrun.targets.untrusted_targets`); ``unbuilt`` sections are not checked. The fix
+    suggests trusting only the user's own modules (:func:`trainrun.targets.users_module`), never
+    a target the file names from elsewhere."""
     refused = untrusted_targets({k: v for k, v in config.items() if k not in unbuilt}, trust)
     if not refused:
         return
     names = sorted({r.partition("=")[2] for r in refused})
+    named = [n for n in names if named_in(n, trust)]  # named, but not defined where trust says
+    own = [n for n in names if n not in named and users_module(n)]  # in the user's own modules
+    others = [n for n in names if n not in named and n not in own]
+    notes = "".join(f"; {n} is {_defined_as(n)}, which {trust_option or 'trust'}=[...] does not cover: "
+                    "it covers only what is defined in the module or class it names" for n in named)
+    fix = "use a checkpoint whose config names only trainrun's and torch's classes and your own code"
+    if own and trust_option:
+        fix = (f"if the file is yours (a run of your own code) or you trust it: {trust_option}=[{','.join(own)}]")
+        if others or named:
+            fix += f"; {', '.join(others + named)} cannot be trusted from a stored config"
     raise TrainrunError(
-        f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}. "
+        f"refusing to build what the config stored in {str(path)!r} names: {', '.join(refused)}{notes}. "
         "A config inside a checkpoint is data: trainrun builds from it only its own classes "
         "and torch.nn / torch.optim ones unless you name the code to trust, so that a file "
         "from elsewhere cannot run code",
         key=key,
-        fix=f"if the file is yours (a run of your own code) or you trust it: {trust_option}=[{','.join(names)}]"
-        if trust_option else "use a checkpoint whose config names only trainrun's and torch's classes",
+        fix=fix,
     )
+
+
+def _defined_as(target: str) -> str:
+    obj = definition(target)
+    module = getattr(obj, "__name__", "") if isinstance(obj, ModuleType) else getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "") if not isinstance(obj, ModuleType) else ""
+    where = ".".join(filter(None, [module if isinstance(module, str) else "", qualname]))
+    return f"{where}, defined in {module}" if where and isinstance(module, str) else "not defined in a module it names"

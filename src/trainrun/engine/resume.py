@@ -10,6 +10,7 @@ optimizer/scheduler values are reported as not applied (their saved state is res
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,17 @@ def find(resume: str, run_dir: Path) -> Path | None:
     checkpoint file, or a run folder (its last.pt)."""
     if resume == "auto":
         candidate = run_dir / CHECKPOINTS / LAST
-        return candidate if candidate.is_file() else None
+        if not os.path.lexists(candidate):
+            return None  # none yet: a fresh start
+        if candidate.is_symlink() or not candidate.is_file():
+            # Something is there: it is refused, never taken for "none yet" and replaced.
+            what = "a symbolic link" if candidate.is_symlink() else "not a plain file"
+            raise TrainrunError(
+                f"resume=auto: {str(candidate)!r} is {what}, not a checkpoint this run wrote; starting "
+                "fresh would replace it", key="resume",
+                fix="move it away and resume from the checkpoint you mean (resume=<file>), or start a "
+                "new run in a new folder")
+        return candidate
     path = Path(resume).expanduser()
     if path.is_dir():
         path = path / CHECKPOINTS / LAST

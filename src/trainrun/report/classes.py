@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from trainrun.files import atomic_write
 from trainrun.report.plots import NO_MATPLOTLIB, _figure
 
 
@@ -101,6 +102,5 @@ def write_confusion(report: dict[str, Any], path: str | Path, title: str = "") -
     recall = ", ".join(f"{c['label']} {c['recall']:.2f}" for c in report["classes"][:6])
     ax.set_title((title + "\n" if title else "") + f"accuracy {report['accuracy']:.4f}; recall: {recall}"
                  + (" ..." if n > 6 else ""), fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None

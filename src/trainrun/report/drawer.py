@@ -26,11 +26,12 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from trainrun.hygiene import BOOTSTRAP
 from trainrun.report.plots import write_curves
 
-# Run in the helper with ``python -c``: the working folder leaves sys.path before any import.
-_HELPER = ("import os, sys; sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]; "
-           "from trainrun.report.drawer import serve; serve()")
+# Run in the helper with ``python -c``: the working folder leaves the front of sys.path before
+# any import (trainrun.hygiene; PYTHONSAFEPATH does it on Python 3.11+ already).
+_HELPER = f"{BOOTSTRAP}; from trainrun.report.drawer import serve; serve()"
 WAIT_S = 120.0  # the most the end of a run waits for the helper before drawing itself
 
 

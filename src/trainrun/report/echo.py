@@ -39,6 +39,18 @@ class ConsoleLines(logging.Filter):
         return getattr(record, "console", True)
 
 
+class RunLog(logging.FileHandler):
+    """The run's log file (``train.log``; ``configs/hydra/job_logging/trainrun.yaml``), opened with
+    ``O_NOFOLLOW``: a link planted in its place is an error, never a way to append to a file
+    elsewhere (the run folder's owner refuses links before Hydra opens it: this holds even for
+    one planted since)."""
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_APPEND if "a" in self.mode else os.O_TRUNC
+        return open(os.open(self.baseFilename, flags, 0o666), self.mode, encoding=self.encoding, errors=self.errors)
+
+
 class RankLines(logging.Filter):
     """``[rank N] `` before every line a DDP process other than rank 0 logs (a warning, an
     error), so two processes never read as one on a shared console or log."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainrun.config.choices import direction as direction_of
+from trainrun.files import atomic_write
 
 if TYPE_CHECKING:  # matplotlib is imported when a picture is drawn (the plot extra)
     from matplotlib.axes import Axes
@@ -87,8 +88,7 @@ def write_curves(history: list[dict[str, Any]], path: str | Path, best: dict[str
         fig = curves_figure(history, best)
     except ImportError:
         return f"{path.name} {NO_MATPLOTLIB}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None
 
 
@@ -174,6 +174,5 @@ def write_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Seque
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainrun.config.choices import direction as direction_of
-from trainrun.files import METRICS_JSONL
+from trainrun.files import METRICS_JSONL, atomic_write
 from trainrun.report.plots import NO_MATPLOTLIB, _figure, _integer_epochs, _log_if_wide
 
 _RESULT_KEYS = ("objective", "value", "objective_value")
@@ -98,8 +98,7 @@ def plot_sweep(
         return f"{path.name} {NO_MATPLOTLIB}"
     if isinstance(fig, str):
         return f"{path.name} not written: {fig}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))  # a new file renamed in: never through a link
     return None
 
 
