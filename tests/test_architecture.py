@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "preflight": 7, "explain": 7, "lr_find": 7, "profiler": 7, "model_summary": 7,
     "engine": 6,
     "build": 5, "settings": 5,
-    "data": 4, "models": 4, "losses": 4, "metrics": 4, "devices": 4,
+    "data": 4, "models": 4, "losses": 4, "metrics": 4, "devices": 4, "threads": 4,
     "report": 3,
     "instantiate": 2,
     "config": 1,

@@ -34,6 +34,7 @@ from trainrun.report.console import Reporter
 from trainrun.report.echo import in_sweep_job
 from trainrun.report.loggers import make_loggers
 from trainrun.report.overfit import overfit_verdict
+from trainrun.threads import Threads
 
 
 def objective_value(history: list[dict[str, Any]], name: str) -> float:
@@ -76,8 +77,10 @@ class Whereabouts:
         return f"training (epoch {state.epoch + 1}, batch {state.batch + 1})"
 
 
-def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
-    """Train as configured; returns the summary (also written to ``summary.json``)."""
+def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
+                 threads: Threads | None = None) -> dict[str, Any]:
+    """Train as configured; returns the summary (also written to ``summary.json``).
+    ``threads``: the torch threads the launch chose, said in the header."""
     started = time.perf_counter()
     try:
         check_config(cfg)  # values that cannot work, before anything is built
@@ -87,6 +90,8 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     reporter = Reporter(run_dir, epochs=cfg.trainer.epochs, progress=text(cfg.trainer.progress), rank=rank,
                         sweep_job=in_sweep_job())
     reporter.show_start(cfg)
+    if threads is not None and reporter.mode != "none":  # threads: 1 (2 usable CPUs: ...)
+        reporter.info(threads.line())
     setup = build(cfg, rank=rank, world_size=world_size)
     if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
         reporter.info(parameter_line(setup.raw_model))

@@ -12,11 +12,15 @@ second instead of paying torch's import first.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
+
+if __name__ == "__main__":  # python -m trainrun.cli.main: the working folder shadows nothing
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+
+import logging
 import shlex
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
+from trainrun.cli.failures import record
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
@@ -46,7 +51,11 @@ _claimed: RunFolder | None = None  # a hydra.run.dir named on the command line, 
 
 
 def _report(err: TrainrunError) -> None:
-    """Print the error for a person, and into the run's log."""
+    """Print the error for a person, and into the run's log; a worker of ``trainer.devices=N``
+    records it for torchrun instead (``train`` reports the launch's first failure)."""
+    if ranks.launched_by_train():
+        record(err)
+        return
     log.debug("error", exc_info=err)
     print(f"\nError: {err}", file=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -108,26 +117,29 @@ def _train_task(cfg: DictConfig) -> float | None:
             return run_job(cfg, run_dir, launch)
         folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
         writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
-        if writer and text(cfg.trainer.progress) != "none":  # the header's first line
+        owner = writer and not ranks.launched_by_train()  # else train owns it (and said the overrides)
+        if owner and text(cfg.trainer.progress) != "none":  # the header's first line
             given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
             log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
         try:
-            if writer:
+            if owner:
                 folder.claim()
             try:
-                summary = launch(cfg, run_dir)
+                summary = launch(cfg, run_dir, locked=owner)
             except TrainrunError:
                 raise
             except Exception as err:  # the last net: whatever no phase caught is still one paragraph
                 raise unexpected(err) from err
         except TrainrunError as err:
             _report(err)
-            if writer:
+            if owner:
                 folder.give_back(err.exit_code, config_error=err.config)
             _fail(err, reported=True)
             raise
         finally:
             folder.lock.release()
+        if summary["status"] == "interrupted" and ranks.launched_by_train():
+            sys.exit(128 + signal.Signals[summary["signal"]].value)  # train says how to resume
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
             log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
                      f"{resume_command(run_dir)}")
@@ -171,7 +183,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
         err.config = True
         _report(err)
         folder = _claimed or RunFolder(run_dir, new=True)
-        if (ranks.launched_place() or ranks.ALONE).rank == 0:
+        if (ranks.launched_place() or ranks.ALONE).rank == 0 and not ranks.launched_by_train():
             folder.give_back(err.exit_code, config_error=True)
         _fail(err, reported=True)
 
@@ -190,7 +202,8 @@ def train() -> None:
         try:
             ranks.pin_run_dir(sys.argv)
             named = named_run_dir(sys.argv)
-            if named is not None and (ranks.launched_place() or ranks.ALONE).rank == 0:
+            locked = os.environ.get(ranks.LOCKED_ENV) == "1"  # by the train that launched this one
+            if named is not None and (ranks.launched_place() or ranks.ALONE).rank == 0 and not locked:
                 _claimed = RunFolder(named)
                 _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:
@@ -293,3 +306,7 @@ def export() -> None:
         cli_help.print_help("export", sys.argv)
         return
     run_app(_export_task, lambda: _task_started)
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,213 @@
+"""Sharded checkpoints, for runs on several processes: a folder (``checkpoints/last/``) written
+by every process through ``torch.distributed.checkpoint`` (DCP), asynchronously, published whole.
+
+* **What.** The model and optimizer state as ``get_state_dict`` gives it (DDP: whole tensors,
+  written once by DCP's deduplication; FSDP: each process its shards), by name, so a run on
+  another number of processes (or the other strategy) loads it: DCP reshards on load. Only
+  tensors go to DCP; everything else (the optimizer's hyperparameters, the run's state, the
+  random streams of every rank, the config) goes to ``trainrun.pt`` beside the shards, written by
+  ``torch.save`` and read with ``weights_only=True``.
+* **When.** ``dcp.async_save`` copies the state to CPU memory on the training thread (the
+  snapshot, what training pays) and writes on a thread of its own, over a gloo process group of
+  its own (its collectives must not interleave with training's). The next save and the end of
+  the run wait for it.
+* **Whole or not at all.** The shards go to ``.last.<step>.tmp/``; once every process is done
+  (DCP's coordinator wrote ``.metadata``), rank 0 adds ``trainrun.pt`` and renames the folder
+  over ``last/`` (the old one first moves to ``.last.old``, removed after). A kill at any moment
+  leaves the previous checkpoint or the new one whole; :func:`recover` puts back a previous
+  one caught between the two renames.
+* **Trust.** DCP reads its ``.metadata`` with plain ``pickle`` and non-tensor entries with
+  ``torch.load(weights_only=False)``: a hostile folder would run code. :class:`SafeReader` reads
+  ``.metadata`` with an unpickler that builds only DCP's metadata classes, and refuses entries
+  that are not tensors and file names that leave the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.nn import Module
+
+from trainrun.errors import TrainrunError
+
+META = "trainrun.pt"  # the run's state beside the shards (torch.save, read with weights_only=True)
+TENSOR = "<dcp>"  # in trainrun.pt's copy of the state: this leaf's tensor is in the shards
+
+# What DCP's .metadata pickle may build: its own metadata classes, torch's sizes, dtypes and
+# layouts, and the path it records.
+_ALLOWED = {("torch.distributed.checkpoint.metadata", n) for n in (
+    "Metadata", "TensorStorageMetadata", "ChunkStorageMetadata", "TensorProperties", "BytesStorageMetadata",
+    "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+    ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+    ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader, reading ``.metadata`` with :class:`_MetadataUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
+        with open(Path(self.path) / ".metadata", "rb") as f:
+            meta = _MetadataUnpickler(f).load()
+        if not isinstance(meta, dcp_metadata.Metadata):
+            raise pickle.UnpicklingError("its .metadata is not DCP's")
+        if any(not isinstance(m, dcp_metadata.TensorStorageMetadata) for m in meta.state_dict_metadata.values()):
+            raise pickle.UnpicklingError("it holds entries that are not tensors")
+        files = {getattr(info, "relative_path", "") for info in (meta.storage_data or {}).values()}
+        if any(not name or Path(name).name != name for name in files):
+            raise pickle.UnpicklingError("it names files outside its folder")
+        if getattr(meta, "storage_meta", None) is None:
+            meta.storage_meta = dcp_metadata.StorageMeta()
+        meta.storage_meta.load_id = self.load_id
+        return meta
+
+
+# --------------------------------------------------------------------------- the state
+
+
+def split(tree: Any, path: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """The tensors of a nested dict by path (``model/0.weight``), and the dict with each of
+    them replaced by :data:`TENSOR` (what ``trainrun.pt`` keeps)."""
+    if isinstance(tree, torch.Tensor):
+        return {path: tree}, TENSOR
+    if not isinstance(tree, dict):
+        return {}, tree
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[Any, Any] = {}
+    for key, value in tree.items():
+        found, rest[key] = split(value, f"{path}/{key}" if path else str(key))
+        tensors.update(found)
+    return tensors, rest
+
+
+def join(skeleton: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """The inverse of :func:`split`."""
+    if isinstance(skeleton, str) and skeleton == TENSOR:
+        return tensors[path]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    return {k: join(v, tensors, f"{path}/{k}" if path else str(k)) for k, v in skeleton.items()}
+
+
+def state_of(model: Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optimizer_state}
+
+
+def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any) -> None:
+    """Put a sharded checkpoint's model (and optimizer) state into ``model`` (``optimizer``),
+    resharded for this run's processes; no process group: one process reads it whole."""
+    if optimizer is None:
+        template = {"model": model.state_dict()}
+    else:
+        template = state_of(model, optimizer)
+    tensors, _ = split(template)
+    alone = not (dist.is_available() and dist.is_initialized())
+    try:
+        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
+    except pickle.UnpicklingError as err:
+        raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key="resume",
+                            fix="use a checkpoint folder trainrun wrote") from None
+    state = join(skeleton if optimizer is not None else {"model": skeleton["model"]}, tensors)
+    if optimizer is None:
+        model.load_state_dict(state["model"])
+    else:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+# --------------------------------------------------------------------------- the folders
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` folder to ``final``; the previous ``final`` waits as
+    ``.<name>.old`` between the two renames (see :func:`recover`), then goes."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(folder: Path) -> None:
+    """Put back a checkpoint a kill left under ``.<name>.old`` between :func:`publish`'s renames."""
+    if not folder.is_dir():
+        return
+    for old in folder.glob(".*.old"):
+        final = folder / old.name[1:-4]
+        if not final.exists() and (old / META).is_file():
+            os.replace(old, final)
+
+
+def linked_copy(source: Path, target: Path) -> None:
+    """``source``'s files hard-linked into a new ``target`` folder (best.pt and last.pt of one
+    moment share their shards)."""
+    target.mkdir()
+    for item in source.iterdir():
+        os.link(item, target / item.name)
+
+
+class AsyncSave:
+    """One sharded save in flight: DCP's write on every process, then rank 0's publication."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], tmp: Path, group: Any) -> None:
+        self.tmp = tmp
+        self.future = dcp.async_save(tensors, checkpoint_id=str(tmp), process_group=group)
+        self.thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def publish_when_done(self, meta: bytes, finals: list[Path], write: Any) -> None:
+        """Rank 0: once every shard is written, ``trainrun.pt`` and the renames (a thread)."""
+
+        def commit() -> None:
+            try:
+                self.future.result()
+                write(self.tmp / META, meta)
+                for i, final in enumerate(finals):
+                    source = self.tmp if i == len(finals) - 1 else self.tmp.with_name(f"{self.tmp.name}{i}")
+                    if source != self.tmp:
+                        linked_copy(self.tmp, source)
+                    publish(source, final)
+            except BaseException as err:  # raised by wait(), on the training thread
+                self.failure = err
+
+        self.thread = threading.Thread(target=commit, name="trainrun-checkpoint-commit", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Block until this save is written (and, on rank 0, published); raise if it failed."""
+        try:
+            self.future.result()
+        except BaseException as err:
+            self.failure = self.failure or err
+        if self.thread is not None:
+            self.thread.join()
+        if self.failure is not None:
+            raise self.failure
