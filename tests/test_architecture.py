@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "train": 8, "evaluate": 8, "trained": 8, "predict": 8, "export": 8,
     "preflight": 7, "explain": 7, "lr_find": 7, "profiler": 7, "model_summary": 7,
     "engine": 6,
-    "build": 5, "settings": 5,
+    "build": 5, "settings": 5, "parallel": 5,
     "data": 4, "models": 4, "losses": 4, "metrics": 4, "devices": 4, "threads": 4,
     "report": 3,
     "instantiate": 2,

@@ -36,6 +36,7 @@ from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.instantiate import build_from_config, check_steps_alone, takes_flat_samples
 from trainrun.losses import LossPlan, plan_loss
 from trainrun.metrics import MetricSet, build_metrics
+from trainrun.parallel import materialize, wrap
 from trainrun.settings import LoopSettings, loop_settings, resolve_mode
 
 # Data keys trainrun reads itself; the rest of the data node goes to the source.
@@ -69,6 +70,8 @@ class Setup:
     rank: int = 0
     world_size: int = 1
     metrics: MetricSet | None = None  # extra torchmetrics, only when cfg.metrics asks for them
+    strategy: str = "ddp"  # trainer.strategy, with several processes
+    batch_size: int = 0  # per process: data.batch_size, or a resumed run's global batch // processes
 
     @property
     def num_parameters(self) -> int:
@@ -207,10 +210,12 @@ def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None
 
 def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.device, *, train: bool,
                 rank: int, world_size: int, flat: bool = False,
-                check_targets: Callable[[torch.Tensor], None] | None = None) -> Batches | None:
-    """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
+                check_targets: Callable[[torch.Tensor], None] | None = None,
+                batch_size: int | None = None) -> Batches | None:
+    """The batches of one split (``batch_size`` per process); ``flat``: each sample as one vector."""
     if split is None:
         return None
+    batch_size = batch_size or int(cfg.data.batch_size)
     shuffle = train and cfg.data.shuffle
     limit = cfg.trainer.limit_train_batches if train else cfg.trainer.limit_val_batches
     if isinstance(split, tuple):
@@ -218,20 +223,21 @@ def batches_for(split: Any, cfg: DictConfig, loss: LossPlan, device: torch.devic
         if flat:
             x = x.reshape(len(x), -1)
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
-        return TensorBatches(x, y, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
+        return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
                              rank=rank, world_size=world_size, limit=limit)
     return LoaderBatches(
-        split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
+        split, batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, num_workers=cfg.data.num_workers,
         rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
     )
 
 
 def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool = True,
-          fitted: DataInfo | None = None) -> Setup:
+          fitted: DataInfo | None = None, batch_size: int | None = None) -> Setup:
     """Build every object of the run from the composed config. ``training=False`` (``evaluate``)
     skips checking the watched names, which only matter while training; ``fitted`` scales and
-    encodes the data with a trained run's statistics (``evaluate data=...``)."""
+    encodes the data with a trained run's statistics (``evaluate data=...``); ``batch_size``:
+    per process, instead of ``data.batch_size`` (a resume on another number of processes)."""
     trainer = cfg.trainer
     if trainer.threads:
         torch.set_num_threads(trainer.threads)
@@ -240,14 +246,18 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     seed_everything(trainer.seed, trainer.deterministic)
 
     splits, info = load_data(cfg, fitted)
-    raw_model, loss, info, flat = build_model(cfg, info)
-    raw_model.to(device)
-
-    model: nn.Module = raw_model
-    if world_size > 1:  # DDP: gradients are averaged across ranks in backward
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    strategy = text(trainer.strategy) if world_size > 1 else "ddp"
+    meta = strategy == "fsdp" and text(trainer.fsdp.init) == "meta"  # no memory until sharded
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        raw_model, loss, info, flat = build_model(cfg, info)
+    raw_model.to("meta" if meta else device)  # meta: no memory until sharded
+    # DDP: gradients averaged across ranks in backward; FSDP: raw_model sharded in place
+    with phase(f"spreading the model over {world_size} processes (trainer.strategy={strategy})",
+               "trainer.strategy", fix="trainer.strategy=ddp keeps a whole model on each process"):
+        model: nn.Module = wrap(raw_model, strategy, device, world_size, list(trainer.fsdp.shard),
+                                str(trainer.precision))
+        if meta:
+            materialize(raw_model, device)
     if trainer.compile:
         check_compiler(device)
         model = torch.compile(model)
@@ -255,7 +265,9 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
-    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info))
+    batch_size = batch_size or int(cfg.data.batch_size)
+    where = dict(rank=rank, world_size=world_size, flat=flat, check_targets=label_guard(loss, info),
+                 batch_size=batch_size)
     with phase("preparing the batches", "data._target_", section=cfg.data):
         train_batches = batches_for(splits.train, cfg, loss, device, train=True, **where)
         val_batches = batches_for(splits.val, cfg, loss, device, train=False, **where)
@@ -284,5 +296,5 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         loss=loss, raw_model=raw_model, model=model, criterion=loss.criterion.to(device),
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
         train_batches=train_batches, val_batches=val_batches, test_batches=test_batches,
-        rank=rank, world_size=world_size, metrics=metrics,
+        rank=rank, world_size=world_size, metrics=metrics, strategy=strategy, batch_size=batch_size,
     )

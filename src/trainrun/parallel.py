@@ -72,7 +72,8 @@ def materialize(model: nn.Module, device: torch.device) -> None:
         raise TrainrunError(
             f"trainer.fsdp.init=meta builds the model without memory and initializes each layer with its "
             f"reset_parameters(), which {', '.join(missing)} lack(s)",
-            key="trainer.fsdp.init", fix="give those modules a reset_parameters() method, or use trainer.fsdp.init=device")
+            key="trainer.fsdp.init",
+            fix="give those modules a reset_parameters() method, or use trainer.fsdp.init=device")
     model.to_empty(device=device)
     with torch.no_grad():
         for module in model.modules():

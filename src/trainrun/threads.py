@@ -21,8 +21,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 # What a launcher that shares this machine between jobs gives each one (the joblib launcher:
 # usable CPUs // parallel jobs), passed to the processes it starts.
 CPUS_ENV = "TRAINRUN_CPUS"
@@ -111,6 +109,8 @@ def omp_set_by_user() -> bool:
 def choose(configured: int | None, sharing: int = 1) -> Threads:
     """The thread count for this process, applied: ``configured`` (``trainer.threads``) wins,
     then a user's ``OMP_NUM_THREADS``, else usable CPUs // ``sharing`` processes."""
+    import torch  # here: the sweep callback reads usable_cpus() in processes that never train
+
     if configured:
         count, why = int(configured), "trainer.threads"
     elif omp_set_by_user():

@@ -22,7 +22,7 @@ from trainrun.build import Setup, build, owners
 from trainrun.config.checks import check_config
 from trainrun.config.choices import direction, text
 from trainrun.engine.loop import TrainState, fit
-from trainrun.engine.resume import resume
+from trainrun.engine.resume import open_resume, resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 from trainrun.evaluate import test_after_fit
@@ -92,7 +92,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     reporter.show_start(cfg)
     if threads is not None and reporter.mode != "none":  # threads: 1 (2 usable CPUs: ...)
         reporter.info(threads.line())
-    setup = build(cfg, rank=rank, world_size=world_size)
+    resumed = None
+    if cfg.resume:  # before building: the checkpoint's global batch decides this run's batches
+        with phase(f"resuming from resume={cfg.resume}", "resume",
+                   fix="resume from a checkpoint of this run's model and config, or start a new run"):
+            resumed = open_resume(cfg, run_dir, world_size)
+        if resumed is not None and resumed.note and reporter.mode != "none":
+            reporter.info(resumed.note)  # batch: 32 per process x 1 = the checkpoint's global batch
+    setup = build(cfg, rank=rank, world_size=world_size, batch_size=resumed.batch_size if resumed else None)
     if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
         reporter.info(parameter_line(setup.raw_model))
     if cfg.get("model_summary") and rank == 0:  # each layer's output shape on the first batch; changes nothing
@@ -114,7 +121,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: i
     if cfg.resume:
         with phase(f"resuming from resume={cfg.resume}", "resume",
                    fix="resume from a checkpoint of this run's model and config, or start a new run"):
-            resume(setup, state, run_dir, say=reporter.info)
+            resume(setup, state, resumed, say=reporter.info)
     built: dict[str, list[object]] = {}  # logger.<name>._target_ -> the logger, for the boundary
     if rank == 0:  # after the resume: a refused one leaves the run's params.csv (and MLflow) alone
         loggers = make_loggers(cfg, run_dir)

@@ -4,7 +4,7 @@
 on ``python -m trainrun.cli`` with this job's overrides and its run folder pinned, so every
 multi-process run takes the path torchrun users take; torchrun gives each worker a session of
 its own, forwards signals, bounds the shutdown and collects each rank's error. ``train`` keeps
-what a single run has: it holds the run folder's lock (rank 0 does not take it again), forwards
+what a single run has: it holds the run folder's lock (the workers do not take it), forwards
 the signals it receives to the agent, and turns the outcome into rank 0's summary, the first
 failure's paragraph, or the state a signal left. Everything the launch writes (the agent's
 failures, rank 0's summary, torch's per-rank error files) lives in one temporary folder,
@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from trainrun.cli.agent import FAILURES, SIGNALS
 from trainrun.cli.failures import launch_error
 from trainrun.cli.group import device_for
-from trainrun.cli.ranks import LAUNCH_ENV, LOCKED_ENV, SWEEP_JOB_ENV
+from trainrun.cli.ranks import LAUNCH_ENV, SWEEP_JOB_ENV
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 SUMMARY = "summary.json"  # rank 0's summary, in the launch folder
@@ -68,17 +68,15 @@ def worker_overrides(run_dir: Path) -> list[str]:
     return [*flags, *kept, *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
 
 
-def run_devices(cfg: Any, run_dir: Path, devices: int, *, locked: bool) -> dict[str, Any]:
-    """Run ``devices`` workers under torchrun; rank 0's summary. ``locked``: this process holds
-    the run folder's lock (a single run; a sweep's job holds none)."""
+def run_devices(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
+    """Run ``devices`` workers under torchrun; rank 0's summary."""
     if device_for(cfg, 0).type == "cuda" and devices > torch.cuda.device_count():
         raise TrainrunError(
             f"trainer.devices={devices}, but this machine has {torch.cuda.device_count()} CUDA device(s)",
             key="trainer.devices", fix=f"use trainer.devices={torch.cuda.device_count()} or fewer")
     folder = Path(tempfile.mkdtemp(prefix="trainrun-launch-"))
     sweep_job = HydraConfig.get().mode == RunMode.MULTIRUN and not os.environ.get("SUBMITIT_EXECUTOR")
-    env = {**os.environ, LAUNCH_ENV: str(folder), LOCKED_ENV: "1" if locked else "",
-           SWEEP_JOB_ENV: "1" if sweep_job else ""}
+    env = {**os.environ, LAUNCH_ENV: str(folder), SWEEP_JOB_ENV: "1" if sweep_job else ""}
     command = [*python("trainrun.cli.agent"), "--standalone", f"--nproc-per-node={devices}",
                "--max-restarts=0", "--monitor-interval=0.1", f"--log-dir={folder / 'logs'}",
                f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "--no-python",

@@ -61,17 +61,16 @@ def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
         )
 
 
-def launch(cfg: Any, run_dir: Path, *, locked: bool = False) -> dict[str, Any]:
+def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Train as this process's place says: one rank of a launch, the parent of a
-    ``trainer.devices`` launch (``locked``: it holds the run folder's lock), or alone.
-    Returns rank 0's summary."""
+    ``trainer.devices`` launch, or alone. Returns rank 0's summary."""
     place = launched_place()
     if place is not None:
         check_supported(cfg)
         return run_as_rank(cfg, run_dir, place)
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
-        return run_devices(cfg, run_dir, int(cfg.trainer.devices), locked=locked)
+        return run_devices(cfg, run_dir, int(cfg.trainer.devices))
     return run_training(cfg, run_dir, threads=choose(cfg.trainer.threads))
 
 

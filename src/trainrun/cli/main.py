@@ -7,7 +7,8 @@ saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM); 130 also for a second Ctrl-
 once without saving. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
 
 Torch is imported only once the config has composed (inside the task): a typo exits in under a
-second instead of paying torch's import first.
+second instead of paying torch's import first. Long because it holds the four console scripts'
+Hydra tasks side by side, each short; launching is launch.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 
 if __name__ == "__main__":  # python -m trainrun.cli.main: the working folder shadows nothing
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-
 import logging
 import shlex
 import signal
@@ -51,11 +51,9 @@ _claimed: RunFolder | None = None  # a hydra.run.dir named on the command line, 
 
 
 def _report(err: TrainrunError) -> None:
-    """Print the error for a person, and into the run's log; a worker of ``trainer.devices=N``
-    records it for torchrun instead (``train`` reports the launch's first failure)."""
-    if ranks.launched_by_train():
-        record(err)
-        return
+    """Print the error for a person, and into the run's log."""
+    if ranks.launched_by_train():  # a worker of trainer.devices=N: train reports the launch's failure
+        return record(err)
     log.debug("error", exc_info=err)
     print(f"\nError: {err}", file=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -116,8 +114,7 @@ def _train_task(cfg: DictConfig) -> float | None:
             # A failed job is recorded in its summary.json and returns None: the sweep goes on.
             return run_job(cfg, run_dir, launch)
         folder = _claimed or RunFolder(run_dir, new=True)  # Hydra's own name: made just now
-        writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
-        owner = writer and not ranks.launched_by_train()  # else train owns it (and said the overrides)
+        owner = ranks.owns_run_folder()  # one process writes a folder (and says the overrides)
         if owner and text(cfg.trainer.progress) != "none":  # the header's first line
             given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
             log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
@@ -125,7 +122,7 @@ def _train_task(cfg: DictConfig) -> float | None:
             if owner:
                 folder.claim()
             try:
-                summary = launch(cfg, run_dir, locked=owner)
+                summary = launch(cfg, run_dir)
             except TrainrunError:
                 raise
             except Exception as err:  # the last net: whatever no phase caught is still one paragraph
@@ -138,11 +135,10 @@ def _train_task(cfg: DictConfig) -> float | None:
             raise
         finally:
             folder.lock.release()
-        if summary["status"] == "interrupted" and ranks.launched_by_train():
-            sys.exit(128 + signal.Signals[summary["signal"]].value)  # train says how to resume
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
-            log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
-                     f"{resume_command(run_dir)}")
+            if not ranks.launched_by_train():  # else the train that launched it says so
+                log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
+                         f"{resume_command(run_dir)}")
             sys.exit(128 + signal.Signals[summary["signal"]].value)
         return float(summary["objective"]["value"])
 
@@ -183,7 +179,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
         err.config = True
         _report(err)
         folder = _claimed or RunFolder(run_dir, new=True)
-        if (ranks.launched_place() or ranks.ALONE).rank == 0 and not ranks.launched_by_train():
+        if ranks.owns_run_folder():
             folder.give_back(err.exit_code, config_error=True)
         _fail(err, reported=True)
 
@@ -202,8 +198,7 @@ def train() -> None:
         try:
             ranks.pin_run_dir(sys.argv)
             named = named_run_dir(sys.argv)
-            locked = os.environ.get(ranks.LOCKED_ENV) == "1"  # by the train that launched this one
-            if named is not None and (ranks.launched_place() or ranks.ALONE).rank == 0 and not locked:
+            if named is not None and ranks.owns_run_folder():
                 _claimed = RunFolder(named)
                 _claimed.claim()  # before Hydra writes .hydra/ into it
         except TrainrunError as err:

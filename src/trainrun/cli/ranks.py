@@ -57,14 +57,21 @@ def _slurm_master_addr() -> str:
 
 
 # What ``trainer.devices=N``'s train process tells the processes of its launch (environment):
-LAUNCH_ENV = "TRAINRUN_LAUNCH"  # its launch folder (the agent's failures, rank 0's summary)
-LOCKED_ENV = "TRAINRUN_LOCKED"  # "1": it holds the run folder's lock, rank 0 takes it not again
+LAUNCH_ENV = "TRAINRUN_LAUNCH"  # its launch folder (the agent's failures, rank 0's summary); it
+# holds the run folder's lock and reports for the workers
 SWEEP_JOB_ENV = "TRAINRUN_SWEEP_JOB"  # "1": the workers print as a job of a sweep does
 
 
 def launched_by_train() -> bool:
     """Whether this process is a worker of ``trainer.devices=N``: ``train`` reports for it."""
     return bool(os.environ.get(LAUNCH_ENV))
+
+
+def owns_run_folder() -> bool:
+    """Whether this process takes the run folder's lock and says what a run says before it
+    starts: rank 0 of a launch (or the process alone), not a worker of ``trainer.devices=N``."""
+    rank = (launched_place() or ALONE).rank
+    return rank == 0 and not launched_by_train()
 
 
 # This process when no launcher started several: rank 0 of 1.

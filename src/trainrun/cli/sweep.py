@@ -36,6 +36,7 @@ from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
 from trainrun.report.echo import print_config_tree
 from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
+from trainrun.threads import CPUS_ENV, usable_cpus
 
 log = logging.getLogger("trainrun")
 
@@ -97,14 +98,16 @@ def parallel_jobs(n_jobs: int, cpus: int) -> int:
 
 
 def limit_threads(cfg: DictConfig) -> None:
-    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
-    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
+    """Under the joblib launcher, give each job ``usable CPUs // parallel jobs`` torch threads
+    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores; a job's
+    ``trainer.devices`` processes share its CPUs (``TRAINRUN_CPUS``)."""
     if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
         return
-    cpus = os.cpu_count() or 1
+    cpus, _ = usable_cpus()
     jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
     cfg.trainer.threads = max(1, cpus // jobs)
-    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
+    os.environ[CPUS_ENV] = str(cfg.trainer.threads)
+    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} usable CPUs, {jobs} parallel jobs)")
 
 
 def run_job(

@@ -15,7 +15,17 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from trainrun.config.choices import DeviceType, ExportFormat, Mode, OnNonFinite, Progress, Split, direction
+from trainrun.config.choices import (
+    DeviceType,
+    ExportFormat,
+    FsdpInit,
+    Mode,
+    OnNonFinite,
+    Progress,
+    Split,
+    Strategy,
+    direction,
+)
 from trainrun.config.fields import setting
 from trainrun.config.groups import GROUP_SCHEMAS, DataConfig
 
@@ -45,6 +55,18 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class FsdpConfig:
+    """``trainer.strategy=fsdp``'s settings (``trainrun.parallel``)."""
+
+    shard: list[str] = setting(
+        [], "class names of the model's blocks to shard one by one (e.g. [Block]); empty: each module "
+        "that owns parameters (the built-in models' layers)")
+    init: FsdpInit = setting(
+        FsdpInit.device, "device (build whole, then shard) or meta (build without memory, shard, then "
+        "initialize each shard with reset_parameters(): for a model larger than one device)")
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = setting(20, "passes over the training data")
     seed: int = setting(0, "seeds torch, numpy, random and the shuffling")
@@ -56,7 +78,13 @@ class TrainerConfig:
     accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step")
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
     compile: bool = setting(False, "torch.compile the model")
-    devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher")
+    devices: int = setting(
+        1, "processes on this machine; >1 runs the same command under torchrun (torch.distributed.run) "
+        "with that many processes")
+    strategy: Strategy = setting(
+        Strategy.ddp, "with several processes: ddp (a whole model on each) or fsdp (parameters, gradients and "
+        "optimizer state sharded over them, FSDP2)")
+    fsdp: FsdpConfig = setting(FsdpConfig, "the sharding of trainer.strategy=fsdp")
     ddp_timeout_s: float | None = setting(
         None, "under DDP, how long a process waits for the others in any collective before the job fails "
         "naming the process that hung; null: torch's default (30 min with gloo, 10 with nccl)")

@@ -11,12 +11,15 @@ optimizer/scheduler values are reported as not applied (their saved state is res
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.engine.checkpoint import find as find_named
 from trainrun.engine.checkpoint import load, restore
+from trainrun.engine.sharded import META
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
 
@@ -38,19 +41,18 @@ IGNORED = ("resume", "print_config", "model_summary", "explain")
 
 
 def find(resume: str, run_dir: Path) -> Path | None:
-    """The checkpoint ``resume`` points to: ``auto`` (this run folder's last.pt, if any), a
-    checkpoint file, or a run folder (its last.pt)."""
+    """The checkpoint ``resume`` points to: ``auto`` (this run folder's last checkpoint, if
+    any), a checkpoint file or sharded checkpoint folder, or a run folder (its last one)."""
     if resume == "auto":
-        candidate = run_dir / CHECKPOINTS / LAST
-        return candidate if candidate.is_file() else None
+        return find_named(run_dir / CHECKPOINTS, Path(LAST).stem)
     path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / CHECKPOINTS / LAST
-    if not path.is_file():
+    if path.is_dir() and not (path / META).is_file():
+        path = find_named(path / CHECKPOINTS, Path(LAST).stem) or path / CHECKPOINTS / LAST
+    if not (path.is_file() or (path / META).is_file()):
         raise TrainrunError(
             f"resume={resume!r}: no checkpoint at {str(path)!r}",
             key="resume",
-            fix="give a checkpoint file, a run folder holding checkpoints/last.pt, or resume=auto",
+            fix="give a checkpoint file, a run folder holding checkpoints/last.pt (or last/), or resume=auto",
         )
     return path
 
@@ -78,16 +80,25 @@ def under(diff: str, keys: tuple[str, ...]) -> bool:
     return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
 
 
-def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) -> bool:
-    """Load the checkpoint ``cfg.resume`` points to into ``setup`` and ``state``; False when
-    ``resume=auto`` found none (a fresh start)."""
-    cfg = setup.cfg
+@dataclass(frozen=True)
+class Resumed:
+    """A checkpoint found and checked before the run is built: it decides the batch size."""
+
+    path: Path
+    saved: dict[str, Any]
+    batch_size: int  # per process: the checkpoint's global batch over this run's processes
+    note: str | None  # the header line when that differs from data.batch_size
+
+
+def open_resume(cfg: DictConfig, run_dir: Path, world_size: int) -> Resumed | None:
+    """The checkpoint ``cfg.resume`` points to, loaded and compared with ``cfg``; None when
+    ``resume=auto`` found none (a fresh start). Its global batch is kept: on ``world_size``
+    processes each takes ``global // world_size`` samples of every global batch."""
     path = find(str(cfg.resume), run_dir)
     if path is None:
-        say("resume=auto: no checkpoint in this run folder yet, starting fresh")
-        return False
+        return None
     saved = load(path, trust=True)  # compared with this config, never built from
-    blocking, harmless = config_differences(saved["config"], cfg)
+    blocking, _ = config_differences(saved["config"], cfg)
     if blocking:
         raise TrainrunError(
             f"the checkpoint {str(path)!r} was written with a different config:\n    "
@@ -95,16 +106,57 @@ def resume(setup: Any, state: Any, run_dir: Path, say: Callable[[str], None]) ->
             key="resume",
             fix="resume with the config the run started with, or start a new run",
         )
+    layout = saved.get("layout") or {}
+    losses = saved["step_losses"]
+    saved_world = int(layout.get("world_size") or (losses.shape[0] if losses is not None and losses.dim() == 2 else 1))
+    batch = int(saved["config"]["data"]["batch_size"])
+    global_batch = int(layout.get("global_batch") or batch * saved_world)
+    if global_batch % world_size:
+        raise TrainrunError(
+            f"the checkpoint's global batch is {global_batch} samples ({saved_world} process(es) x "
+            f"{global_batch // saved_world}); {world_size} processes cannot share it equally, and another "
+            "global batch would change what the run computes",
+            key="trainer.devices",
+            fix=f"resume with a number of processes that divides {global_batch}: trainer.devices="
+            + "|".join(str(d) for d in range(1, global_batch + 1) if global_batch % d == 0 and d <= 64))
+    per_process = global_batch // world_size
+    note = None
+    if per_process != int(cfg.data.batch_size):
+        note = (f"batch: {per_process} per process x {world_size} = the checkpoint's global batch of {global_batch} "
+                f"(data.batch_size={cfg.data.batch_size} was per process on {saved_world})")
+    return Resumed(path, saved, per_process, note)
+
+
+def resume(setup: Any, state: Any, resumed: Resumed | None, say: Callable[[str], None]) -> bool:
+    """Load the checkpoint :func:`open_resume` found into ``setup`` and ``state``; False when
+    there was none (a fresh start)."""
+    cfg = setup.cfg
+    if resumed is None:
+        say("resume=auto: no checkpoint in this run folder yet, starting fresh")
+        return False
+    path, saved = resumed.path, resumed.saved
+    _, harmless = config_differences(saved["config"], cfg)
+    batches = (saved.get("layout") or {}).get("batches")
+    if batches and batches != len(setup.train_batches):
+        raise TrainrunError(
+            f"the checkpoint's epochs had {batches} global batches; on {setup.world_size} processes this run "
+            f"has {len(setup.train_batches)} (an epoch's last, short global batch needs a sample on every "
+            "process), so its epochs would differ",
+            key="trainer.devices",
+            fix=f"resume with trainer.devices={saved['layout']['world_size']} or fewer")
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
-    restore(setup, state, saved)
+    restore(setup, state, saved, path)
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
+        epochs = saved["config"]["trainer"]["epochs"]
+        changed = "trainer.epochs changed" if epochs != setup.settings.epochs else \
+            "the steps per epoch changed: data.batch_size, trainer.accumulate_grad_batches or data"
         raise TrainrunError(
             f"the checkpoint's {type(setup.scheduler).__name__} was built for {saved_steps} steps; "
-            f"this config needs {planned_steps} (trainer.epochs changed), and that schedule "
+            f"this config needs {planned_steps} ({changed}), and that schedule "
             "cannot be stretched after the fact",
-            key="trainer.epochs",
-            fix=f"resume with trainer.epochs={saved['config']['trainer']['epochs']}, or start a new run",
+            key="trainer.epochs" if epochs != setup.settings.epochs else "resume",
+            fix=f"resume with trainer.epochs={epochs} and the run's own batches, or start a new run",
         )
     epochs = setup.settings.epochs
     if state.epoch >= epochs:

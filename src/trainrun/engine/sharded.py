@@ -28,6 +28,7 @@ import os
 import pickle
 import shutil
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,13 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint import metadata as dcp_metadata
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+    set_state_dict,
+)
 from torch.nn import Module
 
 from trainrun.errors import TrainrunError
@@ -113,16 +120,16 @@ def state_of(model: Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 
 
 def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any) -> None:
-    """Put a sharded checkpoint's model (and optimizer) state into ``model`` (``optimizer``),
-    resharded for this run's processes; no process group: one process reads it whole."""
-    if optimizer is None:
-        template = {"model": model.state_dict()}
-    else:
-        template = state_of(model, optimizer)
+    """Put a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``,
+    resharded for this run's processes (every process calls it); without ``optimizer``, the
+    whole model into one process's ``model`` (evaluate, predict, export, test after fit)."""
+    template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
-    alone = not (dist.is_available() and dist.is_initialized())
+    alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
     try:
-        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
     except pickle.UnpicklingError as err:
         raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key="resume",
                             fix="use a checkpoint folder trainrun wrote") from None
@@ -131,6 +138,32 @@ def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Pa
         model.load_state_dict(state["model"])
     else:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def read_whole(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded checkpoint, whole, in this process, by path (``model/0.weight``,
+    ``optimizer/state/0.weight/exp_avg``): its consolidation."""
+    meta = SafeReader(folder).read_metadata()
+    tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
+               if isinstance(m, dcp_metadata.TensorStorageMetadata)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=True)
+    return tensors
+
+
+def whole_into_shards(model: Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
+                      optimizer_state: dict[str, Any]) -> None:
+    """A one-process checkpoint (``last.pt``: whole tensors, the optimizer's state by parameter
+    index) into an FSDP model's shards: indices become names in the optimizer's parameter order."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {"state": {order[int(i)]: value for i, value in optimizer_state["state"].items()},
+               "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]}
+                                for g in optimizer_state["param_groups"]]}
+    whole = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=whole)
+    set_optimizer_state_dict(model, optimizer, by_name, options=whole)
 
 
 # --------------------------------------------------------------------------- the folders
@@ -195,6 +228,7 @@ class AsyncSave:
                     if source != self.tmp:
                         linked_copy(self.tmp, source)
                     publish(source, final)
+                    final.with_suffix(".pt").unlink(missing_ok=True)  # a one-process one of the name: older
             except BaseException as err:  # raised by wait(), on the training thread
                 self.failure = err
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from trainrun.engine.checkpoint import CheckpointWriter
 from trainrun.engine.collectives import all_reduce_max
+from trainrun.engine.writer import CheckpointWriter
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import BEST, LAST
 from trainrun.settings import EarlyStopping, LoopSettings
