@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from trainrun.cli.failures import launch_error
-from trainrun.engine import sharded
+from trainrun.engine import publish, sharded
 from trainrun.engine.collectives import rank_row
 from trainrun.engine.history import HistoryStore, append, rows_of
 from trainrun.errors import TrainrunError
@@ -97,7 +97,7 @@ def test_split_keeps_only_tensors_for_dcp():
 
 def make_folder(path: Path, marker: str) -> Path:
     path.mkdir()
-    (path / sharded.META).write_text(marker)
+    (path / publish.META).write_text(marker)
     (path / "__0_0.distcp").write_text(marker)
     return path
 
@@ -105,8 +105,8 @@ def make_folder(path: Path, marker: str) -> Path:
 def test_a_folder_is_published_whole_and_a_kill_between_renames_is_recovered(tmp_path, monkeypatch):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
-    sharded.publish(make_folder(checkpoints / ".last.1.tmp", "one"), checkpoints / "last")
-    assert (checkpoints / "last" / sharded.META).read_text() == "one"
+    publish.publish(make_folder(checkpoints / ".last.1.tmp", "one"), checkpoints / "last")
+    assert (checkpoints / "last" / publish.META).read_text() == "one"
     # killed between moving the previous one aside and moving the new one in
     replace = os.replace
     calls = []
@@ -117,15 +117,15 @@ def test_a_folder_is_published_whole_and_a_kill_between_renames_is_recovered(tmp
             raise KeyboardInterrupt  # stands for SIGKILL: nothing after it runs
         return replace(src, dst)
 
-    monkeypatch.setattr(sharded.os, "replace", killed_at_second)
+    monkeypatch.setattr(publish.os, "replace", killed_at_second)
     with pytest.raises(KeyboardInterrupt):
-        sharded.publish(make_folder(checkpoints / ".last.2.tmp", "two"), checkpoints / "last")
-    monkeypatch.setattr(sharded.os, "replace", replace)
+        publish.publish(make_folder(checkpoints / ".last.2.tmp", "two"), checkpoints / "last")
+    monkeypatch.setattr(publish.os, "replace", replace)
     assert not (checkpoints / "last").exists()
-    sharded.recover(checkpoints)  # the next start (or resume's lookup) puts the previous one back
-    assert (checkpoints / "last" / sharded.META).read_text() == "one"
-    sharded.publish(checkpoints / ".last.2.tmp", checkpoints / "last")
-    assert (checkpoints / "last" / sharded.META).read_text() == "two"
+    publish.recover(checkpoints)  # the next start (or resume's lookup) puts the previous one back
+    assert (checkpoints / "last" / publish.META).read_text() == "one"
+    publish.publish(checkpoints / ".last.2.tmp", checkpoints / "last")
+    assert (checkpoints / "last" / publish.META).read_text() == "two"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last"]
 
 

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from trainrun.build import Batches, Setup, build, build_model
 from trainrun.config.choices import text
@@ -37,7 +36,6 @@ from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import find, load
 from trainrun.engine.history import rows_of
 from trainrun.engine.loop import eval_epoch
-from trainrun.engine.sharded import load_into
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import CHECKPOINTS, EVAL_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
 from trainrun.metrics import build_metrics
@@ -105,6 +103,8 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
     sharded_model = setup.world_size > 1 and setup.strategy == "fsdp"
     in_memory = None
     if found is None and sharded_model:  # a collective: every rank gives its shards to rank 0
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
         in_memory = get_model_state_dict(setup.raw_model, options=StateDictOptions(full_state_dict=True,
                                                                                   cpu_offload=True))
     if setup.rank != 0:
@@ -114,6 +114,8 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
     if found is not None:  # the writer has finished: train closed it before the summary
         saved = load(found, key="trainer.test_after_fit", trust=True)  # this run's own; builds nothing
         if (saved.get("layout") or {}).get("sharded"):
+            from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
+
             load_into(model, None, found, {"model": saved["model_names"]})
         else:
             model.load_state_dict(saved["model"])

@@ -36,6 +36,11 @@ def wrap(raw_model: nn.Module, strategy: str, device: torch.device, world_size: 
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if precision == "fp16":
+        raise TrainrunError(
+            "trainer.precision=fp16 is not supported with trainer.strategy=fsdp: its gradient scaler "
+            "would decide on each shard alone whether to skip a step, and the shards would drift apart",
+            key="trainer.precision", fix="use trainer.precision=bf16 with FSDP (no scaler needed)")
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

@@ -23,7 +23,7 @@ from trainrun.config.schemas import TrainConfig
 from trainrun.data.fitted import from_payload
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import find, load
-from trainrun.engine.sharded import META, load_into
+from trainrun.engine.publish import META
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, LAST
 
@@ -54,6 +54,8 @@ class Trained:
                    fix=f"give data shaped like the training data{shape}" if new_data else
                    "use a checkpoint that trainrun wrote for this run, unchanged"):
             if (self.saved.get("layout") or {}).get("sharded"):  # several processes' shards, gathered here
+                from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
+
                 load_into(model, None, self.file, {"model": self.saved["model_names"]})
             else:
                 model.load_state_dict(self.saved["model"])

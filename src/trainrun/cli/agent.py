@@ -29,11 +29,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
-from trainrun.cli.ranks import LAUNCH_ENV, die_with_parent
-
-# The signals a run stops on (trainrun.engine.stop.Signals) and the ones torchrun forwards.
-SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
-FAILURES = "failures.json"
+from trainrun.cli.ranks import FAILURES, LAUNCH_ENV, SIGNALS, die_with_parent
 
 
 def _handler(received: set[int]):

@@ -31,10 +31,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from trainrun.cli.agent import FAILURES, SIGNALS
 from trainrun.cli.failures import launch_error
 from trainrun.cli.group import device_for
-from trainrun.cli.ranks import LAUNCH_ENV, SWEEP_JOB_ENV
+from trainrun.cli.ranks import FAILURES, LAUNCH_ENV, SIGNALS, SWEEP_JOB_ENV
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 SUMMARY = "summary.json"  # rank 0's summary, in the launch folder

@@ -74,6 +74,11 @@ def owns_run_folder() -> bool:
     return rank == 0 and not launched_by_train()
 
 
+# The agent of trainer.devices=N writes its workers' failures here (in the launch folder), and
+# these are the signals a run stops on, which train forwards and torchrun passes on.
+FAILURES = "failures.json"
+SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
 # This process when no launcher started several: rank 0 of 1.
 ALONE = Place(rank=0, world_size=1, local_rank=0, local_world_size=1, launcher="none")
 

@@ -35,8 +35,8 @@ from trainrun.data.fitted import to_payload
 from trainrun.engine.collectives import rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.history import rows_of
+from trainrun.engine.publish import META, recover
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
-from trainrun.engine.sharded import META, load_into, recover, whole_into_shards
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 
@@ -248,11 +248,14 @@ def restore(setup: Any, state: Any, saved: dict[str, Any], source: Path) -> None
             key="resume",
             fix="resume with the batch size and trainer.devices the run started with",
         )
-    if (saved.get("layout") or {}).get("sharded"):
-        load_into(setup.raw_model, setup.optimizer, source,
-                  {"model": saved["model_names"], "optimizer": saved["optimizer"]})
-    elif setup.world_size > 1 and setup.strategy == "fsdp":
-        whole_into_shards(setup.raw_model, setup.optimizer, saved["model"], saved["optimizer"])
+    if (saved.get("layout") or {}).get("sharded") or (setup.world_size > 1 and setup.strategy == "fsdp"):
+        from trainrun.engine import sharded  # DCP takes seconds to import: only where it is used
+
+        if (saved.get("layout") or {}).get("sharded"):
+            sharded.load_into(setup.raw_model, setup.optimizer, source,
+                              {"model": saved["model_names"], "optimizer": saved["optimizer"]})
+        else:
+            sharded.whole_into_shards(setup.raw_model, setup.optimizer, saved["model"], saved["optimizer"])
     else:
         setup.raw_model.load_state_dict(saved["model"])
         setup.optimizer.load_state_dict(saved["optimizer"])

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.engine.checkpoint import find as find_named
 from trainrun.engine.checkpoint import load, restore
-from trainrun.engine.sharded import META
+from trainrun.engine.publish import META
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
 

@@ -24,9 +24,7 @@ by every process through ``torch.distributed.checkpoint`` (DCP), asynchronously,
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -46,9 +44,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn import Module
 
+from trainrun.engine.publish import META, linked_copy, publish
 from trainrun.errors import TrainrunError
 
-META = "trainrun.pt"  # the run's state beside the shards (torch.save, read with weights_only=True)
 TENSOR = "<dcp>"  # in trainrun.pt's copy of the state: this leaf's tensor is in the shards
 
 # What DCP's .metadata pickle may build: its own metadata classes, torch's sizes, dtypes and
@@ -164,47 +162,6 @@ def whole_into_shards(model: Module, optimizer: torch.optim.Optimizer, model_sta
     whole = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_state, options=whole)
     set_optimizer_state_dict(model, optimizer, by_name, options=whole)
-
-
-# --------------------------------------------------------------------------- the folders
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``final``; the previous ``final`` waits as
-    ``.<name>.old`` between the two renames (see :func:`recover`), then goes."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover(folder: Path) -> None:
-    """Put back a checkpoint a kill left under ``.<name>.old`` between :func:`publish`'s renames."""
-    if not folder.is_dir():
-        return
-    for old in folder.glob(".*.old"):
-        final = folder / old.name[1:-4]
-        if not final.exists() and (old / META).is_file():
-            os.replace(old, final)
-
-
-def linked_copy(source: Path, target: Path) -> None:
-    """``source``'s files hard-linked into a new ``target`` folder (best.pt and last.pt of one
-    moment share their shards)."""
-    target.mkdir()
-    for item in source.iterdir():
-        os.link(item, target / item.name)
 
 
 class AsyncSave:

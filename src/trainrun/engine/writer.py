@@ -32,7 +32,6 @@ from omegaconf import OmegaConf
 from trainrun.engine import checkpoint
 from trainrun.engine.collectives import all_reduce_sum, gather_objects, gather_rows
 from trainrun.engine.history import HISTORY, HistoryStore, append
-from trainrun.engine.sharded import AsyncSave, split, state_of
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
 
@@ -54,7 +53,7 @@ class CheckpointWriter:
         self._history = HistoryStore(folder / HISTORY)
         self._history_started = False  # on the background thread: the first write replaces the file
         self._background = BackgroundWrites("trainrun-checkpoints", self._write)
-        self._saving: AsyncSave | None = None
+        self._saving: Any = None  # the sharded save in flight (sharded.AsyncSave)
         self._group: Any = None
         self._count = 0
         if self.writes:
@@ -92,6 +91,8 @@ class CheckpointWriter:
         self.seconds += time.perf_counter() - started
 
     def _save_shards(self, state: Any, losses: Any, sums: Any, names: list[str]) -> None:
+        from trainrun.engine.sharded import AsyncSave, split, state_of  # DCP: seconds to import
+
         setup = self.setup
         rngs = gather_objects(checkpoint.rng_state(), setup.world_size)
         if self._group is None:  # DCP's collectives run on its thread: a process group of their own
