@@ -34,7 +34,7 @@ from benchmark import COMMON, WORKLOADS, QuietReporter  # this folder's
 from hydra import compose, initialize_config_dir
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from trainrun.build import Setup, build
+from trainrun.build.setup import Setup, build
 from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.data.batches import TensorBatches

@@ -51,7 +51,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tutorial_loop import tutorial_epoch  # this folder's: the loop written once
 
-from trainrun.build import Setup, build
+from trainrun.build.setup import Setup, build
 from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.engine.loop import TrainState, fit, train_epoch

@@ -4,7 +4,7 @@
     python scripts/gen_config_docs.py           # rewrite the file
     python scripts/gen_config_docs.py --check   # exit 1 if the file is out of date
 
-tests/test_docs.py runs the same comparison, so a schema key or an option added without
+tests/unit/test_docs.py runs the same comparison, so a schema key or an option added without
 regenerating fails the tests.
 """
 

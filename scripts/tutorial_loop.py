@@ -1,5 +1,5 @@
 """The tutorial loop, written once: the training epoch every PyTorch tutorial shows, against
-which trainrun is held. ``tests/test_fidelity.py`` asserts that trainrun's loop ends with
+which trainrun is held. ``tests/e2e/test_fidelity.py`` asserts that trainrun's loop ends with
 bit-identical weights; ``scripts/benchmark.py`` times it as the "tutorial" variant. Both feed it
 batches in trainrun's order (slices in the test, a DataLoader in the benchmark).
 """

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
@@ -19,25 +22,12 @@ TOYS = Path(__file__).resolve().parent / "toys.py"
 sys.path.insert(0, str(REPO / "scripts"))  # tutorial_loop.py: the loop the fidelity test holds trainrun to
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--runslow", action="store_true", default=False,
-        help="also run tests marked slow (end-to-end runs, DDP, SLURM); CI runs with this",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Under pytest-xdist (-n auto) the SLURM tests share one worker, hence one cluster: the
     # session fixture of another worker would otherwise stop it under their feet.
     for item in items:
         if "slurm" in item.keywords:
             item.add_marker(pytest.mark.xdist_group("slurm"))
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow (CI does)")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -220,3 +210,68 @@ def slurm_cluster():
 
             warnings.warn(f"scripts/slurm_down.sh failed (exit {down.returncode}):\n"
                           f"{down.stdout[-3000:]}\n{down.stderr[-3000:]}", stacklevel=1)
+
+
+def shadow(tmp_path: Path, *packages: str) -> dict[str, str]:
+    """An environment where importing ``packages`` fails, as if they were not installed."""
+    root = tmp_path / "shadow"
+    for name in packages:
+        (root / name).mkdir(parents=True)
+        (root / name / "__init__.py").write_text(f'raise ImportError("no module named {name} (hidden by the test)")\n')
+    return {"PYTHONPATH": str(root)}
+
+
+def compose_command(command: str, placeholder: str) -> None:
+    """Compose ``train ...`` / ``evaluate ...`` / ``predict ...`` / ``export-model ...`` as Hydra
+    would (the first job of a sweep), with ``<...>`` placeholders replaced by ``placeholder``;
+    raises if it does not compose."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainrun.config import config_dir
+    from trainrun.config.schemas import register
+
+    register()
+    words = shlex.split(re.sub(r"<[^>]+>", placeholder, command))
+    name, overrides = words[0], [w for w in words[1:] if not w.startswith("-")]
+    name = {"export-model": "export"}.get(name, name)  # the console script's config
+    first = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() \
+            else override.get_value_element_as_str()
+        first.append(f"{override.get_key_element()}={value}")  # the key keeps a + prefix
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        compose(name, overrides=first)
+
+
+@pytest.fixture
+def shapes_folder(tmp_path):
+    (tmp_path / "shapes.py").write_text(helpers.MODELS)
+    (tmp_path / "userdata.py").write_text(helpers.DATASET)
+    return tmp_path
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    sentinel = tmp_path / "code-ran"
+    monkeypatch.setenv("SENTINEL", str(sentinel))
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": {"w": torch.zeros(2)}, "hook": helpers.Evil()}, path)
+    return path, sentinel
+
+
+@pytest.fixture
+def torch_gen():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def launcher_free_env(monkeypatch):
+    """A private copy of the environment without any launcher's variables."""
+    from trainrun.cli import ranks
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
+           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    monkeypatch.setattr(ranks.os, "environ", env)
+    return env

@@ -2,7 +2,7 @@
 
 ``python -m`` puts the current folder first on ``sys.path``; it is taken off before anything
 else is imported, so a ``numpy.py`` lying there cannot run (user modules stay importable: see
-``trainrun.instantiate.user_folder_importable``).
+``trainrun.targets.user_folder_importable``).
 """
 
 import os

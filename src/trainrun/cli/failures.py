@@ -92,7 +92,7 @@ def record(err: TrainrunError, *, hung: bool = False) -> None:
     if not path:
         return
     timed_out = _matching(err, _TIMEOUT)
-    info = {"message": err.message, "key": err.key, "fix": err.fix, "exit_code": err.exit_code,
+    info: dict[str, Any] = {"message": err.message, "key": err.key, "fix": err.fix, "exit_code": err.exit_code,
             "time": time.time(), "what": _what(err.message), "hung": hung,
             "timed_out": _plain(timed_out) if timed_out is not None else None,
             "peer_lost": _matching(err, _PEER_LOST) is not None}

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trainrun.build.devices import resolve_device
 from trainrun.cli.failures import GRACE_S, record
 from trainrun.cli.ranks import Place
 from trainrun.config.choices import text
-from trainrun.devices import resolve_device
 from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
 
 

@@ -2,7 +2,7 @@
 
 A run is one of three kinds, decided by :func:`launch`:
 
-* **alone** (``trainer.devices=1``, no launcher around): ``run_training`` in this process;
+* **alone** (``trainer.devices=1``, no launcher around): ``commands.train.run`` in this process;
 * **the parent of a launch** (``trainer.devices=N``): :mod:`trainrun.cli.devices` runs the same
   command under torchrun and brings back rank 0's summary;
 * **one rank of a group a launcher started**: torchrun (``trainer.devices=N``'s or the user's),
@@ -11,7 +11,7 @@ A run is one of three kinds, decided by :func:`launch`:
   ``ranks.pin_run_dir``, join the process group (:mod:`trainrun.cli.group`), and only rank 0
   prints and writes.
 
-Each kind chooses its torch threads the same way (:mod:`trainrun.threads`).
+Each kind chooses its torch threads the same way (:mod:`trainrun.build.threads`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from typing import Any
 
 import torch.distributed as dist
 
+from trainrun.build.threads import choose
 from trainrun.cli.devices import SUMMARY, run_devices
 from trainrun.cli.failures import reworded
 from trainrun.cli.group import process_group, sharing_cpus
 from trainrun.cli.ranks import LAUNCH_ENV, Place, die_with_parent, launched_place
+from trainrun.commands import train
 from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
-from trainrun.threads import choose
-from trainrun.train import run_training
 
 
 def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
     try:
         with process_group(cfg, place):
             threads = choose(cfg.trainer.threads, sharing_cpus())
-            summary = run_training(cfg, run_dir, rank=place.rank, world_size=place.world_size, threads=threads)
+            summary = train.run(cfg, run_dir, rank=place.rank, world_size=place.world_size, threads=threads)
             if place.rank == 0 and os.environ.get(LAUNCH_ENV):  # for the train process that launched it
                 (Path(os.environ[LAUNCH_ENV]) / SUMMARY).write_text(json.dumps(summary))
             if summary["status"] == "interrupted":  # leave together: a rank that exits 128+N
@@ -71,7 +71,7 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
         return run_devices(cfg, run_dir, int(cfg.trainer.devices))
-    return run_training(cfg, run_dir, threads=choose(cfg.trainer.threads))
+    return train.run(cfg, run_dir, threads=choose(cfg.trainer.threads))
 
 
 def check_supported(cfg: Any) -> None:

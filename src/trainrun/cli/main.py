@@ -7,8 +7,7 @@ saved ``last.pt`` (130 for Ctrl-C, 143 for SIGTERM); 130 also for a second Ctrl-
 once without saving. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
 
 Torch is imported only once the config has composed (inside the task): a typo exits in under a
-second instead of paying torch's import first. Long because it holds the four console scripts'
-Hydra tasks side by side, each short; launching is launch.py's.
+second instead of paying torch's import first.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import sys
 if __name__ == "__main__":  # python -m trainrun.cli.main: the working folder shadows nothing
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 import logging
-import shlex
 import signal
 import time
 from pathlib import Path
@@ -33,11 +31,12 @@ from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
 from trainrun.cli.failures import record
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
+from trainrun.cli.ranks import resume_command
 from trainrun.cli.run_folder import RunFolder, named_run_dir
 from trainrun.config import config_dir
-from trainrun.config.checks import check_config
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
+from trainrun.config.values import check_config
 from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
 
 log = logging.getLogger("trainrun")
@@ -69,32 +68,6 @@ def _fail(err: TrainrunError, reported: bool = False) -> None:
     if full_errors():
         raise err
     sys.exit(err.exit_code)
-
-
-def resume_command(run_dir: Path, overrides: list[str] | None = None,
-                   place: ranks.Place | None = None) -> str:
-    """The command that continues this run in its own folder, started the way this one was:
-    under torchrun or srun the same number of processes (a checkpoint saved mid-epoch resumes
-    only with them). Defaults: this job's overrides and place."""
-    if overrides is None:
-        overrides = list(HydraConfig.get().overrides.task)
-    place = place or ranks.launched_place() or ranks.ALONE
-    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    args = [f"hydra.run.dir={run_dir}", "resume=auto", *kept]
-    nodes = max(1, place.world_size // place.local_world_size)
-    if place.launcher == "torchrun" and nodes == 1:
-        start = ["torchrun", "--standalone", f"--nproc_per_node={place.local_world_size}", "-m", "trainrun.cli"]
-    elif place.launcher == "torchrun":
-        start = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={place.local_world_size}",
-                 "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:PORT", "--rdzv-id=NEW_ID", "-m", "trainrun.cli"]
-    elif place.launcher == "slurm":
-        start = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={place.local_world_size}", "train"]
-    else:
-        start = ["train"]
-    command = " ".join([*start, *(shlex.quote(w) for w in args)])
-    if place.launcher == "torchrun" and nodes > 1:
-        command += "\n  (on every node, with your rendezvous endpoint and a new id)"
-    return command
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
@@ -171,7 +144,7 @@ def _check_hydra_settings() -> None:
 
 def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
     """The value checks, before torch is imported: a wrong value exits in about a second. (A
-    sweep's jobs check theirs in run_training, where a failure is recorded as the job's.)"""
+    sweep's jobs check theirs in commands.train.run, where a failure is recorded as the job's.)"""
     try:
         _check_hydra_settings()
         check_config(cfg)
@@ -226,16 +199,16 @@ def _evaluate_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.evaluate import evaluate_checkpoint  # torch: once the config composed
+        from trainrun.commands import evaluate as command  # torch: once the config composed
 
         try:
-            evaluate_checkpoint(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _fail(err)
 
 
 def evaluate() -> None:
-    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.evaluate``,
+    """Console script ``evaluate``: score a run's checkpoint on one split (``trainrun.commands.evaluate``,
     primary config ``configs/evaluate.yaml``). Exit statuses as for ``train``: 0 done, 2 a config
     or input error (a missing run folder, checkpoint or split)."""
     if cli_help.wants_help(sys.argv):
@@ -249,13 +222,13 @@ def _predict_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.predict import predict as run_predict  # torch: once the config composed
+        from trainrun.commands import predict as command  # torch: once the config composed
 
         # A predict that fails leaves no folder without predictions (unless the folder was named
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            run_predict(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -266,7 +239,7 @@ _named_existed = False  # predict: whether hydra.run.dir=... named a folder that
 
 
 def predict() -> None:
-    """Console script ``predict``: a trained run's model on new data (``trainrun.predict``,
+    """Console script ``predict``: a trained run's model on new data (``trainrun.commands.predict``,
     primary config ``configs/predict.yaml``), ``predictions.csv`` in a run folder of its own.
     Exit statuses: 0 done, 2 a config or input error."""
     if cli_help.wants_help(sys.argv):
@@ -283,18 +256,18 @@ def _export_task(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
     with as_user_set():
-        from trainrun.export import export as run_export  # torch: once the config composed
+        from trainrun.commands import export_model as command  # torch: once the config composed
 
         try:
-            run_export(cfg)
+            command.run(cfg)
         except TrainrunError as err:
             _fail(err)
 
 
-def export() -> None:
+def export_model() -> None:
     """Console script ``export-model`` (not ``export``: a shell builtin of that name would take the
     command line): a trained run's network as safetensors, TorchScript, a
-    ``torch.export`` program or ONNX (``trainrun.export``, primary config ``configs/export.yaml``).
+    ``torch.export`` program or ONNX (``trainrun.commands.export_model``, primary config ``configs/export.yaml``).
     Exit statuses: 0 done, 2 a config or input error, 1 an export that failed or did not
     reproduce the checkpoint's outputs."""
     if cli_help.wants_help(sys.argv):

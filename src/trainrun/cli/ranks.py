@@ -13,12 +13,15 @@ import ctypes
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
 
 from trainrun.cli.run_folder import BEFORE_TRAINING
 from trainrun.errors import TrainrunError
@@ -129,6 +132,32 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         return
     if os.getppid() == 1:  # the parent ended before the line above
         os._exit(128 + int(sig))
+
+
+def resume_command(run_dir: Path, overrides: list[str] | None = None,
+                   place: Place | None = None) -> str:
+    """The command that continues this run in its own folder, started the way this one was
+    (under torchrun or srun, with the same number of processes; another number resumes too,
+    keeping the global batch). Defaults: this job's overrides and place."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task)
+    place = place or launched_place() or ALONE
+    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    args = [f"hydra.run.dir={run_dir}", "resume=auto", *kept]
+    nodes = max(1, place.world_size // place.local_world_size)
+    if place.launcher == "torchrun" and nodes == 1:
+        start = ["torchrun", "--standalone", f"--nproc_per_node={place.local_world_size}", "-m", "trainrun.cli"]
+    elif place.launcher == "torchrun":
+        start = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={place.local_world_size}",
+                 "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:PORT", "--rdzv-id=NEW_ID", "-m", "trainrun.cli"]
+    elif place.launcher == "slurm":
+        start = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={place.local_world_size}", "train"]
+    else:
+        start = ["train"]
+    command = " ".join([*start, *(shlex.quote(w) for w in args)])
+    if place.launcher == "torchrun" and nodes > 1:
+        command += "\n  (on every node, with your rendezvous endpoint and a new id)"
+    return command
 
 
 def shared_run_name(needed: str = "hydra.run.dir") -> str | None:

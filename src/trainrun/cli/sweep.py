@@ -31,12 +31,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainrun.build.threads import CPUS_ENV, usable_cpus
 from trainrun.config.choices import direction
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
 from trainrun.report.echo import print_config_tree
 from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
-from trainrun.threads import CPUS_ENV, usable_cpus
 
 log = logging.getLogger("trainrun")
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from trainrun.config.choices import Head, Interval, Mode, Targets, Task
-from trainrun.config.fields import setting
+from trainrun.config.fields import at_least, fraction, greater_than, open_unit, seed, setting, sizes
+from trainrun.config.loggers import (
+    CsvLoggerConfig,
+    MLflowLoggerConfig,
+    TensorBoardLoggerConfig,
+    WandbLoggerConfig,
+)
 
 # --------------------------------------------------------------------------- data
 
@@ -27,16 +33,17 @@ class DataConfig:
 
     _target_: str = setting(MISSING, "the source: a callable returning (X, y) arrays, or a torch Dataset")
     task: Task = setting(Task.auto, "auto (from the targets), regression, binary or multiclass")
-    batch_size: int = setting(32, "samples per batch (per process under DDP)")
-    val_fraction: float = setting(0.2, "share of the samples held out for validation")
-    test_fraction: float = setting(0.0, "share of the samples held out for test (evaluate split=test)")
+    batch_size: int = setting(32, "samples per batch (per process under DDP)", check=at_least(1))
+    val_fraction: float = setting(0.2, "share of the samples held out for validation", check=fraction())
+    test_fraction: float = setting(0.0, "share of the samples held out for test (evaluate split=test)",
+                                   check=fraction())
     standardize: bool = setting(True, "scale features (and regression targets) with train-split statistics")
     shuffle: bool = setting(True, "a new order of the training samples every epoch")
-    seed: int = setting(0, "seeds the split into train/val/test")
+    seed: int = setting(0, "seeds the split into train/val/test", check=seed())
     image_shape: list[int] | None = setting(
-        None, "reshape each flat sample to this shape (e.g. [1, 8, 8] for digits under model=cnn)")
+        None, "reshape each flat sample to this shape (e.g. [1, 8, 8] for digits under model=cnn)", check=sizes())
     num_workers: int = setting(
-        0, "only for the DataLoader path (user Datasets); in-memory data is sliced, not loaded")
+        0, "only for the DataLoader path (user Datasets); in-memory data is sliced, not loaded", check=at_least(0))
 
 
 @dataclass
@@ -49,10 +56,10 @@ class SklearnDataConfig(DataConfig):
 class SyntheticDataConfig(DataConfig):
     _target_: str = "trainrun.data.sources.make_synthetic"
     task: Task = setting(Task.multiclass, "multiclass, binary or regression")
-    n_samples: int = setting(1000, "rows generated")
-    n_features: int = setting(20, "features per row")
-    num_classes: int = setting(3, "classes (multiclass)")
-    noise: float = setting(0.1, "label noise (classification) or target noise (regression)")
+    n_samples: int = setting(1000, "rows generated", check=at_least(2))
+    n_features: int = setting(20, "features per row", check=at_least(1))
+    num_classes: int = setting(3, "classes (multiclass)", check=at_least(2))
+    noise: float = setting(0.1, "label noise (classification) or target noise (regression)", check=at_least(0))
 
 
 @dataclass
@@ -91,24 +98,24 @@ class ModelConfig:
 
 @dataclass
 class MLPConfig(ModelConfig):
-    _target_: str = "trainrun.models.MLP"
-    hidden: list[int] = setting([128], "hidden layer widths, e.g. [60, 30]")
+    _target_: str = "trainrun.build.models.MLP"
+    hidden: list[int] = setting([128], "hidden layer widths, e.g. [60, 30]", check=sizes())
     activation: str = setting("relu", "relu, tanh, gelu, sigmoid, ...")
-    dropout: float = setting(0.0, "dropout after each hidden layer")
+    dropout: float = setting(0.0, "dropout after each hidden layer", check=fraction())
 
 
 @dataclass
 class LinearConfig(ModelConfig):
-    _target_: str = "trainrun.models.Linear"
+    _target_: str = "trainrun.build.models.Linear"
 
 
 @dataclass
 class CNNConfig(ModelConfig):
-    _target_: str = "trainrun.models.CNN"
-    channels: list[int] = setting([16, 32], "output channels of each conv block")
-    kernel_size: int = setting(3, "convolution kernel size")
-    hidden: int = setting(64, "width of the dense layer after the convolutions")
-    dropout: float = setting(0.0, "dropout before the output layer")
+    _target_: str = "trainrun.build.models.CNN"
+    channels: list[int] = setting([16, 32], "output channels of each conv block", check=sizes())
+    kernel_size: int = setting(3, "convolution kernel size", check=at_least(1))
+    hidden: int = setting(64, "width of the dense layer after the convolutions", check=at_least(1))
+    dropout: float = setting(0.0, "dropout before the output layer", check=fraction())
 
 
 # --------------------------------------------------------------------------- loss
@@ -139,7 +146,7 @@ class OptimConfig:
     """Built as ``_target_(model.parameters(), **keys)`` after the model is on its device."""
 
     _target_: str = setting(MISSING, "the optimizer class (torch.optim.* or your own)")
-    lr: float = setting(1e-3, "learning rate")
+    lr: float = setting(1e-3, "learning rate", check=greater_than(0))
     weight_decay: float = setting(0.0, "L2 penalty (decoupled for AdamW)")
     foreach: bool | None = setting(None, "torch's implementation switches; None lets torch choose")
 
@@ -148,9 +155,9 @@ class OptimConfig:
 class SGDConfig(OptimConfig):
     _target_: str = "torch.optim.SGD"
     lr: float = 0.1
-    momentum: float = setting(0.9, "momentum factor; 0 for plain SGD")
+    momentum: float = setting(0.9, "momentum factor; 0 for plain SGD", check=fraction())
     nesterov: bool = setting(False, "Nesterov momentum")
-    dampening: float = setting(0.0, "dampening for momentum")
+    dampening: float = setting(0.0, "dampening for momentum", check=at_least(0))
     fused: bool | None = setting(None, "torch's fused implementation; null lets torch choose")
 
 
@@ -159,7 +166,7 @@ class AdamConfig(OptimConfig):
     _target_: str = "torch.optim.Adam"
     lr: float = 1e-3
     betas: list[float] = setting([0.9, 0.999], "coefficients of the running averages of the gradient and its square")
-    eps: float = setting(1e-8, "added to the denominator for stability")
+    eps: float = setting(1e-8, "added to the denominator for stability", check=at_least(0))
     amsgrad: bool = setting(False, "the AMSGrad variant")
     fused: bool | None = setting(None, "torch's fused implementation; null lets torch choose")
 
@@ -174,9 +181,9 @@ class AdamWConfig(AdamConfig):
 class RMSpropConfig(OptimConfig):
     _target_: str = "torch.optim.RMSprop"
     lr: float = 1e-3
-    alpha: float = setting(0.99, "smoothing constant")
-    eps: float = setting(1e-8, "added to the denominator for stability")
-    momentum: float = setting(0.0, "momentum factor")
+    alpha: float = setting(0.99, "smoothing constant", check=at_least(0))
+    eps: float = setting(1e-8, "added to the denominator for stability", check=at_least(0))
+    momentum: float = setting(0.0, "momentum factor", check=fraction())
     centered: bool = setting(False, "normalize by an estimate of the gradient's variance")
 
 
@@ -184,8 +191,8 @@ class RMSpropConfig(OptimConfig):
 class AdagradConfig(OptimConfig):
     _target_: str = "torch.optim.Adagrad"
     lr: float = 1e-2
-    lr_decay: float = setting(0.0, "learning-rate decay")
-    eps: float = setting(1e-10, "added to the denominator for stability")
+    lr_decay: float = setting(0.0, "learning-rate decay", check=at_least(0))
+    eps: float = setting(1e-10, "added to the denominator for stability", check=at_least(0))
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -204,22 +211,24 @@ class SchedulerConfig:
 @dataclass
 class StepLRConfig(SchedulerConfig):
     _target_: str | None = "torch.optim.lr_scheduler.StepLR"
-    step_size: int = setting(10, "epochs between decays")
-    gamma: float = setting(0.1, "factor applied to the lr at each decay")
+    step_size: int = setting(10, "epochs between decays", check=at_least(1))
+    gamma: float = setting(0.1, "factor applied to the lr at each decay", check=greater_than(0))
 
 
 @dataclass
 class CosineConfig(SchedulerConfig):
     _target_: str | None = "torch.optim.lr_scheduler.CosineAnnealingLR"
-    T_max: int = setting("${trainer.epochs}", "epochs of one cosine half-period (default: trainer.epochs)")
-    eta_min: float = setting(0.0, "the lowest learning rate")
+    T_max: int = setting("${trainer.epochs}", "epochs of one cosine half-period (default: trainer.epochs)",
+                         check=at_least(1, example="20"))
+    eta_min: float = setting(0.0, "the lowest learning rate", check=at_least(0))
 
 
 @dataclass
 class OneCycleConfig(SchedulerConfig):
     _target_: str | None = "torch.optim.lr_scheduler.OneCycleLR"
     interval: Interval = Interval.step
-    max_lr: float = setting("${optim.lr}", "the peak learning rate (default: optim.lr)")
+    max_lr: float = setting("${optim.lr}", "the peak learning rate (default: optim.lr)",
+                            check=greater_than(0, example="0.1"))
     pct_start: float = setting(0.3, "share of the steps spent increasing the lr")
     total_steps: int | None = setting(
         None, "the number of optimizer steps; null: computed from the data and trainer.epochs")
@@ -230,52 +239,9 @@ class PlateauConfig(SchedulerConfig):
     _target_: str | None = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     monitor: str | None = "val_loss"
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
-    factor: float = setting(0.1, "factor applied to the lr on a plateau")
-    patience: int = setting(5, "epochs without improvement before the lr drops")
-    threshold: float = setting(1e-4, "smallest change counted as an improvement")
-
-
-# --------------------------------------------------------------------------- loggers
-
-
-@dataclass
-class LoggerConfig:
-    """One chosen logger (``logger.<name>``); built with the run folder (``trainrun.report.loggers``)."""
-
-    _target_: str = setting(MISSING, "the logger class (trainrun.report.loggers.* or your own)")
-
-
-@dataclass
-class CsvLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.CsvLogger"
-
-
-@dataclass
-class TensorBoardLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.TensorBoardLogger"
-    log_dir: str = setting("tensorboard", "event files go here (relative paths are inside the run folder)")
-
-
-@dataclass
-class MLflowLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.MLflowLogger"
-    tracking_uri: str | None = setting(
-        None, "null: a local file store in the run folder (<run>/mlruns); or http://host:5000, "
-        "sqlite:///mlflow.db, file:///shared/mlruns, ...")
-    experiment_name: str = setting("trainrun", "the MLflow experiment the run is filed under")
-    run_name: str | None = setting(None, "null: the run folder's name")
-    startup_timeout: float = setting(
-        10.0, "seconds the start-up check may spend on an unreachable tracking server before the run stops")
-
-
-@dataclass
-class WandbLoggerConfig(LoggerConfig):
-    _target_: str = "trainrun.report.loggers.WandbLogger"
-    project: str = setting("trainrun", "the W&B project the run is filed under")
-    entity: str | None = setting(None, "the W&B team or user; null: your default entity")
-    name: str | None = setting(None, "the run's name in W&B; null: the run folder's name")
-    mode: str | None = setting(
-        None, "online, offline (files under <run>/wandb, `wandb sync` later) or disabled; null: WANDB_MODE or online")
+    factor: float = setting(0.1, "factor applied to the lr on a plateau", check=open_unit())
+    patience: int = setting(5, "epochs without improvement before the lr drops", check=at_least(0))
+    threshold: float = setting(1e-4, "smallest change counted as an improvement", check=at_least(0))
 
 
 # The schemas of each group, by the name its option files use (``/schema/<group>/<name>``).

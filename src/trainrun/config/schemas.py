@@ -26,7 +26,7 @@ from trainrun.config.choices import (
     Strategy,
     direction,
 )
-from trainrun.config.fields import setting
+from trainrun.config.fields import Rule, at_least, finite_positive, greater_than, one_of, seed, setting, within_cpus
 from trainrun.config.groups import GROUP_SCHEMAS, DataConfig
 
 
@@ -39,24 +39,27 @@ class DeviceConfig:
 
 @dataclass
 class GradClipConfig:
-    max_norm: float | None = setting(None, "clip the gradients' total norm to this; null: no norm clipping")
-    norm_type: float = setting(2.0, "the p of the p-norm for max_norm")
-    max_value: float | None = setting(None, "clip each gradient value to [-v, v]; null: no value clipping")
+    max_norm: float | None = setting(None, "clip the gradients' total norm to this; null: no norm clipping",
+                                     check=greater_than(0, " (or null: no clipping)", "1.0"))
+    norm_type: float = setting(2.0, "the p of the p-norm for max_norm", check=greater_than(0, " (2 is the usual norm)"))
+    max_value: float | None = setting(None, "clip each gradient value to [-v, v]; null: no value clipping",
+                                      check=greater_than(0, " (or null: no clipping)", "1.0"))
 
 
 @dataclass
 class EarlyStoppingConfig:
     """Off while ``patience`` is null."""
 
-    patience: int | None = setting(None, "epochs without improvement before stopping; null: off")
-    min_delta: float = setting(0.0, "an improvement must beat the best by more than this")
+    patience: int | None = setting(None, "epochs without improvement before stopping; null: off",
+                                   check=at_least(0, " (or null: off)", "5"))
+    min_delta: float = setting(0.0, "an improvement must beat the best by more than this", check=at_least(0))
     monitor: str = setting("val_loss", "the logged value watched (train_loss, val_loss, val_acc, ...)")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
 
 
 @dataclass
 class FsdpConfig:
-    """``trainer.strategy=fsdp``'s settings (``trainrun.parallel``)."""
+    """``trainer.strategy=fsdp``'s settings (``trainrun.build.parallel``)."""
 
     shard: list[str] = setting(
         [], "class names of the model's blocks to shard one by one (e.g. [Block]); empty: each module "
@@ -68,34 +71,39 @@ class FsdpConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = setting(20, "passes over the training data")
-    seed: int = setting(0, "seeds torch, numpy, random and the shuffling")
+    epochs: int = setting(20, "passes over the training data", check=at_least(0))
+    seed: int = setting(0, "seeds torch, numpy, random and the shuffling", check=seed())
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms (warn only)")
     progress: Progress = setting(
         Progress.auto, "auto (a bar on a terminal, one line per epoch otherwise), bar, epoch or none")
     precision: str = setting(
-        "32", "32, bf16 (autocast, CPU and CUDA) or fp16 (autocast + GradScaler, CUDA only)")
-    accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step")
+        "32", "32, bf16 (autocast, CPU and CUDA) or fp16 (autocast + GradScaler, CUDA only)",
+        check=one_of("32", "bf16", "fp16"))
+    accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step",
+                                           check=at_least(1))
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
     compile: bool = setting(False, "torch.compile the model")
     devices: int = setting(
         1, "processes on this machine; >1 runs the same command under torchrun (torch.distributed.run) "
-        "with that many processes")
+        "with that many processes", check=at_least(1))
     strategy: Strategy = setting(
         Strategy.ddp, "with several processes: ddp (a whole model on each) or fsdp (parameters, gradients and "
         "optimizer state sharded over them, FSDP2)")
     fsdp: FsdpConfig = setting(FsdpConfig, "the sharding of trainer.strategy=fsdp")
     ddp_timeout_s: float | None = setting(
         None, "under DDP, how long a process waits for the others in any collective before the job fails "
-        "naming the process that hung; null: torch's default (30 min with gloo, 10 with nccl)")
+        "naming the process that hung; null: torch's default (30 min with gloo, 10 with nccl)",
+        check=finite_positive(" (or null: torch's default)", "600"))
     on_nonfinite: OnNonFinite = setting(
         OnNonFinite.stop, "a NaN/inf loss: stop (with the batch named) or skip the batch")
     early_stopping: EarlyStoppingConfig = setting(
         EarlyStoppingConfig, "stop when a monitored value stops improving")
-    threads: int | None = setting(None, "torch.set_num_threads; null keeps torch's default")
+    threads: int | None = setting(None, "torch.set_num_threads; null keeps torch's default", check=within_cpus())
     limit_train_batches: int | None = setting(
-        None, "use only the first N batches of each epoch (debug=fast / debug=overfit); null uses all")
-    limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all")
+        None, "use only the first N batches of each epoch (debug=fast / debug=overfit); null uses all",
+        check=at_least(1, " (or null: all batches)", "10"))
+    limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all",
+                                            check=at_least(1, " (or null: all batches)", "10"))
     detect_anomaly: bool = setting(
         False, "wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op")
     test_after_fit: bool = setting(
@@ -106,36 +114,44 @@ class TrainerConfig:
 @dataclass
 class CheckpointConfig:
     enabled: bool = setting(True, "write checkpoints/last.pt and best.pt")
-    every_n_epochs: int = setting(1, "write last.pt every N epochs")
+    every_n_epochs: int = setting(1, "write last.pt every N epochs", check=at_least(1))
     every_n_steps: int | None = setting(
-        None, "also write last.pt every N optimizer steps (mid-epoch); null: off")
+        None, "also write last.pt every N optimizer steps (mid-epoch); null: off",
+        check=at_least(1, " (or null: off)", "100"))
     monitor: str = setting("val_loss", "the logged value that decides best.pt")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name: val_acc is better higher), min or max")
 
 
 @dataclass
 class LrFinderConfig:
-    """The learning-rate range test of ``lr_find=true|apply`` (``trainrun.lr_find``)."""
+    """The learning-rate range test of ``lr_find=true|apply`` (``trainrun.tools.lr_find``)."""
 
-    min_lr: float = setting(1e-8, "the learning rate of the first step")
-    max_lr: float = setting(1.0, "the learning rate of the last step (exponentially spaced in between)")
-    steps: int = setting(100, "optimizer steps of the range test (batches repeat over epochs if needed)")
+    min_lr: float = setting(1e-8, "the learning rate of the first step", check=greater_than(0))
+    max_lr: float = setting(1.0, "the learning rate of the last step (exponentially spaced in between)",
+                            check=greater_than(0))
+    steps: int = setting(100, "optimizer steps of the range test (batches repeat over epochs if needed)",
+                         check=at_least(1))
     early_stop_threshold: float | None = setting(
-        4.0, "stop once the smoothed loss exceeds this many times its best so far; null: run every step")
+        4.0, "stop once the smoothed loss exceeds this many times its best so far; null: run every step",
+        check=greater_than(1, " (or null: off)"))
 
 
 @dataclass
 class ProfilerConfig:
-    """``torch.profiler`` over a few training steps (``debug=profile``; ``trainrun.profiler``)."""
+    """``torch.profiler`` over a few training steps (``debug=profile``; ``trainrun.tools.profiler``)."""
 
     enabled: bool = setting(False, "profile a few training steps: a trace in <run>/profiler and the top operators")
-    wait: int = setting(1, "steps skipped before the warm-up")
-    warmup: int = setting(1, "steps profiled but thrown away (caches, allocator, lazy initialization)")
-    active: int = setting(3, "steps recorded into the trace and the operator table")
-    row_limit: int = setting(15, "operators shown in the printed table")
+    wait: int = setting(1, "steps skipped before the warm-up", check=at_least(0))
+    warmup: int = setting(1, "steps profiled but thrown away (caches, allocator, lazy initialization)",
+                          check=at_least(0))
+    active: int = setting(3, "steps recorded into the trace and the operator table", check=at_least(1))
+    row_limit: int = setting(15, "operators shown in the printed table", check=at_least(1))
     record_shapes: bool = setting(True, "record input shapes of each operator")
     profile_memory: bool = setting(False, "record tensor memory allocation and release")
     with_stack: bool = setting(False, "record the Python source line of each operator (larger trace)")
+
+
+OVERFIT_FRACTION = Rule(lambda v: 0 < v <= 1, "in (0, 1] (a fraction of the first epoch's train_loss)", "0.1")
 
 
 @dataclass
@@ -172,12 +188,12 @@ class TrainConfig:
         [], "labels for the run (tags=[baseline,v2]): in summary.json, the sweep summary and every logger")
     lr_find: str = setting(
         "false", "true: a learning-rate range test before training (lr_find.csv/.png, a suggestion), the run "
-        "itself unchanged; apply: train with the suggested lr")
+        "itself unchanged; apply: train with the suggested lr", check=one_of("false", "true", "apply"))
     lr_finder: LrFinderConfig = setting(LrFinderConfig, "the range test's settings (lr_find=true|apply)")
     profiler: ProfilerConfig = setting(ProfilerConfig, "torch.profiler over a few training steps (debug=profile)")
     overfit_check: float | None = setting(
         None, "a verdict at the end: pass if the last train_loss is at most this fraction of the first epoch's, "
-        "else exit 1 (debug=overfit sets 0.1); null: none")
+        "else exit 1 (debug=overfit sets 0.1); null: none", check=OVERFIT_FRACTION)
 
 
 @dataclass

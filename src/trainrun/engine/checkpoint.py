@@ -79,7 +79,7 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
     (every part :func:`payload` writes, of the right kind), and trusted. Its stored config is
     data: every ``_target_`` in it must be trainrun's own or a torch.nn / torch.optim class
-    (:func:`trainrun.instantiate.untrusted_targets`) unless ``trust`` names it, or is True for a
+    (:func:`trainrun.targets.untrusted_targets`) unless ``trust`` names it, or is True for a
     caller that never builds from the stored config (resume compares it only).
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
     ``unbuilt``: sections of the stored config the caller never builds (not checked)."""

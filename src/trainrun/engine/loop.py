@@ -16,51 +16,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from trainrun.build import Batches, Setup
+from trainrun.build.parallel import skipping_sync
+from trainrun.build.setup import Batches, Setup
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
 from trainrun.engine.epoch_losses import EpochLosses
+from trainrun.engine.state import NO_PROGRESS, Progress, Reporter, TrainState
 from trainrun.engine.stop import Stop, better
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.parallel import skipping_sync
-
-
-@dataclass
-class TrainState:
-    """Where a run stands; everything here goes into the checkpoint."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken
-    batch: int = 0  # batches done in the current, unfinished epoch (mid-epoch checkpoints)
-    step_losses: EpochLosses = field(default_factory=EpochLosses)  # of that unfinished epoch
-    best: float | None = None
-    best_epoch: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stop_reason: str | None = None
-
-
-class Progress(Protocol):
-    def step(self, loss: torch.Tensor) -> None: ...
-
-
-class Reporter(Protocol):
-    """What ``fit`` tells the outside world (``trainrun.report.console.Reporter`` is one)."""
-
-    def progress(self, epoch: int, steps: int) -> contextlib.AbstractContextManager[Progress]: ...
-
-    def epoch_end(self, row: dict[str, Any], state: TrainState) -> None: ...
-
-
-class _NoProgress:
-    def step(self, loss: torch.Tensor) -> None:
-        pass
-
-
-NO_PROGRESS = _NoProgress()
 
 
 def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
@@ -151,7 +117,7 @@ def epoch_mean(setup: Setup, losses: torch.Tensor) -> tuple[float, int]:
 def eval_epoch(setup: Setup, batches: Batches) -> dict[str, float]:
     """Mean loss and metric over ``batches`` with the model in eval mode."""
     model, criterion, plan = setup.model, setup.criterion, setup.loss
-    extra = setup.metrics  # torchmetrics, only when cfg.metrics asks for more (trainrun.metrics)
+    extra = setup.metrics  # torchmetrics, only when cfg.metrics asks for more (trainrun.build.metrics)
     model.eval()
     loss_sum = torch.zeros((), device=setup.device)
     metric_sum = torch.zeros((), device=setup.device)

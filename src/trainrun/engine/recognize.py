@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from trainrun.errors import TrainrunError
-from trainrun.instantiate import untrusted_targets
+from trainrun.targets import untrusted_targets
 
 # What a checkpoint holds, and of what kind: checked when it is loaded, before anything is read
 # from it, so a file that is not one gets one sentence instead of a KeyError deep in a resume.
@@ -87,7 +87,7 @@ def malformed(payload: dict[str, Any]) -> str:
 def refuse_untrusted(config: dict[str, Any], path: Path | str, key: str, trust: Collection[str],
                      trust_option: str | None, unbuilt: Collection[str]) -> None:
     """Refuse a stored config that names code neither trusted nor named in ``trust``
-    (:func:`trainrun.instantiate.untrusted_targets`); ``unbuilt`` sections are not checked."""
+    (:func:`trainrun.targets.untrusted_targets`); ``unbuilt`` sections are not checked."""
     refused = untrusted_targets({k: v for k, v in config.items() if k not in unbuilt}, trust)
     if not refused:
         return

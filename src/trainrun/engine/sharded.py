@@ -27,6 +27,7 @@ from __future__ import annotations
 import pickle
 import threading
 import warnings
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,9 @@ class SafeReader(FileSystemReader):
         files = {getattr(info, "relative_path", "") for info in (meta.storage_data or {}).values()}
         if any(not name or Path(name).name != name for name in files):
             raise pickle.UnpicklingError("it names files outside its folder")
-        if getattr(meta, "storage_meta", None) is None:
-            meta.storage_meta = dcp_metadata.StorageMeta()
-        meta.storage_meta.load_id = self.load_id
+        storage = meta.storage_meta or dcp_metadata.StorageMeta()
+        storage.load_id = self.load_id
+        meta.storage_meta = storage
         return meta
 
 
@@ -156,7 +157,7 @@ def whole_into_shards(model: Module, optimizer: torch.optim.Optimizer, model_sta
     index) into an FSDP model's shards: indices become names in the optimizer's parameter order."""
     names = {id(p): name for name, p in model.named_parameters()}
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    by_name = {"state": {order[int(i)]: value for i, value in optimizer_state["state"].items()},
+    by_name: dict[str, Any] = {"state": {order[int(i)]: value for i, value in optimizer_state["state"].items()},
                "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]}
                                 for g in optimizer_state["param_groups"]]}
     whole = StateDictOptions(full_state_dict=True)
@@ -169,7 +170,8 @@ class AsyncSave:
 
     def __init__(self, tensors: dict[str, torch.Tensor], tmp: Path, group: Any) -> None:
         self.tmp = tmp
-        self.future = dcp.async_save(tensors, checkpoint_id=str(tmp), process_group=group)
+        saving = dcp.async_save(tensors, checkpoint_id=str(tmp), process_group=group)
+        self.future: Future[Any] = saving if isinstance(saving, Future) else saving.upload_completion
         self.thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
+from trainrun.build.settings import EarlyStopping, LoopSettings
 from trainrun.engine.collectives import all_reduce_max
 from trainrun.engine.writer import CheckpointWriter
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import BEST, LAST
-from trainrun.settings import EarlyStopping, LoopSettings
 
 # Under DDP the ranks compare their stop requests every this many optimizer steps: one small
 # all-reduce (about 0.3 ms with gloo on a 2-core machine), so a signal is honoured within this

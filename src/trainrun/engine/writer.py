@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch.distributed as dist
 from omegaconf import OmegaConf
@@ -48,7 +48,7 @@ class CheckpointWriter:
         self.writes = setup.rank == 0 and enabled
         self.sharded = setup.world_size > 1
         self.seconds = 0.0
-        self._config = OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True)
+        self._config = cast(dict[str, Any], OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True))
         self._schemas = checkpoint.schema_names(setup.cfg)
         self._history = HistoryStore(folder / HISTORY)
         self._history_started = False  # on the background thread: the first write replaces the file

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
 from trainrun.report.drawer import CurvesDrawer
 from trainrun.report.echo import FILE_ONLY, print_config_tree, rendered
-from trainrun.report.loggers import CsvLogger, Loggers, config_params
+from trainrun.report.loggers.base import Loggers, config_params
+from trainrun.report.loggers.csv_logs import CsvLogger
 
 log = logging.getLogger("trainrun")
 

@@ -1,0 +1,1 @@
+"""Config -> the bound objects of a run (``setup.build``) and the typed loop settings."""

@@ -1,0 +1,1 @@
+"""One module per command (train, evaluate, predict, export-model): orchestration only."""

@@ -1,0 +1,353 @@
+"""Distributed data parallel: ``trainer.devices=2`` (torch's elastic launcher), torchrun, srun and
+submitit tasks; equivalence with one process; failing ranks; signals, checkpoints and resume.
+
+The process tests start real gloo process groups on this machine's CPU; they are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BIN, TOYS, env_for_tests, final_weights, max_difference
+
+# 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
+# so the equivalence below includes a short, unevenly split last batch.
+DATA = ("data=synthetic", "data.n_samples=1004", "print_config=false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- where a process stands
+
+
+# --------------------------------------------------------------------------- equivalence and output
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(train, tmp_path):
+    common = (*DATA, "optim=sgd", "trainer.epochs=3")
+    one = train(*common, "data.batch_size=32", run_dir=tmp_path / "one")
+    two = train(*common, "data.batch_size=16", "trainer.devices=2", run_dir=tmp_path / "two")
+
+    assert two.summary["world_size"] == 2 and two.summary["status"] == "completed"
+    assert [r["step"] for r in two.metrics] == [r["step"] for r in one.metrics] == [26, 52, 78]
+    assert max_difference(final_weights(one.run_dir), final_weights(two.run_dir)) < 1e-5
+    for a, b in zip(one.metrics, two.metrics, strict=True):
+        # epoch losses are means over the whole epoch (every rank's batches), not rank 0's
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    # one run folder, written and printed by rank 0 only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    assert two.output.count("epoch 1/3") == 1
+    assert (two.run_dir / "train.log").read_text().count("epoch 3/3") == 1
+
+
+def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command(tmp_path):
+    """torchrun stopped by SIGTERM: its ranks save in one folder, and the printed resume command
+    (torchrun again) continues it there. (torchrun's weights equal trainer.devices=2's: below.)"""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    shutil.copy(TOYS, cwd / "killer.py")
+    args = [*DATA, "model._target_=killer.KillsItself", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
+    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.launcher_free_env['PATH']}"})
+    cut = subprocess.run(
+        ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli", *args, "data.batch_size=16"],
+        cwd=cwd, env={**env, "KILL_AT": "33", "KILL_PARENT": "1"}, capture_output=True, text=True, timeout=240,
+    )
+    folders = list((cwd / "outputs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("torchrun-"), cut.stdout + cut.stderr
+    assert json.loads((folders[0] / "summary.json").read_text())["status"] == "interrupted"
+    command = cut.stdout.split("Resume with:\n", 1)[1].splitlines()[0].strip()
+    assert command.startswith("torchrun --standalone --nproc_per_node=2 -m trainrun.cli hydra.run.dir=")
+    resumed = subprocess.run(shlex.split(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout and resumed.stdout.count("epoch 2/2") == 1
+    summary = json.loads((folders[0] / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert [p.name for p in (cwd / "outputs").iterdir()] == [folders[0].name]
+
+
+def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_path):
+    """Two torchrun agents (two "nodes" of one process each, c10d rendezvous on localhost):
+    one run folder, bit-identical to trainer.devices=2; the same --rdzv-id again is refused."""
+    args = [*DATA, "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch", "trainer.threads=1",
+            "data.batch_size=16"]
+
+    def two_nodes() -> list[subprocess.CompletedProcess]:
+        command = [str(BIN / "torchrun"), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                   f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args]
+        agents = [subprocess.Popen(command, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        return [(a.communicate(timeout=240)[0], a.returncode) for a in agents]
+
+    first = two_nodes()
+    assert [code for _, code in first] == [0, 0], first
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["torchrun-twonodes"]
+    folder = tmp_path / "outputs" / "torchrun-twonodes"
+    assert json.loads((folder / "summary.json").read_text())["world_size"] == 2
+    assert sum(out.count("epoch 2/2") for out, _ in first) == 1  # rank 0 reports, on one node
+    one_node = train(*args, "trainer.devices=2", run_dir=tmp_path / "one")
+    a, b = final_weights(folder), final_weights(one_node.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # The same run id again (two processes of one agent: refused before they join, so cheaper)
+    weights = (folder / "checkpoints" / "last.pt").read_bytes()
+    again = subprocess.run(
+        [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
+         f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=240)
+    assert again.returncode != 0
+    assert again.stdout.count("which holds an earlier run") + again.stderr.count("which holds an earlier run") == 1
+    assert "key: hydra.run.dir" in again.stderr
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == weights
+
+
+def test_srun_style_tasks_train_together(tmp_path):
+    """Two `train` processes with the variables srun gives its tasks (no SLURM daemons needed)."""
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        env = env_for_tests({
+            "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2",
+            "SLURM_STEP_NUM_NODES": "1", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+            "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(port),
+        })
+        procs.append(subprocess.Popen(
+            [str(BIN / "train"), *DATA, "trainer.epochs=2", "trainer.progress=epoch"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["slurm-4242-0"]
+    summary = json.loads((tmp_path / "outputs" / "slurm-4242-0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert "epoch 2/2" in outputs[0] and "epoch 2/2" not in outputs[1]  # rank 0 reports
+
+
+def test_submitit_job_with_two_tasks_trains_as_two_ranks(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+         "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", *DATA, "trainer.epochs=2"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+
+
+def test_devices_inside_a_submitit_job_and_its_requeue(tmp_path):
+    """trainer.devices=2 inside a submitit job; a preemption signal (SIGUSR2 to the job) saves
+    last.pt, submitit requeues the job, and the requeued job resumes from it."""
+    shutil.copy(TOYS, tmp_path / "killer.py")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+         f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.KillsItself", "trainer.devices=2",
+         "trainer.epochs=3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env_for_tests({"KILL_AT": "30", "KILL_PARENT": "1", "KILL_SIGNAL": "SIGUSR2",
+                           "KILL_ONCE": str(tmp_path / "preempted")}),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.out"))
+    assert "stopped by SIGUSR2; last.pt is saved, handing over to submitit to requeue" in log
+    assert "Requeued job" in log and "requeued by submitit: resuming from this job's" in log
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert [r["epoch"] for r in map(json.loads, (sweep / "0" / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+
+
+def test_joblib_job_starts_its_own_ddp_workers(tmp_path):
+    """Inside joblib's worker processes the workers are forked (spawn cannot bootstrap there)."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [str(BIN / "train"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
+         f"hydra.sweep.dir={sweep}", *DATA, "trainer.devices=2", "trainer.epochs=1"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+FAULTY = textwrap.dedent("""
+    import os
+    import signal
+    import time
+
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        \"\"\"On rank 1 at its 5th training call, as FAIL says: raise, nan (return NaN), exit
+        (os._exit(3)), kill (SIGKILL itself) or hang; writes the moment into ./fault-time first.\"\"\"
+
+        def __init__(self, in_features, out_features, **unused):
+            super().__init__()
+            self.lin = nn.Linear(in_features, out_features)
+            self.calls = 0
+
+        def forward(self, x):
+            out = self.lin(x)
+            if self.training and os.launcher_free_env.get("RANK") == "1":
+                self.calls += 1
+                how = os.launcher_free_env["FAIL"]
+                if self.calls == 5:
+                    with open("fault-time", "w") as f:
+                        f.write(repr(time.time()))
+                if self.calls == 5 and how == "raise":
+                    raise RuntimeError("boom on rank 1")
+                if self.calls == 5 and how == "nan":
+                    out = out * float("nan")
+                if self.calls == 5 and how == "exit":
+                    os._exit(3)
+                if self.calls == 5 and how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if self.calls == 5 and how == "hang":
+                    time.sleep(3600)
+            return out
+""")
+
+
+def processes_in(folder) -> list[str]:
+    """The processes (besides this one) working in ``folder`` or below: every process a test's
+    ``train`` starts inherits its working folder, whatever session or group it moved to."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone, a zombie, or not ours
+            continue
+        if cwd == str(folder) or cwd.startswith(f"{folder}/"):
+            found.append(f"{entry}: {cmdline}")
+    return found
+
+
+# How the job reports each fault of rank 1, and the timeout the hang runs with.
+FAULTS = {
+    "raise": "(process 1 of 2) training (epoch 1, batch 4) failed: RuntimeError: boom on rank 1",
+    "exit": "process 1 of 2 exited with status 3 without reporting an error",
+    "kill": "process 1 of 2 was killed by SIGKILL",
+    "hang": "process 1 of 2 stopped responding: process 0 waited 20 s (trainer.ddp_timeout_s=20) for it "
+            "in a collective during training (epoch 1, batch 4) and gave up (Timed out waiting 20000ms",
+}
+DDP_TIMEOUT_S = 20
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_rank_that_fails_ends_the_job_naming_it(train, tmp_path, fault):
+    """Raises, exits, is killed or hangs: the job ends soon after (a hang: the timeout plus the
+    5 s the others get to end), names the rank in one paragraph, and leaves no process and no
+    temporary folder behind."""
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = train(*DATA, "model._target_=faulty.Net", "trainer.devices=2", "trainer.epochs=3",
+                   f"trainer.ddp_timeout_s={DDP_TIMEOUT_S}", env={"FAIL": fault, "TMPDIR": str(temp)},
+                   check=False, timeout=150)
+    ended = time.time()
+    assert result.returncode == 1, result.output
+    assert FAULTS[fault] in result.output
+    assert result.output.count("\nError: ") == 1 and "Traceback" not in result.output
+    if fault == "raise":
+        assert "raised in faulty.py" in result.output and "key: model._target_" in result.output
+    if fault == "hang":
+        assert "process 1 was still running 5 s later and was killed" in result.output
+        assert "key: trainer.ddp_timeout_s" in result.output
+    # Bounds generous for a loaded machine, yet below what the job took without the watchdog
+    # (the elastic agent waits 30 s for a stopped worker): measured from the fault itself.
+    took = ended - float((tmp_path / "fault-time").read_text())
+    assert took < (DDP_TIMEOUT_S + 20 if fault == "hang" else 20), took
+    assert processes_in(tmp_path) == []
+    # the control folder, torch's error files and logs (torch's compiler cache may stay)
+    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
+
+
+def test_a_config_error_in_the_workers_keeps_its_status_and_fix(train):
+    result = train(*DATA, "trainer.devices=2", "trainer.precision=fp16", "device=cpu", check=False)
+    assert result.returncode == 2, result.output
+    assert "trainer.precision=fp16 needs a CUDA device" in result.output
+    assert "fix: use trainer.precision=bf16" in result.output
+
+
+def test_skipping_a_nonfinite_batch_is_agreed_by_all_ranks(train, tmp_path):
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    result = train(*DATA, "model._target_=faulty.Net", "trainer.devices=2", "trainer.epochs=2",
+                   "trainer.on_nonfinite=skip", env={"FAIL": "nan"}, timeout=120)
+    assert result.summary["status"] == "completed"
+    assert all(r["val_loss"] == r["val_loss"] for r in result.metrics)  # no NaN reached the weights
+
+
+# --------------------------------------------------------------------------- signals, checkpoints, resume
+
+
+def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, tmp_path):
+    shutil.copy(TOYS, tmp_path / "killer.py")
+    args = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
+            "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
+    whole = train(*args, run_dir=tmp_path / "whole")
+    cut = train(*args, run_dir=tmp_path / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+    assert cut.returncode == 143, cut.output
+    assert cut.output.count("SIGTERM: stopping after this step") == 1
+    saved = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    # 26 steps an epoch; the ranks compared notes every 10 steps and stopped together at step 40
+    assert (saved["state"]["epoch"], saved["state"]["step"], saved["state"]["batch"]) == (1, 40, 14)
+    assert tuple(saved["step_losses"].shape) == (2, 26)  # both ranks' losses of the open epoch
+
+    mid_epoch = tmp_path / "copy"
+    shutil.copytree(cut.run_dir, mid_epoch)
+    resumed = train(*args, "resume=auto", run_dir=cut.run_dir)
+    assert max_difference(final_weights(whole.run_dir), final_weights(resumed.run_dir)) < 1e-6
+    for a, b in zip(whole.metrics, resumed.metrics, strict=True):
+        assert (a["lr"], a["step"]) == (b["lr"], b["step"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+
+    other = train(*args[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto",
+                  run_dir=mid_epoch, check=False)  # trainer.devices=1 now
+    assert other.returncode == 2
+    assert "trainer.devices=2" in other.output
+
+
+def test_sigterm_to_the_launching_process_saves_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [str(BIN / "train"), "data=synthetic", "data.n_samples=60000", "trainer.devices=2",
+         "trainer.epochs=20", "trainer.progress=epoch", "print_config=false", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch  1/20"):
+            proc.send_signal(15)
+            break
+    rest = proc.communicate(timeout=150)[0]
+    output = "".join(lines) + rest
+    assert proc.returncode == 143, output
+    assert "last.pt is saved. Resume with:" in output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    assert summary["epochs_run"] < 20
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+

@@ -1,0 +1,37 @@
+"""curves.png through the helper process that imports matplotlib while the run trains: the same
+picture, a fallback to drawing in the run's own process whenever the helper fails, and no
+helper left behind by a run that never draws."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from trainrun.report import drawer as drawing
+from trainrun.report.drawer import CurvesDrawer
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib (plot extra)")
+HISTORY = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.5 / e, "val_acc": 0.5 + e / 10, "lr": 0.1,
+            "seconds": 0.1, "samples_per_s": 100.0, "step": 4 * e} for e in range(1, 4)]
+
+
+def test_the_helper_draws_and_leaves(tmp_path: Path) -> None:
+    drawer = CurvesDrawer()
+    drawer.start()
+    helper = drawer.process
+    assert helper is not None and helper.poll() is None  # importing matplotlib meanwhile
+    assert drawer.draw(HISTORY, tmp_path / "curves.png") is None
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert helper.returncode == 0 and drawer.process is None
+
+
+def test_a_helper_that_fails_is_replaced_by_drawing_here(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(drawing, "_HELPER", "import sys; sys.exit(3)")
+    drawer = CurvesDrawer()
+    drawer.start()
+    assert drawer.draw(HISTORY, tmp_path / "curves.png") is None
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+

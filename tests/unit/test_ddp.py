@@ -1,0 +1,154 @@
+"""Distributed data parallel: ``trainer.devices=2`` (torch's elastic launcher), torchrun, srun and
+submitit tasks; equivalence with one process; failing ranks; signals, checkpoints and resume.
+
+The process tests start real gloo process groups on this machine's CPU; they are marked slow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def test_alone_nothing_is_pinned(launcher_free_env):
+    from trainrun.cli.ranks import launched_place, pin_run_dir
+
+    argv = ["train", "trainer.epochs=2"]
+    pin_run_dir(argv)
+    assert argv == ["train", "trainer.epochs=2"]
+    assert launched_place() is None
+
+
+def test_torchrun_ranks_agree_on_one_folder(launcher_free_env):
+    from trainrun.cli.ranks import Place, launched_place, pin_run_dir
+
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="3f2a", RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    argv = ["train", "trainer.epochs=2"]
+    pin_run_dir(argv)
+    assert argv[2:] == ["hydra.run.dir=outputs/torchrun-3f2a", "hydra.sweep.dir=multirun/torchrun-3f2a"]
+    assert launched_place() == Place(1, 2, 1, 2, "torchrun")
+    given = ["train", "hydra.run.dir=mine"]
+    pin_run_dir(given)
+    assert given == ["train", "hydra.run.dir=mine", "hydra.sweep.dir=multirun/torchrun-3f2a"]
+
+
+def test_torchrun_without_a_unique_run_id_is_refused(launcher_free_env):
+    from trainrun.cli.ranks import pin_run_dir
+    from trainrun.errors import TrainrunError
+
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="none", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
+    with pytest.raises(TrainrunError, match="--standalone"):
+        pin_run_dir(["train"])
+    given = ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
+    pin_run_dir(given)  # folders given explicitly: fine
+    assert given == ["train", "hydra.run.dir=x", "hydra.sweep.dir=y"]
+
+
+def test_srun_tasks_get_ranks_and_one_folder(launcher_free_env):
+    from trainrun.cli.ranks import Place, launched_place, pin_run_dir
+
+    launcher_free_env.update(SLURM_JOB_ID="77", SLURM_STEP_ID="3", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="1",
+                   SLURM_LOCALID="1", SLURM_STEP_NUM_NODES="1", SLURM_JOB_NODELIST="node7")
+    argv = ["train"]
+    pin_run_dir(argv)
+    assert argv[1] == "hydra.run.dir=outputs/slurm-77-3"
+    assert launched_place() == Place(1, 2, 1, 2, "slurm")
+    # exported for init_process_group(env://): the job's first node, a port drawn from the job id
+    assert (launcher_free_env["MASTER_ADDR"], launcher_free_env["MASTER_PORT"]) == ("node7", str(20000 + 77))
+    assert (launcher_free_env["RANK"], launcher_free_env["WORLD_SIZE"]) == ("1", "2")
+
+
+def test_one_slurm_task_is_alone(launcher_free_env):
+    from trainrun.cli.ranks import launched_place, pin_run_dir
+
+    launcher_free_env.update(SLURM_JOB_ID="77", SLURM_NTASKS="1", SLURM_PROCID="0")
+    argv = ["train"]
+    pin_run_dir(argv)
+    assert argv == ["train"] and launched_place() is None
+
+
+@pytest.mark.parametrize(("nodelist", "first"), [
+    ("gpu-a[01-02]", "gpu-a01"), ("gpu-a[01-02,07],cpu3", "gpu-a01"), ("node7", "node7"),
+    ("a,b", "a"), ("node[3-4]-ib", "node3-ib"), ("rack[1-2]-n[01-04]", "rack1-n01"), ("", None),
+])
+def test_first_host_of_a_slurm_nodelist(nodelist, first):
+    from trainrun.cli.ranks import first_host
+
+    assert first_host(nodelist) == first
+
+
+def test_srun_on_two_nodes_without_the_slurm_extra_finds_the_master(launcher_free_env):
+    """The srun path reads the hostlist itself (no submitit, no scontrol)."""
+    from trainrun.cli.ranks import Place, launched_place
+
+    launcher_free_env.update(SLURM_JOB_ID="9", SLURM_STEP_NUM_TASKS="16", SLURM_PROCID="9", SLURM_LOCALID="1",
+                   SLURM_STEP_NUM_NODES="2", SLURM_JOB_NODELIST="gpu-a[01-02]")
+    assert launched_place() == Place(9, 16, 1, 8, "slurm")
+    assert launcher_free_env["MASTER_ADDR"] == "gpu-a01"
+
+
+def test_the_resume_command_starts_the_same_processes():
+    from trainrun.cli.main import resume_command
+    from trainrun.cli.ranks import Place
+
+    run = Path("/runs/a")
+    assert resume_command(run, ["data=csv", "resume=x"], Place(0, 2, 0, 2, "torchrun")) == (
+        "torchrun --standalone --nproc_per_node=2 -m trainrun.cli hydra.run.dir=/runs/a resume=auto data=csv")
+    two_nodes = resume_command(run, [], Place(0, 16, 0, 8, "torchrun"))
+    assert two_nodes.startswith("torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d")
+    assert resume_command(run, [], Place(0, 16, 0, 8, "slurm")).startswith("srun --nodes=2 --ntasks-per-node=8 train ")
+    assert resume_command(run, ["trainer.devices=2"], Place(0, 1, 0, 1, "none")) == (
+        "train hydra.run.dir=/runs/a resume=auto trainer.devices=2")
+
+
+def test_a_reused_torchrun_run_id_does_not_overwrite_an_earlier_run(launcher_free_env, tmp_path, monkeypatch):
+    from trainrun.cli.ranks import pin_run_dir
+    from trainrun.errors import TrainrunError
+
+    monkeypatch.chdir(tmp_path)
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="job7", RANK="0", WORLD_SIZE="2", MASTER_ADDR="h")
+    earlier = tmp_path / "outputs" / "torchrun-job7"
+    (earlier / ".hydra").mkdir(parents=True)
+    (earlier / "train.log").touch()
+    pin_run_dir(["train"])  # what a run leaves before training: nothing to lose
+    (earlier / "summary.json").touch()
+    with pytest.raises(TrainrunError, match="holds an earlier run") as refused:
+        pin_run_dir(["train"])
+    assert refused.value.key == "hydra.run.dir" and "--rdzv-id" in refused.value.fix
+    pin_run_dir(["train", "resume=auto"])  # continuing it is what resume=auto is for
+    launcher_free_env["TORCHELASTIC_RESTART_COUNT"] = "1"  # torchrun --max-restarts started them again
+    restarted = ["train"]
+    pin_run_dir(restarted)
+    assert restarted[1] == "resume=auto"
+
+
+def test_a_collective_timeout_names_its_key():
+    from trainrun.cli.failures import reworded
+    from trainrun.errors import TrainrunError
+
+    try:
+        try:
+            raise RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 20000ms for recv")
+        except RuntimeError as cause:
+            raise TrainrunError("training (epoch 1, batch 4) failed: RuntimeError: ...", key="model._target_",
+                                exit_code=1) from cause
+    except TrainrunError as err:
+        said = reworded(err, 20.0)
+    assert said.key == "trainer.ddp_timeout_s" and said.exit_code == 1
+    assert said.message.startswith("training (epoch 1, batch 4) failed: a collective waited 20 s")
+    assert "(Timed out waiting 20000ms for recv)" in said.message
+    other = TrainrunError("data failed: ValueError: no", key="data.path")
+    assert reworded(other, 20.0) is other
+
+
+def test_skip_with_accumulation_is_refused_under_ddp(compose):
+    from trainrun.cli.launch import check_supported
+    from trainrun.errors import TrainrunError
+
+    check_supported(compose("trainer.on_nonfinite=skip"))
+    check_supported(compose("trainer.accumulate_grad_batches=4"))
+    with pytest.raises(TrainrunError, match="drift apart"):
+        check_supported(compose("trainer.on_nonfinite=skip", "trainer.accumulate_grad_batches=4"))
+
