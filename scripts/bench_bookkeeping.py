@@ -9,7 +9,7 @@ the training thread's share of the checkpoints (``summary.json``'s ``checkpoint_
 the whole epoch with checkpoints on and off (no loggers, no plot).
 
     python scripts/bench_bookkeeping.py                          # this checkout
-    python scripts/bench_bookkeeping.py --src /path/to/other/src # another version's source tree
+    python scripts/bench_bookkeeping.py --src /path/to/other/src # and another version, interleaved
 """
 
 from __future__ import annotations
@@ -45,21 +45,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", nargs="+", type=int, default=[10, 3000])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--src", type=Path, help="a source tree to run instead of the installed trainrun")
+    parser.add_argument("--src", type=Path, help="also run another version's source tree, interleaved")
     args = parser.parse_args()
-    results: dict[tuple[int, bool], list[dict[str, float]]] = {}
+    versions: dict[str, Path | None] = {"this": None, **({"--src": args.src} if args.src else {})}
+    results: dict[tuple[str, int, bool], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for epochs in args.epochs:
-                for checkpoints in (True, False):
-                    folder = Path(tmp, f"{epochs}-{checkpoints}-{r}")
-                    results.setdefault((epochs, checkpoints), []).append(run(args.src, epochs, checkpoints, folder))
-    print(f"{'epochs':>7} {'checkpoints ms/epoch':>21} {'epoch ms (ckpt on)':>19} {'epoch ms (off)':>15}")
-    for epochs in args.epochs:
-        on, off = results[epochs, True], results[epochs, False]
-        median = statistics.median
-        print(f"{epochs:>7} {median(r['checkpoint_ms'] for r in on):>21.2f} "
-              f"{median(r['epoch_ms'] for r in on):>19.2f} {median(r['epoch_ms'] for r in off):>15.2f}")
+                for version, src in versions.items():
+                    for checkpoints in (True, False):
+                        folder = Path(tmp, f"{version[-4:]}-{epochs}-{checkpoints}-{r}")
+                        results.setdefault((version, epochs, checkpoints), []).append(
+                            run(src, epochs, checkpoints, folder))
+    median = statistics.median
+    print(f"{'version':>8} {'epochs':>7} {'checkpoints ms/epoch':>21} {'epoch ms (ckpt on)':>19} "
+          f"{'epoch ms (off)':>15}")
+    for version in versions:
+        for epochs in args.epochs:
+            on, off = results[version, epochs, True], results[version, epochs, False]
+            print(f"{version:>8} {epochs:>7} {median(r['checkpoint_ms'] for r in on):>21.2f} "
+                  f"{median(r['epoch_ms'] for r in on):>19.2f} {median(r['epoch_ms'] for r in off):>15.2f}", flush=True)
 
 
 if __name__ == "__main__":

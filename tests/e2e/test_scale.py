@@ -168,8 +168,8 @@ def test_an_fsdp_run_with_every_lever_and_the_commands_after_it(work):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["steps"] == 60
     for command, args in [("evaluate", ["split=val"]), ("export-model", []), ("predict", ["data=synthetic"])]:
-        done = subprocess.run([str(BIN / command), f"run={run}", *args], cwd=work, env=env_for_tests(),
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run([str(BIN / command), f"run={run}", "trust=[killer]", *args], cwd=work,
+                              env=env_for_tests(), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(next((run / "eval").glob("*/eval.json")).read_text())
     assert report["loss"] == pytest.approx(report["logged"]["val_loss"], rel=1e-5)
@@ -229,3 +229,13 @@ def test_a_kill_at_any_moment_leaves_a_whole_sharded_checkpoint(work):
     a, b = weights(reference), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_cli_main_module_trains_too(work):
+    """``torchrun ... -m trainrun.cli.main`` used to exit 0 having trained nothing."""
+    run = work / "main-module"
+    proc = subprocess.run([str(BIN / "python"), "-m", "trainrun.cli.main", *DATA, "data.batch_size=6",
+                           "trainer.epochs=1", f"hydra.run.dir={run}"], cwd=work, env=env_for_tests(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"

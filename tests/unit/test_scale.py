@@ -196,3 +196,38 @@ def test_the_launch_names_the_cause_not_its_echoes():
                           2, None)
     assert config.message == "bad value" and config.exit_code == 2
     assert json.dumps(launch_error({0: {"exitcode": 3, "signal": "<N/A>", "time": 1, "data": {}}}, 2, None).message)
+
+
+# --------------------------------------------------------------------------- the launch's small promises
+
+
+def test_static_rendezvous_runs_with_its_folder_named(launcher_free_env):
+    """torchrun --node-rank=<r> --master-addr=... (no --rdzv-id): TORCHELASTIC_RUN_ID is "none".
+    A single run whose hydra.run.dir is given needs no id (it was refused, telling the user to
+    give the very key already given); a sweep needs its sweep folder named."""
+    from trainrun.cli.ranks import pin_run_dir
+
+    launcher_free_env.update(TORCHELASTIC_RUN_ID="none", RANK="1", WORLD_SIZE="2", MASTER_ADDR="h")
+    given = ["train", "hydra.run.dir=/shared/exp42"]
+    pin_run_dir(given)
+    assert given == ["train", "hydra.run.dir=/shared/exp42"]
+    with pytest.raises(TrainrunError, match="no unique run id") as refused:
+        pin_run_dir(["train", "-m", "hydra.run.dir=/shared/exp42"])
+    assert refused.value.key == "hydra.sweep.dir"
+
+
+def test_a_collective_that_lost_its_peer_says_so_instead_of_blaming_the_model():
+    from trainrun.cli.failures import reworded
+
+    try:
+        try:
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
+                               "Connection closed by peer [127.0.0.1]:41234")
+        except RuntimeError as cause:
+            raise TrainrunError("training (epoch 1, batch 4) failed: RuntimeError: ...", key="model._target_",
+                                exit_code=1) from cause
+    except TrainrunError as err:
+        said = reworded(err, None)
+    assert said.key is None and said.exit_code == 1
+    assert said.message.startswith("training (epoch 1, batch 4) failed: another process of the group ended")
+    assert "(Connection closed by peer [127.0.0.1]:41234)" in said.message

@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from trainrun.build.threads import CPUS_ENV, usable_cpus
 from trainrun.config.choices import direction
+from trainrun.engine.publish import META, recover
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
 from trainrun.report.echo import print_config_tree
@@ -62,13 +63,17 @@ REQUEUED = "requeued by submitit"
 
 
 def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
-    """A requeued job lands in its own folder again: continue from its ``last.pt``. SLURM counts
-    the restarts; submitit's local executor does not, so its job's own summary says it too."""
+    """A requeued job lands in its own folder again: continue from its last checkpoint (``last.pt``,
+    or the sharded folder ``last/`` that ``trainer.devices=N`` writes). SLURM counts the restarts;
+    submitit's local executor does not, so its job's own summary says it too."""
     restarts = requeue_count()
-    last = run_dir / CHECKPOINTS / LAST
+    checkpoints = run_dir / CHECKPOINTS
+    recover(checkpoints)  # a kill between the two renames of a sharded save
+    sharded = checkpoints / Path(LAST).stem
+    last = sharded if (sharded / META).is_file() else checkpoints / LAST
     summary = read_summary(run_dir) or {}
     handed_over = summary.get("status") == "interrupted" and REQUEUED in str(summary.get("error"))
-    if not (restarts or handed_over) or not last.is_file():
+    if not (restarts or handed_over) or not last.exists():
         return False
     if cfg.resume != "auto":
         by = f"SLURM (restart {restarts})" if restarts else "submitit"
