@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, TOYS, env_for_tests, final_weights, max_difference, saved_checkpoint
+from conftest import BIN, TOYS, TrainResult, env_for_tests, final_weights, max_difference, run_train, saved_checkpoint
 
 # 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
 # so the equivalence below includes a short, unevenly split last batch.
@@ -302,12 +302,23 @@ def test_skipping_a_nonfinite_batch_is_agreed_by_all_ranks(train, tmp_path):
 # --------------------------------------------------------------------------- signals, checkpoints, resume
 
 
-def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, tmp_path):
-    shutil.copy(TOYS, tmp_path / "killer.py")
-    args = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
-            "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
-    whole = train(*args, run_dir=tmp_path / "whole")
-    cut = train(*args, run_dir=tmp_path / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+# A two-process run with a per-step schedule, uninterrupted and stopped by a SIGTERM to rank 0.
+SIGNALLED = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
+             "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory) -> dict[str, TrainResult]:
+    """``whole`` and ``cut`` (SIGTERM to rank 0 at its 33rd step), made once for the tests below."""
+    cwd = tmp_path_factory.mktemp("signalled")
+    shutil.copy(TOYS, cwd / "killer.py")
+    whole = run_train(*SIGNALLED, cwd=cwd, run_dir=cwd / "whole")
+    cut = run_train(*SIGNALLED, cwd=cwd, run_dir=cwd / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+    return {"whole": whole, "cut": cut}
+
+
+def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(signalled, tmp_path):
+    whole, cut = signalled["whole"], signalled["cut"]
     assert cut.returncode == 143, cut.output
     assert cut.output.count("SIGTERM: stopping after this step") == 1
     saved = saved_checkpoint(cut.run_dir)  # a sharded checkpoint: every rank wrote its part
@@ -315,19 +326,27 @@ def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, t
     assert (saved["state"]["epoch"], saved["state"]["step"], saved["state"]["batch"]) == (1, 40, 14)
     assert tuple(saved["step_losses"].shape) == (2, 26)  # both ranks' losses of the open epoch
 
-    mid_epoch = tmp_path / "copy"
-    shutil.copytree(cut.run_dir, mid_epoch)
-    resumed = train(*args, "resume=auto", run_dir=cut.run_dir)
+    run = tmp_path / "resumed"
+    shutil.copytree(cut.run_dir, run)
+    resumed = run_train(*SIGNALLED, "resume=auto", cwd=cut.run_dir.parent, run_dir=run)
     assert max_difference(final_weights(whole.run_dir), final_weights(resumed.run_dir)) < 1e-6
     for a, b in zip(whole.metrics, resumed.metrics, strict=True):
         assert (a["lr"], a["step"]) == (b["lr"], b["step"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
 
-    # trainer.devices=1 now: the checkpoint's global batch (32) is kept, and the run ends where
-    # the uninterrupted one ends within float rounding (it was refused, naming trainer.devices)
-    other = train(*args[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto", run_dir=mid_epoch)
+
+def test_a_two_process_run_stopped_mid_epoch_continues_on_one(signalled, tmp_path):
+    """trainer.devices=1 now: the checkpoint's global batch (32) is kept, and the run ends where
+    the uninterrupted one ends within float rounding (it was refused, naming trainer.devices)."""
+    whole, cut = signalled["whole"], signalled["cut"]
+    assert cut.returncode == 143, cut.output
+    run = tmp_path / "on-one"
+    shutil.copytree(cut.run_dir, run)
+    other = run_train(*SIGNALLED[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto",
+                      cwd=cut.run_dir.parent, run_dir=run)
     assert "batch: 32 per process x 1 = the checkpoint's global batch of 32" in other.output
     assert max_difference(final_weights(whole.run_dir), final_weights(other.run_dir)) < 1e-5
+    assert [r["step"] for r in other.metrics] == [r["step"] for r in whole.metrics]
 
 
 def test_sigterm_to_the_launching_process_saves_and_exits_143(tmp_path):

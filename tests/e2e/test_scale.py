@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,6 @@ from conftest import BIN, TOYS, env_for_tests
 
 from trainrun.engine.checkpoint import find, load
 from trainrun.engine.sharded import read_whole
-
-pytestmark = pytest.mark.timeout(2400)
 
 # 240 training rows, a global batch of 6: 40 steps an epoch on 1, 2 or 3 processes.
 DATA = ("data=synthetic", "data.n_samples=300", "optim=sgd", "plot=false", "print_config=false",
@@ -68,55 +67,63 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_process_cuts(work) -> dict[str, Path]:
-    """One process, global batch 6: stopped by SIGTERM in epoch 2 (mid), and after epoch 1 (end)."""
-    cuts = {"mid": work / "cut1-mid", "end": work / "cut1-end"}
-    proc = train(work, cuts["mid"], "data.batch_size=6", "trainer.epochs=2", env={"KILL_AT": "55"}, check=False)
-    assert proc.returncode == 143, proc.stdout + proc.stderr
-    train(work, cuts["end"], "data.batch_size=6", "trainer.epochs=1")
-    return cuts
+def shared(work) -> Callable[[str, int, str], Path]:
+    """The runs the resume tests start from, each made once, by the first test that needs it
+    (so no test pays for all of them): ``("ref", 2, strategy)`` uninterrupted, two epochs;
+    ``("mid", n, strategy)`` stopped by SIGTERM in the middle of an epoch (epoch 2 on one
+    process, epoch 1 on two); ``("end", n, strategy)`` ended after epoch 1. Global batch 6; one
+    process has no strategy (``""``)."""
+    made: dict[tuple[str, int, str], Path] = {}
+
+    def get(when: str, processes: int, strategy: str) -> Path:
+        strategy = strategy if processes > 1 else ""
+        if (when, processes, strategy) in made:
+            return made[when, processes, strategy]
+        run = work / f"{when}{processes}-{strategy or 'one'}"
+        kill_at = {1: "55", 2: "30"}[processes] if when == "mid" else None
+        epochs = "trainer.epochs=1" if when == "end" else "trainer.epochs=2"
+        where = on(processes, strategy) if strategy else ()
+        proc = train(work, run, *where, f"data.batch_size={PER_PROCESS[processes]}", epochs,
+                     env={"KILL_AT": kill_at} if kill_at else None, check=False)
+        assert proc.returncode == (143 if kill_at else 0), proc.stdout + proc.stderr
+        if strategy:  # several processes write the sharded folder, never a whole last.pt
+            assert (run / "checkpoints" / "last" / "trainrun.pt").is_file()
+            assert not (run / "checkpoints" / "last.pt").exists()
+        made[when, processes, strategy] = run
+        return run
+
+    return get
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_a_run_continues_on_another_number_of_processes(work, one_process_cuts, strategy):
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2), (2, 3)])
+@pytest.mark.parametrize("when", ["mid", "end"])
+def test_a_run_continues_on_another_number_of_processes(work, shared, strategy, before, after, when):
     """2 -> 1, 1 -> 2 and 2 -> 3 processes, from the middle of an epoch and from its end: the
     global batch of 6 is kept (the header says the per-process batch), DCP reshards the model
     and optimizer, and the run ends where the uninterrupted one ends, within the tolerance."""
-    reference = work / f"ref-{strategy}"
-    train(work, reference, *on(2, strategy, "data.batch_size=3", "trainer.epochs=2"))
-    cuts = {("mid", 1): one_process_cuts["mid"], ("end", 1): one_process_cuts["end"]}
-    for when in ("mid", "end"):
-        cut = cuts[when, 2] = work / f"cut2-{when}-{strategy}"
-        more = ("trainer.epochs=2",) if when == "mid" else ("trainer.epochs=1",)
-        proc = train(work, cut, *on(2, strategy, "data.batch_size=3", *more),
-                     env={"KILL_AT": "30"} if when == "mid" else None, check=False)
-        assert proc.returncode == (143 if when == "mid" else 0), proc.stdout + proc.stderr
-        assert (cut / "checkpoints" / "last" / "trainrun.pt").is_file()
-        assert not (cut / "checkpoints" / "last.pt").exists()
-    expected = metrics(reference)
-    for (when, before), after in [(("mid", 2), 1), (("end", 2), 1), (("mid", 1), 2), (("end", 1), 2),
-                                  (("mid", 2), 3), (("end", 2), 3)]:
-        run = work / f"{before}to{after}-{when}-{strategy}"
-        shutil.copytree(cuts[when, before], run)
-        proc = train(work, run, *on(after, strategy, f"data.batch_size={PER_PROCESS[before]}", "trainer.epochs=2",
-                                    "resume=auto"))
-        per = PER_PROCESS[after]
-        assert (f"batch: {per} per process x {after} = the checkpoint's global batch of 6 "
-                f"(data.batch_size={PER_PROCESS[before]} was per process on {before})") in proc.stdout
-        assert "resumed from" in proc.stdout
-        a, b = weights(reference), weights(run)
-        assert a.keys() == b.keys()
-        assert max((a[k] - b[k]).abs().max().item() for k in a) < TOLERANCE, (when, before, after)
-        got = metrics(run)
-        assert [r["step"] for r in got] == [r["step"] for r in expected] == [40, 80]
-        for x, y in zip(expected, got, strict=True):
-            assert x["train_loss"] == pytest.approx(y["train_loss"], rel=TOLERANCE)
-            assert x["val_loss"] == pytest.approx(y["val_loss"], rel=TOLERANCE)
+    reference = shared("ref", 2, strategy)
+    run = work / f"{before}to{after}-{when}-{strategy}"
+    shutil.copytree(shared(when, before, strategy), run)
+    proc = train(work, run, *on(after, strategy, f"data.batch_size={PER_PROCESS[before]}", "trainer.epochs=2",
+                                "resume=auto"))
+    per = PER_PROCESS[after]
+    assert (f"batch: {per} per process x {after} = the checkpoint's global batch of 6 "
+            f"(data.batch_size={PER_PROCESS[before]} was per process on {before})") in proc.stdout
+    assert "resumed from" in proc.stdout
+    a, b = weights(reference), weights(run)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < TOLERANCE
+    expected, got = metrics(reference), metrics(run)
+    assert [r["step"] for r in got] == [r["step"] for r in expected] == [40, 80]
+    for x, y in zip(expected, got, strict=True):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=TOLERANCE)
+        assert x["val_loss"] == pytest.approx(y["val_loss"], rel=TOLERANCE)
 
 
-def test_a_global_batch_another_number_cannot_share_is_refused(work, one_process_cuts):
+def test_a_global_batch_another_number_cannot_share_is_refused(work, shared):
     run = work / "refused"
-    shutil.copytree(one_process_cuts["end"], run)
+    shutil.copytree(shared("end", 1, ""), run)
     proc = train(work, run, "trainer.devices=4", "data.batch_size=6", "trainer.epochs=2", "resume=auto", check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "the checkpoint's global batch is 6 samples" in proc.stderr
@@ -131,7 +138,7 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_torchrun_agents_on_loopback_train_like_one_launch(work, strategy):
+def test_two_torchrun_agents_on_loopback_train_like_one_launch(work, shared, strategy):
     """The multi-node commands of docs/cluster.md with two "nodes" on this machine: one run
     folder, each rank one thread (the ranks on a host share its CPUs, though each agent has
     LOCAL_WORLD_SIZE=1), the weights of trainer.devices=2."""
@@ -150,9 +157,7 @@ def test_two_torchrun_agents_on_loopback_train_like_one_launch(work, strategy):
     said = [line for out in outputs for line in out.splitlines() if line.startswith("threads:")]
     assert said == [f"threads: {max(1, cpus // 2)} ({cpus} usable CPUs: {cpus} in its CPU affinity; "
                     "shared by 2 processes)"]
-    one = work / f"one-{strategy}"
-    train(work, one, *on(2, strategy, "data.batch_size=3", "trainer.epochs=2"))
-    a, b = weights(folder), weights(one)
+    a, b = weights(folder), weights(shared("ref", 2, strategy))  # trainer.devices=2
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -182,13 +187,12 @@ def test_fsdp_meta_init_materializes_only_the_shards(work):
     assert json.loads((run / "summary.json").read_text())["status"] == "completed", proc.stdout
 
 
-def test_elastic_restart_after_a_killed_rank_continues_by_itself(work):
+def test_elastic_restart_after_a_killed_rank_continues_by_itself(work, shared):
     """torchrun --max-restarts=1: rank 0 is SIGKILLed in epoch 2; torchrun starts the group again,
     which resumes from the last checkpoint (every 5 steps) with no second command and ends with
-    the weights of a run never interrupted."""
+    the weights of a run never interrupted (the shared one, which saved only at epoch ends)."""
     args = [*DATA, "data.batch_size=3", "trainer.epochs=2", "checkpoint.every_n_steps=5"]
-    reference = work / "elastic-ref"
-    train(work, reference, "trainer.devices=2", "data.batch_size=3", "trainer.epochs=2", "checkpoint.every_n_steps=5")
+    reference = shared("ref", 2, "ddp")
     command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", "--max-restarts=1",
                "-m", "trainrun.cli", *args, f"hydra.run.dir={work / 'elastic'}"]
     once = work / "killed-once"
@@ -202,15 +206,15 @@ def test_elastic_restart_after_a_killed_rank_continues_by_itself(work):
     assert [r["epoch"] for r in metrics(work / "elastic")] == [1, 2]
 
 
-def test_a_kill_at_any_moment_leaves_a_whole_sharded_checkpoint(work):
-    """SIGKILL to `train trainer.devices=2` at several moments of a run that saves its shards
-    every step: each time a whole checkpoint is found (the previous or the new one), the whole
-    launch is gone, and resume=auto ends where an uninterrupted run ends, bit for bit."""
+def test_a_kill_at_any_moment_leaves_a_whole_sharded_checkpoint(work, shared):
+    """SIGKILL to `train trainer.devices=2` at two moments of a run that saves its shards every
+    step (where a kill lands varies with the machine's load): each time a whole checkpoint is
+    found (the previous or the new one), the whole launch is gone, and resume=auto ends where
+    an uninterrupted run (saving only at epoch ends) ends, bit for bit."""
     overrides = (*on(2, "ddp", "data.batch_size=3", "trainer.epochs=2", "checkpoint.every_n_steps=1"),)
-    reference = work / "kills-ref"
-    train(work, reference, *overrides)
+    reference = shared("ref", 2, "ddp")
     run = work / "kills"
-    for i, after in enumerate((14, 17, 20)):
+    for i, after in enumerate((12, 16)):
         args = [str(BIN / "train"), *DATA, *overrides, f"hydra.run.dir={run}", *(["resume=auto"] if i else [])]
         proc = subprocess.Popen(args, cwd=work, env=env_for_tests(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)

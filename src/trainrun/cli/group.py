@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from trainrun.build.devices import resolve_device
 from trainrun.cli.failures import GRACE_S, record
@@ -57,7 +58,8 @@ def process_group(cfg: Any, place: Place) -> Iterator[None]:
                fix="check that every process started (its own output) and can reach MASTER_ADDR:MASTER_PORT; "
                "a process that starts much later than the others needs a longer trainer.ddp_timeout_s"):
         dist.init_process_group(backend_for(device), rank=place.rank, world_size=place.world_size,
-                                timeout=ddp_timeout(cfg), device_id=device if device.type == "cuda" else None)
+                                timeout=ddp_timeout(cfg), device_id=device if device.type == "cuda" else None,
+                                store=_attempt_store(cfg))
     watch = PeerWatch(place)
     try:
         yield
@@ -81,6 +83,19 @@ def sharing_cpus() -> int:
     dist.all_gather_object(everyone, mine)
     return sum(1 for host, cpus in everyone
                if host == mine[0] and (not cpus or not mine[1] or set(cpus) & set(mine[1])))
+
+
+def _attempt_store(cfg: Any) -> dist.Store | None:
+    """Under torchrun's agent store, this attempt's keys under a prefix of their own; else None
+    (``env://`` as usual). torchrun keeps one store for every restart of the group
+    (``--max-restarts``), so a restarted group found the dead group's keys there: a process
+    read a dead peer's gloo address for a new group (DCP's) and failed to connect."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return None
+    timeout = ddp_timeout(cfg) or default_pg_timeout
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                           timeout=timeout)
+    return dist.PrefixStore(f"trainrun/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", client)
 
 
 def _store() -> dist.TCPStore:

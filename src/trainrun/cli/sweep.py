@@ -6,7 +6,7 @@ and the ``SweepSummary`` Hydra callback writes the summary at the end.
   the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
   non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
   A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
-  it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
+  it; the requeued job resumes from its own last checkpoint (:func:`resume_if_requeued`).
 - :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
   At the end of every multirun it writes ``summary.csv`` from the job folders
   (:mod:`trainrun.report.sweep`) and prints a table sorted by the objective, best first. When
