@@ -26,10 +26,20 @@ one epoch outside the timed part, then weights and optimizer state reset), combi
 ``+``, and ``bf16`` (trainer.precision=bf16: different math, different weights). ``hand+fused``
 is the hand loop with a fused optimizer, to show what the lever is worth outside trainrun too.
 
+On a GPU (``--device cuda``): every variant runs there, with its data on the device (the
+tutorial loop keeps its data on the CPU and copies each batch, as tutorials do), the clock read
+after ``torch.cuda.synchronize()``. Levers for it: ``reduce-overhead`` (trainer.compile=
+reduce-overhead: the whole step replayed as one CUDA graph), ``max-autotune``, ``tf32``,
+``channels_last``. ``torch-reduce-overhead`` / ``torch-max-autotune`` put torch.compile with that
+mode around trainrun's model directly, to measure the modes trainrun refuses on a CPU.
+
 Workloads (from the team's reference measurements):
   tiny   60-60-30-1 sigmoid MLP, BCE, SGD lr 0.1, 208 rows, batch 16, 200 epochs
   digits 64-256-256-10 MLP, CrossEntropy, SGD+momentum, batch 32, 30 epochs
   wide   100k x 128, 128-512-512-10 MLP, CrossEntropy, Adam, batch 256, 3 epochs
+  resnet (GPU-sized; default with --device cuda) a 3-block ResNet (64-128-256 channels, batch
+         norm) on 10,240 synthetic 3x32x32 images, CrossEntropy, SGD+momentum, batch 256,
+         3 epochs (scripts/bench_models.py)
 """
 
 from __future__ import annotations
@@ -40,22 +50,26 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_models  # this folder's: the GPU-sized workload's model and images
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tutorial_loop import tutorial_epoch  # this folder's: the loop written once
 
 from trainrun.build.setup import Setup, build
+from trainrun.build.speed import set_tf32
 from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.engine.loop import TrainState, fit, train_epoch
 from trainrun.engine.stop import Stop
+from trainrun.errors import TrainrunError
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -82,10 +96,32 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         ],
         "quick_epochs": 1,
     },
+    "resnet": {
+        "overrides": [
+            "data=npz", "model._target_=bench_models.ResNet", "loss=cross_entropy", "optim=sgd",
+            "optim.lr=0.05", "optim.momentum=0.9", "data.batch_size=256", "trainer.epochs=3",
+        ],
+        "quick_epochs": 1,
+        "images": {"n": 10240, "size": 32},  # written to a temporary NPZ (bench_models.write_images)
+        "quick_images": {"n": 512, "size": 16, "overrides": ["+model.widths=[8,16,32]"]},
+    },
 }
 COMMON = ["data.val_fraction=0", "objective=train_loss", "checkpoint.monitor=train_loss",
-          "trainer.progress=none", "checkpoint.enabled=false",
-          "device=cpu"]
+          "trainer.progress=none", "checkpoint.enabled=false"]
+DEVICE = ["device=cpu"]  # --device
+CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
+
+
+def torch_defaults() -> None:
+    """TF32 as torch starts (a tf32 variant sets it for the whole process)."""
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def sync() -> None:
+    """Wait for the GPU before reading the clock (kernels run after Python returns)."""
+    if DEVICE == ["device=cuda"]:
+        torch.cuda.synchronize()
 
 
 class QuietReporter:
@@ -123,7 +159,16 @@ LEVERS = {
     "foreach": ["optim.foreach=true"],
     "compile": ["trainer.compile=true"],
     "bf16": ["trainer.precision=bf16"],  # not the same math: autocast matmuls in bfloat16
+    "reduce-overhead": ["trainer.compile=reduce-overhead"],  # CUDA: the step as one CUDA graph
+    "max-autotune": ["trainer.compile=max-autotune"],  # CUDA
+    "tf32": ["trainer.tf32=true"],  # CUDA: TensorFloat-32 matmuls and convolutions
+    "channels_last": ["trainer.channels_last=true"],
+    "torch-reduce-overhead": [],  # torch.compile(model, mode=...) put in by hand (see TORCH_MODES)
+    "torch-max-autotune": [],
 }
+# Levers that wrap trainrun's model in torch.compile with a mode trainrun refuses on a CPU, to
+# measure what it refuses (docs/performance.md).
+TORCH_MODES = {"torch-reduce-overhead": "reduce-overhead", "torch-max-autotune": "max-autotune"}
 
 
 def lever_overrides(spec: str) -> list[str]:
@@ -131,12 +176,17 @@ def lever_overrides(spec: str) -> list[str]:
     return [o for part in spec.split("+") for o in LEVERS[part]]
 
 
+def compiled(run: Setup) -> bool:
+    """Whether the run compiles (torch.compile) or captures its step: it is warmed up first."""
+    return str(run.cfg.trainer.compile).lower() != "false" or run.model is not run.raw_model
+
+
 def warm_up_compiled(run: Setup, initial: dict[str, torch.Tensor]) -> None:
     """Compile outside the timed part: one epoch (every batch shape), then back to the initial
     weights and a fresh optimizer state, so the timed run computes what the others compute."""
     train_epoch(run, TrainState(), 0, Stop.for_setup(run, checkpoints=None))
     run.raw_model.load_state_dict(initial)
-    run.optimizer.state.clear()
+    run.optimizer.state.clear()  # a captured step (step_graph) sees it and warms up again
 
 
 class EpochBatches:
@@ -191,10 +241,10 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
         started = stopped = 0.0
 
         def on_train_start(self, trainer: Any, module: Any) -> None:
-            self.started = time.perf_counter()
+            self.started = CLOCK[0]()
 
         def on_train_end(self, trainer: Any, module: Any) -> None:
-            self.stopped = time.perf_counter()
+            self.stopped = CLOCK[0]()
 
     clock, batches = Clock(), EpochBatches(run.train_batches)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -202,7 +252,7 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
           contextlib.redirect_stdout(sink)):  # the bar still draws, into /dev/null
         warnings.simplefilter("ignore")
         trainer = L.Trainer(
-            max_epochs=run.cfg.trainer.epochs, accelerator="cpu", devices=1, logger=False,
+            max_epochs=run.cfg.trainer.epochs, accelerator=run.device.type, devices=1, logger=False,
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=not lean,
             num_sanity_val_steps=0, callbacks=[clock],
         )
@@ -213,8 +263,9 @@ def lightning_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Op
 
 def make_run(overrides: list[str], extra: list[str]) -> Setup:
     register()
+    torch_defaults()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose("train", overrides=overrides + COMMON + extra)
+        cfg = compose("train", overrides=overrides + COMMON + DEVICE + extra)
     return build(cfg)
 
 
@@ -229,7 +280,7 @@ def hand_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         perm = batches.permutation(epoch)
         x, y = x_all[perm], y_all[perm]
         model.train()
-        total = torch.zeros(())
+        total = torch.zeros((), device=x_all.device)
         for lo, hi in bounds:
             optimizer.zero_grad(set_to_none=True)
             out = model(x[lo:hi])
@@ -242,16 +293,19 @@ def hand_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 def tutorial_loop(run: Setup, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
-    """The tutorial loop: DataLoader over a TensorDataset, loss.item() every step."""
+    """The tutorial loop: DataLoader over a TensorDataset, loss.item() every step; on a GPU the
+    data stays on the CPU and each batch is copied over, as tutorials do."""
     batches = run.train_batches
     sampler = EpochOrder(batches.permutation)
-    loader = DataLoader(TensorDataset(batches.x, batches.y), batch_size=run.cfg.data.batch_size,
+    device = batches.x.device
+    loader = DataLoader(TensorDataset(batches.x.cpu(), batches.y.cpu()), batch_size=run.cfg.data.batch_size,
                         sampler=sampler)
     criterion = run.criterion
     losses = []
     for epoch in range(run.cfg.trainer.epochs):
         sampler.epoch = epoch
-        losses.append(tutorial_epoch(model, optimizer, criterion, loader))
+        epoch_batches = loader if device.type == "cpu" else ((x.to(device), y.to(device)) for x, y in loader)
+        losses.append(tutorial_epoch(model, optimizer, criterion, epoch_batches))
     return losses
 
 
@@ -268,36 +322,50 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
     overrides = list(spec["overrides"])
     if quick:
         overrides.append(f"trainer.epochs={spec['quick_epochs']}")
+    if "images" in spec:  # the GPU-sized workload's data, written once per run of the benchmark
+        images = dict(spec["quick_images"] if quick else spec["images"])
+        overrides += images.pop("overrides", [])
+        path = Path(tempfile.mkdtemp(prefix="trainrun-bench-")) / "images.npz"
+        overrides.append(f"data.path={bench_models.write_images(path, **images)}")
     template = make_run(overrides, extra)
     initial = copy.deepcopy(template.raw_model.state_dict())
     result = Result(steps=len(template.train_batches) * template.cfg.trainer.epochs)
 
-    compiled: dict[str, Setup] = {}
+    compiled_runs: dict[str, Setup] = {}
+    refused: set[str] = set()
 
     def trainrun_variant(label: str = "trainrun", more: list[str] = ()) -> dict[str, torch.Tensor]:
-        if label in compiled:  # compiled once: later rounds reuse it from the initial state
-            run = compiled[label]
+        if label in compiled_runs:  # compiled once: later rounds reuse it from the initial state
+            run = compiled_runs[label]
             run.raw_model.load_state_dict(initial)
             run.optimizer.state.clear()
+            torch_defaults()
+            set_tf32(run.cfg.trainer.tf32, run.device)
         else:
             run = make_run(overrides, [*extra, *more])  # built outside the timed part
             run.raw_model.load_state_dict(initial)
-            if run.cfg.trainer.compile:
+            if label.removeprefix("trainrun +") in TORCH_MODES:
+                run.model = torch.compile(run.model, mode=TORCH_MODES[label.removeprefix("trainrun +")])
+            if compiled(run):
                 warm_up_compiled(run, initial)
-                compiled[label] = run
-        started = time.perf_counter()
+                compiled_runs[label] = run
+        sync()
+        started = CLOCK[0]()
         fit(run, TrainState(), QuietReporter())
-        result.times.setdefault(label, []).append(time.perf_counter() - started)
+        sync()
+        result.times.setdefault(label, []).append(CLOCK[0]() - started)
         return run.raw_model.state_dict()
 
     def plain_variant(label: str, loop: Callable[..., Any], more: list[str] = (),
                       **kwargs: Any) -> dict[str, torch.Tensor]:
         run = make_run(overrides, [*extra, *more])
         run.raw_model.load_state_dict(initial)
-        started = time.perf_counter()
+        sync()
+        started = CLOCK[0]()
         seconds = loop(run, run.raw_model, run.optimizer, **kwargs)
+        sync()
         if not isinstance(seconds, float):  # the loop did not time itself
-            seconds = time.perf_counter() - started
+            seconds = CLOCK[0]() - started
         result.times.setdefault(label, []).append(seconds)
         return run.raw_model.state_dict()
 
@@ -309,21 +377,32 @@ def time_workload(name: str, rounds: int, quick: bool, extra: list[str], levers:
             result.weights["lightning"] = plain_variant("lightning", lightning_loop, lean=False)
             result.weights["lightning lean"] = plain_variant("lightning lean", lightning_loop, lean=True)
         for lever in levers:
-            if lever.startswith("hand+"):
-                label = lever
-                result.weights[label] = plain_variant(label, hand_loop, lever_overrides(lever[5:]))
-            else:
-                label = f"trainrun +{lever}"
-                result.weights[label] = trainrun_variant(label, lever_overrides(lever))
+            if lever in refused:
+                continue
+            try:
+                if lever.startswith("hand+"):
+                    label = lever
+                    result.weights[label] = plain_variant(label, hand_loop, lever_overrides(lever[5:]))
+                else:
+                    label = f"trainrun +{lever}"
+                    result.weights[label] = trainrun_variant(label, lever_overrides(lever))
+            except TrainrunError as err:  # e.g. reduce-overhead on a CPU: said once, left out
+                refused.add(lever)
+                print(f"  {lever}: refused here: {err.message}", flush=True)
     result.times = {k: v[1:] for k, v in result.times.items()}
     return result
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two state dicts (buffers such as batch norm's
+    step count included)."""
+    return max(((a[k].float() - b[k].float()).abs().max().item() for k in a), default=0.0)
 
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
     if all(torch.equal(a[k], b[k]) for k in a):
         return "identical"
-    diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    return f"max diff {diff:.1e}"
+    return f"max diff {max_difference(a, b):.1e}"
 
 
 def main() -> None:
@@ -335,7 +414,12 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   "--nproc-per-node=2", script, *sys.argv[1:]])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS),
+                        help="default: tiny digits wide, and resnet with --device cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every variant runs")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time (time.process_time), which other jobs on a shared "
+                        "machine disturb far less than wall time; with --threads 1 and --device cpu only")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="how rounds combine; min suits a machine other jobs disturb")
@@ -354,12 +438,23 @@ def main() -> None:
         if not all(part in LEVERS for part in parts.split("+")):
             parser.error(f"unknown lever {lever!r}; choose from {', '.join(LEVERS)} (joined with +)")
     torch.set_num_threads(args.threads)
+    # Every compiled variant compiles the same module code again (another model, another mode): past
+    # torch's default of 8 recompilations dynamo would silently run the rest eagerly.
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 256
     lightning = not args.no_lightning and lightning_available()
+    DEVICE[:] = [f"device={args.device}"]
+    if args.clock == "cpu":
+        if args.device != "cpu" or args.threads != 1:
+            parser.error("--clock cpu measures one thread's work: use it with --device cpu --threads 1")
+        CLOCK[:] = [time.process_time]
+    workloads = args.workloads or ["tiny", "digits", "wide"] + (["resnet"] if args.device == "cuda" else [])
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
 
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of {args.rounds} "
-          "rounds, µs per training step" + ("" if lightning else "; without Lightning"))
-    for name in args.workloads:
+    print(f"torch {torch.__version__}, {where}, {args.stat} of {args.rounds} rounds, µs per training step"
+          + (" (CPU time)" if args.clock == "cpu" else "") + ("" if lightning else "; without Lightning"))
+    for name in workloads:
         result = time_workload(name, args.rounds, args.quick, args.overrides, args.levers, lightning)
         combine = statistics.median if args.stat == "median" else min
         us = {k: combine(v) / result.steps * 1e6 for k, v in result.times.items()}
@@ -369,14 +464,16 @@ def main() -> None:
               + "  weights vs hand")
         for label, value in us.items():
             check = same_weights(result.weights[label], result.weights["hand"])
-            row = {"workload": name, "variant": label, "steps": result.steps, "us_per_step": value,
-                   **{f"over_{b}": value / us[b] for b in bases}, "weights_vs_hand": check,
+            row = {"workload": name, "variant": label, "device": where, "steps": result.steps,
+                   "us_per_step": value, **{f"over_{b}": value / us[b] for b in bases},
+                   "weights_vs_hand": check, "max_diff_vs_hand": max_difference(result.weights[label],
+                                                                               result.weights["hand"]),
                    "seconds": result.times[label]}
             rows.append(row)
             print(f"  {label:<24} {value:>8.0f} " + " ".join(f"{value / us[b]:>12.3f}" for b in bases)
                   + f"  {check}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        if args.json:  # after each workload: a run stopped by a time limit keeps what it measured
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

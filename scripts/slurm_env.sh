@@ -14,6 +14,8 @@
 #   TRAINRUN_SLURM_REAL_MEMORY=MB   RealMemory of the node (default: 95% of RAM)
 #   TRAINRUN_SLURM_DEF_MEM_PER_CPU=MB  DefMemPerCPU (default: RealMemory / CPUs)
 #   TRAINRUN_SLURM_DB_PASS=...      password of the MariaDB user 'slurm'
+#   TRAINRUN_SLURM_OWN_DIR=DIR      where slurm_up.sh records the daemons it started
+#                                   (default /run/trainrun-slurm; slurm_down.sh stops only those)
 
 TR_CLUSTER="${TRAINRUN_SLURM_CLUSTER:-trainrun}"
 TR_PARTITION="${TRAINRUN_SLURM_PARTITION:-debug}"
@@ -47,6 +49,11 @@ TR_MYSQL_LOG=/var/log/mysql/error.log
 TR_DB_NAME=slurm_acct_db
 TR_DB_USER=slurm
 TR_DB_PASS="${TRAINRUN_SLURM_DB_PASS:-trainrun-slurm}"
+
+# What slurm_up.sh started, so that slurm_down.sh stops exactly that (never a daemon that
+# someone else runs on this machine) and removes only the files this pair owns.
+TR_OWN_DIR="${TRAINRUN_SLURM_OWN_DIR:-/run/trainrun-slurm}"
+TR_STARTED="$TR_OWN_DIR/started" # one line per daemon: NAME PID STARTTIME
 
 TR_CTLD_PORT=6817
 TR_SLURMD_PORT=6818
@@ -104,6 +111,55 @@ tr_pid_alive() {
 	[[ -r "/proc/$pid/stat" ]] || return 1
 	st="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
 	[[ -n "$st" && "$st" != Z && "$st" != X ]]
+}
+
+# The start time of PID (field 22 of /proc/PID/stat, in clock ticks since boot): with the pid,
+# it names one process, never a later one that got the same pid.
+tr_starttime() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+# tr_record NAME PIDFILE: note the daemon NAME that this script has just started (its pid from
+# PIDFILE or its name, waiting up to 10 s for it to appear) as ours.
+tr_record() {
+	local name="$1" pidfile="$2" pid="" deadline=$((SECONDS + 10))
+	until pid="$(tr_daemon_pid "$name" "$pidfile")"; do
+		((SECONDS < deadline)) || { tr_log "WARNING: $name started but no pid found: not recorded"; return 0; }
+		sleep 0.2
+	done
+	install -d -m 0700 "$TR_OWN_DIR"
+	{ grep -v "^$name " "$TR_STARTED" 2>/dev/null || true; echo "$name $pid $(tr_starttime "$pid")"; } >"$TR_STARTED.tmp"
+	mv -f "$TR_STARTED.tmp" "$TR_STARTED"
+}
+
+# tr_owned_pid NAME: the pid of the daemon NAME that slurm_up.sh started, if it still runs
+# (same pid, same start time, same name). Returns 1 if none.
+tr_owned_pid() {
+	local name="$1" rec_name pid start comm
+	[[ -r "$TR_STARTED" ]] || return 1
+	while read -r rec_name pid start; do
+		[[ "$rec_name" == "$name" ]] || continue
+		tr_pid_alive "$pid" || return 1
+		[[ "$(tr_starttime "$pid")" == "$start" ]] || return 1
+		comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+		[[ "$comm" == "$name" || "$comm" == "${name:0:15}" ]] || return 1
+		echo "$pid"
+		return 0
+	done <"$TR_STARTED"
+	return 1
+}
+
+# tr_stop_pid NAME PID [WAIT_S]: SIGTERM one process, wait, then SIGKILL; 1 if it still lives.
+tr_stop_pid() {
+	local name="$1" pid="$2" wait_s="${3:-15}" deadline
+	tr_log "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	deadline=$((SECONDS + wait_s))
+	while tr_pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+	if tr_pid_alive "$pid"; then
+		tr_log "$name (pid $pid) did not exit after ${wait_s}s: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		sleep 0.5
+	fi
+	! tr_pid_alive "$pid"
 }
 
 # Print the live pids (not zombies) whose command name is exactly NAME.
@@ -211,6 +267,7 @@ tr_start_mariadb() {
 			--innodb-flush-log-at-trx-commit=2 \
 			</dev/null >>"$TR_LOG_DIR/mariadb.stdout" 2>&1 9>&- &
 		disown || true
+		local started=1
 	fi
 	local deadline=$((SECONDS + TR_TIMEOUT))
 	until tr_mariadb_ping; do
@@ -220,6 +277,9 @@ tr_start_mariadb() {
 		}
 		sleep 0.2
 	done
+	if [[ -n "${started:-}" ]]; then
+		tr_record mariadbd "$TR_MYSQL_PID"
+	fi
 }
 
 tr_stop_mariadb() {

@@ -92,6 +92,7 @@ if ! pid="$(tr_daemon_pid munged "$TR_MUNGE_PID")" || ! munge_ok; then
 	tr_log "starting munged"
 	setsid runuser -u munge -- /usr/sbin/munged --force </dev/null >>/var/log/munge/munged.stdout 2>&1 9>&- ||
 		tr_die "munged failed to start (log: /var/log/munge/munged.log)"
+	tr_record munged "$TR_MUNGE_PID"
 	deadline=$((SECONDS + TR_TIMEOUT))
 	until munge_ok; do
 		((SECONDS < deadline)) || tr_die "munge -n | unmunge still fails after ${TR_TIMEOUT}s (log: /var/log/munge/munged.log)"
@@ -217,6 +218,7 @@ else
 	tr_log "starting slurmdbd"
 	setsid slurmdbd </dev/null >>"$TR_LOG_DIR/slurmdbd.stdout" 2>&1 9>&- ||
 		tr_die "slurmdbd failed to start (log: $TR_LOG_DIR/slurmdbd.log)"
+	tr_record slurmdbd "$TR_DBD_PID"
 fi
 deadline=$((SECONDS + TR_TIMEOUT))
 until tr_port_open "$TR_DBD_PORT" && sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; do
@@ -262,6 +264,7 @@ else
 	tr_log "starting slurmctld"
 	setsid slurmctld </dev/null >>"$TR_LOG_DIR/slurmctld.stdout" 2>&1 9>&- ||
 		tr_die "slurmctld failed to start (log: $TR_LOG_DIR/slurmctld.log)"
+	tr_record slurmctld "$TR_CTLD_PID"
 fi
 deadline=$((SECONDS + TR_TIMEOUT))
 until ctld_ping; do
@@ -282,6 +285,7 @@ else
 	slurmd_t0=$(($(date +%s) - 1))
 	setsid slurmd -N "$TR_NODE" </dev/null >>"$TR_LOG_DIR/slurmd.stdout" 2>&1 9>&- ||
 		tr_die "slurmd failed to start (log: $TR_LOG_DIR/slurmd.log)"
+	tr_record slurmd "$TR_SLURMD_PID"
 fi
 
 node_state() { sinfo -h -N -n "$TR_NODE" -o '%T' 2>/dev/null | head -n1; }

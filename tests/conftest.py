@@ -28,6 +28,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slurm" in item.keywords:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        if "postgres" in item.keywords:  # one server for the session, as for SLURM
+            item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
 @pytest.fixture(autouse=True)
@@ -218,11 +220,14 @@ def slurm_cluster():
                               text=True, timeout=300)
         print(f"\nslurm_down.sh: exit {down.returncode} in {time.perf_counter() - stopping:.1f} s; "
               f"cluster held {time.perf_counter() - started:.1f} s")
-        if down.returncode != 0:
+        if down.returncode != 0:  # a daemon of ours still runs: a leaked cluster
+            message = (f"scripts/slurm_down.sh failed (exit {down.returncode}): the cluster this session "
+                       f"started is not stopped\n{down.stdout[-3000:]}\n{down.stderr[-3000:]}")
+            if os.environ.get("CI") == "true":  # CI must never leave a cluster behind unnoticed
+                pytest.fail(message)
             import warnings
 
-            warnings.warn(f"scripts/slurm_down.sh failed (exit {down.returncode}):\n"
-                          f"{down.stdout[-3000:]}\n{down.stderr[-3000:]}", stacklevel=1)
+            warnings.warn(message, stacklevel=1)
 
 
 def shadow(tmp_path: Path, *packages: str) -> dict[str, str]:
@@ -288,3 +293,30 @@ def launcher_free_env(monkeypatch):
            and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     monkeypatch.setattr(ranks.os, "environ", env)
     return env
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's package) for the whole test session:
+    ``scripts/postgres_up.sh`` before the first test that asks for it, ``scripts/postgres_down.sh
+    --purge-state`` at the end, always. Yields its SQLAlchemy URL (psycopg 3). Skipped where it
+    cannot run (not root, no apt-get); in CI (CI=true) that is a failure, never a silent skip."""
+    import shutil
+
+    cannot = pytest.fail if os.environ.get("CI") == "true" else pytest.skip
+    if os.geteuid() != 0:
+        cannot("the PostgreSQL tests start a server: run them as root (CI does)")
+    if not (shutil.which("apt-get") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))):
+        cannot("no PostgreSQL and no apt-get to install it (scripts/postgres_up.sh targets Debian)")
+    scripts = REPO / "scripts"
+    try:
+        up = subprocess.run(["bash", str(scripts / "postgres_up.sh")], capture_output=True, text=True,
+                            timeout=600)
+        ready = [line for line in up.stdout.splitlines() if line.startswith("POSTGRES READY ")]
+        if up.returncode != 0 or not ready:
+            pytest.fail(f"scripts/postgres_up.sh failed (exit {up.returncode}):\n{up.stdout[-3000:]}\n"
+                        f"{up.stderr[-3000:]}")
+        yield ready[-1].split(" ", 2)[2]
+    finally:
+        subprocess.run(["bash", str(scripts / "postgres_down.sh"), "--purge-state"], capture_output=True,
+                       text=True, timeout=300)

@@ -121,7 +121,7 @@ class Evil:
 
 
 def metric_set(names, **kw) -> MetricSet:
-    defaults = dict(task="binary", num_classes=2, head="other", targets="float", threshold=0.5,
+    defaults = dict(task="binary", num_classes=2, output="scores", targets="float",
                     y_scale=1.0, device=torch.device("cpu"))
     return MetricSet(names, **{**defaults, **kw})
 

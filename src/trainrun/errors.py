@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import re
 import site
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 CONFIG_ERROR = 2
 TRAINING_ERROR = 1
@@ -125,7 +129,10 @@ def _key_in(text: str, key: str, section: Mapping[str, Any], *, by_value: bool) 
         name = str(name)
         if name.startswith("_"):
             continue
-        value = section[name]
+        try:
+            value = section[name]
+        except Exception:  # a missing (``???``) or broken value: named by its key alone
+            value = None
         words = {name.lower(), name.lower().replace("_", " "), *KEY_ALIASES.get(name, ())}
         if len(name) > 3 and name.endswith("s"):
             words.add(name[:-1].lower())
@@ -185,3 +192,52 @@ def phase(what: str | Callable[[], str], key: str, *, section: Mapping[str, Any]
             fix=fix(named) if callable(fix) else fix,
             exit_code=exit_code,
         ) from err
+
+
+def unexpected(err: BaseException) -> TrainrunError:
+    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
+    knows): still one paragraph, in train.log too, with where it was raised."""
+    where = raised_in(err)
+    return TrainrunError(
+        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
+        exit_code=TRAINING_ERROR,
+        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
+    )
+
+
+def netted(run: Callable[[Any], object], cfg: Any) -> None:
+    """A command's ``run`` with train's last net: whatever no phase caught is one paragraph too."""
+    try:
+        run(cfg)
+    except TrainrunError:
+        raise
+    except Exception as err:
+        raise unexpected(err) from err
+
+
+def exits_are_errors(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The last boundary of a command's body (``train``'s ``run_training``, ``evaluate``,
+    ``predict``, ``export-model``), for exits. Inside a :func:`phase` an exit is already that
+    phase's error; this catches one raised anywhere else in the command (a user's module that
+    runs an unguarded ``sys.exit(main())`` when imported, a logger's ``close``): status 0
+    included, it is an error, never the command's own end, which would otherwise be exit 0
+    with nothing done."""
+
+    def wrap(body: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(body)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return body(*args, **kwargs)
+            except SystemExit as err:
+                where = raised_in(err)
+                raise TrainrunError(
+                    f"{command} was stopped by an exit it did not make: {describe(err)}"
+                    + (f" (raised in {where})" if where else ""),
+                    exit_code=TRAINING_ERROR,
+                    fix="nothing inside a run exits on purpose: remove that exit, or guard a "
+                    "script's sys.exit(main()) with `if __name__ == \"__main__\":`",
+                ) from err
+
+        return guarded
+
+    return wrap

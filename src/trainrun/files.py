@@ -36,6 +36,7 @@ PROFILER = "profiler"
 SWEEP_CSV, SWEEP_PNG = "summary.csv", "sweep.png"
 # What ``evaluate``, ``predict`` and ``export`` write.
 EVAL_JSON, PREDICTIONS_CSV, PREDICT_JSON = "eval.json", "predictions.csv", "predict.json"
+REPORT_TXT, CONFUSION_PNG = "report.txt", "confusion.png"  # evaluate report=true: per class
 EXPORT, PREPROCESSING_JSON = "export", "preprocessing.json"
 
 # mkstemp creates files readable by the owner only; give them the mode open() would.
@@ -67,11 +68,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     return path
 
 
+def append_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Append ``data`` (one line) to ``path`` and fsync it: one ``write`` call, so a kill leaves
+    the line whole or absent, never half of it (a writer that rewrites the file whole on its
+    next start, as the metrics logger does, repairs a torn one after a power cut)."""
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def atomic_write_json(path: str | os.PathLike[str], value: Any) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], value: object) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
@@ -92,22 +109,23 @@ class BackgroundWrites:
     def __init__(self, name: str, write: Callable[[Path, bytes], Any] | None = None) -> None:
         self.name = name
         self._write = write or (lambda path, data: atomic_write(path, lambda f: f.write(data)))
-        self._pending: collections.deque[tuple[list[Path], bytes | Callable[[], bytes]]] = collections.deque()
+        self._pending: collections.deque[tuple[list[Path], bytes | Callable[[], bytes], bool]] = collections.deque()
         self._changed = threading.Condition()
         self._busy = False  # a job is being written
         self._closing = False
         self._thread: threading.Thread | None = None
         self._failure: WriteFailed | None = None
 
-    def put(self, paths: Path | list[Path], data: bytes | Callable[[], bytes]) -> None:
-        """Write ``data`` (made once, if a function) to each of ``paths``, after what came before."""
+    def put(self, paths: Path | list[Path], data: bytes | Callable[[], bytes], *, append: bool = False) -> None:
+        """Write ``data`` (made once, if a function) to each of ``paths``, after what came before;
+        ``append``: add it to the end of the file (:func:`append_bytes`) instead."""
         with self._changed:
             if self._thread is None:
                 thread = threading.Thread(target=self._work, name=self.name, daemon=True)
                 thread.start()  # kept only once started: a failed start must not make close() join it
                 self._thread, self._closing = thread, False
                 _OPEN.add(self)
-            self._pending.append(([paths] if isinstance(paths, Path) else list(paths), data))
+            self._pending.append(([paths] if isinstance(paths, Path) else list(paths), data, append))
             self._changed.notify_all()
 
     def _work(self) -> None:
@@ -117,14 +135,14 @@ class BackgroundWrites:
                     self._changed.wait()
                 if not self._pending:
                     return
-                paths, data = self._pending.popleft()
+                paths, data, append = self._pending.popleft()
                 self._busy = self._failure is None  # after a failure nothing more is written
             if self._busy:
                 path = paths[0]
                 try:
                     made = data() if callable(data) else data
                     for path in paths:
-                        self._write(path, made)
+                        (append_bytes if append else self._write)(path, made)
                 except BaseException as err:  # raised by wait(), on the caller's thread
                     with self._changed:
                         self._failure = WriteFailed(path, err)

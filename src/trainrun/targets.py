@@ -15,7 +15,7 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ def _check_not_shadowed(top: str, cwd: str, key: str) -> None:
         )
 
 
-def accepted_parameters(obj: Any) -> tuple[set[str], bool]:
+def accepted_parameters(obj: Callable[..., object]) -> tuple[set[str], bool]:
     """The keyword names ``obj`` accepts, and whether it takes ``**kwargs``. A torch module
     class without an ``__init__`` of its own shows ``nn.Module.__init__(*args, **kwargs)``,
     which accepts no keyword at all: it takes none."""
@@ -157,7 +157,7 @@ def named_in(target: str, trust: Collection[str]) -> bool:
     return any(target == t or target.startswith(f"{t}.") for t in trust)
 
 
-def untrusted_targets(config: Any, trust: Collection[str] = (), prefix: str = "") -> list[str]:
+def untrusted_targets(config: object, trust: Collection[str] = (), prefix: str = "") -> list[str]:
     """Every ``<key>._target_=<name>`` in ``config`` (nested ones included: Hydra builds those
     too) that is neither trusted (:func:`trusted_target`) nor named in ``trust`` (:func:`named_in`)."""
     found: list[str] = []

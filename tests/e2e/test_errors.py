@@ -103,13 +103,14 @@ CASES = [
     ("csv_missing_column", ["data=csv", "data.path=m.csv", "data.target=label"], 2,
      ["no column 'label'", "'a', 'b', 'c', 'd', 'y'", "data.target"]),
     ("csv_text_feature", ["data=csv", "data.path=text.csv", "data.target=y"], 2,
-     ["CSV column 'colour' is not numeric (value 'red')", "data.features"]),
+     ["column 'colour' mixes numbers and text (value 'red' in data row 2, line 3", "data.categorical=[colour]"]),
     ("csv_nan_feature", ["data=csv", "data.path=nan.csv", "data.target=y"], 2,
      ["NaN or infinite values", "rows [1]"]),
     ("npz_unreadable", ["data=npz", "data.path=bad.npz"], 2, ["cannot read NPZ file", "bad.npz"]),
     ("data_source_returns_text", ["data._target_=usercode.text"], 2,
      ["data._target_=usercode.text returned a str", "key: data._target_"]),
-    ("loss_does_not_fit_task", [*CSV, "loss=bce"], 2, ["3 classes", "loss=cross_entropy"]),
+    ("loss_does_not_fit_task", [*CSV, "loss=bce"], 2,
+     ["the loss (BCELoss) fits a probability in [0, 1] per output", "multiclass task", "loss=cross_entropy"]),
     ("cnn_without_image_shape", [*CSV, "model=cnn"], 2, ["model=cnn needs image-shaped samples", "data.image_shape"]),
     # -- user _target_ modules
     ("target_not_importable", ["model._target_=nosuchmod.Net"], 2,
@@ -131,7 +132,11 @@ CASES = [
     # -- composition (more)
     ("typo_in_nested_key", ["trainer.grad_clip.maxnorm=1"], 2,
      ["trainer.grad_clip.maxnorm is not a key", "did you mean trainer.grad_clip.max_norm?"]),
-    ("wrong_type_bool", ["trainer.compile=maybe"], 2, ["trainer.compile=maybe is not true or false"]),
+    ("wrong_type_bool", ["trainer.deterministic=maybe"], 2, ["trainer.deterministic=maybe is not true or false"]),
+    ("unknown_compile_mode", ["trainer.compile=maybe"], 2,
+     ["trainer.compile=maybe is not allowed", "false, true, default, reduce-overhead", "key: trainer.compile"]),
+    ("reduce_overhead_on_cpu", ["device=cpu", "trainer.compile=reduce-overhead"], 2,
+     ["replays the training step as a CUDA graph, which exists only on CUDA devices", "trainer.compile=false"]),
     ("unknown_device_option", ["device=tpu"], 2, ["device=tpu is not an option", "did you mean device=cpu?"]),
     ("unknown_logger_option", ["logger=tensorboardd"], 2, ["did you mean logger=tensorboard?"]),
     ("wrong_type_in_list", ["model.hidden=[a]"], 2, ["model.hidden[0]=a is not a whole number"]),
@@ -288,7 +293,7 @@ CASES = [
     ("resume_config_not_a_dict", ["resume=config_text.pt"], 2,
      ["is not a whole trainrun checkpoint: its 'config' entry is a str", "key: resume"]),
     ("forward_raises_in_epoch_2", [*CSV, "model._target_=usercode.RaisesLater", "+model.at=7", "trainer.epochs=2"],
-     1, ["training (epoch 2, batch 2) failed: ValueError: boom in forward", "raised in usercode.py:",
+     1, ["training (epoch 2, batch ", ") failed: ValueError: boom in forward", "raised in usercode.py:",
          "key: model._target_"]),
 ]
 

@@ -1,4 +1,4 @@
-"""``lr_find=true|apply``: the learning-rate range test (Lightning's rules), its files, a run it
+"""``lr_find=true|apply``: the learning-rate range test, its files, a run it
 leaves bit-identical, and a run trained with its suggestion."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_a_range_that_does_not_go_up_is_a_config_error(train):
 def test_a_misspelt_lr_find_is_a_config_error(train):
     result = train("lr_find=aply", check=False)
     assert result.returncode == 2, result.output
-    assert "lr_find=aply is not one of false, true, apply" in result.output
+    assert "lr_find=aply is not allowed: it must be one of false, true, apply" in result.output
     assert "did you mean apply?" in result.output and "Traceback" not in result.output
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from conftest import shadow
 from helpers import drawn, image, sweep_rows
 
-from trainrun.report.plots import NO_MATPLOTLIB, metric_panels, plot_sweep, write_curves
+from trainrun.report.plots import NO_MATPLOTLIB, metric_panels, write_curves
+from trainrun.report.sweep_plot import plot_sweep
 
 
 def test_metrics_of_different_scales_get_their_own_panels(tmp_path):

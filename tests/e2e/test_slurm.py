@@ -177,3 +177,26 @@ def test_killed_job_is_reported_failed_and_the_sweep_ends(slurm_sweep) -> None:
     queue = subprocess.run(["squeue", "-h", f"--name={sweep.name}"], capture_output=True,
                            text=True, timeout=30).stdout
     assert queue.strip() == ""
+
+
+def test_jobs_of_a_dead_driver_are_collected_not_run_again(slurm_sweep) -> None:
+    """The driver dies while its SLURM jobs run; the same command again waits for those jobs
+    (or reads the finished ones from their folders) instead of submitting them again."""
+    first = slurm_sweep(*slow_job(4), "optim.lr=0.001,0.002")
+    first.wait_for_epochs(job=0, epochs=1)
+    first.wait_for_epochs(job=1, epochs=1)
+    ids = {job: first.slurm_id(job) for job in (0, 1)}
+    first.proc.kill()  # the driver dies; the cluster's jobs go on
+    first.proc.wait()
+
+    second = slurm_sweep(*slow_job(4), "optim.lr=0.001,0.002")
+    assert second.finish() == 0, second.output
+
+    rows = second.rows()
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")], rows
+    assert {job: second.slurm_id(job) for job in (0, 1)} == ids  # the same SLURM jobs: none re-run
+    collected = second.output.count("(submitted by an earlier driver) still runs") + \
+        second.output.count("finished before with this config, not submitted again")
+    assert collected == 2, second.output
+    arrays = {p.name.split("_")[0] for p in (second.dir / ".submitit").iterdir() if p.is_dir()}
+    assert arrays == {ids[0].split("_")[0]}, arrays  # no second submission

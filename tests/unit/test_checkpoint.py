@@ -98,3 +98,20 @@ def test_config_differences(compose):
     ]
     assert [d for d in harmless if resume.under(d, resume.RESTORED)] == ["optim.lr: 0.001 -> 0.01"]
     assert resume.config_differences(saved, compose("data=synthetic")) == ([], [])
+
+
+@pytest.mark.parametrize("trust", [False, ()])
+def test_trust_false_trusts_nothing(compose, tmp_path, trust):
+    """``load(trust=False)`` trusts no code, like ``trust=()``: a stored config naming code of
+    its own is refused in words. (It passed ``False`` on as the names to trust, and
+    ``name in False`` ended the load with a TypeError; mypy found it.)"""
+    from trainrun.build.setup import build
+    from trainrun.engine.state import TrainState
+
+    setup = build(compose("data=synthetic", "trainer.epochs=1", "preflight=false"))
+    saved = checkpoint.payload(setup, TrainState())
+    saved["config"]["model"]["_target_"] = "mynet.Net"
+    path = checkpoint.save(tmp_path / "last.pt", saved)
+    with pytest.raises(TrainrunError, match=r"refusing to build .* names: model\._target_=mynet\.Net"):
+        checkpoint.load(path, trust=trust)
+    assert checkpoint.load(path, trust=True)["config"]["model"]["_target_"] == "mynet.Net"

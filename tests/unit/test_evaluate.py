@@ -13,7 +13,7 @@ def test_the_stored_config_is_typed_as_train_composed_it(compose, with_names):
     from omegaconf import OmegaConf
 
     from trainrun.commands.trained import typed_config
-    from trainrun.engine.checkpoint import schema_names
+    from trainrun.config.plain import schema_names
 
     composed = compose("data=diabetes", "loss=mse", "optim=sgd", "scheduler=onecycle", "model=cnn",
                        "data.image_shape=[1,2,5]")

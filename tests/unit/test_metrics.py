@@ -19,14 +19,14 @@ def test_binary_metrics_match_sklearn(torch_gen, form):
     score = torch.randn(N, generator=torch_gen) + 1.2 * y  # informative but imperfect
     prob = score.sigmoid()
     if form == "sigmoid":  # loss=bce: the model ends in a Sigmoid, one output, float targets
-        out, target, kw = prob[:, None], y.float()[:, None], {}
+        out, target, kw = prob[:, None], y.float()[:, None], {"output": "probabilities"}
     elif form == "logits":  # loss=bce_logits
-        out, target, kw = score[:, None], y.float()[:, None], {"threshold": 0.0}
+        out, target, kw = score[:, None], y.float()[:, None], {}
     else:  # loss=cross_entropy / nll on a binary task: two outputs, class indices
         logits = torch.stack([torch.zeros(N), score], dim=1)
         head = "log_softmax" if form.endswith("log_softmax") else "other"
         out = logits.log_softmax(1) if head == "log_softmax" else logits
-        target, kw = y, {"targets": "index", "head": head}
+        target, kw = y, {"targets": "index", "output": "log_probabilities" if head == "log_softmax" else "scores"}
     got = fed(metric_set(["f1", "auroc", "precision", "recall"], **kw), out, target)
     pred = (prob > 0.5).numpy()
     assert got["f1"] == pytest.approx(sk.f1_score(y, pred), abs=1e-6)
@@ -42,7 +42,8 @@ def test_multiclass_metrics_match_sklearn(torch_gen, head):
     logits = torch.randn(N, classes, generator=torch_gen) + 1.5 * torch.nn.functional.one_hot(y, classes)
     out = logits.log_softmax(1) if head == "log_softmax" else logits
     got = fed(metric_set(["f1", "auroc", "top2", "top3"], task="multiclass", num_classes=classes,
-                         targets="index", head=head), out, y)
+                         targets="index", output="log_probabilities" if head == "log_softmax" else "scores"),
+               out, y)
     prob = logits.softmax(1).numpy()
     assert got["f1"] == pytest.approx(sk.f1_score(y, prob.argmax(1), average="macro"), abs=1e-6)
     assert got["auroc"] == pytest.approx(sk.roc_auc_score(y, prob, multi_class="ovr", average="macro"), abs=1e-5)
@@ -65,7 +66,7 @@ def test_regression_metrics_match_sklearn_in_target_units(torch_gen, width):
 
 def test_compute_resets_for_the_next_epoch(torch_gen):
     y = torch.randint(0, 2, (N,), generator=torch_gen).float()[:, None]
-    ms = metric_set(["f1"])
+    ms = metric_set(["f1"], output="probabilities")
     first = fed(ms, y.clone(), y)  # perfect predictions
     second = fed(ms, 1 - y, y)  # all wrong
     assert first["f1"] == 1.0 and second["f1"] == 0.0

@@ -32,20 +32,20 @@ BROKEN = [
      ["needs targets in [0, 1]", "regression", "loss=mse"]),
     # torch's own check, worded with the key that fixes it
     ("bce_gets_raw_scores", "binary", ["loss=bce", "loss.head=none"],
-     ["all elements of input should be between 0 and 1", "loss.head"]),
+     ["raw scores are not probabilities", "key: loss.head", "loss.head=sigmoid"]),
     ("nll_gets_raw_scores", "multiclass", ["loss=nll", "loss.head=none"],
-     ["NLLLoss needs log-probabilities", "loss.head=log_softmax"]),
+     ["(NLLLoss) takes log-probabilities", "loss.head=log_softmax"]),
     ("double_sigmoid", "binary", ["loss=bce", "model._target_=usercode.EndsIn"],
-     ["ends in a Sigmoid", "double sigmoid", "loss.head=none"]),
+     ["(EndsIn) gives probabilities", "applied twice", "loss.head=none"]),
     ("double_sigmoid_functional", "binary", ["loss=bce", "model._target_=usercode.FunctionalSigmoid"],
-     ["already outputs values in [0, 1]", "double sigmoid", "loss.head=none"]),
+     ["every value of the first batch lies in [0, 1]", "applied twice", "loss.head=none"]),
     ("bce_logits_after_sigmoid", "binary", ["loss=bce_logits", "model._target_=usercode.EndsIn"],
-     ["BCEWithLogitsLoss applies the sigmoid itself", "loss=bce loss.head=none"]),
+     ["(BCEWithLogitsLoss) takes raw scores", "applied twice", "loss=bce loss.head=none"]),
     ("cross_entropy_after_softmax", "multiclass", ["model._target_=usercode.EndsIn", "+model.last=softmax"],
-     ["ends in a Softmax", "remove the Softmax"]),
+     ["sums to 1", "return raw scores from the model's forward"]),
     ("nll_head_after_softmax", "multiclass", ["loss=nll", "model._target_=usercode.EndsIn",
                                               "+model.last=softmax"],
-     ["log_softmax(softmax(x))"]),
+     ["loss.head=log_softmax takes raw scores or log-probabilities", "return raw scores"]),
     ("nonfinite_first_output", "multiclass", ["model._target_=usercode.NaNOutput"],
      ["first output holds NaN"]),
     ("output_not_a_tensor", "multiclass", ["model._target_=usercode.Pair"],
@@ -72,14 +72,13 @@ BROKEN = [
 
 
 def refused(compose, folder: Path, *overrides: str) -> str:
-    """Build the run in-process from ``folder`` and run preflight; the error it must raise."""
+    """Build the run in-process from ``folder`` and run preflight; the error either raises."""
     from trainrun.build.setup import build
     from trainrun.errors import TrainrunError
     from trainrun.preflight import run as preflight
 
-    run = build(compose(*overrides))
-    with pytest.raises(TrainrunError) as caught:
-        preflight.check(run)
+    with pytest.raises(TrainrunError) as caught:  # a composition that fits no model: while building
+        preflight.check(build(compose(*overrides)))
     err = caught.value
     assert err.exit_code == 2 and err.key, str(err)
     return str(err)

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from trainrun.cli.sweep import parallel_jobs
+from trainrun.cli.gpus import parallel_jobs
 from trainrun.report.sweep import finite_or_none, summarize
 
 
@@ -111,11 +111,15 @@ def test_objective_for_the_sweeper_is_finite_or_none() -> None:
         assert finite_or_none(bad) is None
 
 
-def test_parallel_jobs_follows_joblib_n_jobs() -> None:
-    assert parallel_jobs(-1, 8) == 8
-    assert parallel_jobs(-2, 8) == 7
-    assert parallel_jobs(3, 8) == 3
-    assert parallel_jobs(-20, 8) == 1
+def test_parallel_jobs_follows_joblib_n_jobs_or_the_gpus() -> None:
+    assert parallel_jobs(-1, 0, 1, 8) == 8
+    assert parallel_jobs(-2, 0, 1, 8) == 7
+    assert parallel_jobs(3, 4, 1, 8) == 3  # given: as given, whatever the GPUs
+    assert parallel_jobs(-20, 0, 1, 8) == 1
+    assert parallel_jobs(None, 0, 1, 8) == 8  # null without GPUs: all cores
+    assert parallel_jobs(None, 4, 1, 8) == 4  # null with GPUs: one job per GPU...
+    assert parallel_jobs(None, 4, 2, 8) == 2  # ... or per gpus_per_job of them
+    assert parallel_jobs(None, 1, 2, 8) == 1
 
 
 def compose_with_hydra(*overrides: str):
@@ -134,7 +138,8 @@ def test_launcher_presets_compose() -> None:
     from hydra.plugins.launcher import Launcher
 
     local = compose_with_hydra("hydra/launcher=local").hydra.launcher
-    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == -1
+    assert local._target_.endswith("TrainrunLocalLauncher") and local.n_jobs is None
+    assert local.gpus_per_job == 1
 
     slurm = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                "hydra.launcher.account=lab", "hydra.launcher.qos=high",
@@ -151,6 +156,7 @@ def test_launcher_presets_compose() -> None:
     # Hydra only instantiates launchers it discovered in the hydra_plugins namespace.
     launchers = Plugins.instance().discover(Launcher)
     assert any(c.__module__ == "hydra_plugins.trainrun_launcher.slurm" for c in launchers)
+    assert any(c.__module__ == "hydra_plugins.trainrun_launcher.local" for c in launchers)
 
 
 def test_optuna_presets_follow_the_objective() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import GOOD, write
 
+from trainrun.data.prepare import prepare_arrays
 from trainrun.data.sources import read_csv, read_npz, read_parquet
 from trainrun.errors import TrainrunError
 
@@ -102,12 +103,13 @@ def test_an_explicit_delimiter_and_its_words(tmp_path: Path) -> None:
     # only, would take the shifted values without a word; the delimiter count catches it.
     ("stray_comma_in_unused_column", "name,a,b,y\nSmith, John,1,2,0\nDoe,3,4,1\n", {"features": ["a", "b"]},
      "data.path", ["line 2: 5 fields, the header has 4", "quotes"]),
-    ("empty_cell", "a,b,y\n1,2,0\n3,,1\n", {}, "data.features",
-     ["CSV column 'b' is not numeric (value ''), line 3: an empty cell"]),
-    ("text_feature", "a,colour,y\n1.0,2.0,0\n2.0,red,1\n", {}, "data.features",
-     ["CSV column 'colour' is not numeric (value 'red'), line 3"]),
-    ("text_feature_text_labels", "a,colour,y\n1.0,2.0,cat\n2.0,red,dog\n", {}, "data.features",
-     ["CSV column 'colour' is not numeric (value 'red')"]),
+    # Cells the encoding refuses (data/encode.py): read as a table, refused when it is prepared.
+    ("empty_cell", "a,b,y\n1,2,0\n3,,1\n", {}, "data.missing",
+     ["column 'b' has 1 empty cell(s)", "line 3", "data.missing=mean"]),
+    ("text_feature", "a,colour,y\n1.0,2.0,0\n2.0,red,1\n", {}, "data.categorical",
+     ["column 'colour' mixes numbers and text (value 'red'", "line 3", "data.categorical=[colour]"]),
+    ("text_feature_text_labels", "a,colour,y\n1.0,2.0,cat\n2.0,red,dog\n", {}, "data.categorical",
+     ["column 'colour' mixes numbers and text (value 'red'"]),
     ("decimal_comma", "a;b;y\n1,5;2;0\n3;4;1\n", {}, "data.features", ["value '1,5'", "decimal points"]),
     ("empty_target", "a,b,y\n1,2,0\n3,4,\n", {}, "data.target", ["line 3: the target column 'y' is empty"]),
     ("empty_text_target", "a,b,y\n1,2,cat\n3,4,\n", {}, "data.target", ["line 3", "is empty"]),
@@ -115,7 +117,14 @@ def test_an_explicit_delimiter_and_its_words(tmp_path: Path) -> None:
 def test_hostile_csv_files_are_refused(tmp_path: Path, case, text, kwargs, key, needles) -> None:
     kwargs = dict(kwargs)
     path = write(tmp_path, f"{case}.csv", text)
-    refused(lambda: read_csv(path, kwargs.pop("target", "y"), **kwargs), *needles, key=key)
+    refused(lambda: read_and_prepare(path, kwargs.pop("target", "y"), **kwargs), *needles, key=key)
+
+
+def read_and_prepare(path: str, target: str, **kwargs):
+    """read_csv, then (for a table with text or empty cells) the encoding prepare_arrays fits."""
+    x, y = read_csv(path, target, **kwargs)
+    return prepare_arrays(x, y, task="auto", val_fraction=0.0, test_fraction=0.0, standardize=True, seed=0,
+                          image_shape=None)
 
 
 def test_not_utf8_and_not_a_file(tmp_path: Path) -> None:
@@ -158,11 +167,14 @@ def test_parquet_files(tmp_path: Path) -> None:
                              "label": ["cat", "dog", "cat"]}), path)
     x, y = read_parquet(path, "label", features=["a", "n"])
     assert x.dtype == np.float32 and x.tolist() == [[1.5, 1], [3, 2], [5, 3]] and y.tolist() == ["cat", "dog", "cat"]
-    refused(lambda: read_parquet(path, "label"), "Parquet column 'name' is not numeric", key="data.features")
+    table, _ = read_parquet(path, "label")  # a text column: a table, one-hot encoded when prepared (encode.py)
+    assert table.names == ["a", "n", "name"] and table.values[2].tolist() == ["x", "y", "z"]
     refused(lambda: read_parquet(path, "label", features=["a", "label"]), "lists the target column",
             key="data.features")
     pq.write_table(pa.table({"a": [1.0, None], "y": [0, 1]}), str(tmp_path / "null.parquet"))
-    refused(lambda: read_parquet(str(tmp_path / "null.parquet"), "y"), "1 missing values", key="data.features")
+    table, y = read_parquet(str(tmp_path / "null.parquet"), "y")  # a null: an empty cell, refused by default
+    refused(lambda: prepare_arrays(table, y, task="auto", val_fraction=0.0, test_fraction=0.0, standardize=True,
+                                   seed=0, image_shape=None), "1 empty cell(s)", key="data.missing")
     pq.write_table(pa.table({"a": [1.0, 2.0], "y": pa.array(["u", "v"]).dictionary_encode()}),
                    str(tmp_path / "cat.parquet"))
     assert read_parquet(str(tmp_path / "cat.parquet"), "y")[1].tolist() == ["u", "v"]

@@ -1,4 +1,4 @@
-"""trainrun's SLURM launcher: Hydra's submitit SLURM launcher, with one change.
+"""trainrun's SLURM launcher: Hydra's submitit SLURM launcher, with three changes.
 
 Hydra's launcher waits for each job with ``job.results()``, which raises when the cluster ended
 a job without a result (cancelled, killed, out of memory, node failure). That exception aborts
@@ -9,6 +9,12 @@ failed trial). Everything else (sbatch options, requeue on preemption and time-o
 ``checkpoint``) is Hydra's launcher unchanged: ``hydra/launcher=slurm`` in
 ``configs/hydra/launcher/slurm.yaml`` selects it.
 
+The sweep run again (the same command into the same ``hydra.sweep.dir``) submits only what is
+left to do: a job whose folder holds a run that finished with the same config is not submitted
+again (its result is read from its folder), and a job an earlier driver submitted that SLURM
+still runs or holds pending (the driver died, the jobs did not) is waited for again through
+submitit, not re-run: each driver records what it submitted in ``.submitit/submitted.json``.
+
 Hydra discovers launchers only inside the ``hydra_plugins`` namespace package, hence this
 module's place. It imports nothing heavy, and nothing at all when hydra-submitit-launcher is
 not installed (``pip install 'trainrun[slurm]'``).
@@ -16,11 +22,12 @@ not installed (``pip install 'trainrun[slurm]'``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -32,14 +39,17 @@ try:
         SlurmLauncher as _SubmititSlurmLauncher,
     )
 except ImportError:  # the optional extra is not installed: no launcher to offer
-    _SubmititSlurmLauncher = None  # type: ignore[assignment,misc]
+    _SubmititSlurmLauncher = None
+
+if TYPE_CHECKING:  # submitit is imported when a sweep is submitted
+    from submitit import Job
 
 log = logging.getLogger(__name__)
 
 
 if _SubmititSlurmLauncher is not None:
 
-    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
+    class TrainrunSlurmLauncher(_SubmititSlurmLauncher):
         """``hydra/launcher=slurm``: a job the cluster killed is a failed row, not an abort."""
 
         def launch(
@@ -54,11 +64,16 @@ if _SubmititSlurmLauncher is not None:
             init_params: dict[str, Any] = {"folder": self.params["submitit_folder"]}
             if "max_num_timeout" in self.params:
                 init_params[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
+            from trainrun.cli.slurm_queue import explicit_keys, fit_request, wait_result
+
+            # a request no node can hold would stay pending for ever: fit the preset, refuse the user's
+            params: dict[str, Any] = fit_request(dict(self.params),
+                                                 explicit_keys(list(self.config.hydra.overrides.hydra)), say=log.info)
             executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
             base = set(OmegaConf.structured(BaseQueueConf).keys())
             executor.update_parameters(**{
                 k if k in base else f"{self._EXECUTOR}_{k}": v
-                for k, v in self.params.items() if k not in init_keys
+                for k, v in params.items() if k not in init_keys
             })
 
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -67,22 +82,91 @@ if _SubmititSlurmLauncher is not None:
             if "mode" in self.config.hydra.sweep:
                 os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
 
+            submitted = self._submitted(sweep_dir)
             job_params: list[Any] = []
+            attached: dict[int, Any] = {}
+            skipped: dict[int, JobReturn] = {}
             for idx, overrides in enumerate(job_overrides, initial_job_idx):
+                done = self._finished(list(overrides), idx)
+                if done is not None:
+                    log.info(f"\t#{idx} : finished before with this config, not submitted again")
+                    skipped[idx] = done
+                    continue
+                alive = self._still_queued(submitted.get(str(idx)), list(overrides))
+                if alive is not None:
+                    log.info(f"\t#{idx} : SLURM job {alive.job_id} (submitted by an earlier driver) "
+                             "still runs: waiting for it")
+                    attached[idx] = alive
+                    continue
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
                 job_params.append((list(overrides), "hydra.sweep.dir", idx,
                                    f"job_id_for_{idx}", Singleton.get_state()))
-            jobs = executor.map_array(self, *zip(*job_params, strict=True))
+            jobs = executor.map_array(self, *zip(*job_params, strict=True)) if job_params else []
+            for job_param, job in zip(job_params, jobs, strict=True):
+                submitted[str(job_param[2])] = {"job_id": job.job_id, "overrides": job_param[0]}
+            if job_params:
+                from trainrun.files import atomic_write_json
 
-            returns: list[JobReturn] = []
-            for params, job in zip(job_params, jobs, strict=True):
+                atomic_write_json(sweep_dir / ".submitit" / "submitted.json", submitted)
+
+            waiting = [(p[0], p[2], j) for p, j in zip(job_params, jobs, strict=True)]
+            waiting += [(list(job_overrides[i - initial_job_idx]), i, j) for i, j in attached.items()]
+            returns: dict[int, JobReturn] = dict(skipped)
+            for overrides, idx, job in waiting:
                 try:
-                    returns.append(job.results()[0])
+                    returns[idx] = wait_result(job, f"job #{idx}")  # says what it waits for
                 except Exception as err:  # UncompletedJobError, FailedJobError
-                    returns.append(self._failed(params[0], params[2], job, err))
-            return returns
+                    returns[idx] = self._failed(overrides, idx, job, err)
+            return [returns[i] for i in sorted(returns)]
 
-        def _failed(self, overrides: list[str], idx: int, job: Any, err: Exception) -> JobReturn:
+        def _submitted(self, sweep_dir: Path) -> dict[str, Any]:
+            try:
+                value = json.loads((sweep_dir / ".submitit" / "submitted.json").read_text())
+            except (OSError, ValueError):
+                return {}
+            return value if isinstance(value, dict) else {}
+
+        def _still_queued(self, record: object, overrides: list[str]) -> Any:
+            """The earlier driver's job for these overrides, if SLURM still runs or holds it."""
+            import submitit
+
+            if not isinstance(record, dict) or record.get("overrides") != overrides:
+                return None
+            job: Any = submitit.SlurmJob(folder=self.params["submitit_folder"], job_id=str(record["job_id"]))
+            try:
+                state = str(job.state)
+            except Exception:
+                return None
+            return job if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
+                                    "SUSPENDED", "RESIZING") else None
+
+        def _finished(self, overrides: list[str], idx: int) -> JobReturn | None:
+            """A JobReturn read from the job's folder when it holds a run that finished with the
+            same config (the job itself would only skip it)."""
+            from trainrun.cli.rerun import decide
+
+            assert self.config is not None and self.hydra_context is not None
+            try:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+                with open_dict(cfg.hydra.job):
+                    cfg.hydra.job.num = idx
+                    cfg.hydra.job.id = f"job_id_for_{idx}"
+                run_dir = Path(str(self.config.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                decision, summary = decide(cfg, run_dir)
+            except Exception as err:
+                log.debug(f"job #{idx}: {err}")
+                return None
+            if decision != "skip" or summary is None:
+                return None
+            from trainrun.report.sweep import finite_or_none
+
+            ret = JobReturn(overrides=overrides, working_dir=str(run_dir), status=JobStatus.COMPLETED)
+            ret.return_value = finite_or_none((summary.get("objective") or {}).get("value"))
+            return ret
+
+        def _failed(self, overrides: list[str], idx: int, job: Job[Any], err: Exception) -> JobReturn:
             """Record a job that ended without a result; the sweep goes on without it."""
             from trainrun.report.sweep import mark_failed, read_summary
 

@@ -18,9 +18,11 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.config.plain import plain
 from trainrun.errors import TrainrunError, phase
 from trainrun.targets import accepted_parameters, locate
 
@@ -33,8 +35,17 @@ def takes_flat_samples(node: DictConfig, key: str) -> bool:
     target = node.get("_target_")
     if not target:
         return False
-    names, _ = accepted_parameters(locate(target, key))
+    names, _ = accepted_parameters(imported(target, key))
     return "in_features" in names and "in_shape" not in names
+
+
+def imported(target: str, key: str) -> Any:
+    """:func:`trainrun.targets.locate` as a phase of its own: importing a user's module runs its
+    top level, and an exit there (``sys.exit(main())`` unguarded) is an error of that import."""
+    with phase(f"importing {key}._target_={target}", f"{key}._target_",
+               fix=f"a module named by {key}._target_ must import without side effects: guard a "
+               "script's code with `if __name__ == \"__main__\":`"):
+        return locate(target, key)
 
 
 # Why trainrun passes each provided value (the message when a user's key would replace one).
@@ -47,7 +58,7 @@ PROVIDED_WHY = {
 }
 
 
-def _kind(obj: Any) -> str:
+def _kind(obj: object) -> str:
     return f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
 
 
@@ -67,7 +78,7 @@ def build_from_config(
         raise TrainrunError(f"{key} has no _target_", key=f"{key}._target_",
                             fix=f"choose a preset ({key}=...; train --help lists them) or name a class: "
                             f"{key}._target_=mymodule.MyClass")
-    obj = locate(target, key)
+    obj = imported(target, key)
     wanted = expect_text or (expect.__name__ if isinstance(expect, type) else "")
     if expect is not None and isinstance(obj, type) and not issubclass(obj, expect):
         raise TrainrunError(
@@ -80,8 +91,7 @@ def build_from_config(
     declared = (
         {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
     )
-    values = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-    assert isinstance(values, dict)
+    values = plain(node)
     skip = set(consumed) | {"_target_"}
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
@@ -122,7 +132,7 @@ def build_from_config(
     return built
 
 
-def check_steps_alone(optimizer: Any, target: str) -> None:
+def check_steps_alone(optimizer: torch.optim.Optimizer, target: str) -> None:
     """The loop calls ``optimizer.step()`` with no argument: an optimizer whose ``step`` needs a
     closure (LBFGS re-evaluates the loss itself) cannot be driven by it."""
     try:

@@ -10,13 +10,13 @@ from omegaconf import DictConfig
 
 from trainrun.build.instantiate import build_from_config
 from trainrun.errors import TrainrunError
-from trainrun.report.loggers.base import LOGGER_METHODS, Loggers
+from trainrun.report.loggers.base import LOGGER_METHODS, Logger, Loggers
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path) -> Loggers:
     """Build every logger chosen under ``cfg.logger`` (rank 0 only)."""
     chosen = cfg.get("logger") or {}
-    built = []
+    built: list[Logger] = []
     for name, node in chosen.items():
         if node is None:
             continue

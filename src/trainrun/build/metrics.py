@@ -27,6 +27,9 @@ from typing import Any
 
 import torch
 
+from trainrun.build import contracts
+from trainrun.build.losses import LossPlan
+from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
 CLASSIFICATION = ("f1", "auroc", "precision", "recall")
@@ -79,9 +82,8 @@ class MetricSet:
     """torchmetrics objects for the extra metrics of one run. ``update`` per validation batch
     (device only), ``compute`` once per epoch (syncs ranks under DDP, then resets)."""
 
-    def __init__(self, names: list[str], *, task: str, num_classes: int | None, head: str,
-                 targets: str, threshold: float, y_scale: float, device: torch.device,
-                 sync: bool = True) -> None:
+    def __init__(self, names: list[str], *, task: str, num_classes: int | None, output: str,
+                 targets: str, y_scale: float, device: torch.device, sync: bool = True) -> None:
         try:
             import torchmetrics  # ~1.5 s to import: only runs that ask for extra metrics pay it
             from torchmetrics import classification as tc
@@ -93,8 +95,8 @@ class MetricSet:
                 fix="pip install 'trainrun[metrics]', or drop the metrics key (val_acc / val_rmse "
                 "are always reported)",
             ) from None
-        self.names, self.task, self.head = list(names), task, head
-        self.targets, self.threshold, self.y_scale = targets, threshold, y_scale
+        self.names, self.task, self.output = list(names), task, output  # output: build/contracts.py's kind
+        self.targets, self.y_scale = targets, y_scale
         # No value checks (they sync the device). sync=False: one process scores alone while
         # others may be running (DDP's test after fit on rank 0): compute() must not gather.
         common: dict[str, Any] = {"validate_args": False, "sync_on_compute": sync}
@@ -125,12 +127,10 @@ class MetricSet:
         out = out.detach().float()
         if self.task == "regression":
             return out * self.y_scale, y.float() * self.y_scale
-        if self.targets == "index":  # [N, C] scores: probabilities over the classes
-            probs = out.exp() if self.head == "log_softmax" else out.softmax(dim=1)
+        probs = contracts.probabilities(out, self.output)  # whatever kind the loss received
+        if self.targets == "index":
             return (probs[:, 1], y) if self.task == "binary" else (probs, y)
-        # binary with one float output: a probability (sigmoid head) or a logit
-        p = out.reshape(-1)
-        return (p if self.threshold == 0.5 else p.sigmoid()), (y.reshape(-1) > 0.5).long()
+        return probs[:, 1], (y.reshape(-1) > 0.5).long()  # one float output: the positive class
 
     def update(self, out: torch.Tensor, y: torch.Tensor) -> None:
         preds, target = self._inputs(out, y)
@@ -147,14 +147,12 @@ class MetricSet:
         return values
 
 
-def build_metrics(names: list[str], loss: Any, info: Any, device: torch.device,
+def build_metrics(names: list[str], loss: LossPlan, info: DataInfo, device: torch.device,
                   sync: bool = True) -> MetricSet | None:
     """The run's extra metrics, or None when the built-in one is all it asks for (the fast
     path: nothing imported, nothing added to ``evaluate``). ``sync=False``: never gather ranks."""
     wanted = extra_names(list(names or []), info.task, info.num_classes)
     if not wanted:
         return None
-    head = "log_softmax" if isinstance(loss.head, torch.nn.LogSoftmax) else "other"
-    return MetricSet(wanted, task=info.task, num_classes=info.num_classes, head=head,
-                     targets=loss.targets, threshold=loss.threshold, y_scale=loss.y_scale,
-                     device=device, sync=sync)
+    return MetricSet(wanted, task=info.task, num_classes=info.num_classes, output=loss.output,
+                     targets=loss.targets, y_scale=loss.y_scale, device=device, sync=sync)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
 
 from omegaconf import DictConfig
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainrun.config.choices import mode_of, text
 from trainrun.errors import TrainrunError
@@ -44,6 +44,7 @@ class LoopSettings:
     save_checkpoints: bool  # checkpoint.enabled
     every_n_epochs: int
     every_n_steps: int | None
+    val_every_n_steps: int | None  # trainer.val_every_n_steps: a validation row mid-epoch
     early_stopping: EarlyStopping | None
     detect_anomaly: bool
 
@@ -70,13 +71,18 @@ def resolve_mode(key: str, monitor: str, mode: str) -> str:
     return mode
 
 
-def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | None) -> LoopSettings:
+def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRScheduler | None) -> LoopSettings:
     """Read the loop's settings from ``cfg``; ``logged`` are the names each epoch row will hold
     (None: not checked); ``scheduler`` the built scheduler, if any."""
     trainer, checkpoint = cfg.trainer, cfg.checkpoint
     stopping = trainer.early_stopping
     if logged is not None:  # a typo in a watched name says "not logged", before any mode is read
         check_watched(cfg, logged, scheduler is not None)
+        if trainer.get("val_every_n_steps") and "val_loss" not in logged:
+            raise TrainrunError(
+                "trainer.val_every_n_steps validates inside epochs, but the run has no validation split "
+                "(data.val_fraction=0)", key="trainer.val_every_n_steps",
+                fix="leave trainer.val_every_n_steps=null, or keep a validation split (data.val_fraction=0.2)")
     early = None
     if stopping.patience is not None:
         early = EarlyStopping(int(stopping.patience), float(stopping.min_delta), str(stopping.monitor),
@@ -98,15 +104,16 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: Any | No
         save_checkpoints=bool(checkpoint.enabled),
         every_n_epochs=int(checkpoint.every_n_epochs),
         every_n_steps=checkpoint.every_n_steps,
+        val_every_n_steps=trainer.get("val_every_n_steps"),
         early_stopping=early,
         detect_anomaly=bool(trainer.detect_anomaly),
     )
-    if has_scheduler:
+    if scheduler is not None:
         check_scheduler_cadence(cfg, scheduler, settings)
     return settings
 
 
-def check_scheduler_cadence(cfg: DictConfig, scheduler: Any, settings: LoopSettings) -> None:
+def check_scheduler_cadence(cfg: DictConfig, scheduler: LRScheduler, settings: LoopSettings) -> None:
     """A scheduler that steps on a value (ReduceLROnPlateau: ``step(metrics)``) needs
     ``scheduler.monitor`` and steps once per epoch; one that steps on its own takes no monitor
     (StepLR's ``step(epoch)`` would read the value as an epoch number)."""

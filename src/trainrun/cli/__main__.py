@@ -8,7 +8,11 @@ else is imported, so a ``numpy.py`` lying there cannot run (user modules stay im
 import os
 import sys
 
-sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+try:
+    _here: str | None = os.getcwd()
+except OSError:  # the working folder is gone: train() says so in one paragraph (cli/entry.py)
+    _here = None
+sys.path[:] = [p for p in sys.path if p not in ("", _here)]
 
 from trainrun.cli.main import train  # noqa: E402  (after the path is safe)
 

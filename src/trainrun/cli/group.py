@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from omegaconf import DictConfig
 from torch.distributed.constants import default_pg_timeout
 
 from trainrun.build.devices import resolve_device
@@ -35,18 +36,18 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def device_for(cfg: Any, local_rank: int) -> torch.device:
+def device_for(cfg: DictConfig, local_rank: int) -> torch.device:
     return resolve_device(text(cfg.device.type), local_rank)
 
 
-def ddp_timeout(cfg: Any) -> datetime.timedelta | None:
+def ddp_timeout(cfg: DictConfig) -> datetime.timedelta | None:
     """``trainer.ddp_timeout_s`` as torch takes it (None: torch's default for the backend)."""
     seconds = cfg.trainer.get("ddp_timeout_s")
     return None if seconds is None else datetime.timedelta(seconds=float(seconds))
 
 
 @contextlib.contextmanager
-def process_group(cfg: Any, place: Place) -> Iterator[None]:
+def process_group(cfg: DictConfig, place: Place) -> Iterator[None]:
     """Join the default process group (``env://``: MASTER_ADDR/MASTER_PORT) for the run.
 
     ``trainer.ddp_timeout_s`` bounds the join and every collective after it (gloo raises in the
@@ -85,7 +86,7 @@ def sharing_cpus() -> int:
                if host == mine[0] and (not cpus or not mine[1] or set(cpus) & set(mine[1])))
 
 
-def _attempt_store(cfg: Any) -> dist.Store | None:
+def _attempt_store(cfg: DictConfig) -> dist.Store | None:
     """Under torchrun's agent store, this attempt's keys under a prefix of their own; else None
     (``env://`` as usual). torchrun keeps one store for every restart of the group
     (``--max-restarts``), so a restarted group found the dead group's keys there: a process

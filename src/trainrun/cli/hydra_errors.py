@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from trainrun.cli.composition import composition_error, first_line
+from trainrun.cli.entry import start
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -54,14 +56,18 @@ def _set(value: str) -> None:
 def run_app(main: Callable[[], Any], task_started: Callable[[], bool]) -> None:
     """Run a ``@hydra.main`` function; an error Hydra raises around the task (composition, the
     sweeper) prints as one paragraph and exits 2 before any task ran, 1 after."""
+    start()  # the console guarded, the working folder there (train() did it before its own steps)
     os.environ[_USER_FULL_ERROR] = USER_VALUE
     os.environ[FULL_ERROR] = "1"
     try:
         main()
     except Exception as ex:
+        if full_errors() and isinstance(ex, TrainrunError):  # the traceback, and still our exit status
+            traceback.print_exc()
+            sys.exit(ex.exit_code)
         if full_errors():
             raise
-        err = composition_error(ex, sys.argv[1:])
+        err = ex if isinstance(ex, TrainrunError) else composition_error(ex, sys.argv[1:])  # a launcher's, a sweeper's
         if err is None and isinstance(ex, OSError) and not task_started():  # Hydra making the run folder
             where = f" {ex.filename!r}" if getattr(ex, "filename", None) else ""
             err = TrainrunError(

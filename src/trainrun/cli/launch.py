@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+from omegaconf import DictConfig
 
 from trainrun.build.threads import choose
 from trainrun.cli.devices import SUMMARY, run_devices
@@ -33,7 +35,7 @@ from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
 
 
-def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
+def run_as_rank(cfg: DictConfig, run_dir: Path, place: Place) -> dict[str, Any]:
     """Train as one rank of a group that torchrun / submitit / srun started."""
     _check_devices(cfg, place.local_world_size, place.launcher)
     if place.launcher == "torchrun":
@@ -51,7 +53,7 @@ def run_as_rank(cfg: Any, run_dir: Path, place: Place) -> dict[str, Any]:
     return summary
 
 
-def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
+def _check_devices(cfg: DictConfig, processes: int, launcher: str) -> None:
     devices = int(cfg.trainer.devices)
     if devices not in (1, processes):
         raise TrainrunError(
@@ -61,9 +63,11 @@ def _check_devices(cfg: Any, processes: int, launcher: str) -> None:
         )
 
 
-def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    """Train as this process's place says: one rank of a launch, the parent of a
-    ``trainer.devices`` launch, or alone. Returns rank 0's summary."""
+def launch(cfg: DictConfig, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
+           ) -> dict[str, Any]:
+    """Train as this process's place says: one rank of an outside launch, the parent of
+    ``trainer.devices`` launch, or alone. Returns rank 0's summary. ``judges`` (a sweep's
+    pruner) judge a run of one process only."""
     place = launched_place()
     if place is not None:
         check_supported(cfg)
@@ -71,10 +75,10 @@ def launch(cfg: Any, run_dir: Path) -> dict[str, Any]:
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
         return run_devices(cfg, run_dir, int(cfg.trainer.devices))
-    return train.run(cfg, run_dir, threads=choose(cfg.trainer.threads))
+    return train.run(cfg, run_dir, threads=choose(cfg.trainer.threads), judges=judges)
 
 
-def check_supported(cfg: Any) -> None:
+def check_supported(cfg: DictConfig) -> None:
     """Settings DDP cannot honour exactly, refused before any process starts."""
     skip = text(cfg.trainer.on_nonfinite) == "skip"
     if skip and int(cfg.trainer.accumulate_grad_batches) > 1:

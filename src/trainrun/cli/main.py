@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
+from trainrun.cli.entry import check_multirun_plugins, start
 from trainrun.cli.failures import record
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
 from trainrun.cli.ranks import resume_command
@@ -37,7 +38,7 @@ from trainrun.config import config_dir
 from trainrun.config.choices import text
 from trainrun.config.schemas import register
 from trainrun.config.values import check_config
-from trainrun.errors import TRAINING_ERROR, TrainrunError, describe, raised_in
+from trainrun.errors import TrainrunError, netted, unexpected
 
 log = logging.getLogger("trainrun")
 register()  # the schemas, before Hydra composes anything
@@ -108,6 +109,8 @@ def _train_task(cfg: DictConfig) -> float | None:
             raise
         finally:
             folder.lock.release()
+        if summary["status"] == "explained" and owner:  # a report, nothing trained: no folder left
+            folder.discard()
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
             if not ranks.launched_by_train():  # else the train that launched it says so
                 log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
@@ -116,21 +119,11 @@ def _train_task(cfg: DictConfig) -> float | None:
         return float(summary["objective"]["value"])
 
 
-def unexpected(err: BaseException) -> TrainrunError:
-    """An error that escaped every phase's boundary (a gap in trainrun, not a user's mistake it
-    knows): still one paragraph, in train.log too, with where it was raised."""
-    where = raised_in(err)
-    return TrainrunError(
-        f"the run failed: {describe(err)}" + (f" (raised in {where})" if where else ""),
-        exit_code=TRAINING_ERROR,
-        fix="HYDRA_FULL_ERROR=1 shows the traceback; if it points into trainrun, please report it",
-    )
-
-
 def _check_hydra_settings() -> None:
     """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
     into the run folder, where relative data paths and the user's own modules are not."""
     hydra_cfg = HydraConfig.get()
+    check_multirun_plugins(hydra_cfg.runtime.choices, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     if hydra_cfg.job.chdir:
         os.chdir(hydra_cfg.runtime.cwd)  # out of the run folder, which is given back (removed)
         raise TrainrunError(
@@ -160,6 +153,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
 def train() -> None:
     """Console script ``train``. Under torchrun/srun every rank runs it: the ranks agree on one
     run folder and leave with a clean exit."""
+    start()  # the console guarded, the working folder there
     if cli_help.wants_help(sys.argv):
         try:
             cli_help.print_help("train", sys.argv)
@@ -202,7 +196,7 @@ def _evaluate_task(cfg: DictConfig) -> None:
         from trainrun.commands import evaluate as command  # torch: once the config composed
 
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 
@@ -228,7 +222,7 @@ def _predict_task(cfg: DictConfig) -> None:
         # on the command line and existed before).
         folder = RunFolder(Path(HydraConfig.get().runtime.output_dir), new=not _named_existed)
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _report(err)
             folder.give_back(err.exit_code, config_error=True)
@@ -259,7 +253,7 @@ def _export_task(cfg: DictConfig) -> None:
         from trainrun.commands import export_model as command  # torch: once the config composed
 
         try:
-            command.run(cfg)
+            netted(command.run, cfg)
         except TrainrunError as err:
             _fail(err)
 

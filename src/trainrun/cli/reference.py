@@ -39,7 +39,10 @@ GROUPS: dict[str, str] = {
     "hparams_search": "Optuna searches (train -m hparams_search=...)",
     "hydra/launcher": "where sweep jobs run (also Hydra's basic, joblib, submitit_local, submitit_slurm)",
     "hydra/sweeper": "what chooses a sweep's jobs (the hparams_search presets use trainrun_optuna; also "
-                     "Hydra's basic and optuna)",
+                     "Hydra's basic)",
+    "hydra/sweeper/sampler": "how trainrun_optuna draws the next trial (Optuna's samplers)",
+    "hydra/sweeper/pruner": "what stops trainrun_optuna's bad trials early (Optuna's pruners; the step is "
+                            "the epoch)",
 }
 # Folders of configs/ that are not groups a user chooses from.
 HIDDEN_GROUPS = ("schema", "hydra/help", "hydra/job_logging")
@@ -57,7 +60,7 @@ class Key:
     owner: str  # "Class.field" where it was declared
 
 
-def _type_text(hint: Any, declared: str) -> str:
+def _type_text(hint: object, declared: str) -> str:
     if isinstance(hint, type) and issubclass(hint, Enum):
         return " | ".join(m.value for m in hint)
     return declared.replace("typing.", "").replace("Optional", "")
@@ -71,7 +74,7 @@ def _default(field: dataclasses.Field) -> Any:
     return MISSING
 
 
-def yaml_value(value: Any) -> str:
+def yaml_value(value: object) -> str:
     """A default as it is typed on the command line."""
     if isinstance(value, str) and value == MISSING:
         return "(required)"
@@ -247,9 +250,9 @@ def markdown() -> str:
         out.append("")
 
     out += ["## Top-level keys", "", *_table(top_keys(), ""), ""]
-    for section, cls in (("trainer", primary.TrainerConfig), ("checkpoint", primary.CheckpointConfig),
-                         ("device", primary.DeviceConfig)):
-        out += [f"## `{section}`", "", *_doc(cls), *_table(schema_keys(cls), f"{section}."), ""]
+    for section, schema in (("trainer", primary.TrainerConfig), ("checkpoint", primary.CheckpointConfig),
+                            ("device", primary.DeviceConfig)):
+        out += [f"## `{section}`", "", *_doc(schema), *_table(schema_keys(schema), f"{section}."), ""]
 
     for group, by_name in GROUP_SCHEMAS.items():
         classes = list(by_name.values())

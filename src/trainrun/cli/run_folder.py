@@ -75,6 +75,12 @@ class RunFolder:
             self.lock.release()
 
 
+    def discard(self) -> None:
+        """After ``explain=true`` (a report on the console, nothing trained): a folder this run
+        created goes again, as after a config error; one that existed is left as it was."""
+        self.give_back(CONFIG_ERROR, config_error=True)
+
+
 def _remove_empty_parents(folder: Path) -> None:
     """Hydra's ``outputs/<date>/`` made for this run alone goes too, up to the current folder."""
     cwd = Path.cwd().resolve()

@@ -4,7 +4,8 @@ and the ``SweepSummary`` Hydra callback writes the summary at the end.
 - :func:`run_job` is the multirun path of ``train``'s task. A job that fails is recorded in its
   own ``summary.json`` (``status: failed`` and the error's first line) and returns ``None`` to
   the sweeper, so Hydra does not abort the sweep and Optuna records the trial as failed. A
-  non-finite objective is returned as ``None`` too (a NaN would crash hydra-optuna-sweeper 1.3).
+  non-finite objective is returned as ``None`` too. A folder a previous run of the same sweep
+  left is skipped (finished with this config), resumed, or set aside (:mod:`trainrun.cli.rerun`).
   A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
   it; the requeued job resumes from its own last checkpoint (:func:`resume_if_requeued`).
 - :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
@@ -25,17 +26,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from trainrun.build.threads import CPUS_ENV, usable_cpus
+from trainrun.cli.gpus import assign_devices, in_joblib_worker, limit_threads
+from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
+from trainrun.cli.trial import trial_number, trial_report
 from trainrun.config.choices import direction
 from trainrun.engine.publish import META, recover
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV
+from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV, RunFolderLock
 from trainrun.report.echo import print_config_tree
 from trainrun.report.sweep import OK, finite_or_none, first_line, mark_failed, read_summary, summarize, update_summary
 
@@ -43,7 +46,7 @@ log = logging.getLogger("trainrun")
 
 
 class SweepFailed(SystemExit):
-    """Every job of the sweep failed: ``train -m`` exits with this status (1)."""
+    """The sweep cannot start (2), or every job of it failed (1): ``train -m`` exits with this."""
 
 
 
@@ -85,61 +88,74 @@ def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
 def _submitit_requeue_handler(signum: int) -> Callable[[int, Any], None] | None:
     """submitit's checkpoint-and-requeue handler when it owns ``signum`` in this process."""
     handler = signal.getsignal(signum)
-    if getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
-        return handler  # type: ignore[return-value]
+    if callable(handler) and getattr(handler, "__name__", "") in ("checkpoint_and_try_requeue", "checkpoint_and_exit"):
+        return handler
     return None
 
 
-def _launcher_target() -> str:
-    try:
-        return str(HydraConfig.get().launcher.get("_target_", ""))
-    except ValueError:
-        return ""
-
-
-def parallel_jobs(n_jobs: int, cpus: int) -> int:
-    """How many jobs joblib runs at once for ``n_jobs`` (-1: all cores, -2: all but one...)."""
-    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
-
-
-def limit_threads(cfg: DictConfig) -> None:
-    """Under the joblib launcher, give each job ``usable CPUs // parallel jobs`` torch threads
-    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores; a job's
-    ``trainer.devices`` processes share its CPUs (``TRAINRUN_CPUS``)."""
-    if cfg.trainer.get("threads") or "joblib" not in _launcher_target():
-        return
-    cpus, _ = usable_cpus()
-    jobs = parallel_jobs(int(HydraConfig.get().launcher.get("n_jobs") or -1), cpus)
-    cfg.trainer.threads = max(1, cpus // jobs)
-    os.environ[CPUS_ENV] = str(cfg.trainer.threads)
-    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} usable CPUs, {jobs} parallel jobs)")
+def _skipped(summary: dict[str, Any], run_dir: Path) -> float | None:
+    """A job whose run finished with this config: nothing to train again."""
+    objective = summary.get("objective") or {}
+    value = finite_or_none(objective.get("value"))
+    log.info(f"{summary.get('status')} before with this config ({objective.get('name')} {value}); "
+             f"not trained again: {run_dir}")
+    return value if summary.get("status") in OK else None
 
 
 def run_job(
-    cfg: DictConfig, run_dir: Path, train_job: Callable[[DictConfig, Path], dict[str, Any]]
+    cfg: DictConfig, run_dir: Path, train_job: Callable[..., dict[str, Any]]
 ) -> float | None:
-    """One job of a multirun: train, and never let a failure abort the sweep.
+    """One job of a multirun: train, and never let a failure abort the sweep. A folder a
+    previous run of the same sweep left is skipped, resumed or set aside (:mod:`rerun`).
 
     Returns the objective for the sweeper (None when the job failed or it is not finite).
     """
     started = time.perf_counter()
     objective = {"name": cfg.objective, "value": None,
                  "direction": direction(str(cfg.objective))}
+    trial = trial_number()
+    mine: dict[str, Any] = {DIGEST: config_digest(cfg), **({"trial": trial} if trial is not None else {})}
+    lock = RunFolderLock(run_dir)
     try:
-        limit_threads(cfg)
-        resume_if_requeued(cfg, run_dir)
-        summary = train_job(cfg, run_dir)
-    except Exception as err:
-        if isinstance(err, TrainrunError):
-            log.error(f"Error: {err}")
-        else:
-            log.error(f"Error: {first_line(err)}", exc_info=err)
-        mark_failed(run_dir, first_line(err), objective=objective,
-                    total_seconds=time.perf_counter() - started)
+        lock.acquire()  # another driver running this very job: leave its folder alone
+    except TrainrunError as err:
+        log.error(f"Error: {err}")
         return None
+    SIGNALS.in_job = True
+    try:
+        try:
+            resume_if_requeued(cfg, run_dir)  # a requeued cluster job says so, and resumes
+            decision, previous = decide(cfg, run_dir)
+            if decision == "skip" and previous is not None:
+                return _skipped(previous, run_dir)
+            if decision == "replace":
+                log.info(f"this folder held a run of another config: moved to {move_aside(run_dir)}")
+            elif decision == "resume" and not cfg.resume:
+                log.info(f"this job ran before without finishing: resume=auto in {run_dir}")
+                cfg.resume = "auto"
+            limit_threads(cfg)
+            devices = assign_devices(run_dir)
+            if devices is not None:
+                mine["cuda_visible_devices"] = ",".join(devices)
+            judge = trial_report(cfg)
+            summary = train_job(cfg, run_dir, judges=[judge] if judge is not None else [])
+        except Exception as err:
+            if isinstance(err, TrainrunError):
+                log.error(f"Error: {err}")
+            else:
+                log.error(f"Error: {first_line(err)}", exc_info=err)
+            mark_failed(run_dir, first_line(err), objective=objective,
+                        total_seconds=time.perf_counter() - started, **mine)
+            SIGNALS.exit_if_held()  # a signal held while this job failed: the sweep stops now
+            return None
+        update_summary(run_dir, **mine)
+    finally:
+        SIGNALS.in_job = False
+        lock.release()
     if summary["status"] == "interrupted":
         return _interrupted(summary, run_dir)
-    return finite_or_none(summary["objective"]["value"])
+    SIGNALS.exit_if_held()  # held, but the job ended before its loop could take it over
+    return finite_or_none(summary["objective"]["value"]) if summary["status"] in OK else None
 
 
 def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
@@ -160,7 +176,7 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
     note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
     update_summary(run_dir, error=note)
     log.info(note)
-    if "joblib" in _launcher_target():
+    if in_joblib_worker():
         return None  # a worker process: the sweep's other jobs go on
     # The basic launcher (Ctrl-C stops the whole sweep) or a cluster job (no result: the cluster
     # requeues it or reports it as cancelled).
@@ -169,6 +185,35 @@ def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
 
 
 # --------------------------------------------------------------------------- the whole sweep
+
+
+class SweepSignals:
+    """The sweep driver's SIGTERM handler (``train -m`` would otherwise end on the spot, with no
+    summary): outside a job it exits (the summary is written by the exit hook, the Optuna
+    sweeper marks its running trials failed); inside a job it holds the signal, which the
+    job's loop takes over as it starts (``engine.stop.Signals``): the job saves ``last.pt``
+    after one step and the sweep exits with 128 + N."""
+
+    def __init__(self) -> None:
+        self.held: int | None = None
+        self.in_job = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.in_job:
+            self.held = self.held or signum
+            os.write(2, f"\n{name}: the sweep stops once this job has saved its state\n".encode())
+            return
+        os.write(2, f"\n{name}: the sweep stops; running the same command again into this sweep folder "
+                    "continues it\n".encode())
+        raise SystemExit(128 + signum)
+
+    def exit_if_held(self) -> None:
+        if self.held is not None:
+            sys.exit(128 + self.held)
+
+
+SIGNALS = SweepSignals()
 
 
 class SweepSummary(Callback):
@@ -183,8 +228,18 @@ class SweepSummary(Callback):
         self._pending: tuple[Path, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_same_sweep(config, Path(str(config.hydra.sweep.dir)))  # before anything is written
+        except TrainrunError as err:  # Hydra turns a callback's exception into a warning: exit here
+            print(f"\nError: {err}", file=sys.stderr)
+            raise SweepFailed(err.exit_code) from None
         self._pending = (Path(str(config.hydra.sweep.dir)), str(config.get("objective", "val_loss")))
         atexit.register(self._at_exit)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # Outside a job's loop (between jobs, in the sweeper, waiting for workers or the
+            # cluster) SIGTERM would end the process on the spot: exit instead, so the summary is
+            # written (the exit hook) and the Optuna sweeper marks its running trials failed.
+            signal.signal(signal.SIGTERM, SIGNALS)
         # What the jobs share, once: the sweep's command line (and the config tree if asked);
         # each job then prints one line after Hydra's own "#N : overrides" line.
         overrides = " ".join(str(o) for o in config.hydra.overrides.task) or "none"

@@ -14,7 +14,9 @@ therefore reproduces the ``val_loss`` the run logged for that epoch, and ``split
 statistics saved in the checkpoint (:mod:`trainrun.data.fitted`).
 
 Results go to ``<run folder>/eval/<checkpoint>_<split>/``: ``eval.json`` and, with
-``predictions=true``, ``predictions.csv``; ``out=<folder>`` puts them elsewhere.
+``predictions=true``, ``predictions.csv``; with ``report=true`` (classification) the per-class
+precision, recall, F1 and confusion matrix as ``report.txt`` and ``confusion.png`` (also in
+``eval.json``, and printed); ``out=<folder>`` puts them elsewhere.
 """
 
 from __future__ import annotations
@@ -30,17 +32,28 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.metrics import build_metrics
-from trainrun.build.setup import Batches, Setup, build, build_model
+from trainrun.build.setup import Setup, build, build_model
 from trainrun.commands.predictions import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
-from trainrun.data.batches import whole
+from trainrun.data.batches import Batches, whole
+from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import find, load
 from trainrun.engine.history import rows_of
 from trainrun.engine.loop import eval_epoch
-from trainrun.errors import TrainrunError, phase
-from trainrun.files import CHECKPOINTS, EVAL_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.errors import TrainrunError, exits_are_errors, phase
+from trainrun.files import (
+    CHECKPOINTS,
+    CONFUSION_PNG,
+    EVAL_JSON,
+    PREDICTIONS_CSV,
+    REPORT_TXT,
+    atomic_write_json,
+    atomic_write_text,
+)
+from trainrun.report.classes import class_report, report_text, write_confusion
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -52,7 +65,9 @@ def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None =
     if cfg.data is not None:
         train_cfg.data = data_config(cfg.data, train_cfg.data, fitted) if fitted else cfg.data
     if cfg.device is not None:
-        train_cfg = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
+        merged = OmegaConf.merge(train_cfg, {"device": cfg.device})  # typed: DeviceConfig
+        assert isinstance(merged, DictConfig)  # a DictConfig merged into stays one
+        train_cfg = merged
     train_cfg.data.shuffle = False  # predictions in split order, also for split=train
     trainer = train_cfg.trainer
     for key, value in (("compile", False), ("devices", 1), ("limit_train_batches", None),
@@ -66,9 +81,8 @@ def run_config(train_cfg: DictConfig, cfg: DictConfig, fitted: DataInfo | None =
 # --------------------------------------------------------------------------- predictions
 
 
-def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
-    """One row per sample: its row in the source data, the target, the prediction and, for
-    classification, the probability of each class (labels as in the source data)."""
+def outputs(setup: Setup, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs and the prepared targets of the whole split, in order, on the CPU."""
     model = setup.model
     model.eval()
     outs, ys = [], []
@@ -77,10 +91,46 @@ def predictions_csv(setup: Setup, batches: Batches, split: str) -> str:
             with setup.autocast():
                 outs.append(model(x).float().cpu())
             ys.append(y.cpu())
-    out, y = torch.cat(outs), torch.cat(ys)
-    rows = setup.info.rows.get(split)
-    rows = rows.tolist() if rows is not None and len(rows) == len(out) else list(range(len(out)))
-    table: dict[str, list[Any]] = {"row": rows}
+    return torch.cat(outs), torch.cat(ys)
+
+
+def class_ids(out: torch.Tensor, y: torch.Tensor, setup: Setup) -> tuple[list[int], list[int]]:
+    """True and predicted class ids, as the run's metric decides them (argmax, or the binary
+    threshold of the loss's output)."""
+    if setup.loss.targets == "index":
+        return y.long().reshape(-1).tolist(), out.argmax(dim=1).tolist()
+    threshold = setup.loss.threshold
+    return (y.reshape(len(y), -1)[:, 0] > 0.5).long().tolist(), (out[:, 0] > threshold).long().tolist()
+
+
+def per_class(setup: Setup, out: torch.Tensor, y: torch.Tensor, folder: Path, title: str) -> dict[str, Any]:
+    """``report=true``: precision, recall, F1 per class and the confusion matrix, written as
+    ``report.txt`` and ``confusion.png`` into ``folder``; returns the numbers for eval.json."""
+    if setup.info.task == "regression":
+        raise TrainrunError("report=true is a per-class report, but this run is a regression", key="report",
+                            fix="leave report=false; eval.json holds the RMSE (predictions=true the values)")
+    labels = setup.info.classes or list(range(setup.info.num_classes or 2))
+    report = class_report(*class_ids(out, y, setup), labels)
+    text = report_text(report)
+    atomic_write_text(folder / REPORT_TXT, text)
+    note = write_confusion(report, folder / CONFUSION_PNG, title)
+    if note:
+        log.info(note)
+    return report
+
+
+def predictions_csv(setup: Setup, batches: Batches, split: str,
+                    computed: tuple[torch.Tensor, torch.Tensor] | None = None) -> str:
+    """One row per sample: its row in the source data, the target, the prediction and, for
+    classification, the probability of each class (labels as in the source data)."""
+    out, y = computed or outputs(setup, batches)
+    positions = setup.info.rows.get(split)
+    rows = positions.tolist() if positions is not None and len(positions) == len(out) else list(range(len(out)))
+    table: dict[str, list[Any]] = {}
+    ids = setup.info.ids
+    if ids is not None and len(ids) > max(rows, default=-1):  # data.id: the key to join the predictions by
+        table[setup.info.id_name or "id"] = ids[rows].tolist()
+    table["row"] = rows
     table.update(decode_targets(y, setup.info, setup.loss))
     table.update(prediction_columns(out, setup.info, setup.loss))
     return csv_text(table)
@@ -134,6 +184,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- the command
 
 
+@exits_are_errors("evaluate")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, rebuild, evaluate, write ``eval.json`` (and ``predictions.csv``); returns the
     report written to ``eval.json``."""
@@ -150,7 +201,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the run's own data is rebuilt by its config, which computes the same statistics again.
     fitted = fitted_info(trained) if new_data else None
     train_cfg = run_config(trained.config, cfg, fitted)
+    fitted_before = trained.fitted
+    trained_on = fitted_before.identity if fitted_before is not None else None
+    if not new_data:  # the file trained on, by its absolute path: not a relative one resolved here
+        with_stored_paths(train_cfg.data, trained_on)
     setup = build(train_cfg, training=False, fitted=fitted)
+    differs = differences(trained_on, setup.info.identity) if trained_on and setup.info.identity else []
+    if differs:
+        log.warning(f"{'the data given' if new_data else 'the run data'} is not the data the model was trained "
+                    f"on ({trained_on.short() if trained_on else '?'}): " + "; ".join(differs))
     trained.weights_into(setup.raw_model, new_data=new_data)
     batches = {"train": setup.train_batches, "val": setup.val_batches, "test": setup.test_batches}[split]
     if batches is None:
@@ -182,8 +241,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "metric": setup.loss.metric,
         "data": OmegaConf.to_container(train_cfg.data, resolve=True, enum_to_str=True),
         "data_changed": cfg.data is not None,
+        "data_identity": setup.info.identity.to_dict() if setup.info.identity else None,
+        "trained_on": trained_on.to_dict() if trained_on else None,
+        "data_differs": differs,
         "device": str(setup.device),
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(folder)),  # and the training run's
     }
     try:  # the rows (older checkpoints), or which rows of history.jsonl beside it
         rows = rows_of(file, state.get("history", []), key="run")
@@ -193,15 +256,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if logged is not None:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 
-    written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else [])]
+    asked = bool(cfg.get("report"))
+    written = [EVAL_JSON, *([PREDICTIONS_CSV] if cfg.predictions else []),
+               *([REPORT_TXT, CONFUSION_PNG] if asked else [])]
+    computed = outputs(setup, batches) if cfg.predictions or asked else None
     with phase(f"writing {' and '.join(written)} into {str(out)!r}", "out",
                fix="give out= a folder that can be written (or leave it out: <run folder>/eval/...)"):
+        if asked and computed is not None:  # report=true: per class, as text and a picture
+            report["report"] = per_class(setup, computed[0], computed[1], out,
+                                         title=f"{file.name} (epoch {state.get('epoch')}) on {split}")
         atomic_write_json(out / EVAL_JSON, report)
         if cfg.predictions:
-            atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split))
+            atomic_write_text(out / PREDICTIONS_CSV, predictions_csv(setup, batches, split, computed))
 
     where = f"epoch {state.get('epoch')}, step {state.get('step')}"
     log.info(f"evaluated {file} ({where}) on {split}: {report['samples']} samples")
     log.info("  " + "  ".join(f"{k} {v:.6g}" for k, v in values.items()))
+    if asked:
+        log.info(report_text(report["report"]).rstrip())
     log.info(f"wrote {', '.join(str(out / w) for w in written)}")
     return report

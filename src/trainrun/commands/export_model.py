@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainrun import __version__
+from trainrun.build import contracts
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import build_model
 from trainrun.commands.predictions import fitted_info
@@ -48,7 +49,7 @@ from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
 from trainrun.data.prepare import DataInfo
-from trainrun.errors import TRAINING_ERROR, TrainrunError, phase
+from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import EXPORT, PREPROCESSING_JSON, atomic_write, atomic_write_json
 
 log = logging.getLogger("trainrun")
@@ -145,6 +146,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> by
         raise missing_extra("onnx", err) from None
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_dynamic_batch(),
                                 input_names=[INPUT], output_names=["output"], verbose=False)
+    assert program is not None  # dynamo=True returns the program (None only for the old exporter)
     proto = program.model_proto
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -173,15 +175,10 @@ def output_meaning(plan: LossPlan, info: DataInfo) -> str:
     if info.task == "regression":
         return ("the standardized target: value = output * target_scale.std + target_scale.mean"
                 if info.y_mean is not None else "the target's value")
-    if plan.targets == "index":
-        if isinstance(plan.head, nn.LogSoftmax):
-            return "log-probabilities of the classes (exp() gives the probabilities), in the order of classes"
-        return "raw scores (logits) of the classes: softmax gives the probabilities, in the order of classes"
-    if plan.threshold == 0.0:
-        return "the logit of classes[1] (sigmoid gives its probability; > 0 predicts classes[1])"
-    return "the probability of classes[1] (> 0.5 predicts classes[1])"
+    return contracts.meaning(plan.output, plan.contract.targets)
 
 
+@exits_are_errors("export-model")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the checkpoint's model, write it in ``cfg.format`` after checking that the file
     reproduces its outputs, and write ``preprocessing.json``; returns what was written."""

@@ -20,10 +20,14 @@ and, for classification, ``p_<label>`` per class.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -34,13 +38,14 @@ from trainrun.build.devices import autocast_factory, resolve_device
 from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import DATA_KEYS, build_model
-from trainrun.commands.predictions import csv_text, data_config, fitted_info, prediction_columns
+from trainrun.commands.predictions import data_config, fitted_info, prediction_columns
 from trainrun.commands.trained import Trained, open_trained
 from trainrun.config.choices import text
-from trainrun.data import fitted as fitted_data
+from trainrun.data import new_data
 from trainrun.data.prepare import DataInfo
-from trainrun.errors import TrainrunError, phase
-from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write_json, atomic_write_text
+from trainrun.errors import TrainrunError, exits_are_errors, phase
+from trainrun.files import PREDICT_JSON, PREDICTIONS_CSV, atomic_write, atomic_write_json
+from trainrun.report.record import run_record, training_record
 
 log = logging.getLogger("trainrun")
 
@@ -48,41 +53,6 @@ log = logging.getLogger("trainrun")
 # --------------------------------------------------------------------------- the new data
 
 
-def read_new_data(node: DictConfig, info: DataInfo) -> tuple[np.ndarray, Any | None]:
-    """Call the data source (``require_target=False`` where it takes it) and return the samples
-    as the model takes them, and the targets as the data has them (None without)."""
-    source = build_from_config(node, "data", what="reading the new data", consumed=DATA_KEYS,
-                               require_target=False)
-    with phase(f"preparing the data that data._target_={node._target_} returned", "data._target_",
-               section=node, fix="a source for predict returns X, (X, y), (X, None) or a Dataset"):
-        if isinstance(source, torch.utils.data.Dataset):
-            return _dataset_samples(source, info)
-        if isinstance(source, tuple | list):
-            if len(source) != 2:
-                raise TrainrunError(f"the data source returned {len(source)} items; predict takes X, "
-                                    "(X, y) or (X, None)", key="data._target_")
-            x, y = source
-        else:
-            x, y = source, None
-        x = fitted_data.features(x, info)
-        if y is not None:
-            y = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
-            if len(y) != len(x):
-                raise TrainrunError(f"the data source returned {len(x)} samples and {len(y)} targets",
-                                    key="data._target_")
-        return x, y
-
-
-def _dataset_samples(dataset: Any, info: DataInfo) -> tuple[np.ndarray, Any | None]:
-    """A user Dataset's samples (``x`` or ``(x, y)`` each), shaped as in training."""
-    xs, ys = [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        x, y = item if isinstance(item, tuple | list) and len(item) == 2 else (item, None)
-        xs.append(np.asarray(torch.as_tensor(x), dtype=np.float32).reshape(info.in_shape))
-        ys.append(y)
-    y_out = None if all(y is None for y in ys) else np.asarray([np.asarray(y) for y in ys])
-    return np.stack(xs), y_out
 
 
 def raw_targets(y: np.ndarray) -> dict[str, list[Any]]:
@@ -97,23 +67,7 @@ def raw_targets(y: np.ndarray) -> dict[str, list[Any]]:
 # --------------------------------------------------------------------------- the command
 
 
-def model_outputs(trained: Trained, info: DataInfo, x: np.ndarray, device_cfg: Any,
-                  batch_size: int) -> tuple[torch.Tensor, LossPlan]:
-    """The trained model (rebuilt, weights loaded, eval mode) on ``x``, in batches."""
-    cfg = trained.config
-    model, plan, _, _ = build_model(cfg, info)
-    trained.weights_into(model)
-    device = resolve_device(text((device_cfg or cfg.device).type), 0)
-    autocast = autocast_factory(str(cfg.trainer.precision), device)
-    model.to(device).eval()
-    outs = []
-    with torch.no_grad():
-        for batch in torch.as_tensor(x).split(batch_size):
-            with autocast():
-                outs.append(model(batch.to(device)).float().cpu())
-    return torch.cat(outs) if outs else torch.zeros(0), plan
-
-
+@exits_are_errors("predict")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load, prepare the new data with the training's statistics, run the model, write
     ``predictions.csv`` and ``predict.json``; returns the report."""
@@ -128,28 +82,78 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust), replaced=("data",))
     info = fitted_info(trained)
     node = data_config(cfg.data, trained.config.data, info)
-    x, y = read_new_data(node, info)
-    out, plan = model_outputs(trained, info, x, cfg.device, int(node.get("batch_size") or 256))
-
-    table: dict[str, list[Any]] = {"row": list(range(len(x)))}
-    if y is not None:
-        table.update(raw_targets(y))
-    table.update(prediction_columns(out, info, plan))
+    source = build_from_config(node, "data", what="reading the new data", consumed=DATA_KEYS,
+                               require_target=False)
+    model, plan, device, autocast = loaded_model(trained, info, cfg.device)
+    batch_size = int(node.get("batch_size") or 256)
     folder = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-    atomic_write_text(folder / PREDICTIONS_CSV, csv_text(table))
+    written: dict[str, Any] = {"rows": 0, "columns": []}
+
+    def write(f: IO[bytes]) -> None:  # one chunk read, predicted and written at a time
+        out_text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        writer = csv.writer(out_text, lineterminator="\n")
+        with phase(f"preparing the data that data._target_={node._target_} returned", "data._target_",
+                   section=node, fix="a source for predict returns X, (X, y), (X, None) or a Dataset"):
+            for chunk in new_data.chunks(source, info):
+                table = chunk_table(chunk, info, plan, model, device, autocast, batch_size)
+                if not written["columns"]:
+                    written["columns"] = list(table)
+                    writer.writerow(table)
+                writer.writerows(zip(*table.values(), strict=True))
+                written["rows"] += len(chunk.x)
+        out_text.flush()
+        out_text.detach()
+
+    atomic_write(folder / PREDICTIONS_CSV, write)
     report = {
         "checkpoint": str(trained.file.resolve()),
         "run_dir": str(trained.folder.resolve()),
         "epoch": trained.saved.get("state", {}).get("epoch"),
         "step": trained.saved.get("state", {}).get("step"),
-        "rows": len(x),
-        "columns": list(table),
+        "rows": written["rows"],
+        "columns": written["columns"],
         "task": info.task,
         "data": OmegaConf.to_container(node, resolve=True, enum_to_str=True),
         "standardized_with": "the training split's statistics" if info.x_mean is not None else None,
+        "unseen_categories": info.unseen,
+        "trained_on": info.identity.to_dict() if info.identity else None,
         "seconds": time.perf_counter() - started,
+        "record": run_record(training=training_record(trained.folder)),  # and the training run's
     }
     atomic_write_json(folder / PREDICT_JSON, report)
-    log.info(f"predicted {len(x)} rows with {trained.file} ({trained.where})")
+    log.info(f"predicted {written['rows']} rows with {trained.file} ({trained.where})")
+    if info.unseen:
+        log.info("rows with a category the training data never had (encoded as none of its categories): "
+                 + ", ".join(f"{k} {v}" for k, v in info.unseen.items()))
     log.info(f"wrote {folder / PREDICTIONS_CSV}")
     return report
+
+
+def loaded_model(trained: Trained, info: DataInfo,
+                 device_cfg: DictConfig | None) -> tuple[torch.nn.Module, LossPlan, torch.device, Any]:
+    """The trained model rebuilt, its weights loaded, on its device, in eval mode."""
+    cfg = trained.config
+    model, plan, _, _ = build_model(cfg, info)
+    trained.weights_into(model)
+    device = resolve_device(text((device_cfg or cfg.device).type), 0)
+    return model.to(device).eval(), plan, device, autocast_factory(str(cfg.trainer.precision), device)
+
+
+def chunk_table(chunk: new_data.Chunk, info: DataInfo, plan: LossPlan, model: torch.nn.Module,
+                device: torch.device, autocast: Callable[[], AbstractContextManager[Any]],
+                batch_size: int) -> dict[str, list[Any]]:
+    """One chunk's rows of ``predictions.csv``: its id and row, its own targets, the predictions."""
+    outs = []
+    with torch.no_grad():
+        for batch in torch.as_tensor(chunk.x).split(batch_size):
+            with autocast():
+                outs.append(model(batch.to(device)).float().cpu())
+    out = torch.cat(outs) if outs else torch.zeros(0)
+    table: dict[str, list[Any]] = {}
+    if chunk.ids is not None:
+        table[info.id_name or "id"] = chunk.ids.tolist()
+    table["row"] = list(range(chunk.first, chunk.first + len(chunk.x)))
+    if chunk.y is not None:
+        table.update(raw_targets(np.asarray(chunk.y)))
+    table.update(prediction_columns(out, info, plan))
+    return table

@@ -13,19 +13,23 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.build import contracts
 from trainrun.build.losses import LossPlan
 from trainrun.commands.trained import Trained
+from trainrun.data.identity import training_columns
+from trainrun.data.parquet_file import file_columns
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
 
 
 def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dict[str, list[Any]]:
     """The model's outputs as predictions: the value in the target's units (regression), or the
-    predicted label and each class's probability (softmax, sigmoid or the model's own output,
-    whichever the loss implies), labels as in the training data."""
+    predicted label and each class's probability (from the kind of output the loss received:
+    raw scores, probabilities or log-probabilities), labels as in the training data."""
     out = out.float().cpu()
     columns: dict[str, list[Any]] = {}
     if info.task == "regression":
+        out = contracts.as_values(out, plan.output, plan.contract.targets)  # BCE on soft labels: probabilities
         if info.y_mean is not None and info.y_std is not None:  # back to the target's units
             out = out * torch.tensor(info.y_std) + torch.tensor(info.y_mean)
         width = out.shape[1]
@@ -33,11 +37,7 @@ def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dic
             columns[f"prediction_{j}" if width > 1 else "prediction"] = out[:, j].tolist()
         return columns
     labels = info.classes or list(range(info.num_classes or 2))
-    if plan.targets == "index":  # loss=nll puts a log-softmax head on the model
-        probs = out.exp() if isinstance(plan.head, torch.nn.LogSoftmax) else out.softmax(dim=1)
-    else:  # one output: the positive class (BCE: a probability, BCE-with-logits: a logit)
-        p = out[:, 0].sigmoid() if plan.threshold == 0.0 else out[:, 0]
-        probs = torch.stack([1 - p, p], dim=1)
+    probs = contracts.probabilities(out, plan.output)  # the kind the loss received (build/contracts.py)
     columns["prediction"] = [labels[i] for i in probs.argmax(dim=1).tolist()]
     for j, label in enumerate(labels[: probs.shape[1]]):
         columns[f"p_{label}"] = probs[:, j].tolist()
@@ -76,13 +76,19 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     for key in node:
         if same and OmegaConf.is_missing(node, key) and key in stored and not OmegaConf.is_missing(stored, key):
             node[key] = stored[key]
-    if same and "features" in node and node.features is None and info.features:
-        node.features = list(info.features)
+    if "features" in node and info.features:  # a table: the training's columns, by name, in its order
+        node.features = training_columns(node.features, info.features)
+    if "categorical" in node and node.categorical is None and stored.get("categorical"):
+        node.categorical = list(stored.categorical)
+    if "id" in node and node.id is None and info.id_name:  # the training run's id column, if this file has it
+        names = file_columns(node)
+        node.id = info.id_name if names is not None and info.id_name in names else None
     missing = [str(k) for k in node if OmegaConf.is_missing(node, k) and str(k) != "target"]
     if missing:
         raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",
                             fix=f"e.g. predict run=<run folder> data=csv data.{missing[0]}=new.csv")
-    if "target" in node and OmegaConf.is_missing(node, "target"):
+    # ``in`` is False for a missing (``???``) value: ask the keys, not the node
+    if "target" in list(node) and OmegaConf.is_missing(node, "target"):
         node.target = ""  # a CSV source of another run's kind: no target column
     return node
 

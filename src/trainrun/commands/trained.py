@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from torch import nn
 
 from trainrun.config.groups import GROUP_BASES, GROUP_SCHEMAS
 from trainrun.config.schemas import TrainConfig
@@ -43,7 +44,7 @@ class Trained:
         data = self.saved.get("data")
         return None if data is None else from_payload(data)
 
-    def weights_into(self, model: Any, *, new_data: bool = False) -> None:
+    def weights_into(self, model: nn.Module, *, new_data: bool = False) -> None:
         """Load the checkpoint's weights into ``model`` (rebuilt from the stored config): with
         new data (``data=...``) a mismatch means the data differs from the training data."""
         fitted = self.fitted
@@ -71,9 +72,9 @@ def open_trained(run: str, checkpoint: str, trust: list[str] | None = None,
     """Find, load and check the checkpoint of ``run=`` / ``checkpoint=``; ``replaced``: sections
     the user gives anew (``data=...``), which the stored config does not build."""
     file, folder = locate(run, checkpoint)
-    # Loggers are never built from a checkpoint; the sections given anew are the user's.
+    # Loggers and callbacks are never built from a checkpoint; the sections given anew are the user's.
     saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
-                 unbuilt=("logger", *replaced))
+                 unbuilt=("logger", "callbacks", *replaced))
     return Trained(file, folder, saved, typed_config(saved))
 
 
@@ -116,6 +117,7 @@ def typed_config(saved: dict[str, Any]) -> DictConfig:
     base = OmegaConf.structured(TrainConfig)
     OmegaConf.set_struct(base, False)  # a checkpoint may hold keys a newer schema dropped
     cfg = OmegaConf.merge(base, saved["config"])
+    assert isinstance(cfg, DictConfig)  # a DictConfig merged into stays one
     names = saved.get("schemas") or {}
     for key, node in saved["config"].items():
         if key not in GROUP_BASES or not isinstance(node, dict):

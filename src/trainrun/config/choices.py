@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any
+
+# What trainer.compile may say (a string key: YAML's true/false arrive as words): off, torch.compile's
+# default mode, or one of its named modes (reduce-overhead on CUDA: trainrun's captured step).
+COMPILE_MODES = ("false", "true", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class Task(str, Enum):
@@ -46,10 +49,31 @@ class Head(str, Enum):
     log_softmax = "log_softmax"
 
 
+class Output(str, Enum):
+    """What a tensor of outputs means (``model.output``, ``loss.input``): ``auto`` lets trainrun
+    tell (its own models and torch's losses are declared; a user's model is observed)."""
+
+    auto = "auto"
+    scores = "scores"
+    probabilities = "probabilities"
+    log_probabilities = "log_probabilities"
+
+
+class Missing(str, Enum):
+    """What an empty feature cell (CSV), a null (Parquet) or a NaN feature becomes."""
+
+    refuse = "refuse"
+    mean = "mean"
+    median = "median"
+    constant = "constant"
+
+
 class Targets(str, Enum):
     """How a loss wants its targets: class indices (int64, ``[N]``) or floats (``[N, k]``)."""
 
-    index = "index"
+    # "index" is the config's word (OmegaConf matches a member by name): the member shadows
+    # str.index, which nothing calls on a Targets value.
+    index = "index"  # type: ignore[assignment]
     float = "float"
 
 
@@ -98,7 +122,7 @@ class ExportFormat(str, Enum):
     onnx = "onnx"
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     """A config value as a word: an Enum member's value, anything else as ``str``. The one place
     that turns typed choices back into text (``build`` reads the config through it once)."""
     return str(value.value if isinstance(value, Enum) else value)

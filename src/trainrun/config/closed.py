@@ -64,7 +64,7 @@ def unread_keys(cfg: DictConfig) -> list[Problem]:
             fields = [f.name for f in dataclasses.fields(schema)]
             for key in node:
                 if str(key) not in fields:
-                    full = f"{prefix}{key}"
+                    full = f"{prefix}{key!s}"
                     problems.append(Problem(
                         full, f"{full} is not a key trainrun or anything it builds reads, so "
                         f"+{full}=... would be ignored{nearest_key(full, [prefix + f for f in fields])}",
@@ -73,7 +73,7 @@ def unread_keys(cfg: DictConfig) -> list[Problem]:
         for key in node:
             child = OmegaConf.select(node, str(key), throw_on_missing=False, throw_on_resolution_failure=False)
             if isinstance(child, DictConfig) and str(key) != "logger":
-                walk(child, f"{prefix}{key}.")
+                walk(child, f"{prefix}{key!s}.")
 
     walk(cfg, "")
     return problems

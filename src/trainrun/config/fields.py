@@ -34,7 +34,7 @@ class Rule:
     numeric: bool = True  # the value is a number: a bool or NaN never passes
     choices: tuple[str, ...] = ()  # a word rule's words, for "did you mean"
 
-    def holds(self, value: Any) -> bool:
+    def holds(self, value: object) -> bool:
         """Whether ``value`` passes (None, the way to say "off", always does)."""
         if value is None:
             return True
@@ -48,7 +48,7 @@ class Rule:
         return not _number(value) or self.test(value)
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -98,7 +98,7 @@ def one_of(*words: str) -> Rule:
                 numeric=False, choices=words)
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", check: Rule | None = None) -> Any:
+def setting(default: object = dataclasses.MISSING, help: str = "", check: Rule | None = None) -> Any:
     """A dataclass field with ``default`` (copied per instance when it is a list or dict), its
     one-line description and its value rule."""
     metadata: dict[str, Any] = {HELP: help}

@@ -11,10 +11,11 @@ that trainrun reads itself are declared on the group's base class; values that o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import MISSING
 
-from trainrun.config.choices import Head, Interval, Mode, Targets, Task
+from trainrun.config.choices import Head, Interval, Missing, Mode, Output, Targets, Task
 from trainrun.config.fields import at_least, fraction, greater_than, open_unit, seed, setting, sizes
 from trainrun.config.loggers import (
     CsvLoggerConfig,
@@ -43,7 +44,16 @@ class DataConfig:
     image_shape: list[int] | None = setting(
         None, "reshape each flat sample to this shape (e.g. [1, 8, 8] for digits under model=cnn)", check=sizes())
     num_workers: int = setting(
-        0, "only for the DataLoader path (user Datasets); in-memory data is sliced, not loaded", check=at_least(0))
+        0, "DataLoader worker processes (user Datasets, streamed files); in-memory data is sliced, not loaded",
+        check=at_least(0))
+    persistent_workers: bool = setting(True, "keep the DataLoader's workers between epochs (num_workers > 0)")
+    prefetch_factor: int | None = setting(None, "batches each worker prepares ahead; null: torch's default (2)",
+                                          check=at_least(1))
+    pin_memory: bool | None = setting(
+        None, "page-locked host batches for asynchronous copies; null: when the device is CUDA")
+    missing: Missing = setting(Missing.refuse, "empty feature cells / NaN features: refuse, or fill with the "
+                               "train split's mean or median, or data.fill_value (constant)")
+    fill_value: float = setting(0.0, "the value empty feature cells get with data.missing=constant")
 
 
 @dataclass
@@ -67,7 +77,15 @@ class ParquetDataConfig(DataConfig):
     _target_: str = "trainrun.data.sources.read_parquet"
     path: str = setting(MISSING, "the file (CSV: a header row, then one row per sample; Parquet: needs pyarrow)")
     target: str = setting(MISSING, "the column holding the targets")
-    features: list[str] | None = setting(None, "the feature columns; null: every column but the target")
+    features: list[str] | None = setting(None, "the feature columns; null: every column but the target (and id)")
+    id: str | None = setting(None, "a column that names each row (kept out of the features, written to "
+                             "predictions.csv); predict uses the training run's")
+    categorical: list[str] | None = setting(
+        None, "text columns to one-hot encode even if some cells look like numbers; null: text columns are")
+    stream: bool | None = setting(
+        None, "read in chunks through a memory-mapped copy (true), whole into memory (false); null: "
+        "stream files above data.stream_above_mb")
+    stream_above_mb: int = setting(1024, "the file size above which stream=null streams", check=at_least(0))
 
 
 @dataclass
@@ -75,6 +93,14 @@ class CsvDataConfig(ParquetDataConfig):
     _target_: str = "trainrun.data.sources.read_csv"
     delimiter: str = setting("auto", "the character between fields: auto (the first of , ; tab | in the "
                              "header line), or one character (tab: the word tab)")
+
+
+@dataclass
+class NpyDataConfig(DataConfig):
+    _target_: str = "trainrun.data.sources.read_npy"
+    path: str = setting(MISSING, "the features: a .npy file, a folder of .npy shards, or a glob (memory-mapped)")
+    target_path: str | None = setting(
+        None, "the targets: a .npy file, folder or glob with one shard per feature shard; null: predict only")
 
 
 @dataclass
@@ -94,6 +120,8 @@ class ModelConfig:
     to the target when its signature accepts them; never type them here."""
 
     _target_: str = setting(MISSING, "the model class; sizes from the data are passed when it accepts them")
+    output: Output = setting(Output.auto, "what forward returns: scores, probabilities or log_probabilities "
+                             "(auto: raw scores for trainrun's models, observed on the first batch for yours)")
 
 
 @dataclass
@@ -129,6 +157,11 @@ class LossConfig:
     _target_: str = setting(MISSING, "the criterion class (torch.nn.*Loss or your own)")
     head: Head = setting(Head.none, "none, sigmoid or log_softmax: added after the model's raw output")
     targets: Targets = setting(Targets.float, "index (class ids, int64 [N]) or float ([N, k], like the output)")
+    class_weights: Any = setting(
+        None, "weights per class for an imbalanced target: balanced (n / (classes * count) on the training split), "
+        "[w0, w1, ...] in the labels' order, or {label: weight}; null: none")
+    input: Output = setting(Output.auto, "what the criterion takes: scores, probabilities or log_probabilities "
+                            "(auto: known for torch's losses; declare it for your own)")
 
 
 @dataclass
@@ -247,7 +280,7 @@ class PlateauConfig(SchedulerConfig):
 # The schemas of each group, by the name its option files use (``/schema/<group>/<name>``).
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"sklearn": SklearnDataConfig, "synthetic": SyntheticDataConfig,
-             "csv": CsvDataConfig, "npz": NpzDataConfig,
+             "csv": CsvDataConfig, "npz": NpzDataConfig, "npy": NpyDataConfig,
              "parquet": ParquetDataConfig},
     "model": {"mlp": MLPConfig, "linear": LinearConfig, "cnn": CNNConfig},
     "loss": {"base": LossConfig, "cross_entropy": CrossEntropyConfig},

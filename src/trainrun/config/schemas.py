@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from trainrun.config.choices import (
+    COMPILE_MODES,
     DeviceType,
     ExportFormat,
     FsdpInit,
@@ -53,7 +54,8 @@ class EarlyStoppingConfig:
     patience: int | None = setting(None, "epochs without improvement before stopping; null: off",
                                    check=at_least(0, " (or null: off)", "5"))
     min_delta: float = setting(0.0, "an improvement must beat the best by more than this", check=at_least(0))
-    monitor: str = setting("val_loss", "the logged value watched (train_loss, val_loss, val_acc, ...)")
+    monitor: str = setting("${objective}", "the logged value watched (train_loss, val_loss, val_acc, ...); "
+                           "default: the objective")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name), min or max: the direction of improvement")
 
 
@@ -82,7 +84,14 @@ class TrainerConfig:
     accumulate_grad_batches: int = setting(1, "batches whose gradients add up before each optimizer step",
                                            check=at_least(1))
     grad_clip: GradClipConfig = setting(GradClipConfig, "gradient clipping before each optimizer step")
-    compile: bool = setting(False, "torch.compile the model")
+    compile: str = setting(
+        "false", "false; true (torch.compile the model); reduce-overhead (CUDA: the whole step replayed as one "
+        "CUDA graph); max-autotune (CUDA: torch.compile's autotuning mode)", check=one_of(*COMPILE_MODES))
+    tf32: bool | None = setting(
+        None, "CUDA: true lets fp32 matmuls and convolutions use TensorFloat-32 (faster, ~3 decimal digits); "
+        "false: neither; null keeps torch's defaults (matmuls fp32, convolutions TF32)")
+    channels_last: bool | None = setting(
+        None, "a model with 2-d convolutions in channels_last memory format; null: on CUDA under bf16/fp16 only")
     devices: int = setting(
         1, "processes on this machine; >1 runs the same command under torchrun (torch.distributed.run) "
         "with that many processes", check=at_least(1))
@@ -104,6 +113,10 @@ class TrainerConfig:
         check=at_least(1, " (or null: all batches)", "10"))
     limit_val_batches: int | None = setting(None, "use only the first N validation batches; null uses all",
                                             check=at_least(1, " (or null: all batches)", "10"))
+    val_every_n_steps: int | None = setting(
+        None, "also validate every N optimizer steps inside an epoch (long epochs): a row of metrics each time, "
+        "which best.pt, early stopping (patience counts validations) and curves.png follow; null: once per epoch",
+        check=at_least(1, " (or null: once per epoch)", "500"))
     detect_anomaly: bool = setting(
         False, "wrap training in torch.autograd.detect_anomaly (debug=anomaly): slow, names the bad op")
     test_after_fit: bool = setting(
@@ -118,7 +131,9 @@ class CheckpointConfig:
     every_n_steps: int | None = setting(
         None, "also write last.pt every N optimizer steps (mid-epoch); null: off",
         check=at_least(1, " (or null: off)", "100"))
-    monitor: str = setting("val_loss", "the logged value that decides best.pt")
+    monitor: str = setting(
+        "${objective}", "the logged value that decides best.pt; default: the objective, so the score a sweep "
+        "ranks a run by is the score of the best.pt it deploys")
     mode: Mode = setting(Mode.auto, "auto (from the monitor's name: val_acc is better higher), min or max")
 
 
@@ -167,10 +182,14 @@ class TrainConfig:
     trainer: TrainerConfig = setting(TrainerConfig, "the loop's settings")
     checkpoint: CheckpointConfig = setting(CheckpointConfig, "what is saved to checkpoints/ and when")
     objective: str = setting(
-        "val_loss", "the value returned to Hydra for sweepers: a key of the epoch metrics (best value of the "
-        "run, in the direction implied by its name: *loss/*rmse/*mae minimize, others maximize)")
+        "val_loss", "what \"best\" means: the value returned to Hydra for sweepers, a key of the epoch metrics "
+        "(its value at the epoch best.pt holds; *loss/*rmse/*mae minimize, others maximize); checkpoint.monitor and "
+        "early stopping follow it unless set")
     resume: str | None = setting(
         None, "null, auto (continue this run folder's last.pt if present), or a checkpoint / run folder")
+    resume_changed_data: bool = setting(
+        False, "resume although the data changed since the checkpoint (its split and statistics are then the "
+        "new data's); by default such a resume is refused")
     explain: bool = setting(
         False, "print how model, loss, optimizer and data are bound after one step, then stop")
     print_config: bool = setting(
@@ -183,6 +202,9 @@ class TrainConfig:
         {}, "where epoch values, params and the summary go: the logger group (csv, tensorboard, mlflow; "
         "several at once with logger=[csv,tensorboard]). One entry per chosen logger")
     metrics: list[str] = setting([], "extra validation metrics through torchmetrics (e.g. [f1, auroc])")
+    callbacks: list[Any] = setting(
+        [], "your own code at a run's moments: [mycb.StopAt] or [{_target_: mycb.StopAt, value: 0.97}]; hooks "
+        "on_start, on_epoch_end, on_checkpoint, on_end, on_exception (docs/user-guide.md, Callbacks)")
     plot: bool = setting(True, "write curves.png (loss and metric per epoch) at the end of the run (needs matplotlib)")
     tags: list[str] = setting(
         [], "labels for the run (tags=[baseline,v2]): in summary.json, the sweep summary and every logger")
@@ -216,6 +238,9 @@ class EvaluateConfig(TrainedRunConfig):
 
     split: Split = setting(Split.val, "the split to score: val, test or train")
     predictions: bool = setting(False, "also write predictions.csv (one row per sample of the split)")
+    report: bool = setting(
+        False, "classification: precision, recall, F1 per class and the confusion matrix, printed and written as "
+        "report.txt and confusion.png (and in eval.json)")
     out: str | None = setting(
         None, "folder for eval.json / predictions.csv; null: <run folder>/eval/<checkpoint>_<split>")
     data: Any = setting(

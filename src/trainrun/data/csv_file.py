@@ -19,38 +19,101 @@ The columns are chosen by name in ``tables.select_columns`` (shared with Parquet
 from __future__ import annotations
 
 import csv
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from trainrun.data.tables import DELIMITERS, existing_file, is_number, select_columns
+from trainrun.data.csv_cells import TEXT as _TEXT
+from trainrun.data.csv_cells import check_field_counts as _check_field_counts
+from trainrun.data.csv_cells import diagnose as _diagnose
+from trainrun.data.csv_cells import loadtxt as _loadtxt
+from trainrun.data.csv_chunks import chunks as _chunks
+from trainrun.data.csv_chunks import predict_chunks as _predict_chunks
+from trainrun.data.csv_chunks import text_columns as _text_columns
+from trainrun.data.encode import Columns
+from trainrun.data.identity import cache_dir, file_digest
+from trainrun.data.rows import MemmapRows, RowChunks
+from trainrun.data.table_stream import cached_rows, should_stream
+from trainrun.data.tables import DELIMITERS, existing_file, select_columns
 from trainrun.errors import TrainrunError
 
 _WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
-# Text labels: numpy's variable-width strings where they exist (numpy >= 2), fixed-width before.
-_TEXT = getattr(getattr(np, "dtypes", None), "StringDType", str)
 
 
 def read_csv(
     path: str, target: str, features: list[str] | None = None, delimiter: str = "auto",
-    require_target: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    require_target: bool = True, stream: bool | None = None, stream_above_mb: int = 1024,
+    id: str | None = None, categorical: list[str] | None = None,
+) -> tuple[np.ndarray | Columns, np.ndarray | None] | MemmapRows | RowChunks:
     """A CSV file with a header row. Feature columns must be numeric; the target may be text
     (class labels) or numbers. ``delimiter``: one character, or ``auto`` (the first of
     ``, ; tab |`` the header line holds). ``require_target=False`` (``predict``): a file without
-    the target column gives ``y = None``."""
+    the target column gives ``y = None``. ``stream`` (null: above ``stream_above_mb``): read in
+    chunks into a memory-mapped copy (``table_stream.py``) instead of into memory."""
     file, first, sep, header = _header(path, delimiter)
-    columns, t = select_columns(header, target, features, f"CSV file {str(file)!r}", first=first, sep=sep,
+    where = f"CSV file {str(file)!r}"
+    i = id_column(header, id, target, where)
+    if i is not None and features is None:  # every column but the target and the id
+        features = [h for h in header if h not in (target, id)]
+    columns, t = select_columns(header, target, features, where, first=first, sep=sep,
                                 require_target=require_target)
-    if t is None:
-        x = _parse_features(file, sep, header, columns)
-        rows: tuple[np.ndarray, np.ndarray | None] = (x, None)
-    else:
-        rows = _parse(file, sep, header, columns, t)
-    if [*columns, *([] if t is None else [t])] != list(range(len(header))):  # usecols: numpy did not count
-        _check_field_counts(file, sep, first, rows, header, columns, t)
-    return rows
+    if not require_target and should_stream([file], stream, stream_above_mb):  # predict: chunk by chunk
+        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i),
+                         header[i] if i is not None else None)
+    if t is not None and should_stream([file], stream, stream_above_mb):
+        names = [header[i] for i in columns]
+        return cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
+                           lambda: _chunks(file, sep, header, columns, t), cache_dir())
+    table = None
+    try:
+        if categorical:
+            raise _AsText
+        if t is None:
+            x = _parse_features(file, sep, header, columns)
+            rows: tuple[np.ndarray, np.ndarray | None] = (x, None)
+        else:
+            rows = _parse(file, sep, header, columns, t)
+    except (TrainrunError, _AsText) as err:
+        if isinstance(err, TrainrunError) and err.key != "data.features":  # a ragged row, an empty target ...
+            raise
+        table, y = _text_columns(file, sep, header, columns, t)  # text or empty feature cells: encode.py's
+        rows = (np.empty(len(table)), y)
+    if [*columns, *([] if t is None else [t]), *([] if i is None else [i])] != list(range(len(header))):
+        _check_field_counts(file, sep, first, rows, header, columns, t)  # usecols: numpy did not count
+    if table is None and i is None:
+        return rows
+    if table is None:
+        table = Columns([header[j] for j in columns], [rows[0][:, k] for k in range(len(columns))])
+    if i is not None:
+        table.ids, table.id_name = np.char.strip(_loadtxt(file, sep, [i], _TEXT).astype(str)), header[i]
+    table.categorical = list(categorical) if categorical else None
+    table.where = where
+    return table, rows[1]
+
+
+class _AsText(Exception):
+    pass
+
+
+def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:
+    """The position of ``data.id`` in the header (None without one); missing or the target: refused."""
+    if not id:
+        return None
+    if id not in header:
+        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
+                            fix="set data.id to one of the columns above, or data.id=null")
+    if id == target:
+        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
+                            fix="name the column that identifies each row, not the one to predict")
+    return header.index(id)
+
+
+def header_names(path: str, delimiter: str = "auto") -> list[str] | None:
+    """A CSV file's column names (None if it cannot be read)."""
+    try:
+        return _header(path, delimiter)[3]
+    except TrainrunError:
+        return None
 
 
 def csv_feature_names(path: str, target: str, features: list[str] | None = None,
@@ -126,13 +189,6 @@ def _delimiter(setting: str, first: str, file: Path) -> str:
     return sep
 
 
-def _loadtxt(file: Path, sep: str, usecols: list[int] | None, dtype: object) -> np.ndarray:
-    with warnings.catch_warnings():  # "input contained no data": said below, in our words
-        warnings.simplefilter("ignore", UserWarning)
-        return np.loadtxt(file, delimiter=sep, skiprows=1, usecols=usecols, dtype=dtype, comments=None,
-                          quotechar='"', encoding="utf-8-sig", ndmin=1)
-
-
 def _parse(file: Path, sep: str, header: list[str], columns: list[int], t: int) -> tuple[np.ndarray, np.ndarray]:
     """One C pass: the features as float32 and the target as float64 side by side; text labels
     or a bad cell make a second pass that reads the labels or finds the cell."""
@@ -175,64 +231,3 @@ def _parse_text_target(file: Path, sep: str, header: list[str], columns: list[in
     except ValueError as fault:
         raise _diagnose(file, sep, header, columns, t, fault) from None
     return x.reshape(len(x), len(columns)), y
-
-
-def _diagnose(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
-              err: ValueError) -> TrainrunError:
-    """The first ragged row, empty or non-numeric feature cell, or empty target, by line
-    number, read with Python's csv module (slow, but only once something is wrong)."""
-    with file.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=sep)
-        next(reader)
-        for row in reader:
-            if not row:
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                return TrainrunError(
-                    f"CSV file {str(file)!r}, line {line}: {len(row)} fields, the header has {len(header)}",
-                    key="data.path",
-                    fix=f"fix that line (a stray {sep!r}, or a text cell holding {sep!r} that needs \"quotes\")",
-                )
-            for j in columns:
-                value = row[j].strip()
-                if not value:
-                    return TrainrunError(
-                        f"CSV column {header[j]!r} is not numeric (value ''), line {line}: an empty cell",
-                        key="data.features",
-                        fix=f"fill in or drop the rows with missing values, or leave {header[j]!r} out "
-                        "with data.features=[...]",
-                    )
-                if not is_number(value):
-                    comma = sep != "," and is_number(value.replace(",", "."))
-                    return TrainrunError(
-                        f"CSV column {header[j]!r} is not numeric (value {value!r}), line {line}"
-                        + (": a decimal comma" if comma else ""),
-                        key="data.features",
-                        fix="write decimal points (1.5, not 1,5)" if comma else
-                        f"encode {header[j]!r} as numbers, or leave it out with data.features=[...]",
-                    )
-            if t is not None and not row[t].strip():
-                return TrainrunError(
-                    f"CSV file {str(file)!r}, line {line}: the target column {header[t]!r} is empty",
-                    key="data.target", fix="drop the rows without a target, or fill them in",
-                )
-    return TrainrunError(f"cannot read CSV file {str(file)!r}: {err}", key="data.path")
-
-
-def _check_field_counts(file: Path, sep: str, first: str, rows: tuple[np.ndarray, np.ndarray | None],
-                        header: list[str], columns: list[int], t: int | None) -> None:
-    """Every data row has the header's number of fields (``usecols`` keeps numpy from checking).
-    Counted as bytes: the file holds exactly ``header's + rows x (columns - 1)`` delimiters. A
-    mismatch (a ragged row, or a delimiter inside a quoted cell) is settled by the csv module."""
-    mark, found = ord(sep), 0
-    buffer = bytearray(1 << 20)
-    view, same = np.frombuffer(buffer, np.uint8), np.empty(len(buffer), dtype=bool)
-    with file.open("rb", buffering=0) as f:
-        while size := f.readinto(buffer):  # numpy counts 1 MB at a time: ~20 ms for 36 MB
-            found += int(np.count_nonzero(np.equal(view[:size], mark, out=same[:size])))
-    if found == first.count(sep) + len(rows[0]) * (len(header) - 1):
-        return
-    fault = _diagnose(file, sep, header, columns, t, ValueError("delimiters do not add up"))
-    if "fields, the header has" in fault.message:
-        raise fault

@@ -6,13 +6,16 @@ first step). Arrays are prepared by :mod:`trainrun.data.prepare`.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
+from trainrun.data.order import STREAMS, streams_used
 from trainrun.data.prepare import DataInfo, infer_task, split_sizes_asked
 from trainrun.errors import TrainrunError
 
@@ -34,7 +37,7 @@ SAMPLED = 32
 TASKS = ("regression", "binary", "multiclass")
 
 
-def dataset_labels(dataset: Dataset, n: int, first: Any) -> tuple[np.ndarray, int]:
+def dataset_labels(dataset: Dataset, n: int, first: Sequence[Any]) -> tuple[np.ndarray, int]:
     """The Dataset's labels and how many samples they cover: all of them where the Dataset
     holds them apart from its samples (torchvision's ``targets``, a ``TensorDataset``'s second
     tensor), else those of about ``SAMPLED`` samples drawn over it (``__getitem__`` calls)."""
@@ -57,11 +60,12 @@ def prepare_dataset(
     """Split a user Dataset with a seeded generator; its task and class count come from what it
     declares (``task``, ``num_classes``, ``classes``, ``targets``) or from a few samples, never
     from reading it whole."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; map-style ones define it
     if n == 0:
         raise TrainrunError("the Dataset the data source returned is empty (len 0)", key="data._target_",
                             fix="check what the Dataset reads (its folder, files or filters)")
-    first = dataset[0]
+    # sample 0 and the labels below are read while watching which random streams they draw from
+    first, streams = streams_used(lambda: dataset[0])
     if not (isinstance(first, tuple | list) and len(first) == 2):
         raise TrainrunError(f"the Dataset's samples must be (x, y) pairs; sample 0 is {type(first).__name__}",
                             key="data._target_", fix="return (features, target) from __getitem__")
@@ -77,7 +81,7 @@ def prepare_dataset(
     train, val, test = torch.utils.data.random_split(
         dataset, [n - n_val - n_test, n_val, n_test], generator=torch.Generator().manual_seed(seed)
     )
-    labels, seen = dataset_labels(dataset, n, first)
+    (labels, seen), more = streams_used(lambda: dataset_labels(dataset, n, first))
     declared_task = getattr(dataset, "task", None)
     if declared_task is not None and declared_task not in TASKS:
         raise TrainrunError(f"the Dataset declares task={declared_task!r}", key="data._target_",
@@ -111,5 +115,40 @@ def prepare_dataset(
         target_width=1 if labels.ndim == 1 else labels.shape[1],
         sizes={"train": len(train), "val": n_val, "test": n_test},
         guessed=note,
+        streams=tuple(s for s in STREAMS if s in streams or s in more),
     )
     return DatasetSplits(train, val if n_val else None, test if n_test else None), info
+
+
+def prepare_stream(stream: IterableDataset, *, task: str, val_fraction: float, test_fraction: float,
+                   seed: int) -> tuple[DatasetSplits, DataInfo]:
+    """A stream (``IterableDataset``) is the training split, as it comes (``data/iterable.py``);
+    its task and classes from what it declares or from its first samples."""
+    for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+        if value:
+            raise TrainrunError(f"{key}={value}: a stream (IterableDataset) cannot be split, it has no index",
+                                key=key, fix=f"{key}=0 (and objective=train_loss checkpoint.monitor=train_loss "
+                                "without a validation split), or return a map-style Dataset")
+    (first_items, streams) = streams_used(lambda: list(itertools.islice(iter(stream), SAMPLED)))
+    if not first_items:
+        raise TrainrunError("the stream the data source returned yields no sample", key="data._target_",
+                            fix="check what the IterableDataset reads")
+    first = first_items[0]
+    if not (isinstance(first, tuple | list) and len(first) == 2):
+        raise TrainrunError(f"the stream's samples must be (x, y) pairs; the first is {type(first).__name__}",
+                            key="data._target_", fix="yield (features, target) from __iter__")
+    labels = np.asarray([np.asarray(item[1]) for item in first_items])
+    declared = getattr(stream, "task", None)
+    names = getattr(stream, "classes", None)
+    classes = int(getattr(stream, "num_classes", 0) or 0) or (len(names) if names is not None else 0)
+    if task == "auto":
+        task = declared or (("binary" if classes == 2 else "multiclass") if classes else infer_task(labels))
+    num_classes = None if task == "regression" else max(classes or int(labels.max()) + 1, 2)
+    note = None if task == "regression" or classes else (
+        f"{task}, {num_classes} classes: guessed from the labels of the stream's first {len(labels)} samples "
+        "(give it a num_classes or classes attribute to state it)")
+    info = DataInfo(task=task, in_shape=tuple(torch.as_tensor(first[0]).shape), num_classes=num_classes,
+                    target_width=1 if labels.ndim == 1 else labels.shape[1], guessed=note,
+                    sizes={"train": len(stream) if hasattr(stream, "__len__") else 0, "val": 0, "test": 0},
+                    streams=streams)
+    return DatasetSplits(stream, None, None), info

@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainrun.data.encode import Columns, Encoding
+from trainrun.data.identity import DataIdentity
 from trainrun.data.prepare import DataInfo, Splits, split_indices
 from trainrun.errors import TrainrunError
 
 # DataInfo fields kept in a checkpoint, besides the statistics (``rows``, each training sample's
 # position in the source, is not kept: it is the training data's, not the transform's).
 SAVED = ("task", "in_shape", "num_classes", "target_width", "classes", "y_scale", "y_mean", "y_std",
-         "features", "sizes")
+         "features", "sizes", "id_name")
 
 
 def to_payload(info: DataInfo) -> dict[str, Any]:
@@ -31,22 +33,26 @@ def to_payload(info: DataInfo) -> dict[str, Any]:
     for name in ("x_mean", "x_std"):
         value = getattr(info, name)
         saved[name] = None if value is None else torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    saved["identity"] = None if info.identity is None else info.identity.to_dict()
+    saved["encoding"] = None if info.encoding is None else info.encoding.to_dict()
     return saved
 
 
 def from_payload(saved: dict[str, Any]) -> DataInfo:
     """The :class:`DataInfo` a checkpoint's ``"data"`` entry describes."""
-    values = {name: saved.get(name) for name in SAVED}
+    values: dict[str, Any] = {name: saved.get(name) for name in SAVED}  # the checkpoint's plain values
     values["in_shape"] = tuple(int(v) for v in values["in_shape"])
     values["sizes"] = dict(values.get("sizes") or {})
     info = DataInfo(**values)
+    info.identity = DataIdentity.from_dict(saved.get("identity"))
+    info.encoding = Encoding(**saved["encoding"]) if saved.get("encoding") else None
     for name in ("x_mean", "x_std"):
         value = saved.get(name)
         setattr(info, name, None if value is None else value.numpy().astype(np.float32))
     return info
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -109,8 +115,18 @@ def standardize_targets(y: np.ndarray, fitted: DataInfo) -> np.ndarray:
 
 
 def features(x: Any, fitted: DataInfo, key: str = "data") -> np.ndarray:
-    """New samples as the model takes them: checked, flattened to float32, standardized with the
-    training statistics, shaped as the training samples (``fitted.in_shape``)."""
+    """New samples as the model takes them: checked, encoded as in training (text columns,
+    empty cells: ``data/encode.py``), flattened to float32, standardized with the training
+    statistics, shaped as the training samples (``fitted.in_shape``)."""
+    if isinstance(x, Columns) or fitted.encoding is not None:
+        table = x if isinstance(x, Columns) else Columns.of_matrix(np.asarray(x), fitted.features)
+        if fitted.encoding is None:  # trained on numbers alone: a table with text or empty cells
+            fitted_encoding = Encoding([{"name": n, "kind": "number", "fill": None, "categories": []}
+                                        for n in table.names])
+        else:
+            fitted_encoding = fitted.encoding
+        x, unseen = fitted_encoding.apply(table, table.where)
+        fitted.unseen = unseen
     x = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
     if x.ndim == 1:
         x = x.reshape(len(x), -1) if fitted.in_features == 1 else x.reshape(1, -1)
@@ -151,10 +167,13 @@ def apply_arrays(x: Any, y: Any, fitted: DataInfo, *, val_fraction: float, test_
     y_new = targets(y_new, fitted)
     train_idx, val_idx, test_idx = split_indices(len(x_new), val_fraction, test_fraction, seed)
 
-    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        return (np.ascontiguousarray(x_new[idx]), np.ascontiguousarray(y_new[idx])) if len(idx) else None
+    def arrays(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x_new[idx]), np.ascontiguousarray(y_new[idx])
 
-    splits = Splits(train=pick(train_idx), val=pick(val_idx), test=pick(test_idx))  # type: ignore[arg-type]
+    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return arrays(idx) if len(idx) else None
+
+    splits = Splits(train=arrays(train_idx), val=pick(val_idx), test=pick(test_idx))  # train: never empty
     info = dataclasses.replace(
         fitted, sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
         rows={"train": train_idx, "val": val_idx, "test": test_idx})
@@ -171,6 +190,15 @@ def preprocessing(info: DataInfo) -> dict[str, Any]:
             "mean": info.x_mean.tolist(), "std": info.x_std.tolist() if info.x_std is not None else None,
             "formula": "x = (x - mean) / std, per feature of the flattened sample, then reshaped to input_shape",
         },
+        "columns": info.features,
+        "encoding": None if info.encoding is None else {
+            **info.encoding.to_dict(),
+            "rule": "each column in this order: a number as it is (an empty cell gets its fill value; with "
+            "missing=refuse there is none), a category as one 0/1 input per category listed (an empty or unseen "
+            "category: all zeros); then the standardize step over the resulting inputs",
+            "inputs": info.encoding.names,
+        },
+        "id": info.id_name,
         "task": info.task,
         "classes": None if info.classes is None else [_plain(c) for c in info.classes],
         "target_scale": None if info.y_mean is None else {

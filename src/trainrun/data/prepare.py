@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainrun.data import guesses
+from trainrun.data.encode import Columns, Encoding, fit
+from trainrun.data.identity import DataIdentity
 from trainrun.errors import TrainrunError
 
 
@@ -42,6 +45,14 @@ class DataInfo:
     # A user Dataset's task and class count, when guessed from a few samples: what was guessed
     # (preflight says it; a batch whose labels do not fit stops the run with this).
     guessed: str | None = None
+    # The global random streams a user Dataset's __getitem__ draws from (data/order.py seeds
+    # them per sample); not saved.
+    streams: tuple[str, ...] = ()
+    identity: DataIdentity | None = None  # what the data is, by content (data/identity.py)
+    encoding: Encoding | None = None  # text columns one-hot, empty cells filled (data/encode.py)
+    ids: np.ndarray | None = None  # the data.id column, one per source row (not saved)
+    id_name: str | None = None  # data.id: predict writes the same column
+    unseen: dict[str, int] = field(default_factory=dict)  # new data: rows with a category training never saw
 
     @property
     def in_features(self) -> int:
@@ -88,9 +99,25 @@ def prepare_arrays(
     standardize: bool,
     seed: int,
     image_shape: list[int] | None,
+    missing: str = "refuse",
+    fill_value: float = 0.0,
 ) -> tuple[Splits, DataInfo]:
-    """Check, encode, split and standardize ``(X, y)``; the statistics come from train only."""
-    x = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    """Check, encode, split and standardize ``(X, y)``; the statistics come from train only.
+    ``X`` may be a table as read (:class:`~trainrun.data.encode.Columns`: text columns, empty
+    cells, ids), encoded by what its train split teaches (``data.missing``, ``data.fill_value``)."""
+    table = x if isinstance(x, Columns) else None
+    x = x if table is not None else np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    if table is None and missing != "refuse" and x.dtype.kind == "f" and x.ndim >= 2 and np.isnan(x).any():
+        table = Columns.of_matrix(x)  # NaN features under a fill policy: numeric columns with empty cells
+    encoding = None
+    if table is not None:
+        train_rows = split_indices(len(table), val_fraction, test_fraction, seed)[0]
+        encoding = fit(table, train_rows, missing=missing, fill_value=fill_value, categorical=table.categorical,
+                       where=table.where)
+        shape = None if isinstance(x, Columns) else x.shape[1:]
+        x = encoding.apply(table, table.where)[0]
+        if shape is not None and len(shape) > 1:
+            x = x.reshape(len(x), *shape)
     y = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
     if x.ndim < 2 or y.ndim not in (1, 2) or len(x) != len(y):
         raise TrainrunError(
@@ -112,10 +139,12 @@ def prepare_arrays(
         rows = np.unique(np.nonzero(~np.isfinite(x))[0])[:5].tolist()
         raise TrainrunError(
             f"the features hold NaN or infinite values (rows {rows}...)",
-            key="data",
-            fix="clean or impute the missing values before training",
+            key="data.missing" if np.isnan(x).any() else "data",
+            fix="clean them, or fill NaN features with data.missing=mean (or median, or constant with "
+            "data.fill_value=0)" if np.isnan(x).any() else "clean or drop the rows with infinite values",
         )
-    task = infer_task(y) if task == "auto" else task
+    guessed = task == "auto"  # the guess's degenerate answers are refused (data/guesses.py)
+    task = infer_task(y) if guessed else task
 
     classes = None
     num_classes = None
@@ -131,6 +160,7 @@ def prepare_arrays(
             bad = np.unique(np.nonzero(~np.isfinite(y))[0])[:5].tolist()
             raise TrainrunError(f"the targets hold NaN or infinite values (rows {bad}...)", key="data._target_",
                                 fix="drop or fix the rows whose target is missing")
+        guesses.check_not_constant(y, task="auto" if guessed else task)
     else:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -152,6 +182,8 @@ def prepare_arrays(
                 fix="check the target column/array (data.target for CSV); for numeric targets "
                 "use data.task=regression",
             )
+        if guessed:
+            guesses.check_guessed_classes(classes, y)
         if task == "binary" and num_classes > 2:
             raise TrainrunError(
                 f"data.task=binary but the targets hold {num_classes} classes",
@@ -171,6 +203,8 @@ def prepare_arrays(
         mean = x[train_idx].mean(axis=0)
         std = x[train_idx].std(axis=0)
         x_stats = mean, np.where(std > 0, std, 1.0).astype(np.float32)
+        if encoding is not None:  # one-hot columns stay 0/1
+            x_stats[0][encoding.one_hot], x_stats[1][encoding.one_hot] = 0.0, 1.0
         x = (x - x_stats[0]) / x_stats[1]
         if task == "regression":
             y_mean, y_std = y[train_idx].mean(axis=0), y[train_idx].std(axis=0)
@@ -192,10 +226,13 @@ def prepare_arrays(
         in_shape = tuple(image_shape)
         x = x.reshape(n, *in_shape)
 
-    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        return (np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])) if len(idx) else None
+    def arrays(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
 
-    splits = Splits(train=pick(train_idx), val=pick(val_idx), test=pick(test_idx))  # type: ignore[arg-type]
+    def pick(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return arrays(idx) if len(idx) else None
+
+    splits = Splits(train=arrays(train_idx), val=pick(val_idx), test=pick(test_idx))  # train: never empty
     info = DataInfo(
         task=task,
         in_shape=in_shape,
@@ -209,8 +246,16 @@ def prepare_arrays(
         rows={"train": train_idx, "val": val_idx, "test": test_idx},
         x_mean=x_stats[0],
         x_std=x_stats[1],
+        encoding=encoding,
+        features=table.names if isinstance(table, Columns) and table is not None and not _unnamed(table) else None,
+        ids=None if table is None else table.ids,
+        id_name=None if table is None else table.id_name,
     )
     return splits, info
+
+
+def _unnamed(table: Columns) -> bool:
+    return table.names == [f"x{j}" for j in range(len(table.names))] and table.id_name is None
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float,

@@ -9,30 +9,23 @@ source may return arrays, tensors, or a ``torch.utils.data.Dataset`` (see ``prep
 from __future__ import annotations
 
 import contextlib
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 from trainrun.data.csv_file import read_csv
-from trainrun.data.tables import existing_file, read_parquet
+from trainrun.data.identity import cache_dir, data_files
+from trainrun.data.parquet_file import read_parquet
+from trainrun.data.rows import MemmapRows
+from trainrun.data.tables import existing_file
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 
-__all__ = ["load_sklearn", "make_synthetic", "read_csv", "read_npz", "read_parquet"]
+__all__ = ["cache_dir", "load_sklearn", "make_synthetic", "read_csv", "read_npy", "read_npz", "read_parquet"]
 
 SKLEARN_SETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 CACHE_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where arrays trainrun derived once are kept: ``$TRAINRUN_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/trainrun``, else ``~/.cache/trainrun``."""
-    if os.environ.get("TRAINRUN_CACHE_DIR"):
-        return Path(os.environ["TRAINRUN_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "trainrun"
 
 
 def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +105,30 @@ def make_synthetic(
         random_state=seed,
     )
     return x.astype(np.float32), y
+
+
+def read_npy(path: str, target_path: str | None = None, require_target: bool = True) -> MemmapRows:
+    """Memory-mapped ``.npy`` arrays (``data=npy``): ``path`` the features, ``target_path`` the
+    targets; each a file, a folder of shards or a glob (shards paired in name order). Nothing is
+    read into memory here: the rows stay on disk and are read a batch at a time. Without
+    ``target_path`` (``predict``) there are no targets."""
+    x_files = _npy_files(path, "data.path")
+    if not target_path and require_target:
+        raise TrainrunError("data=npy needs the targets too: data.target_path is not set", key="data.target_path",
+                            fix="data.target_path=y.npy (one target per row of data.path)")
+    y_files = _npy_files(target_path, "data.target_path") if target_path else None
+    return MemmapRows(x_files, y_files)
+
+
+def _npy_files(path: str, key: str) -> list[Path]:
+    if not str(path).strip():
+        raise TrainrunError(f"{key} is empty", key=key, fix=f"name the .npy file, e.g. {key}=X.npy")
+    files, _ = data_files(path, key)
+    files = [f for f in files if f.suffix.lower() == ".npy"]
+    if not files or not all(f.is_file() for f in files):
+        raise TrainrunError(f"{key}={path!r}: no .npy file there (looked in {Path.cwd()})", key=key,
+                            fix="give a .npy file, a folder of .npy shards, or a pattern such as 'shards/X_*.npy'")
+    return files
 
 
 def read_npz(path: str, x_key: str = "X", y_key: str = "y",

@@ -1,4 +1,4 @@
-"""Tables: the columns of a tabular file chosen by name, and Parquet files (``data=parquet``).
+"""Tables: the columns of a tabular file chosen by name (Parquet files are read in ``parquet_file.py``).
 
 :func:`select_columns` decides which columns are the features and which is the target, for CSV
 (``csv_file.py``) and Parquet alike, and refuses every way names can be wrong or ambiguous
@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from trainrun.errors import TrainrunError
 
@@ -117,81 +114,6 @@ def _missing_target(header: list[str], target: str, where: str, first: str | Non
             )
     return TrainrunError(f"{where} has no column {target!r}; its columns are {header}",
                          key="data.target", fix="set data.target to one of the columns above")
-
-
-def _parquet(file: Path) -> tuple[Any, Any, list[str]]:
-    """pyarrow (imported only for data=parquet), its parquet module, and the file's column names."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise TrainrunError("data=parquet reads files with pyarrow, which is not installed", key="data",
-                            fix="pip install 'trainrun[parquet]' (or pip install pyarrow)") from None
-    try:
-        header = list(pq.read_schema(file).names)
-    except Exception as err:
-        raise TrainrunError(f"cannot read Parquet file {str(file)!r}: {type(err).__name__}: {err}", key="data.path",
-                            fix="name a Parquet file (pandas: df.to_parquet(path)); data=csv reads CSV") from None
-    return pa, pq, header
-
-
-def parquet_feature_names(path: str, target: str, features: list[str] | None = None) -> list[str] | None:
-    """The feature columns ``read_parquet`` uses, by name, from the file's schema alone (kept in
-    the checkpoint, so ``predict`` picks the same columns by name in a new file)."""
-    try:
-        _, _, header = _parquet(existing_file(path, "data.path", (".parquet", ".pq")))
-        columns, _ = select_columns(header, target, features, path)
-    except TrainrunError:
-        return None
-    return [header[i] for i in columns]
-
-
-def read_parquet(path: str, target: str, features: list[str] | None = None,
-                 require_target: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """A Parquet file (pyarrow, ``pip install 'trainrun[parquet]'``): numeric feature columns;
-    the target may be text (class labels) or numbers. Only the columns used are read.
-    ``require_target=False`` (``predict``): a file without the target column gives ``y = None``."""
-    file = existing_file(path, "data.path", (".parquet", ".pq"))
-    pa, pq, header = _parquet(file)
-    where = f"Parquet file {str(file)!r}"
-    columns, t = select_columns(header, target, features, where, require_target=require_target)
-    table = pq.read_table(file, columns=[header[i] for i in [*columns, *([] if t is None else [t])]])
-    n = table.num_rows
-    if n == 0:
-        raise TrainrunError(f"{where} has no rows", key="data.path", fix="name a file holding samples")
-    x = np.empty((n, len(columns)), dtype=np.float32)
-    for j, name in enumerate(table.column_names[:len(columns)]):
-        column = table.column(j)
-        kind = column.type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-                or pa.types.is_decimal(kind)):
-            raise TrainrunError(f"Parquet column {name!r} is not numeric (type {kind})", key="data.features",
-                                fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]")
-        if column.null_count:
-            raise TrainrunError(f"Parquet column {name!r} has {column.null_count} missing values (null)",
-                                key="data.features",
-                                fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
-                                "with data.features=[...]")
-        x[:, j] = column.to_numpy().astype(np.float32, copy=False)
-        table = table.set_column(j, name, pa.nulls(n, pa.null()))  # give its memory back
-    if t is None:
-        return x, None
-    labels = table.column(len(columns))
-    if labels.null_count:
-        raise TrainrunError(f"{where}: the target column {target!r} has {labels.null_count} missing values",
-                            key="data.target", fix="drop the rows without a target, or fill them in")
-    kind = labels.type
-    if pa.types.is_dictionary(kind):
-        labels, kind = labels.cast(kind.value_type), kind.value_type
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        y = labels.to_numpy().astype(np.int64)
-    elif pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        y = labels.to_numpy().astype(np.float64)
-        if np.all(np.mod(y, 1) == 0) and np.all(np.abs(y) < 2**53):
-            y = y.astype(np.int64)
-    else:
-        y = np.asarray([str(v) for v in labels.to_pylist()])
-    return x, y
 
 
 def is_number(text: str) -> bool:

@@ -1,7 +1,7 @@
 """Checkpoints: what exact continuation needs, written atomically off the training thread, loaded safely.
 
 A checkpoint holds the model (with its head), optimizer, scheduler and grad-scaler states, the
-:class:`~trainrun.engine.loop.TrainState` (epoch, step, position inside the epoch and that
+:class:`~trainrun.engine.state.TrainState` (epoch, step, position inside the epoch and that
 epoch's batch losses so far, best value, history), every random stream, the composed
 config, and what the training split taught the data pipeline (``data``: feature statistics,
 label encoding, sample shape; :mod:`trainrun.data.fitted`), which ``predict`` applies to new
@@ -29,14 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from trainrun.data.fitted import to_payload
+from trainrun.build.setup import Setup
+from trainrun.config.plain import plain, schema_names
+from trainrun.data.iterable import data_entries
 from trainrun.engine.collectives import rank_row
 from trainrun.engine.epoch_losses import EpochLosses
 from trainrun.engine.history import rows_of
 from trainrun.engine.publish import META, recover
 from trainrun.engine.recognize import malformed, not_an_archive, refuse_untrusted, which_file
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write
 
@@ -89,7 +91,7 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
         raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
                             fix=which_file(key))
     if trust is not True:
-        refuse_untrusted(payload["config"], path, key, trust, trust_option, unbuilt)
+        refuse_untrusted(payload["config"], path, key, trust or (), trust_option, unbuilt)
     return payload
 
 
@@ -148,7 +150,8 @@ def remove_partial_writes(folder: Path) -> list[Path]:
 def rng_state() -> dict[str, Any]:
     """Every random stream's state. Python's 625 numbers go in one tensor: as a tuple, each was
     one more object for ``torch.save`` to pickle (a quarter of a small model's checkpoint time)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # numpy's stub says a dict without legacy=True
+    assert isinstance(np_state, tuple)  # the global RandomState (MT19937): its legacy tuple
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -168,18 +171,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal.tolist() if isinstance(internal, torch.Tensor) else internal), gauss))
 
 
-def schema_names(cfg: DictConfig) -> dict[str, str]:
-    """The schema class of each config section (``data`` -> ``SklearnDataConfig``), so that the
-    plain config stored in a checkpoint can be typed again (``evaluate`` rebuilds from it)."""
-    names = {}
-    for key in cfg:
-        kind = OmegaConf.get_type(cfg, str(key))
-        if dataclasses.is_dataclass(kind) and kind.__module__.startswith("trainrun.config."):
-            names[str(key)] = kind.__name__
-    return names
-
-
-def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
+def open_epoch_losses(state: TrainState, batches: int) -> torch.Tensor | None:
     """The batch losses of the unfinished epoch as a checkpoint holds them: ``[batches]``, zeros
     for the batches not done yet; None at an epoch's end."""
     done = state.step_losses
@@ -189,7 +181,7 @@ def open_epoch_losses(state: Any, batches: int) -> torch.Tensor | None:
     return torch.cat([losses, losses.new_zeros(batches - len(done))])
 
 
-def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
+def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = None,
             config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None, *,
             history: Any = None, loss_sums: torch.Tensor | None = None,
             skeleton: dict[str, Any] | None = None, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -209,15 +201,10 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
         "optimizer": setup.optimizer.state_dict() if skeleton is None else skeleton["optimizer"],
         "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
         "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
-        "state": {
-            "epoch": state.epoch,
-            "step": state.step,
-            "batch": state.batch,
-            "best": state.best,
-            "best_epoch": state.best_epoch,
-            "history": state.history if history is None else history,
-            "stop_reason": state.stop_reason,
-        },
+        # epoch, step, batch, best, best_epoch, best_step, row_start, history, stop_reason; the
+        # history as the writer's reference to history.jsonl when it keeps the rows there
+        "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "step_losses"}
+        | ({} if history is None else {"history": history}),
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
         "step_loss_sums": None if loss_sums is None else loss_sums.detach().cpu(),
         "rng": rng_state() if rngs is None else rngs[0],
@@ -227,14 +214,14 @@ def payload(setup: Any, state: Any, step_losses: torch.Tensor | None = None,
                    "batches": len(setup.train_batches), "strategy": setup.strategy,
                    "sharded": skeleton is not None},
         "model_names": None if skeleton is None else skeleton["model"],
-        "config": config or OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True),
+        "config": config or plain(setup.cfg),
         "schemas": schemas or schema_names(setup.cfg),
-        # the training split's statistics and label encoding, applied to new data (predict)
-        "data": to_payload(setup.info),
+        # "data": the training split's statistics and encodings (predict); "loader": a stream's place
+        **data_entries(setup.info, setup.train_batches, state.batch),
     }
 
 
-def restore(setup: Any, state: Any, saved: dict[str, Any], source: Path) -> None:
+def restore(setup: Setup, state: TrainState, saved: dict[str, Any], source: Path) -> None:
     """Put a checkpoint loaded from ``source`` back into ``setup`` and ``state``: on any number
     of processes (DCP reshards a sharded one; a whole one goes to every process, or into FSDP's
     shards), the open epoch's batch losses shared out again when that number changed."""

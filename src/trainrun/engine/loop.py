@@ -6,9 +6,11 @@ the gradient scaler (fp16), accumulation over ``k`` batches (DDP's ``no_sync``, 
 ``set_requires_gradient_sync(False)``, on all but the last), clipping (FSDP's sharded gradients
 too: ``clip_grad_norm_`` reduces their norm over the shards), and a per-step scheduler. Loss
 values stay on the device: each step's loss is kept as a 0-d device tensor, and the epoch's
-sample-weighted mean is read once, at the end. Everything it reads comes from
-``setup.settings`` (typed, read once by ``build``), never from the config; everything that may
-end the run is asked of one ``stop``.
+sample-weighted mean is read once, at the end. Under ``trainer.compile=reduce-overhead`` on
+CUDA the same step, for every full batch, is one replay of a CUDA graph captured from these
+lines (``trainrun.build.step_graph``). Everything it reads comes from ``setup.settings`` (typed,
+read once by ``build``), never from the config; everything that may end the run is asked of one
+``stop``.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import time
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from trainrun.build.parallel import skipping_sync
-from trainrun.build.setup import Batches, Setup
+from trainrun.build.setup import Setup
+from trainrun.data.batches import Batches
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.state import NO_PROGRESS, Progress, Reporter, TrainState
+from trainrun.engine.state import NO_PROGRESS, Progress, Reporter, StepStop, TrainState
 from trainrun.engine.stop import Stop, better
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 
-def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
+def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: StepStop,
                 progress: Progress = NO_PROGRESS) -> bool:
     """Train one epoch (from ``state.batch`` on). Returns False if ``stop`` ended it after a
     step; ``state.step_losses`` then holds the losses of the batches done so far."""
@@ -44,33 +48,40 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
     # short last batches and DDP shards), so a step's gradient is the mean over its samples.
     weights = micro_batch_weights(setup.train_batches.sizes, k, setup.world_size)
 
+    graph = setup.step_graph  # trainer.compile=reduce-overhead on CUDA; None otherwise
+
     model.train()
     for i, (x, y) in enumerate(setup.train_batches.epoch(epoch, state.batch), start=state.batch):
         steps_now = (i + 1) % k == 0 or i + 1 == n  # last batch of the window: step after it
-        if i % k == 0:
-            optimizer.zero_grad(set_to_none=True)
-        # DDP: all-reduce gradients only on the batch that steps; autocast: bf16/fp16 forward
-        with no_sync() if no_sync and not steps_now else contextlib.nullcontext(), setup.autocast():
-            out = model(x)
-            loss = criterion(out, y)
+        if graph is not None and graph.takes(x, y):  # the lines below, captured once as a CUDA graph
+            loss = graph.replay(x, y)
+            progress.step(loss)
+        else:
+            if i % k == 0:
+                optimizer.zero_grad(set_to_none=True)
+            # DDP: all-reduce gradients only on the batch that steps; autocast: bf16/fp16 forward
+            with no_sync() if no_sync and not steps_now else contextlib.nullcontext(), setup.autocast():
+                out = model(x)
+                loss = criterion(out, y)
+            if s.skip_nonfinite and not all_finite(loss, setup.world_size):  # opt-in: one sync per batch
+                pass  # this batch adds no gradient; the rest of its window still steps
+            else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
+                scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
+            progress.step(loss)
+            if steps_now:
+                if s.clip_norm or s.clip_value:
+                    scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
+                    if s.clip_norm:
+                        torch.nn.utils.clip_grad_norm_(setup.raw_model.parameters(), s.clip_norm, s.clip_norm_type)
+                    if s.clip_value:
+                        torch.nn.utils.clip_grad_value_(setup.raw_model.parameters(), s.clip_value)
+                scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on inf gradients
+                scaler.update()
+                if step_scheduler is not None:
+                    step_scheduler.step()
+                    check_rates(optimizer, step_scheduler)
         losses.append(loss.detach())
-        if s.skip_nonfinite and not all_finite(loss, setup.world_size):  # opt-in: one sync per batch
-            pass  # this batch adds no gradient; the rest of its window still steps
-        else:  # fp16: the scaler scales the loss; accumulation/DDP: the batch's weight
-            scaler.scale(loss * weights[i] if weights[i] != 1.0 else loss).backward()
-        progress.step(loss)
         if steps_now:
-            if s.clip_norm or s.clip_value:
-                scaler.unscale_(optimizer)  # clip true gradients, not fp16-scaled ones
-                if s.clip_norm:
-                    torch.nn.utils.clip_grad_norm_(setup.raw_model.parameters(), s.clip_norm, s.clip_norm_type)
-                if s.clip_value:
-                    torch.nn.utils.clip_grad_value_(setup.raw_model.parameters(), s.clip_value)
-            scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on inf gradients
-            scaler.update()
-            if step_scheduler is not None:
-                step_scheduler.step()
-                check_rates(optimizer, step_scheduler)
             state.step += 1
         state.batch = i + 1  # after its step: an error in step() is reported at this batch
         if steps_now and stop.after_step(state, epoch):  # signals, step checkpoints
@@ -78,7 +89,7 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: Stop,
     return True
 
 
-def check_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def check_rates(optimizer: torch.optim.Optimizer, scheduler: LRScheduler) -> None:
     """After ``scheduler.step()``: a negative rate trains uphill and a NaN/inf one ruins the
     weights, both without an error from torch (a LambdaLR whose linear decay runs past its end
     goes below 0). Plain floats only: a tensor rate is not read (that would sync a device)."""
@@ -95,10 +106,10 @@ def check_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
             )
 
 
-def epoch_mean(setup: Setup, losses: torch.Tensor) -> tuple[float, int]:
-    """The sample-weighted mean of the epoch's batch losses over all ranks (one read), and the
-    index of the first non-finite batch loss (-1 if none)."""
-    sizes = setup.train_batches.sizes
+def epoch_mean(setup: Setup, losses: torch.Tensor, first: int = 0) -> tuple[float, int]:
+    """The sample-weighted mean of the epoch's batch losses (from its batch ``first`` on) over
+    all ranks (one read), and the index of the first non-finite batch loss (-1 if none)."""
+    sizes = setup.train_batches.sizes[first:first + len(losses)]
     finite = torch.isfinite(losses)
     totals = torch.stack([
         torch.where(finite, losses * sizes, 0.0).sum(),
@@ -140,7 +151,9 @@ def eval_epoch(setup: Setup, batches: Batches) -> dict[str, float]:
 
 def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None = None) -> TrainState:
     """Epochs of train -> evaluate -> report -> checkpoint, from ``state`` on, until the last
-    epoch or until ``stop`` says so (by default: only early stopping; no signals, no files)."""
+    epoch or until ``stop`` says so (by default: only early stopping; no signals, no files).
+    With ``trainer.val_every_n_steps`` the stop also ends ``train_epoch`` at each validation
+    point: a row is validated and recorded there, and the epoch goes on from that batch."""
     s = setup.settings
     stop = stop or Stop.for_setup(setup, checkpoints=None)
     if stop.before_training(state):
@@ -148,33 +161,53 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
     for epoch in range(state.epoch, s.epochs):
         started = time.perf_counter()
         with reporter.progress(epoch, len(setup.train_batches)) as progress:
-            if not train_epoch(setup, state, epoch, stop, progress):
-                return state  # stopped mid-epoch; the checkpoint holds where
-        losses = state.step_losses.stacked()
-        train_loss, first_bad = epoch_mean(setup, losses)
-        seconds = time.perf_counter() - started
-        stop.check_losses(epoch, losses, first_bad)  # on_nonfinite=stop ends it here
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss}
-        if setup.val_batches is not None:
-            row.update({f"val_{k}": v for k, v in eval_epoch(setup, setup.val_batches).items()})
-        row["lr"] = float(setup.optimizer.param_groups[0]["lr"])
-        row["seconds"] = seconds
-        row["samples_per_s"] = setup.train_batches.num_samples * setup.world_size / max(seconds, 1e-9)
-        if s.scheduler_interval == "epoch":
+            while not train_epoch(setup, state, epoch, stop, progress):
+                if not stop.validation_due:
+                    return state  # stopped mid-epoch; the checkpoint holds where
+                row = validation_row(setup, state, epoch, stop, started)  # trainer.val_every_n_steps
+                state.row_start, started = state.batch, time.perf_counter()
+                if stop.after_validation(state, record(setup, state, row, reporter)):
+                    return state  # early stopping or a callback, inside the epoch
+        row = validation_row(setup, state, epoch, stop, started)
+        if s.scheduler_interval == "epoch" and (scheduler := setup.scheduler) is not None:
             if s.scheduler_monitor:
-                setup.scheduler.step(row[s.scheduler_monitor])
+                scheduler.step(row[s.scheduler_monitor])
             else:
-                setup.scheduler.step()
-            check_rates(setup.optimizer, setup.scheduler)
+                scheduler.step()
+            check_rates(setup.optimizer, scheduler)
 
-        state.epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()
-        state.history.append(row)
-        value = row[s.monitor]
-        improved = better(value, state.best, s.mode)
-        if improved:
-            state.best, state.best_epoch = value, epoch + 1
-        reporter.epoch_end(row, state)
-        if stop.after_epoch(state, improved):  # early stopping; last.pt / best.pt
+        state.epoch, state.batch, state.step_losses, state.row_start = epoch + 1, 0, EpochLosses(), 0
+        if stop.after_epoch(state, record(setup, state, row, reporter)):  # early stopping; last.pt / best.pt
             break
     return state
 
+
+def validation_row(setup: Setup, state: TrainState, epoch: int, stop: Stop, started: float) -> dict[str, Any]:
+    """The row of metrics for the batches since the last row (the whole epoch, unless
+    ``trainer.val_every_n_steps`` validated inside it): their mean train loss, then validation."""
+    first = state.row_start
+    losses = state.step_losses.stacked()
+    train_loss, first_bad = epoch_mean(setup, losses[first:], first)
+    seconds = time.perf_counter() - started
+    stop.check_losses(epoch, losses, first_bad + first if first_bad >= 0 else -1)  # on_nonfinite=stop
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss}
+    if setup.val_batches is not None:
+        row.update({f"val_{k}": v for k, v in eval_epoch(setup, setup.val_batches).items()})
+    samples = setup.train_batches.num_samples if first == 0 and len(losses) == len(setup.train_batches) \
+        else float(setup.train_batches.sizes[first:len(losses)].sum())
+    row["lr"] = float(setup.optimizer.param_groups[0]["lr"])
+    row["seconds"] = seconds
+    row["samples_per_s"] = samples * setup.world_size / max(seconds, 1e-9)
+    return row
+
+
+def record(setup: Setup, state: TrainState, row: dict[str, Any], reporter: Reporter) -> bool:
+    """Add ``row`` to the history, note whether it is the best so far, report it; returns
+    whether it improved on ``checkpoint.monitor``."""
+    s = setup.settings
+    state.history.append(row)
+    improved = better(row[s.monitor], state.best, s.mode)
+    if improved:
+        state.best, state.best_epoch, state.best_step = row[s.monitor], row["epoch"], row["step"]
+    reporter.epoch_end(row, state)
+    return improved

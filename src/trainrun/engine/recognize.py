@@ -27,6 +27,9 @@ STATE_PARTS: dict[str, type | tuple[type, ...]] = {
     "epoch": int, "step": int, "batch": int, "best": (float, int, type(None)),
     "best_epoch": (int, type(None)), "history": (list, dict), "stop_reason": (str, type(None)),
 }
+# Entries a later trainrun added (trainer.val_every_n_steps): checked when present, an older
+# checkpoint without them loads with the defaults.
+OPTIONAL_STATE_PARTS: dict[str, type | tuple[type, ...]] = {"best_step": (int, type(None)), "row_start": int}
 RNG_PARTS = ("torch", "cuda", "numpy", "python")
 CONFIG_SECTIONS = ("model", "loss", "optim", "data", "trainer")
 
@@ -64,7 +67,10 @@ def malformed(payload: dict[str, Any]) -> str:
         value = state.get(name)
         if name not in state or not isinstance(value, kind) or isinstance(value, bool):
             return f"its state.{name} is {value!r}"
-    extra = set(state) - set(STATE_PARTS)
+    for name, kind in OPTIONAL_STATE_PARTS.items():
+        if name in state and (not isinstance(state[name], kind) or isinstance(state[name], bool)):
+            return f"its state.{name} is {state[name]!r}"
+    extra = set(state) - set(STATE_PARTS) - set(OPTIONAL_STATE_PARTS)
     if extra:
         return f"its state holds unknown entries: {', '.join(sorted(map(str, extra)))}"
     if any(state[n] < 0 for n in ("epoch", "step", "batch")):

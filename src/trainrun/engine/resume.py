@@ -17,9 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.build.setup import Setup
+from trainrun.data.identity import same_data
+from trainrun.data.iterable import restore_stream
 from trainrun.engine.checkpoint import find as find_named
 from trainrun.engine.checkpoint import load, restore
 from trainrun.engine.publish import META
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
 
@@ -32,12 +36,15 @@ MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
 # ...except these, which change nothing in what is computed.
 # (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
 # reads the file otherwise fails to find its columns.)
-NEVER_BLOCK = ("data.num_workers", "data.delimiter")
+# (model.output, loss.input: declarations checked against the model, computing nothing; older
+# checkpoints hold none.)
+NEVER_BLOCK = ("data.num_workers", "data.delimiter", "data.persistent_workers", "data.prefetch_factor",
+               "data.pin_memory", "model.output", "loss.input")
 # Hyperparameters that the optimizer/scheduler state in the checkpoint restores: a new value is
 # allowed but has no effect (reported as such).
 RESTORED = ("optim", "scheduler")
 # Run-control keys, never compared.
-IGNORED = ("resume", "print_config", "model_summary", "explain")
+IGNORED = ("resume", "resume_changed_data", "print_config", "model_summary", "explain")
 
 
 def find(resume: str, run_dir: Path) -> Path | None:
@@ -62,7 +69,7 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
     now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     diffs: list[str] = []
 
-    def walk(a: Any, b: Any, prefix: str) -> None:
+    def walk(a: object, b: object, prefix: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
@@ -127,7 +134,7 @@ def open_resume(cfg: DictConfig, run_dir: Path, world_size: int) -> Resumed | No
     return Resumed(path, saved, per_process, note)
 
 
-def resume(setup: Any, state: Any, resumed: Resumed | None, say: Callable[[str], None]) -> bool:
+def resume(setup: Setup, state: TrainState, resumed: Resumed | None, say: Callable[[str], None]) -> bool:
     """Load the checkpoint :func:`open_resume` found into ``setup`` and ``state``; False when
     there was none (a fresh start)."""
     cfg = setup.cfg
@@ -144,16 +151,18 @@ def resume(setup: Any, state: Any, resumed: Resumed | None, say: Callable[[str],
             "process), so its epochs would differ",
             key="trainer.devices",
             fix=f"resume with trainer.devices={saved['layout']['world_size']} or fewer")
+    changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved, path)
+    restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
         epochs = saved["config"]["trainer"]["epochs"]
-        changed = "trainer.epochs changed" if epochs != setup.settings.epochs else \
+        why = "trainer.epochs changed" if epochs != setup.settings.epochs else \
             "the steps per epoch changed: data.batch_size, trainer.accumulate_grad_batches or data"
         raise TrainrunError(
             f"the checkpoint's {type(setup.scheduler).__name__} was built for {saved_steps} steps; "
-            f"this config needs {planned_steps} ({changed}), and that schedule "
+            f"this config needs {planned_steps} ({why}), and that schedule "
             "cannot be stretched after the fact",
             key="trainer.epochs" if epochs != setup.settings.epochs else "resume",
             fix=f"resume with trainer.epochs={epochs} and the run's own batches, or start a new run",
@@ -166,6 +175,8 @@ def resume(setup: Any, state: Any, resumed: Resumed | None, say: Callable[[str],
     else:
         where = f"the start of epoch {state.epoch + 1}"
     say(f"resumed from {path} at {where} (step {state.step})")
+    for line in changed:  # resume_changed_data=true: what differs, said once
+        say(f"  data changed since the checkpoint (resume_changed_data=true): {line}")
     for diff in harmless:
         if under(diff, RESTORED):
             say(f"  config changed since the checkpoint, NOT applied (the saved "

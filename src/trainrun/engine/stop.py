@@ -15,13 +15,17 @@ from __future__ import annotations
 import math
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 
 from trainrun.build.settings import EarlyStopping, LoopSettings
+from trainrun.build.setup import Setup
 from trainrun.engine.collectives import all_reduce_max
+from trainrun.engine.state import TrainState
 from trainrun.engine.writer import CheckpointWriter
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import BEST, LAST
@@ -50,13 +54,16 @@ class Signals:
             signum = getattr(signal, name, None)
             if signum is not None:
                 self._previous[signum] = signal.signal(signum, self._handle)
+                # A handler that held a signal for the run (a sweep's, before this job's loop
+                # began: trainrun.cli.sweep) hands it over: the run stops after its first step.
+                self.signum = self.signum or getattr(self._previous[signum], "held", None)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if self.signum is None and not self.quiet:  # os.write: print() is unsafe in a handler
@@ -64,6 +71,12 @@ class Signals:
             os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step, "
                         f"saving checkpoints/last.pt{again}\n".encode())
         self.signum = signum
+
+    def request(self, signum: int) -> None:
+        """Stop after the current step as if ``signum`` had come, without a word on the console
+        (``SIGPIPE``: the console's reader went away, report/echo.py)."""
+        if self.signum is None:
+            self.signum = signum
 
     @property
     def name(self) -> str:
@@ -130,9 +143,11 @@ def early_stopping_reason(history: list[dict[str, Any]], stopping: EarlyStopping
     if stale < max(stopping.patience, 1):
         return None
     best_text = "none (never finite)" if best is None else f"{best:.6g} at epoch {best_epoch}"
+    # trainer.val_every_n_steps: several rows per epoch, and patience counts validations
+    unit = "validation" if len({row["epoch"] for row in history}) < len(history) else "epoch"
     return (
         f"early stopping after epoch {history[-1]['epoch']}: {stopping.monitor} has not improved "
-        f"by more than {stopping.min_delta} for {stale} epoch{'s' * (stale != 1)} "
+        f"by more than {stopping.min_delta} for {stale} {unit}{'s' * (stale != 1)} "
         f"(patience {stopping.patience}; best {best_text})"
     )
 
@@ -162,9 +177,16 @@ class Stop:
         self.num_batches, self.world_size = num_batches, world_size
         self.every_n_steps = settings.every_n_steps
         self.stopped_by_signal = False
+        self.requested: str | None = None  # a callback's run.stop(reason)
+        self.validation_due = False  # trainer.val_every_n_steps: fit validates, then goes on
+        self._requests = False  # whether anything may request (then the ranks agree each epoch)
+        # Asked after each epoch with the history, after early stopping: a reason to stop, or None
+        # (a sweep's pruner, trainrun.cli.trial). ``judged`` keeps the reason one of them gave.
+        self.judges: list[Callable[[list[dict[str, Any]]], str | None]] = []
+        self.judged: str | None = None
 
     @classmethod
-    def for_setup(cls, setup: Any, checkpoints: Path | None,
+    def for_setup(cls, setup: Setup, checkpoints: Path | None,
                   signals: Signals | AgreedSignals | None = None) -> Stop:
         """The stop of ``setup``'s run: checkpoints into the folder ``checkpoints`` (None: no
         files), listening to ``signals`` (None: to nothing)."""
@@ -173,13 +195,13 @@ class Stop:
         return cls(setup.settings, signals or Signals(), writer, len(setup.train_batches),
                    setup.world_size)
 
-    def before_training(self, state: Any) -> bool:
+    def before_training(self, state: TrainState) -> bool:
         """A run resumed after the epoch that triggered early stopping stops again at once."""
         state.stop_reason = (early_stopping_reason(state.history, self.settings.early_stopping)
                              if not state.batch else None)
         return state.stop_reason is not None
 
-    def after_step(self, state: Any, epoch: int) -> bool:
+    def after_step(self, state: TrainState, epoch: int) -> bool:
         """True stops the run now (a signal came; last.pt is saved)."""
         if self.signals.requested():
             self._refuse_nonfinite_so_far(state, epoch)
@@ -190,6 +212,10 @@ class Stop:
         if every and state.step % every == 0 and state.batch < self.num_batches:
             self._refuse_nonfinite_so_far(state, epoch)
             self.writer.save(state)
+        val_every = self.settings.val_every_n_steps  # not at an epoch's end: its own row follows
+        if val_every and state.step % val_every == 0 and state.batch < self.num_batches:
+            self.validation_due = True
+            return True
         return False
 
     def check_losses(self, epoch: int, losses: torch.Tensor, first_bad: int) -> None:
@@ -197,9 +223,44 @@ class Stop:
         if first_bad >= 0 and not self.settings.skip_nonfinite:
             raise nonfinite_error(epoch, losses, first_bad)
 
-    def after_epoch(self, state: Any, improved: bool) -> bool:
+    def listen_for_requests(self, on: bool) -> None:
+        """Callbacks may call :meth:`request` (``run.stop``): read it after each epoch."""
+        self._requests = on
+
+    def request(self, reason: str) -> None:
+        """Stop after this epoch (a callback's ``run.stop(reason)``)."""
+        self.requested = self.requested or reason
+
+    def _agreed_request(self) -> str | None:
+        """A stop requested on any rank stops every rank at the same epoch (one small all-reduce
+        per epoch, only when callbacks could request)."""
+        if not self._requests or self.world_size == 1:
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0], device=self.writer.setup.device)
+        if int(all_reduce_max(flag, self.world_size).item()) and not self.requested:
+            self.requested = "a callback on another process asked to stop"
+        return self.requested
+
+    def after_validation(self, state: TrainState, improved: bool) -> bool:
+        """After a validation inside an epoch (``trainer.val_every_n_steps``): ``best.pt`` when it
+        improved; True ends the run (early stopping, a callback), with ``last.pt`` saved."""
+        self.validation_due = False
+        state.stop_reason = (self._agreed_request()
+                             or early_stopping_reason(state.history, self.settings.early_stopping))
+        names = ([BEST] if improved else []) + ([LAST] if state.stop_reason else [])
+        if names:
+            self._refuse_nonfinite_so_far(state, state.epoch)
+            self.writer.save(state, *names)
+        return state.stop_reason is not None
+
+    def after_epoch(self, state: TrainState, improved: bool) -> bool:
         """At the end of an epoch whose row is in ``state.history``: True ends the run."""
-        state.stop_reason = early_stopping_reason(state.history, self.settings.early_stopping)
+        state.stop_reason = (self._agreed_request()
+                             or early_stopping_reason(state.history, self.settings.early_stopping))
+        for judge in self.judges if state.stop_reason is None else ():
+            self.judged = state.stop_reason = judge(state.history)
+            if self.judged:
+                break
         names = [BEST] if improved else []
         if (state.epoch % self.settings.every_n_epochs == 0 or state.epoch == self.settings.epochs
                 or state.stop_reason):
@@ -208,7 +269,7 @@ class Stop:
             self.writer.save(state, *names)
         return state.stop_reason is not None
 
-    def _refuse_nonfinite_so_far(self, state: Any, epoch: int) -> None:
+    def _refuse_nonfinite_so_far(self, state: TrainState, epoch: int) -> None:
         """Before a mid-epoch save under ``on_nonfinite=stop``: a NaN so far ends the run here,
         so no checkpoint ever holds weights a NaN was trained into (one sync per save)."""
         if self.settings.skip_nonfinite or not state.step_losses:

@@ -24,14 +24,17 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 
+from trainrun.build.setup import Setup
+from trainrun.config.plain import plain, schema_names
 from trainrun.engine import checkpoint
 from trainrun.engine.collectives import all_reduce_sum, gather_objects, gather_rows
 from trainrun.engine.history import HISTORY, HistoryStore, append
+from trainrun.engine.state import TrainState
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
 
@@ -42,14 +45,15 @@ class CheckpointWriter:
     alone writes files, except the shards, which each process writes. ``seconds``: what
     checkpoints cost the training thread."""
 
-    def __init__(self, setup: Any, folder: Path, enabled: bool = True) -> None:
+    def __init__(self, setup: Setup, folder: Path, enabled: bool = True) -> None:
         self.setup, self.folder = setup, folder
         self.enabled = enabled
         self.writes = setup.rank == 0 and enabled
         self.sharded = setup.world_size > 1
         self.seconds = 0.0
-        self._config = cast(dict[str, Any], OmegaConf.to_container(setup.cfg, resolve=True, enum_to_str=True))
-        self._schemas = checkpoint.schema_names(setup.cfg)
+        self.saved: list[Callable[[list[Path]], None]] = []  # told the paths once on disk (on_checkpoint)
+        self._config = plain(setup.cfg)
+        self._schemas = schema_names(setup.cfg)
         self._history = HistoryStore(folder / HISTORY)
         self._history_started = False  # on the background thread: the first write replaces the file
         self._background = BackgroundWrites("trainrun-checkpoints", self._write)
@@ -69,7 +73,7 @@ class CheckpointWriter:
             atomic_write(path, lambda f: f.write(data))
             self._history_started = True
 
-    def save(self, state: Any, *names: str) -> None:
+    def save(self, state: TrainState, *names: str) -> None:
         """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
         started = time.perf_counter()
         setup = self.setup
@@ -78,8 +82,9 @@ class CheckpointWriter:
         sums = None
         if open_losses is not None and setup.world_size > 1:  # each global batch's loss x samples
             sums = all_reduce_sum(open_losses * setup.train_batches.sizes, setup.world_size)
+        paths: list[Path] = []
         if self.sharded and self.enabled:
-            self._save_shards(state, losses, sums, [Path(n).stem for n in names or (LAST,)])
+            paths = self._save_shards(state, losses, sums, [Path(n).stem for n in names or (LAST,)])
         elif self.writes:
             self._wait(self._background.wait)
             history, rows, whole = self._history.reference(state.history)
@@ -87,10 +92,18 @@ class CheckpointWriter:
                 setup, state, losses, self._config, self._schemas, history=history, loss_sums=sums))
             if rows or whole:  # the rows first, then the checkpoint that counts them
                 self._background.put(self.folder / HISTORY, rows)
-            self._background.put([self.folder / name for name in names or (LAST,)], data)  # best + last: once
+            paths = [self.folder / name for name in names or (LAST,)]
+            self._background.put(paths, data)  # best + last: once
+        if self.writes and self.saved:  # a listener reads the files: they are on disk first
+            self._wait_all()
         self.seconds += time.perf_counter() - started
+        if self.writes:
+            for listener in self.saved:
+                listener(paths)
 
-    def _save_shards(self, state: Any, losses: Any, sums: Any, names: list[str]) -> None:
+    def _save_shards(self, state: TrainState, losses: torch.Tensor | None, sums: torch.Tensor | None,
+                     names: list[str]) -> list[Path]:
+        """Start this process's part of a sharded save; the folders it will be published as."""
         from trainrun.engine.sharded import AsyncSave, split, state_of  # DCP: seconds to import
 
         setup = self.setup
@@ -113,6 +126,7 @@ class CheckpointWriter:
                 checkpoint.write_file(path, data)
 
             self._saving.publish_when_done(meta, [self.folder / n for n in names], write)
+        return [self.folder / n for n in names]
 
     def wait(self) -> None:
         """Block until every handed-over write is on disk; raise if one failed."""

@@ -4,14 +4,14 @@ apart by which layers ran)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from trainrun.build.setup import Setup
+from trainrun.errors import describe, named_key
 from trainrun.preflight.common import MODEL_KEY, Report, names, refuse, shape_text
 
 
-def check_binding(setup: Any, report: Report, after_forward: bool = False) -> None:
+def check_binding(setup: Setup, report: Report, after_forward: bool = False) -> None:
     module, optimizer = setup.raw_model, setup.optimizer
     named = list(module.named_parameters())
     in_model = {id(p) for _, p in named}
@@ -63,13 +63,14 @@ def check_binding(setup: Any, report: Report, after_forward: bool = False) -> No
         )
 
 
-def check_gradients(setup: Any, ran: set[str]) -> None:
+def check_gradients(setup: Setup, ran: set[str]) -> None:
     module = setup.raw_model
     owner = {id(p): (m, n) for m, sub in module.named_modules()
              for n, p in sub.named_parameters(recurse=False)}
     held = [p for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad]
     param_names = {id(p): n for n, p in module.named_parameters()}
-    unused, cut = [], []
+    unused: list[str] = []
+    cut: list[str] = []
     for p in held:
         if p.grad is None:
             layer = owner.get(id(p), ("?", ""))[0]
@@ -95,3 +96,25 @@ def check_gradients(setup: Any, ran: set[str]) -> None:
                     key=MODEL_KEY,
                     fix="check the model's forward for operations that are not differentiable "
                     "everywhere (sqrt/log at 0, division by a tiny number)")
+
+
+def check_step(setup: Setup) -> None:
+    """One ``optimizer.step()`` on the first gradients (preflight restores the parameters and
+    the optimizer's state after): an optimizer that fails on this model's parameters, or a step
+    that leaves a parameter NaN or infinite, is refused before training instead of at step 1."""
+    optimizer = setup.optimizer
+    try:
+        optimizer.step()
+    except Exception as err:
+        raise refuse(f"optimizer.step() failed on the first gradients: {describe(err)}",
+                     key=named_key(err, "optim._target_", setup.cfg.optim),
+                     fix="check the optimizer and its values under optim (sparse or complex "
+                     "parameters, fused/foreach on this device, a user optimizer's step)") from None
+    param_names = {id(p): n for n, p in setup.raw_model.named_parameters()}
+    bad = [param_names.get(id(p), "?") for g in optimizer.param_groups for p in g["params"]
+           if not bool(torch.isfinite(p.detach()).all())]
+    if bad:
+        lr = optimizer.param_groups[0].get("lr")
+        raise refuse(f"the first optimizer.step() (lr={lr}) made {names(bad)} NaN or infinite, "
+                     "from finite weights and gradients", key="optim.lr",
+                     fix="lower optim.lr (or check a user optimizer's step)")

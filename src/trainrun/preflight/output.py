@@ -4,32 +4,23 @@ before a log-softmax), and the first loss itself."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
+from trainrun.build import contracts
+from trainrun.build.setup import Setup
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
     criterion_name,
     dtype_text,
-    ends_in,
     refuse,
     shape_text,
-    split_head,
 )
+from trainrun.preflight.observe import check_composition, whole_split
 
 
-def _whole_split(setup: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
-    batches = setup.train_batches
-    if hasattr(batches, "x") and hasattr(batches, "y"):
-        return batches.x, batches.y, "the training split"
-    return x, y, "the first batch"
-
-
-def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
-    xs, ys, where = _whole_split(setup, x, y)
+def check_data(setup: Setup, x: torch.Tensor, y: torch.Tensor) -> None:
+    xs, ys, where = whole_split(setup, x, y)
     if xs.is_floating_point() and not bool(torch.isfinite(xs).all()):
         bad = int((~torch.isfinite(xs)).sum())
         raise refuse(f"{where} holds {bad} NaN or infinite feature values", key="data",
@@ -43,7 +34,7 @@ def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
             raise refuse(f"{name} needs class indices of dtype int64, but the targets are "
                         f"{dtype_text(ys)}", key="loss.targets",
                         fix="set loss.targets=index, or return integer labels from the data source")
-    elif isinstance(setup.criterion, nn.BCELoss | nn.BCEWithLogitsLoss) and len(ys):
+    elif setup.loss.contract.targets == contracts.PROBABILITY and len(ys):
         lo, hi = float(ys.min()), float(ys.max())
         if lo < 0 or hi > 1:
             task = f" (the data is a {setup.info.task} task)" if setup.info.task == "regression" else ""
@@ -53,8 +44,8 @@ def check_data(setup: Any, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def check_output(
-    setup: Any, x: torch.Tensor, y: torch.Tensor, inner: torch.Tensor | None, out: Any,
-    report: Report,
+    setup: Setup, x: torch.Tensor, y: torch.Tensor, inner: torch.Tensor | None, out: object,
+    report: Report, compose: bool = True,
 ) -> None:
     name = criterion_name(setup)
     key = MODEL_KEY
@@ -65,14 +56,21 @@ def check_output(
         raise refuse("the model's first output holds NaN or infinite values (the inputs are "
                     "finite)", key=key, fix="check the model's forward and initialization "
                     "(a division, log or sqrt of zero or a negative number?)")
+    if out.ndim == 0 or out.shape[0] != len(x):
+        raise refuse(f"the model's output has shape {shape_text(out)} for a batch of {len(x)} samples: it "
+                     "must hold one row per sample (a .squeeze() or a reshape that drops or merges the "
+                     "batch dimension?)", key=key,
+                     fix="keep the batch dimension: return [N, k] (x.view(len(x), -1), not a fixed size; "
+                     ".squeeze(-1), not .squeeze())")
     if setup.loss.targets == "index":
         _check_index_output(setup, y, out, name, key)
     else:
         _check_float_output(setup, y, out, name, key)
-    _check_head(setup, out, inner, name, report)
+    if compose:  # on the full first batch only: a kind is observed with enough samples to tell
+        check_composition(setup, x, y, out, inner)
 
 
-def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
+def _check_index_output(setup: Setup, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
     if out.ndim < 2:
         return  # the loss itself says what is wrong with that shape
     width, classes = out.shape[1], setup.info.num_classes
@@ -96,7 +94,7 @@ def _check_index_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
                     "encode the labels as 0..C-1 (trainrun does this for in-memory data)")
 
 
-def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
+def _check_float_output(setup: Setup, y: torch.Tensor, out: torch.Tensor, name: str, key: str) -> None:
     if out.shape == y.shape:
         return
     try:
@@ -115,55 +113,7 @@ def _check_float_output(setup: Any, y: torch.Tensor, out: torch.Tensor, name: st
     )
 
 
-def _check_head(
-    setup: Any, out: torch.Tensor, inner: torch.Tensor | None, name: str, report: Report
-) -> None:
-    criterion, body = setup.criterion, split_head(setup)[0]
-    head = type(setup.loss.head).__name__ if setup.loss.head is not None else "none"
-    o = out.detach().float()
-    if isinstance(criterion, nn.BCELoss):
-        if inner is not None and isinstance(setup.loss.head, nn.Sigmoid):
-            i = inner.detach().float()
-            if float(i.min()) >= 0 and float(i.max()) <= 1:  # nn.Sigmoid, torch.sigmoid, a softmax...
-                how = "ends in a Sigmoid" if ends_in(body, (nn.Sigmoid,)) else \
-                    "already outputs values in [0, 1] (a sigmoid in its forward?)"
-                raise refuse(f"the model {how} and loss=bce adds another sigmoid, so every "
-                             "prediction is squeezed into [0.5, 0.73] (a double sigmoid)",
-                             key="loss.head",
-                             fix="set loss.head=none (the model's own sigmoid is enough), or "
-                             "return raw scores from the model and keep loss=bce")
-    elif isinstance(criterion, nn.BCEWithLogitsLoss) and ends_in(body, (nn.Sigmoid,)):
-        if float(o.min()) >= 0 and float(o.max()) <= 1:
-            raise refuse("BCEWithLogitsLoss applies the sigmoid itself, but the model already ends "
-                        "in a Sigmoid (a double sigmoid)", key="loss",
-                        fix="use loss=bce loss.head=none with this model, or remove its Sigmoid")
-    elif isinstance(criterion, nn.NLLLoss):
-        if ends_in(body, (nn.Softmax,)) and isinstance(setup.loss.head, nn.LogSoftmax):
-            raise refuse("the model ends in a Softmax and loss=nll adds a log-softmax on top: "
-                        "log_softmax(softmax(x)) squeezes the scores and learns badly",
-                        key="loss.head",
-                        fix="remove the Softmax from the model (loss=nll adds the log-softmax), "
-                        "or use nn.LogSoftmax in the model with loss.head=none")
-        logsum = torch.logsumexp(o, dim=1) if o.ndim == 2 else o
-        if float(o.max()) > 1e-4 or float(logsum.abs().max()) > 1e-3:
-            raise refuse(f"NLLLoss needs log-probabilities (each row's exp sums to 1), but the "
-                        f"model's outputs range from {float(o.min()):.4g} to {float(o.max()):.4g} "
-                        f"(loss.head={head.lower()})", key="loss.head",
-                        fix="set loss.head=log_softmax (loss=nll does this), or use "
-                        "loss=cross_entropy on raw scores")
-    elif isinstance(criterion, nn.CrossEntropyLoss) and o.ndim == 2:
-        if ends_in(body, (nn.Softmax,)) and float(o.min()) >= 0:
-            raise refuse("CrossEntropyLoss applies log-softmax itself, but the model ends in a "
-                        "Softmax: the scores are squeezed into [0, 1] and it learns badly",
-                        key=MODEL_KEY,
-                        fix="remove the Softmax from the model (use softmax only to read "
-                        "probabilities after training)")
-        if ends_in(body, (nn.LogSoftmax,)):
-            report.warnings.append("the model ends in a LogSoftmax; CrossEntropyLoss applies one "
-                                   "itself (harmless, but loss=nll loss.head=none says it directly)")
-
-
-def check_loss(setup: Any, loss: Any, out: torch.Tensor) -> None:
+def check_loss(setup: Setup, loss: object, out: torch.Tensor) -> None:
     name = criterion_name(setup)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
         shape = shape_text(loss) if isinstance(loss, torch.Tensor) else type(loss).__name__

@@ -13,31 +13,40 @@ Catches, in milliseconds, the mistakes that otherwise train silently or fail dee
   the run's device, and after one ``backward`` every held parameter has a gradient (an unused
   layer and a detached output are told apart by which layers ran).
 
+* **the step**: one ``optimizer.step()`` on those gradients (an optimizer that fails on this
+  model's parameters, a step that leaves a parameter NaN), and **the short last batch** of the
+  epoch (a forward that assumes a fixed batch size, BatchNorm on one sample), which otherwise
+  fail only at step 1 or at the end of epoch 1.
+
 Real errors raise :class:`TrainrunError` (exit status 2); harmless oddities (frozen layers) are
 warnings. Preflight changes nothing: the random streams, every parameter and buffer, the
-``.grad`` fields and the train/eval flags are restored, and the optimizer never steps, so a run
-with preflight ends with the same weights as one with ``preflight=false``.
+``.grad`` fields, the train/eval flags and the optimizer's state are restored, so a run with
+preflight ends with the same weights as one with ``preflight=false``. Its batches are copies
+(``TensorBatches.batch``): a forward that changes its input in place changes no stored data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainrun.errors import TrainrunError, describe, named_key
-from trainrun.preflight.binding import check_binding, check_gradients
+from trainrun.build.setup import Setup
+from trainrun.data.batches import TensorBatches
+from trainrun.errors import TrainrunError, describe, named_key, raised_in
+from trainrun.preflight.binding import check_binding, check_gradients, check_step
 from trainrun.preflight.common import (
     MODEL_KEY,
     Report,
     criterion_name,
     dtype_text,
+    forward_fix,
     refuse,
     shape_text,
     split_head,
@@ -46,7 +55,7 @@ from trainrun.preflight.output import check_data, check_loss, check_output
 
 
 @contextlib.contextmanager
-def preserved(setup: Any) -> Iterator[None]:
+def preserved(setup: Setup) -> Iterator[None]:
     """Restore the random streams, parameters, buffers, ``.grad`` fields and train/eval flags of
     ``setup.raw_model`` on exit, so whatever happens inside leaves no trace."""
     module: nn.Module = setup.raw_model
@@ -57,9 +66,13 @@ def preserved(setup: Any) -> Iterator[None]:
         tensors = [(t, t.detach().clone()) for t in (*module.parameters(), *module.buffers())]
     grads = [(p, p.grad) for p in module.parameters()]
     modes = [(m, m.training) for m in module.modules()]
+    optimizer = getattr(setup, "optimizer", None)  # preflight steps it once: its state is put back
+    state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     try:
         yield
     finally:
+        if optimizer is not None:
+            optimizer.load_state_dict(state)
         with torch.no_grad():
             for t, saved in tensors:
                 if t.shape == saved.shape:
@@ -69,20 +82,19 @@ def preserved(setup: Any) -> Iterator[None]:
         for m, mode in modes:
             m.training = mode
         torch.set_rng_state(rng[0])
-        if cuda:
+        if rng[1] is not None:  # on a GPU
             torch.cuda.set_rng_state(rng[1], setup.device)
         np.random.set_state(rng[2])
         random.setstate(rng[3])
 
 
-def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def first_batch(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of the training split (unshuffled for in-memory data)."""
     batches = setup.train_batches
-    if hasattr(batches, "bounds") and hasattr(batches, "x"):
+    if isinstance(batches, TensorBatches):  # in memory: the first slice, unshuffled
         if not batches.bounds:
             raise refuse("the training split yields no batch", key="data.batch_size")
-        lo, hi = batches.bounds[0]
-        return batches.x[lo:hi], batches.y[lo:hi]
+        return batches.batch(0)  # a copy: the model may change its input in place
     iterator = batches.epoch(0, check=False)  # a bad label is refused below, in preflight's words
     try:
         return next(iterator)
@@ -94,7 +106,7 @@ def first_batch(setup: Any) -> tuple[torch.Tensor, torch.Tensor]:
             close()
 
 
-def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
+def check(setup: Setup, say: Callable[[str], None] | None = None) -> Report:
     """Run every preflight check on one real batch; raise on the first real error, print one
     line (and any warnings) through ``say`` otherwise."""
     started = time.perf_counter()
@@ -107,6 +119,8 @@ def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
         check_binding(setup, report, after_forward=True)
         check_gradients(setup, ran)
         loss_value = float(loss.detach().float())
+        check_step(setup)  # one optimizer.step(); parameters and optimizer state restored after
+        _short_batch(setup, x, y, report)
     held = sum(1 for g in setup.optimizer.param_groups for p in g["params"] if p.requires_grad)
     ms = (time.perf_counter() - started) * 1000
     report.line = (
@@ -123,8 +137,43 @@ def check(setup: Any, say: Callable[[str], None] | None = None) -> Report:
     return report
 
 
+def where(err: BaseException) -> str:
+    """`` (raised in badnet.py:8, in forward)``, as the training phase words it; "" outside user code."""
+    found = raised_in(err)
+    return f" (raised in {found})" if found else ""
+
+
+def _short_batch(setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report) -> None:
+    """The epoch's last batch when it is shorter than the first (``N`` not a multiple of the
+    batch size): a forward that assumes a fixed batch size, a BatchNorm in training on a batch
+    of one, a squeeze that drops the batch dimension of a single sample fail only there, at
+    the end of epoch 1. Its size is what matters, so it is the first batch cut to that size."""
+    sizes = setup.train_batches.sizes
+    if len(sizes) < 2 or int(sizes[-1]) == int(sizes[0]):
+        return
+    n = int(sizes[-1])
+    xs, ys = x[:n], y[:n]
+    setup.raw_model.train()
+    try:
+        with setup.autocast():
+            out = setup.raw_model(xs)
+            check_output(setup, xs, ys, None, out, report, compose=False)  # shapes, values
+            loss = setup.criterion(out, ys)
+    except TrainrunError as err:
+        raise refuse(f"on the epoch's last batch, of {n} samples (the first has {int(sizes[0])}): "
+                     f"{err.message.removeprefix('preflight: ')}", key=err.key, fix=err.fix) from None
+    except Exception as err:
+        raise refuse(
+            f"the epoch's last batch, x of shape {shape_text(xs)} (the first, of {int(sizes[0])}, "
+            f"passed), failed: {describe(err)}", key=MODEL_KEY,
+            fix="make forward work for any batch size (x.view(len(x), -1), not a fixed size; "
+            "BatchNorm needs 2 or more samples in training), or choose data.batch_size so that the "
+            f"{setup.train_batches.num_samples} training samples split evenly") from None
+    check_loss(setup, loss, out)
+
+
 def _forward_backward(
-    setup: Any, x: torch.Tensor, y: torch.Tensor, report: Report
+    setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report
 ) -> tuple[torch.Tensor, torch.Tensor, set[str]]:
     """Forward (recording which layers ran), check the output and loss, then backward."""
     module, criterion = setup.raw_model, setup.criterion
@@ -148,22 +197,21 @@ def _forward_backward(
             except Exception as err:
                 raise refuse(
                     f"the model failed on a batch x of shape {shape_text(x)} ({dtype_text(x)}): "
-                    f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
-                    key=MODEL_KEY,
-                    fix="check the model's forward and the input size it expects "
-                    "(trainrun passes in_features / in_shape / out_features when __init__ accepts them)",
-                ) from None
+                    f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                    + where(err),
+                    key=MODEL_KEY, fix=forward_fix(err, x),
+                ) from err  # HYDRA_FULL_ERROR=1 shows the user's frames
             check_output(setup, x, y, inner if head is not None else None, out, report)
             try:
                 loss = criterion(out, y)
             except Exception as err:
                 raise refuse(
                     f"{criterion_name(setup)} failed on output {shape_text(out)} {dtype_text(out)} and targets "
-                    f"{shape_text(y)} {dtype_text(y)}: {describe(err)}",
+                    f"{shape_text(y)} {dtype_text(y)}: {describe(err)}{where(err)}",
                     key=named_key(err, "loss", setup.cfg.loss),  # torch's own check names a loss key
                     fix="check that the loss fits the model's output: loss.head (sigmoid for BCELoss, "
                     "log_softmax for NLLLoss, none for raw scores) and loss.targets",
-                ) from None
+                ) from err
     finally:
         for hook in hooks:
             hook.remove()
@@ -171,8 +219,8 @@ def _forward_backward(
     try:
         loss.backward()
     except Exception as err:
-        raise refuse(f"loss.backward() failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}",
-                    key=MODEL_KEY) from None
+        raise refuse(f"loss.backward() failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}"
+                     + where(err), key=MODEL_KEY) from err
     return out, loss, ran
 
 

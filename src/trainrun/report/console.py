@@ -1,7 +1,7 @@
 """What the user sees and what lands in the run folder: a short header (the run folder, the
 model's size), the progress bar or one line per epoch, ``metrics.csv`` / ``metrics.jsonl``
-(rewritten atomically from the history every epoch, so a resumed run never duplicates or loses a
-row), ``summary.json`` and the closing rich table. The full config tree only with
+(one line appended per epoch; rewritten whole by the first row of a resumed run, so it never
+duplicates or loses a row), ``summary.json`` and the closing rich table. The full config tree only with
 ``print_config=true`` (it is always in ``.hydra/config.yaml``). A sweep job keeps the console to
 one line (its log file gets the rest, :mod:`trainrun.report.echo`). Only rank 0 prints or writes.
 """
@@ -13,9 +13,10 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from trainrun.files import CURVES_PNG, SUMMARY_JSON, atomic_write_json
@@ -24,7 +25,16 @@ from trainrun.report.echo import FILE_ONLY, print_config_tree, rendered
 from trainrun.report.loggers.base import Loggers, config_params
 from trainrun.report.loggers.csv_logs import CsvLogger
 
+if TYPE_CHECKING:  # rich is imported when something is printed
+    from rich.console import RenderableType
+
 log = logging.getLogger("trainrun")
+
+
+class RunState(Protocol):
+    """What the reporter reads of the run's state (``trainrun.engine.state.TrainState``)."""
+
+    history: list[dict[str, Any]]
 
 
 class LossBar(tqdm):
@@ -57,9 +67,11 @@ def progress_mode(setting: str) -> str:
     return setting
 
 
-def format_row(row: dict[str, Any], epochs: int) -> str:
+def format_row(row: dict[str, Any], epochs: int, inside: bool = False) -> str:
+    """One epoch line; ``inside``: a validation inside the epoch (``trainer.val_every_n_steps``),
+    marked with its step."""
     width = len(str(epochs))
-    parts = [f"epoch {row['epoch']:>{width}}/{epochs}"]
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}" + (f" step {row['step']}" if inside else "")]
     for key, value in row.items():
         if key in ("epoch", "step", "seconds", "samples_per_s", "lr"):
             continue
@@ -105,7 +117,7 @@ class Reporter:
     def _say(self, message: str) -> None:
         log.info(message, extra=self.extra)
 
-    def show_start(self, cfg: Any) -> None:
+    def show_start(self, cfg: DictConfig) -> None:
         """The run folder, to copy; the config as a rich tree only with ``print_config=true``
         (a sweep prints the shared config once, at its start)."""
         if self.writes and cfg.get("plot", True) and self.epochs > 0:
@@ -115,19 +127,19 @@ class Reporter:
                 print_config_tree(cfg)
             self._say(f"run folder: {self.run_dir}")
 
-    def table(self, renderable: Any) -> None:
+    def table(self, renderable: RenderableType) -> None:
         """A rich table (``model_summary=true``'s), on the console and in the log."""
         if self.writes and self.mode != "none":
             self._say(rendered(renderable))
 
-    def use_loggers(self, loggers: Loggers, cfg: Any) -> None:
+    def use_loggers(self, loggers: Loggers, cfg: DictConfig) -> None:
         """Send epochs and the summary to ``loggers`` (the ``logger`` group), starting with the
         config as parameters."""
         self.loggers = loggers
         loggers.log_params(config_params(cfg))
 
     @contextlib.contextmanager
-    def progress(self, epoch: int, steps: int) -> Iterator[Any]:
+    def progress(self, epoch: int, steps: int) -> Iterator[LossBar | _Quiet]:
         if self.mode != "bar":
             yield _Quiet()
             return
@@ -140,14 +152,27 @@ class Reporter:
         finally:
             bar.close()
 
-    def epoch_end(self, row: dict[str, Any], state: Any) -> None:
-        if self.mode != "none":
-            self._say(format_row(row, self.epochs))
+    def epoch_end(self, row: dict[str, Any], state: RunState) -> None:
+        if self.mode != "none":  # state.batch > 0: a row from inside the epoch
+            self._say(format_row(row, self.epochs, inside=bool(getattr(state, "batch", 0))))
         self.loggers.log_epoch(row, state.history)
 
     def info(self, message: str) -> None:
         if self.rank == 0:
             self._say(message)
+
+    def failed(self, summary: dict[str, Any], history: list[dict[str, Any]], plot: bool = True) -> None:
+        """A run that failed during training: ``summary.json`` (``status: failed``, the error)
+        and ``curves.png`` of the epochs it finished, before the error is reported. Never
+        raises: the error that ended the run is the one to report."""
+        if not self.writes:
+            return
+        try:
+            atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
+            if plot and history:
+                self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
+        except Exception as err:
+            log.warning(f"could not write the failed run's summary or curves: {type(err).__name__}: {err}")
 
     def summary(self, summary: dict[str, Any], history: list[dict[str, Any]] | None = None,
                 plot: bool = True) -> None:
@@ -155,7 +180,7 @@ class Reporter:
             return
         atomic_write_json(self.run_dir / SUMMARY_JSON, summary)
         if plot and history:
-            note = self.drawer.draw(history, self.run_dir / CURVES_PNG)
+            note = self.drawer.draw(history, self.run_dir / CURVES_PNG, best=summary.get("best"))
             if note and self.mode != "none":
                 self._say(note)
         self.loggers.log_summary(summary)

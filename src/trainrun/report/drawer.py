@@ -54,23 +54,25 @@ class CurvesDrawer:
             return
         self._stop = weakref.finalize(self, _stop, self.process)  # a run that never draws
 
-    def draw(self, history: list[dict[str, Any]], path: Path) -> str | None:
-        """Write ``curves.png``: None when written, or a note saying why not (as write_curves)."""
+    def draw(self, history: list[dict[str, Any]], path: Path, best: dict[str, Any] | None = None) -> str | None:
+        """Write ``curves.png`` (the ``best`` row marked): None when written, or a note saying why
+        not (as write_curves)."""
         process, self.process = self.process, None
         if self._stop is not None:
             self._stop.detach()  # handled here, from now on
         if process is None or not history:
             if process is not None:
                 _stop(process)
-            return write_curves(history, path)
+            return write_curves(history, path, best)
         try:
-            out, _ = process.communicate(json.dumps({"history": history, "path": str(path)}).encode(),
+            out, _ = process.communicate(json.dumps({"history": history, "path": str(path),
+                                                     "best": best}).encode(),
                                          timeout=WAIT_S)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             _stop(process)
-            return write_curves(history, path)
+            return write_curves(history, path, best)
         if process.returncode != 0:  # it died or failed: draw here, where a failure is seen
-            return write_curves(history, path)
+            return write_curves(history, path, best)
         return out.decode().strip() or None
 
 
@@ -80,7 +82,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             process.wait(timeout=5)
-    for pipe in (process.stdin, process.stdout):
+    for pipe in filter(None, (process.stdin, process.stdout)):
         with contextlib.suppress(OSError):
             pipe.close()
 
@@ -94,7 +96,7 @@ def serve() -> None:
     if not request:
         return
     asked = json.loads(request)
-    note = write_curves(asked["history"], Path(asked["path"]))
+    note = write_curves(asked["history"], Path(asked["path"]), asked.get("best"))
     sys.stdout.write(note or "")
     sys.stdout.flush()
     os._exit(0)  # nothing left to tidy up: skip the interpreter's teardown

@@ -15,17 +15,22 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
 from trainrun.config.choices import direction
 from trainrun.errors import TrainrunError
 from trainrun.files import SUMMARY_JSON, SWEEP_CSV, SWEEP_PNG, atomic_write_json, atomic_write_text
-from trainrun.report.plots import plot_sweep
+from trainrun.report import echo
+from trainrun.report.record import commit_text, data_text
+from trainrun.report.sweep_plot import plot_sweep
 
 # Statuses of a job that ran to its end (its objective counts).
 OK = ("completed", "stopped early")
+# Statuses of a job with nothing left to do: running the sweep again skips it (a pruned trial was
+# stopped on purpose by the study's pruner; its objective does not rank it with the others).
+FINISHED = (*OK, "pruned")
 # Row keys that are bookkeeping, not metrics.
 _NOT_METRICS = ("epoch", "step", "seconds", "samples_per_s")
 
@@ -112,8 +117,13 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     """One row of the sweep summary, from the job folder alone."""
     summary = read_summary(job_dir)
     num, overrides = _job_identity(job_dir, summary)
+    trial = (summary or {}).get("trial")
+    if isinstance(trial, int):  # an Optuna trial: its folder is its number
+        num = trial
     row: dict[str, Any] = {"job": num, "overrides": overrides, "run_dir": str(job_dir),
-                           "tags": [str(t) for t in (summary or {}).get("tags") or []]}
+                           "tags": [str(t) for t in (summary or {}).get("tags") or []],
+                           "commit": commit_text((summary or {}).get("record")),
+                           "data": data_text((summary or {}).get("record"))}
     if summary is None:
         row.update(status="failed", objective=None, objective_name=None, seconds=None,
                    error="no summary.json: the job was killed or crashed before it finished "
@@ -122,9 +132,12 @@ def job_row(job_dir: Path) -> dict[str, Any]:
         return row
     objective = summary.get("objective") or {}
     status = str(summary.get("status") or "failed")
-    # Only a job that ran to its end has an objective (a failed one's partial best is not one).
-    value = finite_or_none(objective.get("value")) if status in OK else None
-    error = summary.get("error") if status not in OK else None
+    # Only a job that ran to its end has an objective (a failed one's partial best is not one; a
+    # pruned one's is shown, ranked after the finished ones).
+    value = finite_or_none(objective.get("value")) if status in FINISHED else None
+    error = summary.get("error") if status not in FINISHED else None
+    if status == "pruned":
+        error = summary.get("stop_reason")
     if status in OK and value is None:
         status = "failed"
         error = f"objective {objective.get('name')}={objective.get('value')} is not finite"
@@ -144,9 +157,10 @@ def sort_rows(rows: list[dict[str, Any]], direction: str) -> list[dict[str, Any]
     sign = 1.0 if direction == "minimize" else -1.0
 
     def key(row: dict[str, Any]) -> tuple[int, float, int]:
-        done = row["status"] in OK and row["objective"] is not None
+        ranked = row["status"] in FINISHED and row["objective"] is not None
         number = row["job"] if row["job"] is not None else sys.maxsize
-        return (0, sign * row["objective"], number) if done else (1, 0.0, number)
+        group = 0 if row["status"] in OK else 1  # pruned ones after the finished ones
+        return (group, sign * row["objective"], number) if ranked else (2, 0.0, number)
 
     return sorted(rows, key=key)
 
@@ -161,15 +175,29 @@ def varying(rows: list[dict[str, Any]]) -> set[str]:
     return {k for k, v in values.items() if len(v) > 1}
 
 
+def swept_columns(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """One column per swept key (``optim.lr``, ``model.hidden``), in the order the overrides name
+    them: column name -> override key (a key that clashes with a built-in column is prefixed)."""
+    swept = varying(rows)
+    keys = dict.fromkeys(o.split("=", 1)[0] for r in rows for o in r["overrides"])
+    return {(f"override:{k}" if k in BUILT_IN else k): k for k in keys if k in swept}
+
+
+BUILT_IN = ("rank", "job", "status", "objective_name", "objective", "overrides", "tags", "best_epoch", "commit", "data",
+            "epochs", "seconds", "run_dir", "error")
+
+
 def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """``summary.csv``: one row per job, already sorted."""
+    """``summary.csv``: one row per job, already sorted; one column per swept key, after the
+    overrides, holding each job's value as written on the command line."""
     metric_names = list(dict.fromkeys(k for r in rows for k in (*r["final"], *r["best"])))
-    columns = ["rank", "job", "status", "objective_name", "objective", "overrides", "tags",
+    swept = swept_columns(rows)
+    columns = ["rank", "job", "status", "objective_name", "objective", "overrides", *swept, "tags",
                "best_epoch", "epochs",
                *[f"final_{k}" for k in metric_names if any(k in r["final"] for r in rows)],
                *[f"best_{k}" for k in metric_names if any(k in r["best"] for r in rows)],
                *[f"test_{k}" for k in dict.fromkeys(k for r in rows for k in r.get("test", {}))],
-               "seconds", "run_dir", "error"]
+               "seconds", "commit", "data", "run_dir", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -177,6 +205,8 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
         flat = {k: v for k, v in row.items() if k not in ("final", "best", "test", "overrides", "tags")}
         flat["rank"] = rank
         flat["overrides"] = " ".join(row["overrides"])
+        given = dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])
+        flat.update({column: given.get(key) for column, key in swept.items()})
         flat["tags"] = ",".join(row.get("tags") or [])
         flat.update({f"final_{k}": v for k, v in row["final"].items()})
         flat.update({f"best_{k}": v for k, v in row["best"].items()})
@@ -185,7 +215,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return ""
     return f"{value:.5g}" if isinstance(value, float) else str(value)
@@ -200,14 +230,15 @@ def _shorten(text: str, width: int) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
-                file: Any = None) -> None:
+                file: IO[str] | None = None) -> None:
     """The sweep's rich table, best first."""
-    from rich.console import Console
     from rich.table import Table
 
     swept = varying(rows)
-    failed = sum(r["status"] not in OK for r in rows)
-    title = (f"sweep: {len(rows)} jobs, {len(rows) - failed} done, {failed} failed; "
+    failed = sum(r["status"] not in FINISHED for r in rows)
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    title = (f"sweep: {len(rows)} jobs, {len(rows) - failed - pruned} done, "
+             + (f"{pruned} pruned, " if pruned else "") + f"{failed} failed; "
              f"sorted by {objective} ({direction(objective)}), best first")
     table = Table(title=title, title_justify="left")
     tagged = any(r.get("tags") for r in rows)  # a tags column only when a job has tags
@@ -220,12 +251,12 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
     for rank, row in enumerate(rows, 1):
         shown = [o for o in row["overrides"] if o.split("=", 1)[0] in swept] or row["overrides"]
         status = row["status"]
-        style = "red" if status not in OK else ("green" if rank == 1 else "")
+        style = "red" if status not in FINISHED else ("green" if rank == 1 else "dim" if status == "pruned" else "")
         tags = (",".join(row.get("tags") or []),) if tagged else ()
         table.add_row(str(rank), _fmt(row["job"]), " ".join(shown), *tags, status, _fmt(row["objective"]),
                       _fmt(row["best_epoch"]), _fmt_seconds(row["seconds"]),
                       _shorten(row.get("error") or "", 70), style=style)
-    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    console = echo.console(file or sys.stdout, width=max(100, echo.console().width))
     console.print(table)
     console.print(f"summary: {sweep_dir / SWEEP_CSV}")
 

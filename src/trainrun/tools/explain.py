@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import Node
 
+from trainrun.build.setup import Setup
 from trainrun.preflight.common import dtype_text, shape_text, split_head
 from trainrun.preflight.run import first_batch
+from trainrun.report import echo
+
+if TYPE_CHECKING:  # rich is imported when the report is printed
+    from rich.console import JustifyMethod
 
 # Optimizer settings not worth a beginner's attention in the report.
 QUIET_SETTINGS = ("params", "foreach", "maximize", "capturable", "differentiable", "fused",
                   "decoupled_weight_decay", "initial_lr")
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, tuple | list):
@@ -61,7 +67,7 @@ def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str]
     depth: dict[Any, tuple[int, Any]] = {}
     leaves: set[int] = set()
 
-    def longest(fn: Any) -> int:
+    def longest(fn: Node) -> int:
         if fn in depth:
             return depth[fn][0]
         best, nxt = 0, None
@@ -89,31 +95,31 @@ def _backward_path(loss: torch.Tensor, names: dict[int, str]) -> tuple[list[str]
     return path, len(leaves)
 
 
-def explain(setup: Any, file: Any = None) -> dict[str, Any]:
+def explain(setup: Setup, file: IO[str] | None = None) -> dict[str, Any]:
     """Print the binding report for ``run`` after one training step; returns a summary."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     module, optimizer, criterion = setup.raw_model, setup.optimizer, setup.criterion
-    summary = {"status": "explained", "signal": None,
+    summary: dict[str, Any] = {"status": "explained", "signal": None,
                "objective": {"name": setup.cfg.objective, "value": math.nan}}
     if setup.rank != 0:
         return summary
     file = file or sys.stdout
-    console = Console(file=file, width=None if file.isatty() else 110, highlight=False)
+    console = echo.console(file, width=None if file.isatty() else 110)  # no markup: names are the user's
     named = list(module.named_parameters())
     names = {id(p): n for n, p in named}
     total = sum(p.numel() for _, p in named)
 
-    console.rule("[bold]trainrun explain[/]: one training step, and how backward() and step() "
-                 "find each other", style="dim")
+    console.rule(Text.assemble(("trainrun explain", "bold"), ": one training step, and how backward() "
+                               "and step() find each other"), style="dim")
     # -- the model
     trainable = sum(p.numel() for _, p in named if p.requires_grad)
     layers = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title_justify="left",
-                   title=f"[bold]model[/]: {type(split_head(setup)[0]).__name__}, {total:,} parameters in "
-                   f"{len(named)} tensors ({'all' if trainable == total else f'{trainable:,}'} "
-                   "trainable)")
+                   title=Text.assemble(("model", "bold"), f": {type(split_head(setup)[0]).__name__}, {total:,} "
+                                       f"parameters in {len(named)} tensors "
+                                       f"({'all' if trainable == total else f'{trainable:,}'} trainable)"))
     for col in ("layer", "module", "parameters"):
         layers.add_column(col, justify="right" if col == "parameters" else "left")
     for name, m in module.named_modules():
@@ -171,6 +177,7 @@ def explain(setup: Any, file: Any = None) -> dict[str, Any]:
     console.print(facts)
 
     step = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    just: JustifyMethod
     for col, just in (("parameter", "left"), ("shape", "left"), (".grad before\nbackward", "left"),
                       ("|grad| after\nbackward", "right"), ("|Δp| after\nstep", "right"),
                       ("Δp = rule?\n(max error)", "left"), (".grad after\nzero_grad", "left")):
@@ -194,14 +201,14 @@ def explain(setup: Any, file: Any = None) -> dict[str, Any]:
     if rule_now is not None:
         lr = float(optimizer.param_groups[0]["lr"])
         verdict = "holds" if not failed else f"FAILS for {failed} tensor(s)"
-        console.print(f"[bold]{type(optimizer).__name__} check[/]: Δp = {rule_now[0]} with "
-                      f"lr={lr:g} {verdict} for {checked} tensors; max |Δp - ({rule_now[0]})| = "
-                      f"{worst:.2e} (float32 rounding)")
+        console.print(Text.assemble((f"{type(optimizer).__name__} check", "bold"), f": Δp = {rule_now[0]} with "
+                                    f"lr={lr:g} {verdict} for {checked} tensors; max |Δp - ({rule_now[0]})| = "
+                                    f"{worst:.2e} (float32 rounding)"))
     else:
-        console.print(f"[bold]{type(optimizer).__name__}[/]: its step is torch's own rule (running "
-                      "averages, scaling); the Δp column shows what this one did")
-    console.print("[dim]Nothing was trained and no checkpoint or metrics were written; run "
-                  "without explain=true to train.[/]")
+        console.print(Text.assemble((type(optimizer).__name__, "bold"), ": its step is torch's own rule "
+                                    "(running averages, scaling); the Δp column shows what this one did"))
+    console.print(Text("Nothing was trained and no checkpoint or metrics were written; run without "
+                       "explain=true to train.", style="dim"))
     summary["loss"] = float(loss.detach())
     return summary
 

@@ -9,14 +9,22 @@ driven from outside through the two objects it already calls: the progress objec
 loss) and the stop object (after each optimizer step: record, set the next learning rate, stop
 at the last step or once the loss diverges). Nothing in the loop knows it is a range test.
 
-Lightning's rules: the loss of each step is smoothed (``avg = 0.98 avg + 0.02 loss``, divided by
-``1 - 0.98 ** (i + 1)``); the test stops once the smoothed loss exceeds
-``early_stop_threshold`` (4) times its best; the suggestion is the learning rate at the steepest
-descent of the smoothed loss, skipping the first 10 steps and the last one (and non-finite
-values). The slope is taken against ``log(lr)``, the axis the rates are spaced and plotted on,
-as Lightning up to 2.0 did (``np.gradient(loss)`` over evenly spaced steps); its newer spacing by
-``lr`` itself lets batch noise at the tiniest rates win (on digits: 6e-8 instead of 0.02). Under
-DDP each step's loss is the mean over all ranks, so every rank takes the same decisions.
+The rules, and why they differ from Lightning's in two places. Each step's loss is smoothed
+by a bias-corrected moving average (``avg = b avg + (1 - b) loss``, divided by
+``1 - b ** (i + 1)``), as Lightning and fastai do; the test stops once the smoothed loss exceeds
+``early_stop_threshold`` (4) times its best. But with their ``b = 0.98`` the average spans about
+50 of the 100 steps, that is four decades of learning rate: the smoothed curve lags the raw one
+so far that its steepest descent lies where the raw loss has already turned up (0.475 on
+digits with SGD, which diverged). Here the average spans a tenth of the test (``b = 0.9`` at 100
+steps, :func:`smoothing`), under one decade. And the suggestion is taken *well before the
+minimum*, as fastai's ``minimum`` rule (a tenth of the rate at the smoothed minimum) and
+Lightning's steepest descent both mean to: the steepest descent of the smoothed loss (its slope
+against ``log(lr)``, the axis the rates are spaced on) within the decade that ends a tenth below
+the rate of the smoothed minimum (:func:`suggestion`; the first tenth of the steps and the last
+step are never the minimum). Batch noise at the tiniest rates cannot win (it is four decades
+below any minimum worth the name), and neither can the edge of divergence. Measured on every
+bundled data set with every optimizer preset: docs/recipes.md ("lr_find"). Under DDP each
+step's loss is the mean over all ranks, so every rank takes the same decisions.
 
 Afterwards the model, optimizer, scheduler, gradient scaler, ``.grad`` fields and random streams
 are exactly as before (bit-identical weights after training, with or without ``lr_find=true``).
@@ -42,16 +50,18 @@ from trainrun.build.setup import Setup, build
 from trainrun.engine.checkpoint import load
 from trainrun.engine.collectives import all_reduce_sum
 from trainrun.engine.epoch_losses import EpochLosses
-from trainrun.engine.loop import TrainState, train_epoch
+from trainrun.engine.loop import train_epoch
 from trainrun.engine.resume import find
+from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import LR_FIND_CSV, LR_FIND_PNG, atomic_write_text
 from trainrun.preflight.run import preserved
 from trainrun.report.plots import write_lr_find
 
 MODES = ("false", "true", "apply")
-BETA = 0.98  # Lightning's smoothing of the loss
-SKIP_BEGIN, SKIP_END = 10, 1  # Lightning's suggestion skips these steps
+WINDOW = 0.1  # the smoothing average spans this fraction of the test's steps
+MARGIN = 10.0  # "well before the minimum": at most the minimum's rate divided by this
+SPAN = 10.0  # the steepest descent is searched over this factor of rates below that
 
 
 def mode(cfg: DictConfig) -> str:
@@ -66,19 +76,37 @@ def schedule(min_lr: float, max_lr: float, steps: int) -> list[float]:
     return [min_lr * (max_lr / min_lr) ** (i / (steps - 1)) for i in range(steps)]
 
 
+def smoothing(steps: int) -> float:
+    """The factor ``b`` of the moving average: its window (``1 / (1 - b)`` steps) is a tenth of
+    the test, whatever its length (0.9 at 100 steps)."""
+    return 1.0 - 1.0 / max(1.0, WINDOW * steps)
+
+
+def minimum(smoothed: list[float]) -> int | None:
+    """The index of the smoothed minimum, never in the first tenth of the steps (the average
+    is still the first few raw losses there) nor the last step; None if none is finite."""
+    begin = len(smoothed) // 10
+    kept = [i for i in range(begin, len(smoothed) - 1) if math.isfinite(smoothed[i])]
+    return min(kept, key=lambda i: smoothed[i]) if kept else None
+
+
 def suggestion(lrs: list[float], smoothed: list[float]) -> int | None:
-    """The index of the suggested learning rate (Lightning's rule), or None with fewer than two
-    usable points."""
-    losses = torch.tensor(smoothed[SKIP_BEGIN:-SKIP_END], dtype=torch.float64)
-    rates = torch.tensor(lrs[SKIP_BEGIN:-SKIP_END], dtype=torch.float64)
-    finite = torch.isfinite(losses)
-    if int(finite.sum()) < 2:
+    """The index of the suggested learning rate: the steepest descent of the smoothed loss
+    against ``log(lr)`` among the rates from ``1/(MARGIN*SPAN)`` to ``1/MARGIN`` of the rate at
+    the smoothed minimum; None when fewer than two finite points lie there (the loss did not
+    fall during the test, or the test was too short)."""
+    low = minimum(smoothed)
+    if low is None:
         return None
-    # The slope against log(lr), the axis the rates are spaced on (and plotted): against lr
-    # itself, batch noise at 1e-8..1e-7 (where a step moves the rate by 1e-9) has the steepest slope.
-    gradients = torch.gradient(losses[finite], spacing=[rates[finite].log()])[0]
-    kept = torch.arange(len(smoothed))[SKIP_BEGIN:-SKIP_END][finite]
-    return int(kept[int(torch.argmin(gradients))])
+    top = lrs[low] / MARGIN
+    kept = [i for i in range(len(smoothed) // 10, low)
+            if top / SPAN <= lrs[i] <= top and math.isfinite(smoothed[i])]
+    if len(kept) < 2:
+        return None
+    losses = torch.tensor([smoothed[i] for i in kept], dtype=torch.float64)
+    rates = torch.tensor([lrs[i] for i in kept], dtype=torch.float64)
+    gradients = torch.gradient(losses, spacing=[rates.log()])[0]
+    return kept[int(torch.argmin(gradients))]
 
 
 class RangeTest:
@@ -87,6 +115,7 @@ class RangeTest:
 
     def __init__(self, setup: Setup, lrs: list[float], threshold: float | None) -> None:
         self.setup, self.planned, self.threshold = setup, lrs, threshold
+        self.beta = smoothing(len(lrs))
         self.window: list[torch.Tensor] = []  # the batch losses of the current optimizer step
         self.lrs: list[float] = []
         self.losses: list[float] = []
@@ -111,8 +140,8 @@ class RangeTest:
         loss = loss_sum / count
         self.lrs.append(self.planned[i])
         self.losses.append(loss)
-        self.average = BETA * self.average + (1 - BETA) * loss
-        smoothed = self.average / (1 - BETA ** (i + 1))
+        self.average = self.beta * self.average + (1 - self.beta) * loss
+        smoothed = self.average / (1 - self.beta ** (i + 1))  # bias-corrected: no pull towards 0
         self.smoothed.append(smoothed)
         if i > 0 and (not math.isfinite(smoothed)
                       or (self.threshold is not None and smoothed > self.threshold * self.best)):
@@ -131,22 +160,32 @@ def range_test(setup: Setup, min_lr: float, max_lr: float, steps: int,
     optimizer = copy.deepcopy(setup.optimizer.state_dict())
     scheduler = copy.deepcopy(setup.scheduler.state_dict()) if setup.scheduler is not None else None
     scaler = copy.deepcopy(setup.scaler.state_dict())
-    test = RangeTest(setup, schedule(min_lr, max_lr, steps), threshold)
     # The test sets the rates itself: the run's scheduler sits out (a per-step OneCycleLR would
     # also refuse to step past its planned total).
     run_scheduler, setup.scheduler = setup.scheduler, None
-    with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams
+    with preserved(setup):  # weights, buffers, .grad, train/eval flags, random streams, the optimizer
+        # made inside: preserved() puts back the optimizer as it found it, before the test's first rate
+        test = RangeTest(setup, schedule(min_lr, max_lr, steps), threshold)
         try:
             state, epoch = TrainState(), 0
-            while train_epoch(setup, state, epoch, test, test):  # type: ignore[arg-type]
+            while train_epoch(setup, state, epoch, test, test):
                 epoch, state.batch, state.step_losses = epoch + 1, 0, EpochLosses()  # more steps than batches
         finally:
             setup.scheduler = run_scheduler
             setup.optimizer.load_state_dict(optimizer)
-            if scheduler is not None:
-                setup.scheduler.load_state_dict(scheduler)
+            if run_scheduler is not None and scheduler is not None:
+                run_scheduler.load_state_dict(scheduler)
             setup.scaler.load_state_dict(scaler)
     return test
+
+
+def no_suggestion(test: RangeTest, lowest: float | None) -> str:
+    """Why :func:`suggestion` found none, in words."""
+    if lowest is None:
+        return "no finite smoothed loss after its first tenth"
+    return (f"its smoothed loss was lowest at lr {lowest:.3g}, with fewer than two rates a decade or "
+            f"more below it from {test.lrs[len(test.lrs) // 10]:.3g} on: the loss did not fall during the "
+            "test, or the test was too short")
 
 
 def results_csv(test: RangeTest, chosen: int | None) -> str:
@@ -175,14 +214,16 @@ def find_if_asked(cfg: DictConfig, setup: Setup, run_dir: Path, *, rank: int, wo
     finder = cfg.lr_finder
     test = range_test(setup, float(finder.min_lr), float(finder.max_lr), int(finder.steps),
                       finder.early_stop_threshold)
-    chosen = suggestion(test.lrs, test.smoothed)
+    chosen, low = suggestion(test.lrs, test.smoothed), minimum(test.smoothed)
     suggested = test.lrs[chosen] if chosen is not None else None
+    lowest = test.lrs[low] if low is not None else None
     written = []
     if rank == 0:
         atomic_write_text(run_dir / LR_FIND_CSV, results_csv(test, chosen))
         written.append(LR_FIND_CSV)
         if cfg.plot:
-            note = write_lr_find(test.lrs, test.losses, test.smoothed, chosen, run_dir / LR_FIND_PNG)
+            note = write_lr_find(test.lrs, test.losses, test.smoothed, chosen, run_dir / LR_FIND_PNG,
+                                 minimum=low)
             if note is None:
                 written.append(LR_FIND_PNG)
             else:
@@ -191,18 +232,20 @@ def find_if_asked(cfg: DictConfig, setup: Setup, run_dir: Path, *, rank: int, wo
              f"{finder.early_stop_threshold:g}x its best" if test.diverged_at is not None
              else f"{len(test.lrs)} steps")
     say(f"lr_find: {ended}, lr {test.lrs[0]:.3g} to {test.lrs[-1]:.3g}; "
-        + (f"suggested lr {suggested:.4g} (steepest descent of the smoothed loss)" if suggested
-           else "no suggestion (too few finite points after skipping the first 10 steps)")
+        + (f"suggested lr {suggested:.4g} (the smoothed loss's steepest descent, a decade or more below "
+           f"its minimum at lr {lowest:.3g})" if suggested is not None and lowest is not None
+           else "no suggestion: " + no_suggestion(test, lowest))
         + (f"; wrote {', '.join(str(run_dir / w) for w in written)}" if written else ""))
-    record: dict[str, Any] = {"mode": asked, "suggestion": suggested, "steps": len(test.lrs),
+    record: dict[str, Any] = {"mode": asked, "suggestion": suggested, "minimum_lr": lowest,
+                              "steps": len(test.lrs), "smoothing": test.beta,
                               "stopped_early": test.diverged_at is not None,
                               "configured_lr": float(cfg.optim.lr)}
     if asked != "apply":
         return setup, record
     if suggested is None:
         raise TrainrunError(
-            f"lr_find=apply found no learning rate to apply: the range test ({ended}) left fewer "
-            "than two finite smoothed losses after its first 10 steps",
+            f"lr_find=apply found no learning rate to apply: the range test ({ended}) gave "
+            + no_suggestion(test, lowest),
             key="lr_finder.steps",
             fix="raise lr_finder.steps, lower lr_finder.max_lr, or look at lr_find.csv and set optim.lr",
         )

@@ -11,12 +11,17 @@ nothing in the run.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from trainrun.build.setup import Setup
 from trainrun.preflight.run import first_batch, preserved
+
+if TYPE_CHECKING:  # rich is imported when the table is made
+    from rich.console import JustifyMethod
+    from rich.table import Table
 
 
 def model_name(model: nn.Module) -> str:
@@ -50,7 +55,7 @@ def parameter_line(model: nn.Module) -> str:
     return f"model: {model_name(model)}, {total:,} parameters ({which}), {shown} MB"
 
 
-def _shape(value: Any) -> str:
+def _shape(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return "[" + ", ".join(str(d) for d in value.shape) + "]"
     if isinstance(value, tuple | list):
@@ -58,7 +63,7 @@ def _shape(value: Any) -> str:
     return type(value).__name__
 
 
-def layer_rows(setup: Any) -> list[tuple[str, str, str, str]]:
+def layer_rows(setup: Setup) -> list[tuple[str, str, str, str]]:
     """``(name, type, output shape, parameters)`` per module, in definition order, the input
     batch first; a module the forward did not run shows ``not run``."""
     model: nn.Module = setup.raw_model
@@ -85,13 +90,14 @@ def layer_rows(setup: Any) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def layer_table(setup: Any) -> Any:
+def layer_table(setup: Setup) -> Table:
     """The rows as a rich table (the parameter line is printed just before it)."""
     from rich.table import Table
 
     table = Table(title="model summary (output shapes of the first training batch)", title_justify="left")
+    justify: JustifyMethod
     for column, justify in (("name", "left"), ("type", "left"), ("output shape", "right"), ("parameters", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify)
     for row in layer_rows(setup):
         table.add_row(*row)
     return table

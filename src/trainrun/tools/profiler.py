@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+from torch.profiler import profile
 
 from trainrun.build.setup import Setup
-from trainrun.engine.loop import Reporter, TrainState
+from trainrun.engine.state import Progress, Reporter, TrainState
 from trainrun.files import PROFILER, atomic_write_text
 
 TOP_OPERATORS = "top_operators.txt"
@@ -35,7 +37,7 @@ TOP_OPERATORS = "top_operators.txt"
 class _Steps:
     """The progress object of one epoch: the reporter's own, then ``prof.step()``."""
 
-    def __init__(self, inner: Any, profiled: Profiled) -> None:
+    def __init__(self, inner: Progress, profiled: Profiled) -> None:
         self.inner, self.profiled = inner, profiled
 
     def step(self, loss: torch.Tensor) -> None:
@@ -47,7 +49,7 @@ class _Steps:
 class Profiled:
     """A reporter that forwards everything to ``reporter`` and counts steps for the profiler."""
 
-    def __init__(self, reporter: Reporter, prof: Any) -> None:
+    def __init__(self, reporter: Reporter, prof: profile) -> None:
         self.reporter, self.prof, self.steps = reporter, prof, 0
 
     @contextlib.contextmanager
@@ -60,14 +62,14 @@ class Profiled:
 
 
 @contextlib.contextmanager
-def profiling(settings: Any, setup: Setup, run_dir: Path, *, rank: int,
+def profiling(settings: DictConfig, setup: Setup, run_dir: Path, *, rank: int,
               say: Callable[[str], None]) -> Iterator[Callable[[Reporter], Reporter]]:
     """Yields a function that wraps ``fit``'s reporter: the identity unless
     ``settings.enabled`` (the config's ``profiler`` section)."""
     if not settings.enabled:
         yield lambda reporter: reporter
         return
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+    from torch.profiler import ProfilerActivity, schedule, tensorboard_trace_handler
 
     folder = run_dir / PROFILER
     cuda = setup.device.type == "cuda"
@@ -75,7 +77,7 @@ def profiling(settings: Any, setup: Setup, run_dir: Path, *, rank: int,
     write_trace = tensorboard_trace_handler(str(folder), worker_name=f"rank{rank}")
     written: list[str] = []
 
-    def trace_ready(prof: Any) -> None:
+    def trace_ready(prof: profile) -> None:
         write_trace(prof)
         trace = max(folder.glob(f"rank{rank}.*.pt.trace.json"), key=lambda p: p.stat().st_mtime)
         table = prof.key_averages().table(sort_by=sort_by, row_limit=int(settings.row_limit))

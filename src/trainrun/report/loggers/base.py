@@ -22,16 +22,29 @@ parameters, and :class:`Loggers`, the set the reporter calls (``trainrun.build.l
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from trainrun.config.plain import plain
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 log = logging.getLogger("trainrun")
 
 # What the reporter calls on every logger.
 LOGGER_METHODS = ("log_params", "log_epoch", "log_summary", "close")
+
+
+class Logger(Protocol):
+    """A logger: the csv, tensorboard, mlflow and wandb ones, or a user's own class."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+
+    def log_epoch(self, row: dict[str, Any], history: list[dict[str, Any]]) -> None: ...
+
+    def log_summary(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 # Row keys that are bookkeeping, not values to chart.
 NOT_METRICS = ("epoch", "step")
 # Row keys that time the epoch: charted by the trackers (a slow epoch, a data stall shows) but
@@ -39,7 +52,7 @@ NOT_METRICS = ("epoch", "step")
 TIMINGS = ("seconds", "samples_per_s")
 
 
-def is_scalar(value: Any) -> bool:
+def is_scalar(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -53,7 +66,7 @@ def charted(row: dict[str, Any]) -> dict[str, float]:
     return {chart_name(k): float(v) for k, v in row.items() if k not in NOT_METRICS and is_scalar(v)}
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(node: object, prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists stay whole values."""
     if not isinstance(node, dict):
         return {prefix: node}
@@ -76,11 +89,9 @@ def test_values(summary: dict[str, Any]) -> dict[str, float]:
 def config_dict(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as plain dicts and lists, resolved where it can be."""
     try:
-        tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        return plain(cfg)
     except Exception:  # an interpolation that needs Hydra's runtime (no HydraConfig here)
-        tree = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    assert isinstance(tree, dict)
-    return tree  # type: ignore[return-value]
+        return plain(cfg, resolve=False)
 
 
 def config_params(cfg: DictConfig) -> dict[str, Any]:
@@ -101,7 +112,7 @@ class Loggers:
     """The chosen loggers, called together. A logger that fails after the start (a tracking
     server gone away, a full disk) is reported once and dropped: the training goes on."""
 
-    def __init__(self, loggers: list[Any]) -> None:
+    def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = list(loggers)
 
     def _each(self, method: str, *args: Any) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +27,30 @@ def quick_http(seconds: float) -> Iterator[None]:
              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(seconds // 2)))}
     added = [name for name in quick if name not in os.environ]
     os.environ.update({name: quick[name] for name in added})
+    # urllib3 logs each retry as a warning ("Retrying (Retry(total=0...") before MLflow raises:
+    # the refusal below says it once, in our words
+    pool = logging.getLogger("urllib3.connectionpool")
+    level, pool.level = pool.level, logging.ERROR
     try:
         yield
     finally:
+        pool.setLevel(level)
         for name in added:
             os.environ.pop(name, None)
+
+
+def short_reason(err: BaseException, most: int = 200) -> str:
+    """An exception as one short line: its type and first line, cut at a word (``…``) when long,
+    with the operating system's reason (``[Errno 111] Connection refused``) when the cut or
+    the wrapping hid it."""
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else ""
+    if len(line) > most:
+        line = line[:most].rsplit(" ", 1)[0].rstrip(",:;(") + "…"
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    reason = found.group(0).strip() if found else ""
+    shown = f"{type(err).__name__}: {line}" if line else type(err).__name__
+    return f"{shown} ({reason})" if reason and reason not in line else shown
 
 
 class MLflowLogger:
@@ -70,10 +91,9 @@ class MLflowLogger:
         except TrainrunError:
             raise
         except Exception as err:
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             raise TrainrunError(
                 f"could not start an MLflow run at {uri} (within logger.mlflow.startup_timeout="
-                f"{startup_timeout:g} s): {type(err).__name__}: {lines[0][:300] if lines else ''}",
+                f"{startup_timeout:g} s): {short_reason(err)}",
                 key="logger.mlflow.tracking_uri",
                 fix="check the tracking server is reachable, or leave tracking_uri null for a "
                 "local store in the run folder",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trainrun.errors import TrainrunError
 from trainrun.files import atomic_write_text
@@ -21,7 +21,8 @@ class WandbLogger:
     """
 
     def __init__(self, run_dir: str | Path, project: str = "trainrun", entity: str | None = None,
-                 name: str | None = None, mode: str | None = None, resume: bool = False,
+                 name: str | None = None, mode: Literal["online", "offline", "disabled", "shared"] | None = None,
+                 resume: bool = False,
                  tags: list[str] | None = None) -> None:
         try:
             import wandb

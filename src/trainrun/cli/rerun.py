@@ -1,0 +1,86 @@
+"""A sweep run again into the same folder: what each job does with what the earlier run left.
+
+``train -m ... hydra.sweep.dir=sweeps/lr`` a second time gives every job the folder it had the
+first time (Hydra numbers the jobs in the same order), whatever the launcher. Before training,
+the job compares its config with the one its folder's ``summary.json`` was written with (a
+digest of the resolved config, ``config_digest`` in :mod:`trainrun.report.record`, written
+with the run's status) and decides (:func:`decide`):
+
+* **skip**: the run finished (completed, stopped early, pruned) with this config: nothing is
+  trained again, the job returns the objective it recorded;
+* **resume**: it was interrupted, failed, or killed before it wrote a summary: ``resume=auto``
+  continues its ``last.pt`` (resume refuses a checkpoint of a config that changes what is
+  computed), or starts afresh when there is none. Training is deterministic, so a failed run
+  continued from its last checkpoint ends as a run started again would;
+* **replace**: it finished with another config (a YAML file changed since): its files move to
+  ``previous-<n>/`` inside the job folder, nothing is lost, and the job trains afresh.
+
+The sweep itself refuses to run into a folder that holds a sweep of other overrides
+(:func:`check_same_sweep`): job 3 would mean another run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.errors import CONFIG_ERROR, TrainrunError
+from trainrun.files import CHECKPOINTS, LAST, LOCK
+from trainrun.report.record import DIGEST, config_digest
+from trainrun.report.sweep import FINISHED, read_summary
+
+__all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside"]
+
+log = logging.getLogger("trainrun")
+
+Decision = Literal["fresh", "skip", "resume", "replace"]
+
+
+def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | None]:
+    """What to do in ``run_dir``, and the summary found there."""
+    summary = read_summary(run_dir)
+    if summary is None:
+        return ("resume" if (run_dir / CHECKPOINTS / LAST).is_file() else "fresh"), None
+    same = summary.get(DIGEST) == config_digest(cfg)
+    if summary.get("status") in FINISHED:
+        return ("skip" if same else "replace"), summary
+    return "resume", summary
+
+
+def move_aside(run_dir: Path) -> Path:
+    """The earlier run's files into ``previous-<n>/`` (Hydra's ``.hydra/`` and the log, which this
+    job has already written, stay)."""
+    n = 1
+    while (run_dir / f"previous-{n}").exists():
+        n += 1
+    target = run_dir / f"previous-{n}"
+    target.mkdir()
+    for entry in run_dir.iterdir():
+        if entry.name in (".hydra", LOCK, target.name) or entry.suffix == ".log" or entry.name.startswith("previous-"):
+            continue
+        os.replace(entry, target / entry.name)
+    return target
+
+
+def check_same_sweep(config: DictConfig, sweep_dir: Path) -> None:
+    """Refuse a sweep into a folder whose ``multirun.yaml`` records other task overrides."""
+    stored = sweep_dir / "multirun.yaml"
+    if not stored.is_file():
+        return
+    try:
+        before = [str(o) for o in OmegaConf.load(stored).hydra.overrides.task]
+    except Exception:
+        return  # not one we can read: nothing to compare
+    now = [str(o) for o in config.hydra.overrides.task]
+    if sorted(before) == sorted(now):
+        return
+    gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
+    raise TrainrunError(
+        f"hydra.sweep.dir={sweep_dir} holds a sweep of other overrides (only before: "
+        f"{' '.join(gone) or 'none'}; only now: {' '.join(new) or 'none'}): its numbered job folders "
+        "would be mixed with this sweep's", key="hydra.sweep.dir", exit_code=CONFIG_ERROR,
+        fix="run the same overrides again to finish that sweep, or give this one its own hydra.sweep.dir")

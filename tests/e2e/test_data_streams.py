@@ -1,0 +1,165 @@
+"""The DataLoader path's order and seeds (data/order.py, data/loader.py), rows on disk
+(data/rows.py, data/streamed.py, data/table_stream.py), a table as it is (data/encode.py), and
+streams (data/iterable.py). In this process, with DataLoader worker processes (so: e2e)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainrun.data.encode import Columns, fit
+from trainrun.data.iterable import StreamBatches
+from trainrun.data.loader import LoaderBatches
+from trainrun.data.order import GlobalBatchSampler, permutation, streams_used
+from trainrun.data.prepare import prepare_arrays
+from trainrun.data.rows import MemmapRows
+from trainrun.data.streamed import prepare_rows
+from trainrun.data.table_stream import NpyWriter
+from trainrun.errors import TrainrunError
+
+CPU = torch.device("cpu")
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Sample i plus noise drawn from torch's, Python's and NumPy's global streams."""
+
+    def __len__(self):
+        return 50
+
+    def __getitem__(self, i):
+        noise = torch.rand(()) + random.random() + float(np.random.rand())
+        return torch.tensor([float(i), float(noise)]), i % 3
+
+
+def batches(dataset, size=4, **kw) -> LoaderBatches:
+    return LoaderBatches(dataset, size, shuffle=True, seed=kw.pop("seed", 1), device=CPU,
+                         prepare_targets=lambda y: y, **kw)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_one_order_for_the_job_whatever_the_world_size(seed: int) -> None:
+    """Issue 19's contract: global batch i is perm[i*G:(i+1)*G]; rank r its contiguous share."""
+    one = list(GlobalBatchSampler(23, 6, shuffle=True, seed=seed))
+    ranks = [list(GlobalBatchSampler(23, 2, shuffle=True, seed=seed, rank=r, world_size=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [4, 4, 4]  # the same steps on every rank
+    perm = permutation(23, seed, 0).tolist()
+    for i, batch in enumerate(one):
+        assert batch == perm[i * 6:(i + 1) * 6]
+        assert [k for r in ranks for k in r[i]] == batch  # ranks' shares, in rank order, are the global batch
+    sampler = GlobalBatchSampler(23, 6, shuffle=True, seed=seed)
+    sampler.set_epoch(0, start=2)
+    assert list(sampler) == one[2:]  # a resume starts at the next batch, reading nothing before it
+
+
+def test_random_streams_are_seeded_per_sample(tmp_path: Path) -> None:
+    _, used = streams_used(lambda: Augmented()[0])
+    assert used == ("torch", "random", "numpy")
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    alone = [y for _, y in batches(Augmented(), streams=used).epoch(0)]
+    xs = [x for x, _ in batches(Augmented(), streams=used).epoch(0)]
+    assert torch.equal(torch.get_rng_state(), before)  # dropout's stream untouched by num_workers=0
+    workers = [x for x, _ in batches(Augmented(), streams=used, num_workers=2).epoch(0)]
+    assert all(torch.equal(a, b) for a, b in zip(xs, workers, strict=True))  # 0 or 2 workers: the same
+    resumed = [x for x, _ in batches(Augmented(), streams=used, num_workers=2).epoch(0, start=5)]
+    assert all(torch.equal(a, b) for a, b in zip(xs[5:], resumed, strict=True))  # mid-epoch: the same
+    two = [batches(Augmented(), 2, streams=used, rank=r, world_size=2) for r in range(2)]
+    shares = [list(b.epoch(0)) for b in two]
+    for i, x in enumerate(xs):  # two processes with B/2: the samples and noise of one with B
+        assert torch.equal(torch.cat([shares[0][i][0], shares[1][i][0]]), x)
+    assert len(alone) == 13
+
+
+def test_rows_on_disk_in_shards(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 3)).astype(np.float32), rng.integers(0, 3, 100)
+    for i, (lo, hi) in enumerate([(0, 40), (40, 41), (41, 100)]):
+        np.save(tmp_path / f"X{i}.npy", x[lo:hi])
+        np.save(tmp_path / f"y{i}.npy", y[lo:hi])
+    rows = MemmapRows(sorted(tmp_path.glob("X*.npy")), sorted(tmp_path.glob("y*.npy")))
+    picked = np.array([99, 3, 40, 41, 0])
+    got_x, got_y = rows.take(picked)
+    assert np.array_equal(got_x, x[picked]) and np.array_equal(got_y, y[picked])
+    splits, info = prepare_rows(rows, task="auto", val_fraction=0.2, test_fraction=0.1, standardize=True, seed=3,
+                                image_shape=None)
+    memory, mem_info = prepare_arrays(x, y, task="auto", val_fraction=0.2, test_fraction=0.1, standardize=True,
+                                      seed=3, image_shape=None)
+    assert info.sizes == mem_info.sizes and info.classes == mem_info.classes == [0, 1, 2]
+    assert np.allclose(info.x_mean, mem_info.x_mean, atol=1e-6) and np.allclose(info.x_std, mem_info.x_std, atol=1e-6)
+    bx, by = splits.train.__getitems__(list(range(len(splits.train))))
+    assert np.allclose(bx.numpy(), memory.train[0], atol=1e-5) and np.array_equal(by.numpy(), memory.train[1])
+    np.save(tmp_path / "y1.npy", y[40:42])  # a shard of targets that does not match its features
+    with pytest.raises(TrainrunError, match=r"holds 1 samples but"):
+        MemmapRows(sorted(tmp_path.glob("X*.npy")), sorted(tmp_path.glob("y*.npy")))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(TrainrunError, match="cannot read"):
+        MemmapRows([tmp_path / "obj.npy"], None)  # a pickle inside an .npy is never loaded
+
+
+def test_an_npy_written_before_its_length_is_known(tmp_path: Path) -> None:
+    writer = NpyWriter(tmp_path / "a.npy", np.dtype(np.float32), (3,))
+    for k in range(4):
+        writer.add(np.full((k + 1, 3), k, dtype=np.float32))
+    writer.close()
+    back = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert back.shape == (10, 3) and back[9, 0] == 3
+
+
+def test_a_table_as_it_is() -> None:
+    table = Columns(["n", "city"], [np.array([1.0, np.nan, 3.0, 5.0], dtype=np.float32),
+                                    np.array(["Rome", "Oslo", "", "Rome"])])
+    with pytest.raises(TrainrunError) as caught:
+        fit(table, np.arange(4), missing="refuse", fill_value=0.0)
+    assert caught.value.key == "data.missing" and "data.missing=mean" in caught.value.fix
+    encoding = fit(table, np.array([0, 1, 3]), missing="median", fill_value=0.0)
+    assert encoding.names == ["n", "city=Oslo", "city=Rome"] and encoding.columns[0]["fill"] == 3.0
+    x, unseen = encoding.apply(Columns(["city", "n"], [np.array(["Rome", "Lima"]), np.array([2.0, np.nan])]))
+    assert x.tolist() == [[2, 0, 1], [3, 0, 0]] and unseen == {"city": 1}  # by name; unseen: all zeros
+    ids = Columns(["id"], [np.array([f"r{i}" for i in range(40)])])
+    with pytest.raises(TrainrunError, match=r"data\.id=id"):
+        fit(ids, np.arange(40), missing="refuse", fill_value=0.0)
+    mixed = Columns(["zip"], [np.array(["02134", "N/A", "10001"])])
+    with pytest.raises(TrainrunError) as caught:
+        fit(mixed, np.arange(3), missing="refuse", fill_value=0.0)
+    assert caught.value.key == "data.categorical"
+    assert fit(mixed, np.arange(3), missing="refuse", fill_value=0.0, categorical=["zip"]).width == 3
+
+
+class Counted(torch.utils.data.IterableDataset):
+    def __init__(self, n=23):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield torch.tensor([float(i)]), i % 2
+
+
+def test_a_stream_in_whole_batches_for_any_workers() -> None:
+    pytest.importorskip("torchdata")
+    one = StreamBatches(Counted(), 4, device=CPU, prepare_targets=lambda y: y)
+    flat = [x.flatten().tolist() for x, _ in one.epoch()]
+    assert [v for b in flat for v in b] == [float(i) for i in range(23)]
+    two = StreamBatches(Counted(), 4, device=CPU, prepare_targets=lambda y: y, num_workers=2)
+    assert [x.flatten().tolist() for x, _ in two.epoch()] == flat and two.sizes.tolist() == [4] * 5 + [3]
+    ranks = [StreamBatches(Counted(), 2, device=CPU, prepare_targets=lambda y: y, rank=r, world_size=2)
+             for r in range(2)]
+    shares = [[x.flatten().tolist() for x, _ in r.epoch()] for r in ranks]
+    assert [a + b for a, b in zip(*shares, strict=True)] == flat  # each rank its share of the global batch
+    saved = two.state_dict()
+    with pytest.raises(TrainrunError) as caught:
+        StreamBatches(Counted(), 4, device=CPU, prepare_targets=lambda y: y).load_state_dict(saved)
+    assert caught.value.key == "data.num_workers"
+
+    class Endless(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(1), 0
+
+    with pytest.raises(TrainrunError, match="no __len__"):
+        StreamBatches(Endless(), 4, device=CPU, prepare_targets=lambda y: y)
