@@ -244,13 +244,14 @@ def processes_in(folder) -> list[str]:
     return found
 
 
-# How the job reports each fault of rank 1, and the timeout the hang runs with.
+# How the job reports each fault of rank 1, and the timeout the hang runs with. The 5th training
+# call is batch 3: the preflight makes two (a step, and the epoch's short last batch).
 FAULTS = {
-    "raise": "(process 1 of 2) training (epoch 1, batch 4) failed: RuntimeError: boom on rank 1",
+    "raise": "(process 1 of 2) training (epoch 1, batch 3) failed: RuntimeError: boom on rank 1",
     "exit": "process 1 of 2 exited with status 3 without reporting an error",
     "kill": "process 1 of 2 was killed by SIGKILL",
     "hang": "process 1 of 2 stopped responding: process 0 waited 20 s (trainer.ddp_timeout_s=20) for it "
-            "in a collective during training (epoch 1, batch 4) and gave up (Timed out waiting 20000ms",
+            "in a collective during training (epoch 1, batch 3) and gave up (Timed out waiting 20000ms",
 }
 DDP_TIMEOUT_S = 20
 

@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainrun.cli.gpus import assign_devices, in_joblib_worker, limit_threads
+from trainrun.cli.ranks import owns_run_folder
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
 from trainrun.cli.trial import trial_number, trial_report
 from trainrun.config.choices import direction
@@ -115,9 +116,12 @@ def run_job(
                  "direction": direction(str(cfg.objective))}
     trial = trial_number()
     mine: dict[str, Any] = {DIGEST: config_digest(cfg), **({"trial": trial} if trial is not None else {})}
-    lock = RunFolderLock(run_dir)
+    # One process of a job owns its folder: the others of a job with several tasks (submitit's
+    # tasks_per_node, srun) train beside it and would find it locked.
+    lock = RunFolderLock(run_dir) if owns_run_folder() else None
     try:
-        lock.acquire()  # another driver running this very job: leave its folder alone
+        if lock is not None:
+            lock.acquire()  # another driver running this very job: leave its folder alone
     except TrainrunError as err:
         log.error(f"Error: {err}")
         return None
@@ -151,7 +155,8 @@ def run_job(
         update_summary(run_dir, **mine)
     finally:
         SIGNALS.in_job = False
-        lock.release()
+        if lock is not None:
+            lock.release()
     if summary["status"] == "interrupted":
         return _interrupted(summary, run_dir)
     SIGNALS.exit_if_held()  # held, but the job ended before its loop could take it over
