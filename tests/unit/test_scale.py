@@ -188,6 +188,9 @@ def test_the_launch_names_the_cause_not_its_echoes():
     assert said.message.startswith("process 1 of 2 was killed by SIGKILL")
     said = launch_error({0: ours("lost", time=2.0, peer_lost=True), 1: ours("boom", time=3.0)}, 2, None)
     assert said.message == "(process 1 of 2) boom" and said.key == "model._target_"
+    # rank 1 raised; torchrun's SIGTERM ended rank 0 before it wrote anything (seen under load)
+    said = launch_error({0: stopped, 1: ours("boom", time=3.0)}, 2, None)
+    assert said.message == "(process 1 of 2) boom" and said.key == "model._target_"
     said = launch_error({0: ours("waited", time=20.0, timed_out="Timed out waiting 20000ms"),
                          1: ours("hung", time=25.0, hung=True)}, 2, 20.0)
     assert said.message.startswith("process 1 of 2 stopped responding: process 0 waited 20 s")

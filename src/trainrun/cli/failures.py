@@ -112,6 +112,8 @@ def launch_error(failures: dict[int, dict[str, Any]], devices: int, timeout_s: f
     hung = sorted(r for r, info in ours.items() if info["hung"])
     errors = {r: info for r, info in ours.items() if not info["hung"]}
     died = {r: f for r, f in failures.items() if r not in ours}
+    if errors and all(f.get("signal") == "SIGTERM" for f in died.values()):
+        died = {}  # torchrun's SIGTERM to the others after a rank's error: echoes, not the cause
     fix = "find what ended it; resume=auto continues from the last checkpoint"
     if died:  # the others only saw this one vanish
         # torchrun stops the others with SIGTERM: a rank ended by it is an echo of the cause
