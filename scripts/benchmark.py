@@ -13,6 +13,8 @@ and Lightning's Trainer.
     python scripts/benchmark.py --quick               # fewer epochs, for a smoke test
     python scripts/benchmark.py --levers fused compile compile+fused   # trainrun with levers
     python scripts/benchmark.py --startup [--rounds 5 ...]   # fixed costs: scripts/bench_startup.py
+    python scripts/benchmark.py --strategies ddp fsdp [--workloads wide]   # 2 processes vs a hand
+                                                      # torchrun script: scripts/bench_distributed.py
 
 Lightning variants run when ``lightning`` is installed (``pip install -e .[bench]``): its Trainer
 with the progress bar and ``self.log`` every step (what its docs show), and a lean one (no bar,
@@ -407,6 +409,10 @@ def main() -> None:
     if "--startup" in sys.argv[1:]:  # the fixed costs: whole commands, scripts/bench_startup.py
         script = str(Path(__file__).resolve().parent / "bench_startup.py")
         os.execv(sys.executable, [sys.executable, script, *(a for a in sys.argv[1:] if a != "--startup")])
+    if "--strategies" in sys.argv[1:]:  # DDP and FSDP on 2 processes: scripts/bench_distributed.py
+        script = str(Path(__file__).resolve().parent / "bench_distributed.py")
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  "--nproc-per-node=2", script, *sys.argv[1:]])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS),
                         help="default: tiny digits wide, and resnet with --device cuda")

@@ -71,9 +71,22 @@ class TrainResult:
         return [json.loads(line) for line in lines]
 
 
+def saved_checkpoint(run_dir: Path, name: str = "last.pt") -> dict:
+    """A run's checkpoint as trainrun loads it: ``last.pt`` (one process) or the sharded folder
+    ``last/`` (several), whichever was written last; a sharded one's ``model`` read whole."""
+    from trainrun.engine.checkpoint import find, load
+    from trainrun.engine.sharded import read_whole
+
+    path = find(run_dir / "checkpoints", Path(name).stem)
+    saved = load(path, trust=True)
+    if saved.get("layout", {}).get("sharded"):
+        saved["model"] = {k[len("model/"):]: v for k, v in read_whole(path).items() if k.startswith("model/")}
+    return saved
+
+
 def final_weights(run_dir: Path, name: str = "last.pt") -> dict:
-    """The model's state dict in a run's checkpoint."""
-    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+    """The model's state dict in a run's checkpoint (either kind)."""
+    return saved_checkpoint(run_dir, name)["model"]
 
 
 def max_difference(a: dict, b: dict) -> float:

@@ -23,15 +23,16 @@ def test_a_short_header_then_one_line_per_epoch(train, tmp_path):
     assert lines[0] == ("overrides: trainer.progress=epoch " + " ".join(CNN)
                         + " trainer.test_after_fit=true checkpoint.enabled=false")
     assert lines[1] == f"run folder: {plain.run_dir}"
-    assert lines[2] == "model: CNN, 203 parameters (all trainable), 0.00081 MB"  # 203 float32
-    assert lines[3].startswith("preflight ok: batch [32,1,4,5]")
-    assert lines[4].startswith("epoch 1/2") and lines[5].startswith("epoch 2/2")
+    assert lines[2] == "threads: 1 (OMP_NUM_THREADS=1)"  # the tests' environment sets it
+    assert lines[3] == "model: CNN, 203 parameters (all trainable), 0.00081 MB"  # 203 float32
+    assert lines[4].startswith("preflight ok: batch [32,1,4,5]")
+    assert lines[5].startswith("epoch 1/2") and lines[6].startswith("epoch 2/2")
     assert "├──" not in plain.output  # no config tree
     test = plain.summary["test"]
     assert test["checkpoint"] == "final weights (checkpoint.enabled=false)" and test["epoch"] is None
     assert test["samples"] == 24 and 0 <= test["acc"] <= 1 and "test (final)" in plain.output
     assert not (plain.run_dir / "checkpoints").exists()
-    assert len(lines) <= 21, plain.proc.stdout  # header 4, epochs 2, the table and the folder
+    assert len(lines) <= 22, plain.proc.stdout  # header 5, epochs 2, the table and the folder
     log = (plain.run_dir / "train.log").read_text()
     assert "model: CNN" in log and "trainrun: completed" in log  # the table is in the log too
 

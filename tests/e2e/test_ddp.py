@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, TOYS, env_for_tests, final_weights, max_difference
+from conftest import BIN, TOYS, TrainResult, env_for_tests, final_weights, max_difference, run_train, saved_checkpoint
 
 # 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
 # so the equivalence below includes a short, unevenly split last batch.
@@ -62,7 +62,7 @@ def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command
     cwd.mkdir()
     shutil.copy(TOYS, cwd / "killer.py")
     args = [*DATA, "model._target_=killer.KillsItself", "optim=sgd", "trainer.epochs=2", "trainer.progress=epoch"]
-    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.launcher_free_env['PATH']}"})
+    env = env_for_tests({"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     cut = subprocess.run(
         ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "trainrun.cli", *args, "data.batch_size=16"],
         cwd=cwd, env={**env, "KILL_AT": "33", "KILL_PARENT": "1"}, capture_output=True, text=True, timeout=240,
@@ -104,7 +104,7 @@ def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # The same run id again (two processes of one agent: refused before they join, so cheaper)
-    weights = (folder / "checkpoints" / "last.pt").read_bytes()
+    weights = {p.name: p.read_bytes() for p in (folder / "checkpoints" / "last").iterdir()}  # shards
     again = subprocess.run(
         [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
          f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args],
@@ -112,7 +112,7 @@ def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_pa
     assert again.returncode != 0
     assert again.stdout.count("which holds an earlier run") + again.stderr.count("which holds an earlier run") == 1
     assert "key: hydra.run.dir" in again.stderr
-    assert (folder / "checkpoints" / "last.pt").read_bytes() == weights
+    assert {p.name: p.read_bytes() for p in (folder / "checkpoints" / "last").iterdir()} == weights
 
 
 def test_srun_style_tasks_train_together(tmp_path):
@@ -207,9 +207,9 @@ FAULTY = textwrap.dedent("""
 
         def forward(self, x):
             out = self.lin(x)
-            if self.training and os.launcher_free_env.get("RANK") == "1":
+            if self.training and os.environ.get("RANK") == "1":
                 self.calls += 1
-                how = os.launcher_free_env["FAIL"]
+                how = os.environ["FAIL"]
                 if self.calls == 5:
                     with open("fault-time", "w") as f:
                         f.write(repr(time.time()))
@@ -244,13 +244,14 @@ def processes_in(folder) -> list[str]:
     return found
 
 
-# How the job reports each fault of rank 1, and the timeout the hang runs with.
+# How the job reports each fault of rank 1, and the timeout the hang runs with. The 5th training
+# call is batch 3: the preflight makes two (a step, and the epoch's short last batch).
 FAULTS = {
-    "raise": "(process 1 of 2) training (epoch 1, batch 4) failed: RuntimeError: boom on rank 1",
+    "raise": "(process 1 of 2) training (epoch 1, batch 3) failed: RuntimeError: boom on rank 1",
     "exit": "process 1 of 2 exited with status 3 without reporting an error",
     "kill": "process 1 of 2 was killed by SIGKILL",
     "hang": "process 1 of 2 stopped responding: process 0 waited 20 s (trainer.ddp_timeout_s=20) for it "
-            "in a collective during training (epoch 1, batch 4) and gave up (Timed out waiting 20000ms",
+            "in a collective during training (epoch 1, batch 3) and gave up (Timed out waiting 20000ms",
 }
 DDP_TIMEOUT_S = 20
 
@@ -302,31 +303,51 @@ def test_skipping_a_nonfinite_batch_is_agreed_by_all_ranks(train, tmp_path):
 # --------------------------------------------------------------------------- signals, checkpoints, resume
 
 
-def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(train, tmp_path):
-    shutil.copy(TOYS, tmp_path / "killer.py")
-    args = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
-            "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
-    whole = train(*args, run_dir=tmp_path / "whole")
-    cut = train(*args, run_dir=tmp_path / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+# A two-process run with a per-step schedule, uninterrupted and stopped by a SIGTERM to rank 0.
+SIGNALLED = (*DATA, "model._target_=killer.KillsItself", "optim=sgd", "scheduler=onecycle",
+             "trainer.devices=2", "data.batch_size=16", "trainer.epochs=3")
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory) -> dict[str, TrainResult]:
+    """``whole`` and ``cut`` (SIGTERM to rank 0 at its 33rd step), made once for the tests below."""
+    cwd = tmp_path_factory.mktemp("signalled")
+    shutil.copy(TOYS, cwd / "killer.py")
+    whole = run_train(*SIGNALLED, cwd=cwd, run_dir=cwd / "whole")
+    cut = run_train(*SIGNALLED, cwd=cwd, run_dir=cwd / "cut", env={"KILL_AT": "33"}, check=False, timeout=120)
+    return {"whole": whole, "cut": cut}
+
+
+def test_a_signal_on_one_rank_stops_all_at_one_step_and_resume_is_exact(signalled, tmp_path):
+    whole, cut = signalled["whole"], signalled["cut"]
     assert cut.returncode == 143, cut.output
     assert cut.output.count("SIGTERM: stopping after this step") == 1
-    saved = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    saved = saved_checkpoint(cut.run_dir)  # a sharded checkpoint: every rank wrote its part
     # 26 steps an epoch; the ranks compared notes every 10 steps and stopped together at step 40
     assert (saved["state"]["epoch"], saved["state"]["step"], saved["state"]["batch"]) == (1, 40, 14)
     assert tuple(saved["step_losses"].shape) == (2, 26)  # both ranks' losses of the open epoch
 
-    mid_epoch = tmp_path / "copy"
-    shutil.copytree(cut.run_dir, mid_epoch)
-    resumed = train(*args, "resume=auto", run_dir=cut.run_dir)
+    run = tmp_path / "resumed"
+    shutil.copytree(cut.run_dir, run)
+    resumed = run_train(*SIGNALLED, "resume=auto", cwd=cut.run_dir.parent, run_dir=run)
     assert max_difference(final_weights(whole.run_dir), final_weights(resumed.run_dir)) < 1e-6
     for a, b in zip(whole.metrics, resumed.metrics, strict=True):
         assert (a["lr"], a["step"]) == (b["lr"], b["step"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
 
-    other = train(*args[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto",
-                  run_dir=mid_epoch, check=False)  # trainer.devices=1 now
-    assert other.returncode == 2
-    assert "trainer.devices=2" in other.output
+
+def test_a_two_process_run_stopped_mid_epoch_continues_on_one(signalled, tmp_path):
+    """trainer.devices=1 now: the checkpoint's global batch (32) is kept, and the run ends where
+    the uninterrupted one ends within float rounding (it was refused, naming trainer.devices)."""
+    whole, cut = signalled["whole"], signalled["cut"]
+    assert cut.returncode == 143, cut.output
+    run = tmp_path / "on-one"
+    shutil.copytree(cut.run_dir, run)
+    other = run_train(*SIGNALLED[:-3], "data.batch_size=16", "trainer.epochs=3", "resume=auto",
+                      cwd=cut.run_dir.parent, run_dir=run)
+    assert "batch: 32 per process x 1 = the checkpoint's global batch of 32" in other.output
+    assert max_difference(final_weights(whole.run_dir), final_weights(other.run_dir)) < 1e-5
+    assert [r["step"] for r in other.metrics] == [r["step"] for r in whole.metrics]
 
 
 def test_sigterm_to_the_launching_process_saves_and_exits_143(tmp_path):
@@ -349,5 +370,5 @@ def test_sigterm_to_the_launching_process_saves_and_exits_143(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
     assert summary["epochs_run"] < 20
-    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "checkpoints" / "last" / "trainrun.pt").is_file()  # several processes: sharded
 

@@ -146,10 +146,13 @@ def label_guard(loss: LossPlan, info: DataInfo) -> Callable[[torch.Tensor], None
 def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: DictConfig, loss: LossPlan,
                 device: torch.device, *, train: bool, rank: int, world_size: int, flat: bool = False,
                 check_targets: Callable[[torch.Tensor], None] | None = None,
-                streams: tuple[str, ...] = ()) -> Batches | None:
-    """The batches of one split; ``flat``: each sample as one vector (see ``takes_flat_samples``)."""
+                streams: tuple[str, ...] = (), batch_size: int | None = None) -> Batches | None:
+    """The batches of one split, ``batch_size`` per process (default ``data.batch_size``; a
+    resume on another number of processes keeps the global batch); ``flat``: each sample as
+    one vector (see ``takes_flat_samples``)."""
     if split is None:
         return None
+    batch_size = batch_size or int(cfg.data.batch_size)
     shuffle = train and cfg.data.shuffle
     limit = cfg.trainer.limit_train_batches if train else cfg.trainer.limit_val_batches
     if isinstance(split, tuple):
@@ -157,16 +160,16 @@ def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: Dict
         if flat:
             x = x.reshape(len(x), -1)
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
-        return TensorBatches(x, y, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
+        return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
                              rank=rank, world_size=world_size, limit=limit)
     if isinstance(split, torch.utils.data.IterableDataset):
         options = loader_options(cfg.data, split)
-        return StreamBatches(split, cfg.data.batch_size, device=device, prepare_targets=loss.prepare_targets,
+        return StreamBatches(split, batch_size, device=device, prepare_targets=loss.prepare_targets,
                              rank=rank, world_size=world_size, limit=limit, flat=flat, check_targets=check_targets,
                              **{k: options[k] for k in ("num_workers", "pin_memory", "persistent_workers",
                                                         "prefetch_factor")})
     return LoaderBatches(
-        split, cfg.data.batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
+        split, batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, rank=rank, world_size=world_size, limit=limit, flat=flat,
         check_targets=check_targets, **loader_options(cfg.data, split, streams),
     )

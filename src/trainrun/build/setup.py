@@ -30,6 +30,7 @@ from trainrun.build.devices import autocast_factory, check_compiler, resolve_dev
 from trainrun.build.instantiate import build_from_config, check_steps_alone, takes_flat_samples
 from trainrun.build.losses import LossPlan, plan_loss
 from trainrun.build.metrics import MetricSet, build_metrics
+from trainrun.build.parallel import materialize, wrap
 from trainrun.build.settings import LoopSettings, loop_settings, resolve_mode
 from trainrun.build.speed import compile_plan, set_tf32, to_channels_last
 from trainrun.build.step_graph import StepGraph, captured_step
@@ -68,6 +69,8 @@ class Setup:
     rank: int = 0
     world_size: int = 1
     metrics: MetricSet | None = None  # extra torchmetrics, only when cfg.metrics asks for them
+    strategy: str = "ddp"  # trainer.strategy, with several processes
+    batch_size: int = 0  # per process: data.batch_size, or a resumed run's global batch // processes
     step_graph: StepGraph | None = None  # trainer.compile=reduce-overhead on CUDA: the captured step
 
     @property
@@ -141,10 +144,11 @@ def owners(setup: Setup) -> dict[str, list[object]]:
 
 
 def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool = True,
-          fitted: DataInfo | None = None) -> Setup:
+          fitted: DataInfo | None = None, batch_size: int | None = None) -> Setup:
     """Build every object of the run from the composed config. ``training=False`` (``evaluate``)
     skips checking the watched names, which only matter while training; ``fitted`` scales and
-    encodes the data with a trained run's statistics (``evaluate data=...``)."""
+    encodes the data with a trained run's statistics (``evaluate data=...``); ``batch_size``:
+    per process, instead of ``data.batch_size`` (a resume on another number of processes)."""
     trainer = cfg.trainer
     if trainer.threads:
         torch.set_num_threads(trainer.threads)
@@ -156,17 +160,21 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
 
     splits, info = load_data(cfg, fitted)
     refuse_tensor_lists(cfg.loss)  # +loss.weight=[...]: torch's TypeError would name no key
-    raw_model, loss, info, flat = build_model(cfg, info)
+    strategy = text(trainer.strategy) if world_size > 1 else "ddp"
+    meta = strategy == "fsdp" and text(trainer.fsdp.init) == "meta"  # no memory until sharded
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        raw_model, loss, info, flat = build_model(cfg, info)
     # loss.class_weights: checked against the classes; "balanced" from the training split's labels
     apply_class_weights(cfg.loss, loss, info, splits.train[1] if isinstance(splits.train, tuple) else None)
-    raw_model.to(device)
+    raw_model.to("meta" if meta else device)  # meta: no memory until sharded
     to_channels_last(trainer.channels_last, device, str(trainer.precision), raw_model)  # NHWC convolutions
-
-    model: nn.Module = raw_model
-    if world_size > 1:  # DDP: gradients are averaged across ranks in backward
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    # DDP: gradients averaged across ranks in backward; FSDP: raw_model sharded in place
+    with phase(f"spreading the model over {world_size} processes (trainer.strategy={strategy})",
+               "trainer.strategy", fix="trainer.strategy=ddp keeps a whole model on each process"):
+        model: nn.Module = wrap(raw_model, strategy, device, world_size, list(trainer.fsdp.shard),
+                                str(trainer.precision))
+        if meta:
+            materialize(raw_model, device)
     if plan.torch_mode is not None:
         check_compiler(device)
         # torch.compile's stub types the result as a plain callable: for a Module it is an OptimizedModule
@@ -175,11 +183,12 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     optimizer = build_from_config(cfg.optim, "optim", what="building the optimizer", expect=torch.optim.Optimizer,
                                   expect_text="a torch.optim.Optimizer", params=raw_model.parameters())
     check_steps_alone(optimizer, cfg.optim._target_)
+    batch_size = batch_size or int(cfg.data.batch_size)
     guard = label_guard(loss, info)
     with phase("preparing the batches", "data._target_", section=cfg.data):
         train_batches, val_batches, test_batches = (
             batches_for(split, cfg, loss, device, train=split is splits.train, rank=rank, world_size=world_size,
-                        flat=flat, check_targets=guard, streams=info.streams)
+                        flat=flat, check_targets=guard, streams=info.streams, batch_size=batch_size)
             for split in (splits.train, splits.val, splits.test))
     assert train_batches is not None
 
@@ -202,7 +211,7 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
     settings = loop_settings(cfg, logged if training else None, scheduler)
     sharded = model is not raw_model or world_size > 1 or trainer.get("strategy") == "fsdp"
     step_graph = (captured_step(settings, raw_model, loss.criterion.to(device), optimizer, autocast,
-                                cfg.data.batch_size, distributed=sharded, precision=str(trainer.precision))
+                                batch_size, distributed=sharded, precision=str(trainer.precision))
                   if plan.captured else None)  # reduce-overhead on CUDA: the whole step as one CUDA graph
     return Setup(
         cfg=cfg, settings=settings,
@@ -210,5 +219,6 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
         loss=loss, raw_model=raw_model, model=model, criterion=loss.criterion.to(device),
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
         train_batches=train_batches, val_batches=val_batches, test_batches=test_batches,
-        rank=rank, world_size=world_size, metrics=metrics, step_graph=step_graph,
+        rank=rank, world_size=world_size, metrics=metrics, strategy=strategy, batch_size=batch_size,
+        step_graph=step_graph,
     )

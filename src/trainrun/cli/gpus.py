@@ -22,6 +22,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from trainrun.build.threads import CPUS_ENV, usable_cpus
+
 log = logging.getLogger("trainrun")
 
 GPUS_ENV = "TRAINRUN_GPUS"  # the launcher's visible devices, for its workers
@@ -93,18 +95,20 @@ def in_joblib_worker() -> bool:
 
 
 def limit_threads(cfg: DictConfig) -> None:
-    """Under the joblib launcher, give each job ``cores // parallel jobs`` torch threads
-    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores."""
+    """Under the joblib launcher, give each job ``usable CPUs // parallel jobs`` torch threads
+    (unless ``trainer.threads`` is set), so parallel jobs do not oversubscribe the cores; a job's
+    ``trainer.devices`` processes share its CPUs (``TRAINRUN_CPUS``)."""
     if cfg.trainer.get("threads") or not in_joblib_worker():
         return
     launcher = HydraConfig.get().launcher
-    cpus = os.cpu_count() or 1
+    cpus, _ = usable_cpus()  # the affinity mask and cgroup quota, not the machine's cores
     gpus = [d for d in os.environ.get(GPUS_ENV, "").split(",") if d]
     n_jobs = launcher.get("n_jobs")
     jobs = parallel_jobs(None if n_jobs is None else int(n_jobs), len(gpus),
                          int(launcher.get("gpus_per_job") or 0), cpus)
     cfg.trainer.threads = max(1, cpus // jobs)
-    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} CPU cores, {jobs} parallel jobs)")
+    os.environ[CPUS_ENV] = str(cfg.trainer.threads)
+    log.info(f"trainer.threads={cfg.trainer.threads} ({cpus} usable CPUs, {jobs} parallel jobs)")
 
 
 def assign_devices(run_dir: Path) -> list[str] | None:

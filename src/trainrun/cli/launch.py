@@ -3,30 +3,33 @@
 A run is one of three kinds, decided by :func:`launch`:
 
 * **alone** (``trainer.devices=1``, no launcher around): ``commands.train.run`` in this process;
-* **the parent of workers** (``trainer.devices=N``): :mod:`trainrun.cli.workers` starts ``N``
-  worker processes with torch's elastic launcher; rank 0 returns the summary;
-* **one rank of a group someone else started**: ``torchrun``, a submitit job with several
-  tasks, or ``srun`` with several tasks (:mod:`trainrun.cli.ranks` tells which, without torch).
-  Every rank runs Hydra; they agree on one run folder through ``ranks.pin_run_dir``.
+* **the parent of a launch** (``trainer.devices=N``): :mod:`trainrun.cli.devices` runs the same
+  command under torchrun and brings back rank 0's summary;
+* **one rank of a group a launcher started**: torchrun (``trainer.devices=N``'s or the user's),
+  a submitit job with several tasks, or ``srun`` with several tasks (:mod:`trainrun.cli.ranks`
+  tells which, without torch). Every rank runs Hydra; they agree on one run folder through
+  ``ranks.pin_run_dir``, join the process group (:mod:`trainrun.cli.group`), and only rank 0
+  prints and writes.
 
-Each rank joins the default process group (gloo on CPU, nccl on CUDA) for the run
-(:func:`process_group`); only rank 0 prints and writes.
+Each kind chooses its torch threads the same way (:mod:`trainrun.build.threads`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 
+from trainrun.build.threads import choose
+from trainrun.cli.devices import SUMMARY, run_devices
 from trainrun.cli.failures import reworded
-from trainrun.cli.group import process_group, threads_per_process
-from trainrun.cli.ranks import Place, launched_place
-from trainrun.cli.workers import start_workers
+from trainrun.cli.group import process_group, sharing_cpus
+from trainrun.cli.ranks import LAUNCH_ENV, Place, die_with_parent, launched_place
 from trainrun.commands import train
 from trainrun.config.choices import text
 from trainrun.errors import TrainrunError
@@ -35,13 +38,19 @@ from trainrun.errors import TrainrunError
 def run_as_rank(cfg: DictConfig, run_dir: Path, place: Place) -> dict[str, Any]:
     """Train as one rank of a group that torchrun / submitit / srun started."""
     _check_devices(cfg, place.local_world_size, place.launcher)
-    if not cfg.trainer.threads and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(threads_per_process(place.local_world_size))
+    if place.launcher == "torchrun":
+        die_with_parent()  # a killed agent takes its workers along, not leaves them training
     try:
-        with process_group(cfg, place.rank, place.world_size, place.local_rank):
-            return train.run(cfg, run_dir, rank=place.rank, world_size=place.world_size)
-    except TrainrunError as err:  # a collective that timed out says so, with its key
+        with process_group(cfg, place):
+            threads = choose(cfg.trainer.threads, sharing_cpus())
+            summary = train.run(cfg, run_dir, rank=place.rank, world_size=place.world_size, threads=threads)
+            if place.rank == 0 and os.environ.get(LAUNCH_ENV):  # for the train process that launched it
+                (Path(os.environ[LAUNCH_ENV]) / SUMMARY).write_text(json.dumps(summary))
+            if summary["status"] == "interrupted":  # leave together: a rank that exits 128+N
+                dist.barrier()  # first makes torchrun stop the others, rank 0 before it wrote all
+    except TrainrunError as err:  # a collective that timed out or lost its peer says so
         raise reworded(err, cfg.trainer.get("ddp_timeout_s")) from err.__cause__
+    return summary
 
 
 def _check_devices(cfg: DictConfig, processes: int, launcher: str) -> None:
@@ -57,7 +66,7 @@ def _check_devices(cfg: DictConfig, processes: int, launcher: str) -> None:
 def launch(cfg: DictConfig, run_dir: Path, judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()
            ) -> dict[str, Any]:
     """Train as this process's place says: one rank of an outside launch, the parent of
-    ``trainer.devices`` workers, or alone. Returns rank 0's summary. ``judges`` (a sweep's
+    ``trainer.devices`` launch, or alone. Returns rank 0's summary. ``judges`` (a sweep's
     pruner) judge a run of one process only."""
     place = launched_place()
     if place is not None:
@@ -65,8 +74,8 @@ def launch(cfg: DictConfig, run_dir: Path, judges: Sequence[Callable[[list[dict[
         return run_as_rank(cfg, run_dir, place)
     if int(cfg.trainer.devices) > 1:
         check_supported(cfg)
-        return start_workers(cfg, run_dir, int(cfg.trainer.devices))
-    return train.run(cfg, run_dir, judges=judges)
+        return run_devices(cfg, run_dir, int(cfg.trainer.devices))
+    return train.run(cfg, run_dir, threads=choose(cfg.trainer.threads), judges=judges)
 
 
 def check_supported(cfg: DictConfig) -> None:
@@ -80,5 +89,3 @@ def check_supported(cfg: DictConfig) -> None:
             key="trainer.on_nonfinite",
             fix="use trainer.on_nonfinite=stop, or trainer.accumulate_grad_batches=1, or one process",
         )
-
-

@@ -12,11 +12,13 @@ second instead of paying torch's import first.
 
 from __future__ import annotations
 
-import logging
 import os
-import shlex
-import signal
 import sys
+
+if __name__ == "__main__":  # python -m trainrun.cli.main: the working folder shadows nothing
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+import logging
+import signal
 import time
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from omegaconf import DictConfig
 from trainrun.cli import help as cli_help
 from trainrun.cli import ranks
 from trainrun.cli.entry import check_multirun_plugins, start
+from trainrun.cli.failures import record
 from trainrun.cli.hydra_errors import as_user_set, full_errors, run_app
+from trainrun.cli.ranks import resume_command
 from trainrun.cli.run_folder import Refused, RunFolder, claimed, claimed_folders, continues, owned_job
 from trainrun.config import config_dir
 from trainrun.config.choices import text
@@ -48,6 +52,8 @@ RANK_QUIET_EXIT_S = 10.0
 
 def _report(err: TrainrunError) -> None:
     """Print the error for a person, and into the run's log."""
+    if ranks.launched_by_train():  # a worker of trainer.devices=N: train reports the launch's failure
+        return record(err)
     log.debug("error", exc_info=err)
     print(f"\nError: {err}", file=sys.stderr)
     for handler in logging.getLogger().handlers:
@@ -63,32 +69,6 @@ def _fail(err: TrainrunError, reported: bool = False) -> None:
     if full_errors():
         raise err
     sys.exit(err.exit_code)
-
-
-def resume_command(run_dir: Path, overrides: list[str] | None = None,
-                   place: ranks.Place | None = None) -> str:
-    """The command that continues this run in its own folder, started the way this one was:
-    under torchrun or srun the same number of processes (a checkpoint saved mid-epoch resumes
-    only with them). Defaults: this job's overrides and place."""
-    if overrides is None:
-        overrides = list(HydraConfig.get().overrides.task)
-    place = place or ranks.launched_place() or ranks.ALONE
-    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    args = [f"hydra.run.dir={run_dir}", "resume=auto", *kept]
-    nodes = max(1, place.world_size // place.local_world_size)
-    if place.launcher == "torchrun" and nodes == 1:
-        start = ["torchrun", "--standalone", f"--nproc_per_node={place.local_world_size}", "-m", "trainrun.cli"]
-    elif place.launcher == "torchrun":
-        start = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={place.local_world_size}",
-                 "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:PORT", "--rdzv-id=NEW_ID", "-m", "trainrun.cli"]
-    elif place.launcher == "slurm":
-        start = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={place.local_world_size}", "train"]
-    else:
-        start = ["train"]
-    command = " ".join([*start, *(shlex.quote(w) for w in args)])
-    if place.launcher == "torchrun" and nodes > 1:
-        command += "\n  (on every node, with your rendezvous endpoint and a new id)"
-    return command
 
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
@@ -109,7 +89,7 @@ def _train_task(cfg: DictConfig) -> float | None:
             return run_job(cfg, run_dir, owned_job(launch))  # no links in its folder
         # Claimed before Hydra wrote into it (OwnRunFolder.on_run_start), the folder Hydra chose.
         folder = claimed(run_dir) or RunFolder(run_dir, new=True)
-        writer = (ranks.launched_place() or ranks.ALONE).rank == 0  # one process writes a folder
+        writer = ranks.owns_run_folder()  # one process writes a folder (not a worker of trainer.devices=N)
         if writer and text(cfg.trainer.progress) != "none":  # the header's first line
             given = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
             log.info(f"overrides: {' '.join(given) if given else 'none (configs/train.yaml as it is)'}")
@@ -133,8 +113,9 @@ def _train_task(cfg: DictConfig) -> float | None:
         if summary["status"] == "explained" and writer:  # a report, nothing trained: no folder left
             folder.discard()
         if summary["status"] == "interrupted" and summary.get("rank", 0) == 0:
-            log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
-                     f"{resume_command(run_dir)}")
+            if not ranks.launched_by_train():  # else the train that launched it says so
+                log.info(f"stopped by {summary['signal']}; last.pt is saved. Resume with:\n  "
+                         f"{resume_command(run_dir)}")
             sys.exit(128 + signal.Signals[summary["signal"]].value)
         return float(summary["objective"]["value"])
 
@@ -165,7 +146,7 @@ def _check_before_torch(cfg: DictConfig, run_dir: Path) -> None:
         err.config = True
         _report(err)
         folder = claimed(run_dir) or RunFolder(run_dir, new=True)
-        if (ranks.launched_place() or ranks.ALONE).rank == 0:
+        if ranks.owns_run_folder():
             folder.give_back(err.exit_code, config_error=True)
         _fail(err, reported=True)
 
@@ -291,3 +272,7 @@ def export_model() -> None:
         cli_help.print_help("export", sys.argv)
         return
     run_app(_export_task, lambda: _task_started)
+
+
+if __name__ == "__main__":
+    train()

@@ -9,14 +9,19 @@ at a config error included.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
+import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
 
 from trainrun.errors import TrainrunError
 from trainrun.owner import BEFORE_RESULTS as BEFORE_TRAINING
@@ -53,6 +58,29 @@ def _slurm_master_addr() -> str:
     nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
     return first_host(nodes) or "127.0.0.1"
 
+
+# What ``trainer.devices=N``'s train process tells the processes of its launch (environment):
+LAUNCH_ENV = "TRAINRUN_LAUNCH"  # its launch folder (the agent's failures, rank 0's summary); it
+# holds the run folder's lock and reports for the workers
+SWEEP_JOB_ENV = "TRAINRUN_SWEEP_JOB"  # "1": the workers print as a job of a sweep does
+
+
+def launched_by_train() -> bool:
+    """Whether this process is a worker of ``trainer.devices=N``: ``train`` reports for it."""
+    return bool(os.environ.get(LAUNCH_ENV))
+
+
+def owns_run_folder() -> bool:
+    """Whether this process takes the run folder's lock and says what a run says before it
+    starts: rank 0 of a launch (or the process alone), not a worker of ``trainer.devices=N``."""
+    rank = (launched_place() or ALONE).rank
+    return rank == 0 and not launched_by_train()
+
+
+# The agent of trainer.devices=N writes its workers' failures here (in the launch folder), and
+# these are the signals a run stops on, which train forwards and torchrun passes on.
+FAILURES = "failures.json"
+SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 # This process when no launcher started several: rank 0 of 1.
 ALONE = Place(rank=0, world_size=1, local_rank=0, local_world_size=1, launcher="none")
@@ -95,7 +123,44 @@ def launched_place() -> Place | None:
     return None
 
 
-def shared_run_name() -> str | None:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: ``sig`` reaches this process when its parent ends, however it ends (a torchrun
+    worker whose agent was killed would otherwise train on alone)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() == 1:  # the parent ended before the line above
+        os._exit(128 + int(sig))
+
+
+def resume_command(run_dir: Path, overrides: list[str] | None = None,
+                   place: Place | None = None) -> str:
+    """The command that continues this run in its own folder, started the way this one was
+    (under torchrun or srun, with the same number of processes; another number resumes too,
+    keeping the global batch). Defaults: this job's overrides and place."""
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task)
+    place = place or launched_place() or ALONE
+    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    args = [f"hydra.run.dir={run_dir}", "resume=auto", *kept]
+    nodes = max(1, place.world_size // place.local_world_size)
+    if place.launcher == "torchrun" and nodes == 1:
+        start = ["torchrun", "--standalone", f"--nproc_per_node={place.local_world_size}", "-m", "trainrun.cli"]
+    elif place.launcher == "torchrun":
+        start = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={place.local_world_size}",
+                 "--rdzv-backend=c10d", "--rdzv-endpoint=HOST:PORT", "--rdzv-id=NEW_ID", "-m", "trainrun.cli"]
+    elif place.launcher == "slurm":
+        start = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={place.local_world_size}", "train"]
+    else:
+        start = ["train"]
+    command = " ".join([*start, *(shlex.quote(w) for w in args)])
+    if place.launcher == "torchrun" and nodes > 1:
+        command += "\n  (on every node, with your rendezvous endpoint and a new id)"
+    return command
+
+
+def shared_run_name(needed: str = "hydra.run.dir") -> str | None:
     """A folder name every rank of a torchrun / srun launch computes alike (Hydra's default names
     folders by each process's own clock)."""
     env = os.environ
@@ -105,9 +170,9 @@ def shared_run_name() -> str | None:
             raise TrainrunError(
                 "under torchrun every process runs `train`, and they need one run folder; this "
                 "launch has no unique run id (torchrun without --standalone or --rdzv-id)",
-                key="hydra.run.dir",
-                fix="use torchrun --standalone, pass --rdzv-id=<unique id>, or give "
-                "hydra.run.dir=<folder> explicitly",
+                key=needed,
+                fix=f"use torchrun --standalone, pass --rdzv-id=<unique id>, or give {needed}=<folder> "
+                "explicitly",
             )
         return f"torchrun-{run_id}"
     if not env.get("SUBMITIT_EXECUTOR") and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
@@ -123,7 +188,18 @@ def pin_run_dir(argv: list[str]) -> None:
         any(a.startswith((f"{key}=", f"++{key}=")) for a in argv[1:]) for key in ("hydra.run.dir", "hydra.sweep.dir")
     )
     _resume_when_restarted(argv)
-    name = None if run_given and sweep_given else shared_run_name()
+    # A single run needs only its run folder, a sweep only its sweep folder (torchrun's static
+    # rendezvous, --node_rank without --rdzv-id, has no id to name the other after).
+    multirun = any(a in ("-m", "--multirun") for a in argv[1:])
+    needed = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if run_given and sweep_given:
+        return
+    try:
+        name = shared_run_name(needed)
+    except TrainrunError:
+        if sweep_given if multirun else run_given:
+            return  # no id to name the other folder after, and no need of it
+        raise
     if name is None:
         return
     if not run_given:

@@ -146,8 +146,8 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     resume = cfg.get("resume")
     if not resume:
         return False
-    if str(resume) == "auto":  # continues only a run that left a last.pt (resume refuses a bad one)
-        return os.path.lexists(folder / CHECKPOINTS / LAST)
+    if str(resume) == "auto":  # continues only a run that left a last.pt or last/ (resume refuses a bad one)
+        return any(os.path.lexists(folder / CHECKPOINTS / name) for name in (LAST, Path(LAST).stem))
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)
 
@@ -175,7 +175,7 @@ class OwnRunFolder(Callback):
             folder = RunFolder(Path(os.path.abspath(given)), command=self.command)  # as Hydra's run_job makes it
             if self.command == "train" and str(config.get("resume")) == "auto" and not continues(config, folder.folder):
                 folder.owner.fix_other = NOTHING_TO_RESUME
-            if (ranks.launched_place() or ranks.ALONE).rank == 0:
+            if ranks.owns_run_folder():  # rank 0, or the train that started trainer.devices=N's workers
                 folder.claim(continuing=self.command == "train" and continues(config, folder.folder))
                 _CLAIMED[folder.folder] = folder
             else:
@@ -187,7 +187,7 @@ class OwnRunFolder(Callback):
         """A sweep's folder: links refused, and a folder another command wrote (a training run).
         No lock: several drivers may share one sweep folder, and a sweep run again into its
         folder finishes it (``cli.rerun`` refuses one of other overrides)."""
-        if (ranks.launched_place() or ranks.ALONE).rank != 0:
+        if not ranks.owns_run_folder():
             return
         sweep = Owner(Path(str(config.hydra.sweep.dir)), "sweep", key="hydra.sweep.dir", fix_other=FIX_OTHER["sweep"])
         try:

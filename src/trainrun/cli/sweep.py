@@ -7,7 +7,7 @@ and the ``SweepSummary`` Hydra callback writes the summary at the end.
   non-finite objective is returned as ``None`` too. A folder a previous run of the same sweep
   left is skipped (finished with this config), resumed, or set aside (:mod:`trainrun.cli.rerun`).
   A job stopped by a signal under submitit hands over to submitit's own handler, which requeues
-  it; the requeued job resumes from its own ``last.pt`` (:func:`resume_if_requeued`).
+  it; the requeued job resumes from its own last checkpoint (:func:`resume_if_requeued`).
 - :class:`SweepSummary` is a Hydra callback (``hydra.callbacks`` in ``configs/train.yaml``).
   At the end of every multirun it writes ``summary.csv`` from the job folders
   (:mod:`trainrun.report.sweep`) and prints a table sorted by the objective, best first. When
@@ -33,9 +33,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainrun.cli.gpus import assign_devices, in_joblib_worker, limit_threads
+from trainrun.cli.ranks import owns_run_folder
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
 from trainrun.cli.trial import trial_number, trial_report
 from trainrun.config.choices import direction
+from trainrun.engine.publish import META, recover
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, SWEEP_CSV, RunFolderLock
 from trainrun.report.echo import print_config_tree
@@ -65,13 +67,17 @@ REQUEUED = "requeued by submitit"
 
 
 def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
-    """A requeued job lands in its own folder again: continue from its ``last.pt``. SLURM counts
-    the restarts; submitit's local executor does not, so its job's own summary says it too."""
+    """A requeued job lands in its own folder again: continue from its last checkpoint (``last.pt``,
+    or the sharded folder ``last/`` that ``trainer.devices=N`` writes). SLURM counts the restarts;
+    submitit's local executor does not, so its job's own summary says it too."""
     restarts = requeue_count()
-    last = run_dir / CHECKPOINTS / LAST
+    checkpoints = run_dir / CHECKPOINTS
+    recover(checkpoints)  # a kill between the two renames of a sharded save
+    sharded = checkpoints / Path(LAST).stem
+    last = sharded if (sharded / META).is_file() else checkpoints / LAST
     summary = read_summary(run_dir) or {}
     handed_over = summary.get("status") == "interrupted" and REQUEUED in str(summary.get("error"))
-    if not (restarts or handed_over) or not last.is_file():
+    if not (restarts or handed_over) or not last.exists():
         return False
     if cfg.resume != "auto":
         by = f"SLURM (restart {restarts})" if restarts else "submitit"
@@ -110,9 +116,12 @@ def run_job(
                  "direction": direction(str(cfg.objective))}
     trial = trial_number()
     mine: dict[str, Any] = {DIGEST: config_digest(cfg), **({"trial": trial} if trial is not None else {})}
-    lock = RunFolderLock(run_dir)
+    # One process of a job owns its folder: the others of a job with several tasks (submitit's
+    # tasks_per_node, srun) train beside it and would find it locked.
+    lock = RunFolderLock(run_dir) if owns_run_folder() else None
     try:
-        lock.acquire()  # another driver running this very job: leave its folder alone
+        if lock is not None:
+            lock.acquire()  # another driver running this very job: leave its folder alone
     except TrainrunError as err:
         log.error(f"Error: {err}")
         return None
@@ -146,7 +155,8 @@ def run_job(
         update_summary(run_dir, **mine)
     finally:
         SIGNALS.in_job = False
-        lock.release()
+        if lock is not None:
+            lock.release()
     if summary["status"] == "interrupted":
         return _interrupted(summary, run_dir)
     SIGNALS.exit_if_held()  # held, but the job ended before its loop could take it over

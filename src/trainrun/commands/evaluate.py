@@ -32,22 +32,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.build.metrics import build_metrics
-from trainrun.build.setup import Setup, build
+from trainrun.build.setup import Setup, build, build_model
 from trainrun.commands.predictions import csv_text, data_config, decode_targets, fitted_info, prediction_columns
 from trainrun.commands.trained import open_trained
 from trainrun.config.choices import text
 from trainrun.data.batches import Batches, whole
 from trainrun.data.identity import differences, with_stored_paths
 from trainrun.data.prepare import DataInfo
-from trainrun.engine.checkpoint import load
+from trainrun.engine.checkpoint import find, load
+from trainrun.engine.history import rows_of
 from trainrun.engine.loop import eval_epoch
 from trainrun.errors import TrainrunError, exits_are_errors, phase
 from trainrun.files import (
-    BEST,
     CHECKPOINTS,
     CONFUSION_PNG,
     EVAL_JSON,
-    LAST,
     PREDICTIONS_CSV,
     REPORT_TXT,
     atomic_write_json,
@@ -146,20 +145,39 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
     ``best.pt`` (else ``last.pt``; with ``checkpoint.enabled=false``, the weights in memory) on the
     test split exactly as ``evaluate run=<run folder> split=test`` does: the model without DDP or
     compilation, the whole split in order, in one process, so the numbers are the same. Under DDP
-    rank 0 scores alone and the other ranks return None: no collective is involved."""
-    if setup.rank != 0 or setup.test_batches is None:
+    rank 0 scores alone and the other ranks return None; under FSDP rank 0 scores a whole copy
+    (every rank first gathers the shards into it when no checkpoint holds them)."""
+    if setup.test_batches is None:
         return None
     folder = run_dir / CHECKPOINTS
-    name = next((n for n in (BEST, LAST) if (folder / n).is_file()), None) if setup.settings.save_checkpoints else None
+    found = (find(folder, "best") or find(folder, "last")) if setup.settings.save_checkpoints else None
+    sharded_model = setup.world_size > 1 and setup.strategy == "fsdp"
+    in_memory = None
+    if found is None and sharded_model:  # a collective: every rank gives its shards to rank 0
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        in_memory = get_model_state_dict(setup.raw_model, options=StateDictOptions(full_state_dict=True,
+                                                                                  cpu_offload=True))
+    if setup.rank != 0:
+        return None
+    model = build_model(setup.cfg, setup.info)[0].to(setup.device) if sharded_model else setup.raw_model
     epoch = None
-    if name is not None:  # the writer has finished: train closed it before the summary
-        saved = load(folder / name, key="trainer.test_after_fit", trust=True)  # this run's own; builds nothing
-        setup.raw_model.load_state_dict(saved["model"])
+    if found is not None:  # the writer has finished: train closed it before the summary
+        saved = load(found, key="trainer.test_after_fit", trust=True)  # this run's own; builds nothing
+        if (saved.get("layout") or {}).get("sharded"):
+            from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
+
+            load_into(model, None, found, {"model": saved["model_names"]})
+        else:
+            model.load_state_dict(saved["model"])
         epoch = saved["state"]["epoch"]
+    elif in_memory is not None:
+        model.load_state_dict(in_memory)
     metrics = build_metrics(list(setup.cfg.get("metrics") or []), setup.loss, setup.info, setup.device, sync=False)
-    alone = dataclasses.replace(setup, model=setup.raw_model, world_size=1, rank=0, metrics=metrics)
+    alone = dataclasses.replace(setup, model=model, raw_model=model, world_size=1, rank=0, metrics=metrics)
     batches = whole(setup.test_batches, int(setup.cfg.data.batch_size))
     values = eval_epoch(alone, batches)
+    name = found.name if found is not None else None
     return {**values, "checkpoint": name or "final weights (checkpoint.enabled=false)", "epoch": epoch,
             "samples": int(batches.num_samples)}
 
@@ -231,7 +249,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "record": run_record(training=training_record(folder)),  # and the training run's
     }
-    logged = next((r for r in state.get("history", []) if r.get("epoch") == state.get("epoch")), None)
+    try:  # the rows (older checkpoints), or which rows of history.jsonl beside it
+        rows = rows_of(file, state.get("history", []), key="run")
+    except TrainrunError:  # a checkpoint copied without its history: no row to compare with
+        rows = []
+    logged = next((r for r in rows if r.get("epoch") == state.get("epoch")), None)
     if logged is not None:
         report["logged"] = logged  # the epoch's row of metrics.csv, for comparison
 

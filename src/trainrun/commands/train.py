@@ -22,13 +22,14 @@ from trainrun import __version__
 from trainrun.build.class_weights import labels_of
 from trainrun.build.loggers import make_loggers
 from trainrun.build.setup import Setup, build, owners
+from trainrun.build.threads import Threads
 from trainrun.commands.evaluate import test_after_fit
 from trainrun.config.choices import direction, text
 from trainrun.config.values import check_config
 from trainrun.engine.hooks import Callbacks
 from trainrun.engine.loop import Reporter as LoopReporter
 from trainrun.engine.loop import TrainState, fit
-from trainrun.engine.resume import resume
+from trainrun.engine.resume import open_resume, resume
 from trainrun.engine.stop import AgreedSignals, Signals, Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import CHECKPOINTS
@@ -89,10 +90,11 @@ class Whereabouts:
 
 
 @exits_are_errors("train")
-def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
+def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1, threads: Threads | None = None,
         judges: Sequence[Callable[[list[dict[str, Any]]], str | None]] = ()) -> dict[str, Any]:
-    """Train as configured; returns the summary (also written to ``summary.json``). ``judges``
-    may end the run after an epoch (a sweep's pruner: status ``pruned``)."""
+    """Train as configured; returns the summary (also written to ``summary.json``).
+    ``threads``: the torch threads the launch chose, said in the header. ``judges`` may end
+    the run after an epoch (a sweep's pruner: status ``pruned``)."""
     started = time.perf_counter()
     try:
         check_config(cfg)  # values that cannot work, before anything is built
@@ -103,7 +105,16 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
                         sweep_job=in_sweep_job())
     mark_rank(rank)  # rank > 0: "[rank 1] " before each line it logs
     reporter.show_start(cfg)
-    setup = build(cfg, rank=rank, world_size=world_size)
+    if threads is not None and reporter.mode != "none":  # threads: 1 (2 usable CPUs: ...)
+        reporter.info(threads.line())
+    resumed = None
+    if cfg.resume:  # before building: the checkpoint's global batch decides this run's batches
+        with phase(f"resuming from resume={cfg.resume}", "resume",
+                   fix="resume from a checkpoint of this run's model and config, or start a new run"):
+            resumed = open_resume(cfg, run_dir, world_size)
+        if resumed is not None and resumed.note and reporter.mode != "none":
+            reporter.info(resumed.note)  # batch: 32 per process x 1 = the checkpoint's global batch
+    setup = build(cfg, rank=rank, world_size=world_size, batch_size=resumed.batch_size if resumed else None)
     if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
         reporter.info(parameter_line(setup.raw_model))
         if world_size > 1:  # several processes, one console: say so
@@ -132,7 +143,7 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1,
     if cfg.resume:
         with phase(f"resuming from resume={cfg.resume}", "resume",
                    fix="resume from a checkpoint of this run's model and config, or start a new run"):
-            resume(setup, state, run_dir, say=reporter.info)
+            resume(setup, state, resumed, say=reporter.info)
     built: dict[str, list[object]] = {}  # logger.<name>._target_ -> the logger, for the boundary
     if rank == 0:  # after the resume: a refused one leaves the run's params.csv (and MLflow) alone
         loggers = make_loggers(cfg, run_dir)

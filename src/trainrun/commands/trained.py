@@ -23,7 +23,8 @@ from trainrun.config.groups import GROUP_BASES, GROUP_SCHEMAS
 from trainrun.config.schemas import TrainConfig
 from trainrun.data.fitted import from_payload
 from trainrun.data.prepare import DataInfo
-from trainrun.engine.checkpoint import load
+from trainrun.engine.checkpoint import find, load
+from trainrun.engine.publish import META
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, LAST
 
@@ -53,7 +54,12 @@ class Trained:
                    + ("the new data" if new_data else "its stored config"), "data" if new_data else "run",
                    fix=f"give data shaped like the training data{shape}" if new_data else
                    "use a checkpoint that trainrun wrote for this run, unchanged"):
-            model.load_state_dict(self.saved["model"])
+            if (self.saved.get("layout") or {}).get("sharded"):  # several processes' shards, gathered here
+                from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
+
+                load_into(model, None, self.file, {"model": self.saved["model_names"]})
+            else:
+                model.load_state_dict(self.saved["model"])
 
     @property
     def where(self) -> str:
@@ -81,7 +87,7 @@ def locate(run: str, checkpoint: str) -> tuple[Path, Path]:
             key="run",
             fix="give a run folder (e.g. outputs/2026-11-24/08-30-00-123456) or a checkpoint file",
         )
-    if path.is_file():
+    if path.is_file() or (path / META).is_file():  # a checkpoint file, or a sharded one's folder
         folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return path, folder
     names = {"best": BEST, "last": LAST}
@@ -89,7 +95,9 @@ def locate(run: str, checkpoint: str) -> tuple[Path, Path]:
     file = Path(name).expanduser()
     if not file.is_absolute():
         file = path / CHECKPOINTS / name
-    if not file.is_file():
+    if checkpoint in names:  # last.pt (one process) or last/ (several: sharded), the newer
+        file = find(path / CHECKPOINTS, checkpoint) or file
+    if not (file.is_file() or (file / META).is_file()):
         found = sorted(p.name for p in (path / CHECKPOINTS).glob("*.pt"))
         have = f"; checkpoints/ holds {', '.join(found)}" if found else \
             " and it has no checkpoints/ files (was it run with checkpoint.enabled=false?)"

@@ -86,6 +86,21 @@ class Mode(str, Enum):
     max = "max"
 
 
+class Strategy(str, Enum):
+    """How several processes hold the model: whole on each (ddp) or sharded over them (fsdp)."""
+
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
+class FsdpInit(str, Enum):
+    """Where FSDP's model is built: on its device, whole, then sharded; or on ``meta`` (no
+    memory), sharded, then each process's shards materialized."""
+
+    device = "device"
+    meta = "meta"
+
+
 class Interval(str, Enum):
     epoch = "epoch"
     step = "step"

@@ -19,10 +19,12 @@ from trainrun.config.choices import (
     COMPILE_MODES,
     DeviceType,
     ExportFormat,
+    FsdpInit,
     Mode,
     OnNonFinite,
     Progress,
     Split,
+    Strategy,
     direction,
 )
 from trainrun.config.fields import Rule, at_least, finite_positive, greater_than, one_of, seed, setting, within_cpus
@@ -58,6 +60,18 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class FsdpConfig:
+    """``trainer.strategy=fsdp``'s settings (``trainrun.build.parallel``)."""
+
+    shard: list[str] = setting(
+        [], "class names of the model's blocks to shard one by one (e.g. [Block]); empty: each module "
+        "that owns parameters (the built-in models' layers)")
+    init: FsdpInit = setting(
+        FsdpInit.device, "device (build whole, then shard) or meta (build without memory, shard, then "
+        "initialize each shard with reset_parameters(): for a model larger than one device)")
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = setting(20, "passes over the training data", check=at_least(0))
     seed: int = setting(0, "seeds torch, numpy, random and the shuffling", check=seed())
@@ -78,8 +92,13 @@ class TrainerConfig:
         "false: neither; null keeps torch's defaults (matmuls fp32, convolutions TF32)")
     channels_last: bool | None = setting(
         None, "a model with 2-d convolutions in channels_last memory format; null: on CUDA under bf16/fp16 only")
-    devices: int = setting(1, "processes on this machine; >1 starts DDP workers with torch's elastic launcher",
-                           check=at_least(1))
+    devices: int = setting(
+        1, "processes on this machine; >1 runs the same command under torchrun (torch.distributed.run) "
+        "with that many processes", check=at_least(1))
+    strategy: Strategy = setting(
+        Strategy.ddp, "with several processes: ddp (a whole model on each) or fsdp (parameters, gradients and "
+        "optimizer state sharded over them, FSDP2)")
+    fsdp: FsdpConfig = setting(FsdpConfig, "the sharding of trainer.strategy=fsdp")
     ddp_timeout_s: float | None = setting(
         None, "under DDP, how long a process waits for the others in any collective before the job fails "
         "naming the process that hung; null: torch's default (30 min with gloo, 10 with nccl)",

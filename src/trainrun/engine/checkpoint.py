@@ -8,24 +8,22 @@ label encoding, sample shape; :mod:`trainrun.data.fitted`), which ``predict`` ap
 data. The shuffle order needs no state: each epoch's permutation is seeded by the seed and the
 epoch number.
 
-Writing: the payload is serialized to memory on the training thread (a consistent snapshot of
-that moment), then written, fsynced and renamed into place on a background thread
-(:class:`CheckpointWriter`, through ``files.BackgroundWrites``), so training goes on meanwhile.
-The next save and the end of the run wait for it. Serializing on the background thread instead
-was measured slower: ``torch.save`` is Python work (one ``persistent_id`` call per pickled
-object) that holds the GIL, so the training thread waited for it anyway, and more (docs/performance.md).
-Reading: ``torch.load(weights_only=True)``, which refuses pickled code.
+One process writes one file (``last.pt``); several write one folder (``last/``) of shards
+through DCP, with this payload less its tensors beside them (:mod:`trainrun.engine.sharded`).
+The epoch rows are kept once, in ``history.jsonl``, which the checkpoint refers to
+(:mod:`trainrun.engine.history`). Writing: :mod:`trainrun.engine.writer`. Reading:
+``torch.load(weights_only=True)``, which refuses pickled code, and a restricted unpickler for
+DCP's metadata.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import pickle
 import random
-import time
-from collections.abc import Callable, Collection
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +33,14 @@ import torch
 from trainrun.build.setup import Setup
 from trainrun.config.plain import plain, schema_names
 from trainrun.data.iterable import data_entries
-from trainrun.engine.collectives import gather_rows, rank_row
+from trainrun.engine.collectives import rank_row
 from trainrun.engine.epoch_losses import EpochLosses
+from trainrun.engine.history import rows_of
+from trainrun.engine.publish import META, recover
 from trainrun.engine.recognize import checked_config, malformed, not_an_archive, which_file
 from trainrun.engine.state import TrainState
-from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import LAST, BackgroundWrites, WriteFailed, atomic_write
+from trainrun.errors import TrainrunError
+from trainrun.files import atomic_write
 
 FORMAT = 1
 
@@ -64,6 +64,18 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     return write_file(Path(path), serialize(payload))
 
 
+def find(folder: Path, name: str) -> Path | None:
+    """The checkpoint ``name`` (``last``/``best``) in a ``checkpoints/`` folder: ``name.pt`` (one
+    process) or the folder ``name/`` (several), the one written last when both are there (a run
+    resumed on another number of processes writes the other kind)."""
+    recover(folder)
+    found = [p for p in (folder / f"{name}.pt", folder / name / META) if p.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    return newest.parent if newest.name == META else newest
+
+
 def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str] = (),
          trust_option: str | None = None, unbuilt: Collection[str] = ()) -> dict[str, Any]:
     """A checkpoint, recognized as one before anything is read from it (:func:`read`), whole
@@ -74,7 +86,7 @@ def load(path: str | Path, key: str = "resume", *, trust: bool | Collection[str]
     ``trust_option``: the caller's config key that fills ``trust``, named in the refusal;
     ``unbuilt``: sections of the stored config the caller never builds (not checked). Checked,
     compared and built: the config resolved first (:func:`trainrun.stored.stored_config`)."""
-    payload = read(path, key)
+    payload = read(Path(path) / META if Path(path).is_dir() else path, key)
     wrong = malformed(payload)
     if wrong:
         raise TrainrunError(f"{str(path)!r} is not a whole trainrun checkpoint: {wrong}", key=key,
@@ -119,12 +131,16 @@ def read(path: str | Path, key: str = "resume") -> dict[str, Any]:
 
 
 def remove_partial_writes(folder: Path) -> list[Path]:
-    """Delete temporary files a killed write left behind (``.last.pt.<random>.tmp``). They are
-    never read as checkpoints (only ``last.pt`` / ``best.pt`` / a named file are), so this is
-    only tidying."""
-    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    """Delete what a killed write left behind (``.last.pt.<random>.tmp``, a sharded save's
+    ``.last.<step>.tmp/``). They are never read as checkpoints (only ``last.pt`` / ``best.pt`` /
+    ``last/`` / ``best/`` / a named file are), so this is only tidying."""
+    recover(folder)
+    stale = sorted(folder.glob(".*.tmp*")) if folder.is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 
@@ -166,23 +182,38 @@ def open_epoch_losses(state: TrainState, batches: int) -> torch.Tensor | None:
 
 
 def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = None,
-            config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None) -> dict[str, Any]:
+            config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None, *,
+            history: Any = None, loss_sums: torch.Tensor | None = None,
+            skeleton: dict[str, Any] | None = None, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
-    DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``); by default
-    this process's. ``config``/``schemas``: the plain config and its schema names, when the
-    caller already has them (they do not change during a run)."""
+    DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``), and
+    ``loss_sums`` each global batch's sum of loss x samples over the ranks (what another number
+    of processes continues from); by default this process's. ``config``/``schemas``: the plain
+    config and its schema names, when the caller already has them (they do not change during a
+    run). ``history``: what the checkpoint holds of the epoch rows (by default all of them; the
+    writer's reference to ``history.jsonl``). ``skeleton``/``rngs``: a sharded checkpoint's state
+    without its tensors (:mod:`trainrun.engine.sharded`) and every rank's random streams."""
     if step_losses is None:
         step_losses = open_epoch_losses(state, len(setup.train_batches))
     return {
         "format": FORMAT,
-        "model": setup.raw_model.state_dict(),
-        "optimizer": setup.optimizer.state_dict(),
+        "model": setup.raw_model.state_dict() if skeleton is None else {},
+        "optimizer": setup.optimizer.state_dict() if skeleton is None else skeleton["optimizer"],
         "scheduler": setup.scheduler.state_dict() if setup.scheduler is not None else None,
         "scaler": setup.scaler.state_dict() if setup.scaler.is_enabled() else None,
-        # epoch, step, batch, best, best_epoch, best_step, row_start, history, stop_reason
-        "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "step_losses"},
+        # epoch, step, batch, best, best_epoch, best_step, row_start, history, stop_reason; the
+        # history as the writer's reference to history.jsonl when it keeps the rows there
+        "state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "step_losses"}
+        | ({} if history is None else {"history": history}),
         "step_losses": None if step_losses is None else step_losses.detach().cpu(),
-        "rng": rng_state(),
+        "step_loss_sums": None if loss_sums is None else loss_sums.detach().cpu(),
+        "rng": rng_state() if rngs is None else rngs[0],
+        "rngs": rngs,
+        # how the epoch was cut, kept on a resume with another number of processes
+        "layout": {"world_size": setup.world_size, "global_batch": setup.batch_size * setup.world_size,
+                   "batches": len(setup.train_batches), "strategy": setup.strategy,
+                   "sharded": skeleton is not None},
+        "model_names": None if skeleton is None else skeleton["model"],
         "config": config or plain(setup.cfg),
         "schemas": schemas or schema_names(setup.cfg),
         # "data": the training split's statistics and encodings (predict); "loader": a stream's place
@@ -190,9 +221,12 @@ def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = 
     }
 
 
-def restore(setup: Setup, state: TrainState, saved: dict[str, Any]) -> None:
-    """Put a loaded checkpoint back into ``setup`` and ``state``."""
-    losses = rank_row(saved["step_losses"], setup.rank, setup.world_size)  # DDP: this rank's
+def restore(setup: Setup, state: TrainState, saved: dict[str, Any], source: Path) -> None:
+    """Put a checkpoint loaded from ``source`` back into ``setup`` and ``state``: on any number
+    of processes (DCP reshards a sharded one; a whole one goes to every process, or into FSDP's
+    shards), the open epoch's batch losses shared out again when that number changed."""
+    losses = rank_row(saved["step_losses"], setup.rank, setup.world_size, saved.get("step_loss_sums"),
+                      setup.train_batches.sizes)
     if losses is not None and len(losses) != len(setup.train_batches):
         raise TrainrunError(
             f"the checkpoint was saved in the middle of an epoch of {len(losses)} batches; this "
@@ -201,91 +235,24 @@ def restore(setup: Setup, state: TrainState, saved: dict[str, Any]) -> None:
             key="resume",
             fix="resume with the batch size and trainer.devices the run started with",
         )
-    setup.raw_model.load_state_dict(saved["model"])
-    setup.optimizer.load_state_dict(saved["optimizer"])
+    if (saved.get("layout") or {}).get("sharded") or (setup.world_size > 1 and setup.strategy == "fsdp"):
+        from trainrun.engine import sharded  # DCP takes seconds to import: only where it is used
+
+        if (saved.get("layout") or {}).get("sharded"):
+            sharded.load_into(setup.raw_model, setup.optimizer, source,
+                              {"model": saved["model_names"], "optimizer": saved["optimizer"]})
+        else:
+            sharded.whole_into_shards(setup.raw_model, setup.optimizer, saved["model"], saved["optimizer"])
+    else:
+        setup.raw_model.load_state_dict(saved["model"])
+        setup.optimizer.load_state_dict(saved["optimizer"])
     if setup.scheduler is not None and saved["scheduler"] is not None:
         setup.scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"] is not None:
         setup.scaler.load_state_dict(saved["scaler"])
     for key, value in saved["state"].items():
         setattr(state, key, value)
+    state.history = rows_of(source, saved["state"]["history"])
     state.step_losses = EpochLosses(None if losses is None else losses.to(setup.device)[: state.batch])
-    set_rng_state(saved["rng"])
-
-
-# --------------------------------------------------------------------------- during the run
-
-
-class CheckpointWriter:
-    """Writes ``last.pt`` / ``best.pt`` into ``folder`` (rank 0 only; every rank calls
-    :meth:`save`, which gathers the ranks' batch losses under DDP).
-
-    :meth:`save` serializes the state on the calling thread and hands the bytes to a background
-    thread, which writes each file atomically, in order. A save first
-    waits for the writes of the one before (so at most one snapshot waits in memory), and
-    :meth:`close` waits for the last; a write that failed (disk full, folder gone) is reported
-    then, with the previous file intact. ``seconds``: what checkpoints cost the training thread.
-    """
-
-    def __init__(self, setup: Setup, folder: Path, enabled: bool = True) -> None:
-        self.setup, self.folder = setup, folder
-        self.writes = setup.rank == 0 and enabled
-        self.seconds = 0.0
-        self.saved: list[Callable[[list[Path]], None]] = []  # told the paths once on disk (on_checkpoint)
-        self._config = plain(setup.cfg)
-        self._schemas = schema_names(setup.cfg)
-        # write_file looked up at each write: tests/killpoints.py hooks it to kill at exact moments
-        self._background = BackgroundWrites("trainrun-checkpoints", lambda path, data: write_file(path, data))
-        if self.writes:
-            remove_partial_writes(folder)
-
-    def save(self, state: TrainState, *names: str) -> None:
-        """Snapshot ``state`` now and write it to each of ``names`` (default ``last.pt``)."""
-        started = time.perf_counter()
-        losses = gather_rows(open_epoch_losses(state, len(self.setup.train_batches)),
-                             self.setup.world_size)  # a collective under DDP
-        if not self.writes:
-            return
-        self._wait(self._background.wait)
-        data = serialize(payload(self.setup, state, losses, self._config, self._schemas))  # the snapshot
-        paths = [self.folder / name for name in names or (LAST,)]
-        self._background.put(paths, data)  # best + last: once
-        if self.saved:  # a listener reads the files: they are on disk first
-            self._wait(self._background.wait)
-        self.seconds += time.perf_counter() - started
-        for listener in self.saved:
-            listener(paths)
-
-    def wait(self) -> None:
-        """Block until every handed-over write is on disk; raise if one failed."""
-        self._timed(self._background.wait)
-
-    def close(self) -> None:
-        """Wait for the last write and stop the background thread; raise if a write failed."""
-        self._timed(self._background.close)
-
-    def _timed(self, wait: Callable[[], None]) -> None:
-        started = time.perf_counter()
-        try:
-            self._wait(wait)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-    @staticmethod
-    def _wait(wait: Callable[[], None]) -> None:
-        try:
-            wait()
-        except WriteFailed as failed:
-            raise TrainrunError(
-                f"could not write the checkpoint {str(failed.path)!r}: {type(failed.error).__name__}: "
-                f"{failed.error}; the checkpoint written before it (if any) is intact",
-                key="hydra.run.dir",
-                fix="free disk space or make the run folder writable, then resume=auto",
-                exit_code=TRAINING_ERROR,
-            ) from failed.error
-
-    def close_quietly(self) -> None:
-        """:meth:`close` while another error ends the run: that error is the one to report."""
-        with contextlib.suppress(TrainrunError):
-            self.close()
-
+    rngs = saved.get("rngs") or [saved["rng"]]  # every rank's (sharded), else rank 0's for all
+    set_rng_state(rngs[setup.rank] if len(rngs) == setup.world_size else rngs[0])

@@ -7,6 +7,8 @@ same order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -69,14 +71,30 @@ def gather_rows(tensor: torch.Tensor | None, world_size: int) -> torch.Tensor | 
     return torch.stack(rows)
 
 
-def rank_row(saved: torch.Tensor | None, rank: int, world_size: int) -> torch.Tensor | None:
-    """This rank's row of per-rank values a checkpoint saved under DDP (``[world_size, n]``, see
-    :func:`gather_rows`); a 1-D tensor is a single process's. A different number of processes
-    cannot continue an unfinished epoch (each rank's batches would differ)."""
+def gather_objects(value: Any, world_size: int) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank."""
+    if not _distributed(world_size):
+        return [value]
+    found: list[Any] = [None] * world_size
+    dist.all_gather_object(found, value)
+    return found
+
+
+def rank_row(saved: torch.Tensor | None, rank: int, world_size: int, sums: torch.Tensor | None = None,
+             sizes: torch.Tensor | None = None) -> torch.Tensor | None:
+    """This rank's batch losses of the open epoch a checkpoint saved (``[saved_world, n]`` from
+    :func:`gather_rows`, or 1-D from one process). On another number of processes, each global
+    batch's ``sums`` (loss x samples over the saved ranks) is shared out: this rank's loss for
+    batch ``i`` is ``sums[i] / (world_size * sizes[i])``, so the epoch's sample-weighted mean
+    comes out the same (``sizes``: this rank's batch sizes)."""
     if saved is None:
         return None
     saved_world = saved.shape[0] if saved.dim() == 2 else 1
-    if saved_world != world_size:
+    if saved_world == world_size:
+        return saved[rank] if saved.dim() == 2 else saved
+    if saved_world == 1:  # one process saved it: its losses are each global batch's mean
+        sums = saved * all_reduce_sum(sizes.detach().clone(), world_size) if sizes is not None else None
+    if sums is None or sizes is None:
         raise TrainrunError(
             f"the checkpoint was saved in the middle of an epoch by {saved_world} process(es); "
             f"this run has {world_size}, which splits the epoch's batches differently",
@@ -84,4 +102,5 @@ def rank_row(saved: torch.Tensor | None, rank: int, world_size: int) -> torch.Te
             fix=f"resume with trainer.devices={saved_world} (or from a checkpoint saved at the "
             "end of an epoch, which any number of processes can continue)",
         )
-    return saved[rank] if saved.dim() == 2 else saved
+    n = len(sums)
+    return sums.to(sizes.device) / (world_size * sizes[:n])

@@ -2,13 +2,15 @@
 
 Read ``train_epoch`` top to bottom: it is ``zero_grad -> out = model(x) -> loss = criterion(out, y)
 -> backward -> step``, with the standard levers as visible lines: autocast (``trainer.precision``),
-the gradient scaler (fp16), accumulation over ``k`` batches (DDP's ``no_sync`` on all but the
-last), clipping, and a per-step scheduler. Loss values stay on the device: each step's loss is
-kept as a 0-d device tensor, and the epoch's sample-weighted mean is read once, at the end.
-Under ``trainer.compile=reduce-overhead`` on CUDA the same step, for every full batch, is one
-replay of a CUDA graph captured from these lines (``trainrun.build.step_graph``).
-Everything it reads comes from ``setup.settings`` (typed, read once by ``build``), never from
-the config; everything that may end the run is asked of one ``stop``.
+the gradient scaler (fp16), accumulation over ``k`` batches (DDP's ``no_sync``, FSDP2's
+``set_requires_gradient_sync(False)``, on all but the last), clipping (FSDP's sharded gradients
+too: ``clip_grad_norm_`` reduces their norm over the shards), and a per-step scheduler. Loss
+values stay on the device: each step's loss is kept as a 0-d device tensor, and the epoch's
+sample-weighted mean is read once, at the end. Under ``trainer.compile=reduce-overhead`` on
+CUDA the same step, for every full batch, is one replay of a CUDA graph captured from these
+lines (``trainrun.build.step_graph``). Everything it reads comes from ``setup.settings`` (typed,
+read once by ``build``), never from the config; everything that may end the run is asked of one
+``stop``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from trainrun.build.parallel import skipping_sync
 from trainrun.build.setup import Setup
 from trainrun.data.batches import Batches
 from trainrun.engine.collectives import all_finite, all_reduce_sum, micro_batch_weights
@@ -38,7 +41,7 @@ def train_epoch(setup: Setup, state: TrainState, epoch: int, stop: StepStop,
     s = setup.settings
     k = s.accumulate
     step_scheduler = setup.scheduler if s.scheduler_interval == "step" else None
-    no_sync = getattr(model, "no_sync", None)  # DDP's context manager; None on one process
+    no_sync = skipping_sync(model)  # DDP's no_sync, FSDP2's set_requires_gradient_sync; None alone
     n = len(setup.train_batches)
     losses = state.step_losses
     # Each batch's share of its optimizer step (1/k when accumulating k equal batches; exact for

@@ -27,7 +27,7 @@ PARTS: dict[str, type | tuple[type, ...]] = {
 }
 STATE_PARTS: dict[str, type | tuple[type, ...]] = {
     "epoch": int, "step": int, "batch": int, "best": (float, int, type(None)),
-    "best_epoch": (int, type(None)), "history": list, "stop_reason": (str, type(None)),
+    "best_epoch": (int, type(None)), "history": (list, dict), "stop_reason": (str, type(None)),
 }
 # Entries a later trainrun added (trainer.val_every_n_steps): checked when present, an older
 # checkpoint without them loads with the defaults.
@@ -77,7 +77,11 @@ def malformed(payload: dict[str, Any]) -> str:
         return f"its state holds unknown entries: {', '.join(sorted(map(str, extra)))}"
     if any(state[n] < 0 for n in ("epoch", "step", "batch")):
         return "its state counts are negative"
-    if not all(isinstance(row, dict) and isinstance(row.get("epoch"), int) for row in state["history"]):
+    history = state["history"]  # the rows (older checkpoints), or which rows of history.jsonl
+    if isinstance(history, dict) and not (isinstance(history.get("rows"), int) and history["rows"] >= 0
+                                          and isinstance(history.get("sha256"), str)):
+        return "its state.history does not say which rows of history.jsonl it holds"
+    if isinstance(history, list) and not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in history):
         return "its state.history is not a list of epoch rows"
     missing = [n for n in RNG_PARTS if n not in payload["rng"]]
     if missing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.build.setup import Setup
 from trainrun.data.identity import same_data
 from trainrun.data.iterable import restore_stream
+from trainrun.engine.checkpoint import find as find_named
 from trainrun.engine.checkpoint import load, restore
+from trainrun.engine.publish import META
 from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST
@@ -46,29 +49,28 @@ IGNORED = ("resume", "resume_changed_data", "print_config", "model_summary", "ex
 
 
 def find(resume: str, run_dir: Path) -> Path | None:
-    """The checkpoint ``resume`` points to: ``auto`` (this run folder's last.pt, if any), a
-    checkpoint file, or a run folder (its last.pt)."""
+    """The checkpoint ``resume`` points to: ``auto`` (this run folder's last checkpoint, if
+    any), a checkpoint file or sharded checkpoint folder, or a run folder (its last one)."""
     if resume == "auto":
-        candidate = run_dir / CHECKPOINTS / LAST
-        if not os.path.lexists(candidate):
-            return None  # none yet: a fresh start
-        if candidate.is_symlink() or not candidate.is_file():
-            # Something is there: it is refused, never taken for "none yet" and replaced.
-            what = "a symbolic link" if candidate.is_symlink() else "not a plain file"
-            raise TrainrunError(
-                f"resume=auto: {str(candidate)!r} is {what}, not a checkpoint this run wrote; starting "
-                "fresh would replace it", key="resume",
-                fix="move it away and resume from the checkpoint you mean (resume=<file>), or start a "
-                "new run in a new folder")
-        return candidate
+        checkpoints = run_dir / CHECKPOINTS
+        for candidate in (checkpoints / LAST, checkpoints / Path(LAST).stem):  # last.pt, or last/ (sharded)
+            if candidate.is_symlink() or (candidate.suffix and os.path.lexists(candidate) and not candidate.is_file()):
+                # Something is there: it is refused, never taken for "none yet" and replaced.
+                what = "a symbolic link" if candidate.is_symlink() else "not a plain file"
+                raise TrainrunError(
+                    f"resume=auto: {str(candidate)!r} is {what}, not a checkpoint this run wrote; starting "
+                    "fresh would replace it", key="resume",
+                    fix="move it away and resume from the checkpoint you mean (resume=<file>), or start a "
+                    "new run in a new folder")
+        return find_named(checkpoints, Path(LAST).stem)  # None: none yet, a fresh start
     path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / CHECKPOINTS / LAST
-    if not path.is_file():
+    if path.is_dir() and not (path / META).is_file():
+        path = find_named(path / CHECKPOINTS, Path(LAST).stem) or path / CHECKPOINTS / LAST
+    if not (path.is_file() or (path / META).is_file()):
         raise TrainrunError(
             f"resume={resume!r}: no checkpoint at {str(path)!r}",
             key="resume",
-            fix="give a checkpoint file, a run folder holding checkpoints/last.pt, or resume=auto",
+            fix="give a checkpoint file, a run folder holding checkpoints/last.pt (or last/), or resume=auto",
         )
     return path
 
@@ -96,16 +98,25 @@ def under(diff: str, keys: tuple[str, ...]) -> bool:
     return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
 
 
-def resume(setup: Setup, state: TrainState, run_dir: Path, say: Callable[[str], None]) -> bool:
-    """Load the checkpoint ``cfg.resume`` points to into ``setup`` and ``state``; False when
-    ``resume=auto`` found none (a fresh start)."""
-    cfg = setup.cfg
+@dataclass(frozen=True)
+class Resumed:
+    """A checkpoint found and checked before the run is built: it decides the batch size."""
+
+    path: Path
+    saved: dict[str, Any]
+    batch_size: int  # per process: the checkpoint's global batch over this run's processes
+    note: str | None  # the header line when that differs from data.batch_size
+
+
+def open_resume(cfg: DictConfig, run_dir: Path, world_size: int) -> Resumed | None:
+    """The checkpoint ``cfg.resume`` points to, loaded and compared with ``cfg``; None when
+    ``resume=auto`` found none (a fresh start). Its global batch is kept: on ``world_size``
+    processes each takes ``global // world_size`` samples of every global batch."""
     path = find(str(cfg.resume), run_dir)
     if path is None:
-        say("resume=auto: no checkpoint in this run folder yet, starting fresh")
-        return False
+        return None
     saved = load(path, trust=True)  # compared with this config, never built from
-    blocking, harmless = config_differences(saved["config"], cfg)
+    blocking, _ = config_differences(saved["config"], cfg)
     if blocking:
         raise TrainrunError(
             f"the checkpoint {str(path)!r} was written with a different config:\n    "
@@ -113,18 +124,59 @@ def resume(setup: Setup, state: TrainState, run_dir: Path, say: Callable[[str], 
             key="resume",
             fix="resume with the config the run started with, or start a new run",
         )
+    layout = saved.get("layout") or {}
+    losses = saved["step_losses"]
+    saved_world = int(layout.get("world_size") or (losses.shape[0] if losses is not None and losses.dim() == 2 else 1))
+    batch = int(saved["config"]["data"]["batch_size"])
+    global_batch = int(layout.get("global_batch") or batch * saved_world)
+    if global_batch % world_size:
+        raise TrainrunError(
+            f"the checkpoint's global batch is {global_batch} samples ({saved_world} process(es) x "
+            f"{global_batch // saved_world}); {world_size} processes cannot share it equally, and another "
+            "global batch would change what the run computes",
+            key="trainer.devices",
+            fix=f"resume with a number of processes that divides {global_batch}: trainer.devices="
+            + "|".join(str(d) for d in range(1, global_batch + 1) if global_batch % d == 0 and d <= 64))
+    per_process = global_batch // world_size
+    note = None
+    if per_process != int(cfg.data.batch_size):
+        note = (f"batch: {per_process} per process x {world_size} = the checkpoint's global batch of {global_batch} "
+                f"(data.batch_size={cfg.data.batch_size} was per process on {saved_world})")
+    return Resumed(path, saved, per_process, note)
+
+
+def resume(setup: Setup, state: TrainState, resumed: Resumed | None, say: Callable[[str], None]) -> bool:
+    """Load the checkpoint :func:`open_resume` found into ``setup`` and ``state``; False when
+    there was none (a fresh start)."""
+    cfg = setup.cfg
+    if resumed is None:
+        say("resume=auto: no checkpoint in this run folder yet, starting fresh")
+        return False
+    path, saved = resumed.path, resumed.saved
+    _, harmless = config_differences(saved["config"], cfg)
+    batches = (saved.get("layout") or {}).get("batches")
+    if batches and batches != len(setup.train_batches):
+        raise TrainrunError(
+            f"the checkpoint's epochs had {batches} global batches; on {setup.world_size} processes this run "
+            f"has {len(setup.train_batches)} (an epoch's last, short global batch needs a sample on every "
+            "process), so its epochs would differ",
+            key="trainer.devices",
+            fix=f"resume with trainer.devices={saved['layout']['world_size']} or fewer")
     changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
-    restore(setup, state, saved)
+    restore(setup, state, saved, path)
     restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
     saved_steps = getattr(setup.scheduler, "total_steps", None)
     if planned_steps and saved_steps and planned_steps > saved_steps:
+        epochs = saved["config"]["trainer"]["epochs"]
+        why = "trainer.epochs changed" if epochs != setup.settings.epochs else \
+            "the steps per epoch changed: data.batch_size, trainer.accumulate_grad_batches or data"
         raise TrainrunError(
             f"the checkpoint's {type(setup.scheduler).__name__} was built for {saved_steps} steps; "
-            f"this config needs {planned_steps} (trainer.epochs changed), and that schedule "
+            f"this config needs {planned_steps} ({why}), and that schedule "
             "cannot be stretched after the fact",
-            key="trainer.epochs",
-            fix=f"resume with trainer.epochs={saved['config']['trainer']['epochs']}, or start a new run",
+            key="trainer.epochs" if epochs != setup.settings.epochs else "resume",
+            fix=f"resume with trainer.epochs={epochs} and the run's own batches, or start a new run",
         )
     epochs = setup.settings.epochs
     if state.epoch >= epochs:

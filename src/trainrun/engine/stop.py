@@ -24,9 +24,9 @@ import torch
 
 from trainrun.build.settings import EarlyStopping, LoopSettings
 from trainrun.build.setup import Setup
-from trainrun.engine.checkpoint import CheckpointWriter
 from trainrun.engine.collectives import all_reduce_max
 from trainrun.engine.state import TrainState
+from trainrun.engine.writer import CheckpointWriter
 from trainrun.errors import TRAINING_ERROR, TrainrunError
 from trainrun.files import BEST, LAST
 

@@ -159,6 +159,8 @@ def in_sweep_job() -> bool:
     the user tails as the job's progress: it prints like a single run."""
     if os.environ.get("SUBMITIT_EXECUTOR"):
         return False
+    if os.environ.get("TRAINRUN_SWEEP_JOB") == "1":  # a worker of a sweep job's trainer.devices=N
+        return True
     try:
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:  # no Hydra around (library use, tests)

@@ -251,4 +251,4 @@ def find_if_asked(cfg: DictConfig, setup: Setup, run_dir: Path, *, rank: int, wo
         )
     say(f"lr_find=apply: training with optim.lr={suggested:.4g} (configured: {cfg.optim.lr:g})")
     cfg.optim.lr = suggested
-    return build(cfg, rank=rank, world_size=world_size), record
+    return build(cfg, rank=rank, world_size=world_size, batch_size=setup.batch_size), record

@@ -10,6 +10,7 @@ nothing in the run.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,8 +27,15 @@ if TYPE_CHECKING:  # rich is imported when the table is made
 def model_name(model: nn.Module) -> str:
     """``MLP`` or ``MLP + Sigmoid head`` (the head the loss added)."""
     if isinstance(model, nn.Sequential) and hasattr(model, "body") and hasattr(model, "head"):
-        return f"{type(model.body).__name__} + {type(model.head).__name__} head"
-    return type(model).__name__
+        return f"{class_name(model.body)} + {class_name(model.head)} head"
+    return class_name(model)
+
+
+def class_name(module: object) -> str:
+    """The module's class name; FSDP2's sharded class (``FSDPMLP``) says its model's (``MLP``)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # imported only by runs that shard
+    sharded = fsdp is not None and isinstance(module, fsdp.FSDPModule)
+    return type(module).__bases__[-1].__name__ if sharded else type(module).__name__
 
 
 def size_mb(model: nn.Module) -> float:

@@ -1,0 +1,206 @@
+"""Sharded checkpoints, for runs on several processes: a folder (``checkpoints/last/``) written
+by every process through ``torch.distributed.checkpoint`` (DCP), asynchronously, published whole.
+
+* **What.** The model and optimizer state as ``get_state_dict`` gives it (DDP: whole tensors,
+  written once by DCP's deduplication; FSDP: each process its shards), by name, so a run on
+  another number of processes (or the other strategy) loads it: DCP reshards on load. Only
+  tensors go to DCP; everything else (the optimizer's hyperparameters, the run's state, the
+  random streams of every rank, the config) goes to ``trainrun.pt`` beside the shards, written by
+  ``torch.save`` and read with ``weights_only=True``.
+* **When.** ``dcp.async_save`` copies the state to CPU memory on the training thread (the
+  snapshot, what training pays) and writes on a thread of its own, over a gloo process group of
+  its own (its collectives must not interleave with training's). The next save and the end of
+  the run wait for it.
+* **Whole or not at all.** The shards go to ``.last.<step>.tmp/``; once every process is done
+  (DCP's coordinator wrote ``.metadata``), rank 0 adds ``trainrun.pt`` and renames the folder
+  over ``last/`` (the old one first moves to ``.last.old``, removed after). A kill at any moment
+  leaves the previous checkpoint or the new one whole; :func:`recover` puts back a previous
+  one caught between the two renames.
+* **Trust.** DCP reads its ``.metadata`` with plain ``pickle`` and non-tensor entries with
+  ``torch.load(weights_only=False)``: a hostile folder would run code. :class:`SafeReader` reads
+  ``.metadata`` with an unpickler that builds only DCP's metadata classes, and refuses entries
+  that are not tensors and file names that leave the folder.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import warnings
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+    set_state_dict,
+)
+from torch.nn import Module
+
+from trainrun.engine.publish import META, linked_copy, publish
+from trainrun.errors import TrainrunError
+
+TENSOR = "<dcp>"  # in trainrun.pt's copy of the state: this leaf's tensor is in the shards
+
+# What DCP's .metadata pickle may build: its own metadata classes, torch's sizes, dtypes and
+# layouts, and the path it records.
+_ALLOWED = {("torch.distributed.checkpoint.metadata", n) for n in (
+    "Metadata", "TensorStorageMetadata", "ChunkStorageMetadata", "TensorProperties", "BytesStorageMetadata",
+    "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+    ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+    ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader, reading ``.metadata`` with :class:`_MetadataUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
+        with open(Path(self.path) / ".metadata", "rb") as f:
+            meta = _MetadataUnpickler(f).load()
+        if not isinstance(meta, dcp_metadata.Metadata):
+            raise pickle.UnpicklingError("its .metadata is not DCP's")
+        if any(not isinstance(m, dcp_metadata.TensorStorageMetadata) for m in meta.state_dict_metadata.values()):
+            raise pickle.UnpicklingError("it holds entries that are not tensors")
+        files = {getattr(info, "relative_path", "") for info in (meta.storage_data or {}).values()}
+        if any(not name or Path(name).name != name for name in files):
+            raise pickle.UnpicklingError("it names files outside its folder")
+        storage = meta.storage_meta or dcp_metadata.StorageMeta()
+        storage.load_id = self.load_id
+        meta.storage_meta = storage
+        return meta
+
+
+# --------------------------------------------------------------------------- the state
+
+
+def split(tree: Any, path: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """The tensors of a nested dict by path (``model/0.weight``), and the dict with each of
+    them replaced by :data:`TENSOR` (what ``trainrun.pt`` keeps)."""
+    if isinstance(tree, torch.Tensor):
+        return {path: tree}, TENSOR
+    if not isinstance(tree, dict):
+        return {}, tree
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[Any, Any] = {}
+    for key, value in tree.items():
+        found, rest[key] = split(value, f"{path}/{key}" if path else str(key))
+        tensors.update(found)
+    return tensors, rest
+
+
+def join(skeleton: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """The inverse of :func:`split`."""
+    if isinstance(skeleton, str) and skeleton == TENSOR:
+        return tensors[path]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    return {k: join(v, tensors, f"{path}/{k}" if path else str(k)) for k, v in skeleton.items()}
+
+
+def state_of(model: Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optimizer_state}
+
+
+def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any) -> None:
+    """Put a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``,
+    resharded for this run's processes (every process calls it); without ``optimizer``, the
+    whole model into one process's ``model`` (evaluate, predict, export, test after fit)."""
+    template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
+    tensors, _ = split(template)
+    alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
+    except pickle.UnpicklingError as err:
+        raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key="resume",
+                            fix="use a checkpoint folder trainrun wrote") from None
+    state = join(skeleton if optimizer is not None else {"model": skeleton["model"]}, tensors)
+    if optimizer is None:
+        model.load_state_dict(state["model"])
+    else:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def read_whole(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded checkpoint, whole, in this process, by path (``model/0.weight``,
+    ``optimizer/state/0.weight/exp_avg``): its consolidation."""
+    meta = SafeReader(folder).read_metadata()
+    tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
+               if isinstance(m, dcp_metadata.TensorStorageMetadata)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=True)
+    return tensors
+
+
+def whole_into_shards(model: Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
+                      optimizer_state: dict[str, Any]) -> None:
+    """A one-process checkpoint (``last.pt``: whole tensors, the optimizer's state by parameter
+    index) into an FSDP model's shards: indices become names in the optimizer's parameter order."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name: dict[str, Any] = {"state": {order[int(i)]: value for i, value in optimizer_state["state"].items()},
+               "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]}
+                                for g in optimizer_state["param_groups"]]}
+    whole = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=whole)
+    set_optimizer_state_dict(model, optimizer, by_name, options=whole)
+
+
+class AsyncSave:
+    """One sharded save in flight: DCP's write on every process, then rank 0's publication."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], tmp: Path, group: Any) -> None:
+        self.tmp = tmp
+        saving = dcp.async_save(tensors, checkpoint_id=str(tmp), process_group=group)
+        self.future: Future[Any] = saving if isinstance(saving, Future) else saving.upload_completion
+        self.thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def publish_when_done(self, meta: bytes, finals: list[Path], write: Any) -> None:
+        """Rank 0: once every shard is written, ``trainrun.pt`` and the renames (a thread)."""
+
+        def commit() -> None:
+            try:
+                self.future.result()
+                write(self.tmp / META, meta)
+                for i, final in enumerate(finals):
+                    source = self.tmp if i == len(finals) - 1 else self.tmp.with_name(f"{self.tmp.name}{i}")
+                    if source != self.tmp:
+                        linked_copy(self.tmp, source)
+                    publish(source, final)
+                    final.with_suffix(".pt").unlink(missing_ok=True)  # a one-process one of the name: older
+            except BaseException as err:  # raised by wait(), on the training thread
+                self.failure = err
+
+        self.thread = threading.Thread(target=commit, name="trainrun-checkpoint-commit", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Block until this save is written (and, on rank 0, published); raise if it failed."""
+        try:
+            self.future.result()
+        except BaseException as err:
+            self.failure = self.failure or err
+        if self.thread is not None:
+            self.thread.join()
+        if self.failure is not None:
+            raise self.failure
