@@ -42,3 +42,16 @@ def test_reading_a_csv_imports_no_dataframe_library(tmp_path: Path) -> None:
     names = imported("-c", "from trainrun.data.sources import read_csv; read_csv('d.csv', 'y')",
                      cwd=tmp_path, env={})
     assert "numpy" in names and names.isdisjoint(HEAVY | {"torch"}), sorted(names & (HEAVY | {"torch"}))
+
+
+def test_a_wrong_value_is_refused_before_torch_is_imported(tmp_path: Path) -> None:
+    """The value checks run before torch is imported (a wrong value exits in about a second):
+    nothing Hydra builds before the task (its callbacks: the run-folder claim, the sweep's)
+    may pull torch in."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainrun.cli", "trainer.epochs=-1",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env_for_tests({}),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2 and "trainer.epochs" in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:") and "|" in line]
+    names = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines}
+    assert {"hydra", "trainrun"} <= names and "torch" not in names

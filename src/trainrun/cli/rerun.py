@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.engine import checkpoint
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, LOCK
 from trainrun.report.record import DIGEST, config_digest
@@ -45,8 +44,9 @@ def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | N
     """What to do in ``run_dir``, and the summary found there."""
     summary = read_summary(run_dir)
     if summary is None:
-        left = checkpoint.find(run_dir / CHECKPOINTS, Path(LAST).stem)  # last.pt, or last/ of several processes
-        return ("resume" if left is not None else "fresh"), None
+        # last.pt, or the last/ folder of several processes (no torch here: sweeps import this module)
+        left = (run_dir / CHECKPOINTS / LAST).is_file() or (run_dir / CHECKPOINTS / Path(LAST).stem).is_dir()
+        return ("resume" if left else "fresh"), None
     same = summary.get(DIGEST) == config_digest(cfg)
     if summary.get("status") in FINISHED:
         return ("skip" if same else "replace"), summary
