@@ -3,6 +3,7 @@ stated qualities, image checks for the plots, metric sets, a pickle that runs co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -133,3 +134,16 @@ def fed(ms: MetricSet, out: torch.Tensor, y: torch.Tensor, batch: int = 64) -> d
 
 
 N = 301
+
+
+class Quiet:
+    """``fit``'s reporter printing nothing (the loop's ``Progress`` and ``Reporter`` protocols)."""
+
+    def progress(self, epoch, steps):
+        return contextlib.nullcontext(self)
+
+    def step(self, loss):
+        pass
+
+    def epoch_end(self, row, state):
+        pass

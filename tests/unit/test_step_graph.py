@@ -12,12 +12,12 @@ end with the loop's weights bit for bit. ``tests/test_cuda.py`` runs the CUDA gr
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import Quiet
 
 from trainrun.build.setup import build
 from trainrun.build.speed import check_capturable, compile_plan, graph_safe, wants_channels_last
@@ -38,17 +38,6 @@ class Recorded(StepGraph):
             loss.copy_(self.step(*inputs).detach())
 
         return SimpleNamespace(replay=replay), loss
-
-
-class Quiet:
-    def progress(self, epoch, steps):
-        return contextlib.nullcontext(self)
-
-    def step(self, loss):
-        pass
-
-    def epoch_end(self, row, state):
-        pass
 
 
 ARGS = ("data=digits", "data.batch_size=50", "trainer.epochs=3", "model.hidden=[32]", "optim=sgd",

@@ -4,11 +4,11 @@ a batch whose labels do not fit stops the run with one paragraph."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import Quiet
 
 DATASETS = '''
 import torch
@@ -102,18 +102,8 @@ def test_a_guess_that_a_batch_contradicts_stops_the_run(compose, datasets: Path)
                           "objective=train_loss", "checkpoint.monitor=train_loss")
     assert setup.info.task == "binary" and "guessed" in " ".join(said)
 
-    class Silent:  # fit's reporter, printing nothing
-        def progress(self, epoch, steps):
-            return contextlib.nullcontext(self)
-
-        def step(self, loss):
-            pass
-
-        def epoch_end(self, row, state):
-            pass
-
     with pytest.raises(TrainrunError) as caught:
-        fit(setup, TrainState(), Silent())
+        fit(setup, TrainState(), Quiet())
     err = caught.value
     assert err.exit_code == TRAINING_ERROR and err.key == "data._target_"
     assert "holds the label 2, outside 0..1" in str(err) and "num_classes" in err.fix

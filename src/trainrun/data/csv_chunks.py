@@ -21,14 +21,7 @@ def text_columns(file: Path, sep: str, header: list[str], columns: list[int],
                   t: int | None) -> tuple[Columns, np.ndarray | None]:
     """The feature columns as text where they hold text, as float32 with NaN for empty cells
     where they hold numbers (encode.py decides what each becomes), and the targets."""
-    text = loadtxt(file, sep, columns, TEXT).reshape(-1, len(columns))
-    values = []
-    for j in range(len(columns)):
-        column = np.char.strip(text[:, j].astype(str))
-        try:
-            values.append(np.where(column == "", "nan", column).astype(np.float32))
-        except ValueError:
-            values.append(column)
+    values = _cells(loadtxt(file, sep, columns, TEXT).reshape(-1, len(columns)))
     y = None
     if t is not None:
         labels = np.char.strip(loadtxt(file, sep, [t], TEXT).astype(str))
@@ -81,15 +74,21 @@ def predict_chunks(file: Path, sep: str, header: list[str], columns: list[int], 
     """``predict`` on a large file: 64k lines at a time, features (a table where cells are text
     or empty), the targets if the file has them, the ids."""
     for _, lines in csv_lines(file):
-        text = loadtxt(lines, sep, columns, TEXT).reshape(len(lines), len(columns))
-        values = []
-        for j in range(len(columns)):
-            column = np.char.strip(text[:, j].astype(str))
-            try:
-                values.append(np.where(column == "", "nan", column).astype(np.float32))
-            except ValueError:
-                values.append(column)
+        values = _cells(loadtxt(lines, sep, columns, TEXT).reshape(len(lines), len(columns)))
         table = Columns([header[j] for j in columns], values, where=f"CSV file {str(file)!r}")
         y = None if t is None else np.char.strip(loadtxt(lines, sep, [t], TEXT).astype(str))
         ids = None if i is None else np.char.strip(loadtxt(lines, sep, [i], TEXT).astype(str))
         yield table, y, ids
+
+
+def _cells(text: np.ndarray) -> list[np.ndarray]:
+    """Each column of a block of cells read as text: float32 (empty cells NaN) where every cell is
+    a number, else the stripped text (encode.py decides what it becomes)."""
+    values: list[np.ndarray] = []
+    for j in range(text.shape[1]):
+        column = np.char.strip(text[:, j].astype(str))
+        try:
+            values.append(np.where(column == "", "nan", column).astype(np.float32))
+        except ValueError:
+            values.append(column)
+    return values

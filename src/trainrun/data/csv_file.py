@@ -34,7 +34,7 @@ from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, file_digest
 from trainrun.data.rows import MemmapRows, RowChunks
 from trainrun.data.table_stream import cached_rows, should_stream
-from trainrun.data.tables import DELIMITERS, existing_file, select_columns
+from trainrun.data.tables import DELIMITERS, existing_file, id_column, select_columns
 from trainrun.errors import TrainrunError
 
 _WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -93,19 +93,6 @@ def read_csv(
 
 class _AsText(Exception):
     pass
-
-
-def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:
-    """The position of ``data.id`` in the header (None without one); missing or the target: refused."""
-    if not id:
-        return None
-    if id not in header:
-        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
-                            fix="set data.id to one of the columns above, or data.id=null")
-    if id == target:
-        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
-                            fix="name the column that identifies each row, not the one to predict")
-    return header.index(id)
 
 
 def header_names(path: str, delimiter: str = "auto") -> list[str] | None:

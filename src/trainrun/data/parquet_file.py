@@ -19,7 +19,7 @@ from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, data_files, files_fingerprint
 from trainrun.data.rows import CHUNK_ROWS, MemmapRows, RowChunks
 from trainrun.data.table_stream import cached_rows, should_stream
-from trainrun.data.tables import DELIMITERS, existing_file, select_columns
+from trainrun.data.tables import DELIMITERS, existing_file, id_column, select_columns
 from trainrun.errors import TrainrunError
 
 # pyarrow's scanner reads 16 batches and 4 files ahead, decoding on every core, by default: a 2 GiB
@@ -80,7 +80,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
     pa, pq, header = _parquet(file)
     where = f"Parquet file {str(file)!r}"
     if id and features is None:
-        _id_in(header, id, target, where)
+        id_column(header, id, target, where)
         features = [h for h in header if h not in (target, id)]
     columns, t = select_columns(header, target, features, where, require_target=require_target)
     table = pq.read_table(file, columns=[header[i] for i in [*columns, *([] if t is None else [t])]])
@@ -134,15 +134,6 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
     return out, y
 
 
-def _id_in(header: list[str], id: str, target: str, where: str) -> None:
-    if id not in header:
-        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
-                            fix="set data.id to one of the columns above, or data.id=null")
-    if id == target:
-        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
-                            fix="name the column that identifies each row, not the one to predict")
-
-
 def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, id: str | None) -> RowChunks:
     """``predict`` on large Parquet data: record batches as tables, their targets and ids."""
     _, _, header = _parquet(files[0])
@@ -150,7 +141,7 @@ def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, 
 
     where = f"Parquet file {str(files[0])!r}"
     if id:
-        _id_in(header, id, target, where)
+        id_column(header, id, target, where)
     features = features or [h for h in header if h not in (target, id)]
     columns, t = select_columns(header, target, features, where, require_target=False)
     names = [header[i] for i in columns]

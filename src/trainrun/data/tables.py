@@ -128,3 +128,16 @@ def _looks_like_data(header: list[str]) -> bool:
     """A first line of numbers that are not plain column numbers (pandas names columns 0, 1, ...
     when it has no names): values like 0.25 or -3 are a data row, not a header."""
     return all(is_number(h) for h in header) and not all(h.isdigit() for h in header)
+
+
+def id_column(header: list[str], id: str | None, target: str, where: str) -> int | None:
+    """The position of ``data.id`` in the header (None without one); missing or the target: refused."""
+    if not id:
+        return None
+    if id not in header:
+        raise TrainrunError(f"{where} has no id column {id!r}; its columns are {header}", key="data.id",
+                            fix="set data.id to one of the columns above, or data.id=null")
+    if id == target:
+        raise TrainrunError(f"data.id={id!r} is the target column", key="data.id",
+                            fix="name the column that identifies each row, not the one to predict")
+    return header.index(id)
