@@ -159,7 +159,7 @@ class Owner:
             return
         own = command == self.command or (command is None and continuing)  # None: a run of an older release
         other_source = recorded_source(self.folder, self.command) if own and self.source else None
-        if own and (continuing or self.command in REPLACE_OWN) and other_source in (None, self.source):
+        if own and (continuing or self.command in REPLACE_OWN) and self.same_source(other_source):
             return
         if other_source is not None:
             raise TrainrunError(
@@ -170,6 +170,21 @@ class Owner:
             f"{self.folder} holds {kind} ({_listed(results)}): {self.command} would write over its files",
             key=self.key, fix=self.fix_other,
         )
+
+    def same_source(self, recorded: str | None) -> bool:
+        """Whether results recorded for ``recorded`` are this checkpoint's: the same file, or the
+        same place in a run folder copied or moved with its results (``cp -r run run2``: the
+        results inside run2 name run/checkpoints/best.pt, this is run2/checkpoints/best.pt)."""
+        if recorded is None or recorded == self.source:
+            return True
+        if self.source is None or self.home is None or not self.folder.is_relative_to(self.home):
+            return False
+        here = Path(self.source)
+        if not here.is_relative_to(self.home):
+            return False
+        inside = here.relative_to(self.home).parts
+        was = Path(recorded).parts
+        return len(was) > len(inside) and was[-len(inside):] == inside
 
     def check_enclosing(self) -> None:
         """Refuse a folder inside another command's folder (``hydra.run.dir=<a run>/checkpoints``)."""

@@ -33,6 +33,8 @@ def folder(usercode: Path) -> Path:
     (tmp_path / "nan.csv").write_text("a,b,y\n1.0,2.0,0\n2.0,nan,1\n3.0,1.0,0\n4.0,0.5,1\n")
     (tmp_path / "bad.npz").write_bytes(b"this is not a zip archive")
     np.savez(tmp_path / "ok.npz", X=x, y=y)
+    np.savez(tmp_path / "xonly.npz", X=x)
+    (tmp_path / "dé.csv").write_text((tmp_path / "m.csv").read_text())
     (tmp_path / "one.csv").write_text("a,b,y\n" + "".join(f"{i},{i * 2},1\n" for i in range(20)))
     torch.save({"weight": torch.zeros(3)}, tmp_path / "weights.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
@@ -112,6 +114,23 @@ CASES = [
     ("loss_does_not_fit_task", [*CSV, "loss=bce"], 2,
      ["the loss (BCELoss) fits a probability in [0, 1] per output", "multiclass task", "loss=cross_entropy"]),
     ("cnn_without_image_shape", [*CSV, "model=cnn"], 2, ["model=cnn needs image-shaped samples", "data.image_shape"]),
+    # -- found by the adversarial pass of issue 17 (inputs no rule was written for)
+    ("csv_features_empty_list", [*CSV, "data.features=[]"], 2,
+     ["data.features=[] names no feature column", "key: data.features", "data.features=null"]),
+    ("image_shape_mismatch", [*CSV, "data.image_shape=[2,3]"], 2,
+     ["data.image_shape=[2, 3] holds 6 values, but each sample has 4 features", "fix: give [channels"]),
+    ("npz_without_y", ["data=npz", "data.path=xonly.npz"], 2,
+     ["has no array 'y'; it holds ['X']", "key: data.y_key", "fix: set data.y_key"]),
+    ("logger_list_unknown_option", ["logger=[csv,neptune]"], 2,
+     ["neptune is not an option of the 'logger' group; its options are csv, mlflow", "key: logger"]),
+    ("override_unclosed_list", ["model.hidden=[64"], 2,
+     ["cannot read a command-line override", "key: model.hidden", "fix: write overrides as key=value"]),
+    ("path_not_ascii_unquoted", ["data=csv", "data.path=dé.csv", "data.target=y"], 2,
+     ["cannot read a command-line override", "key: data.path", "'data.path=\"my file.csv\"'"]),
+    ("model_nan_in_eval_mode", [*CSV, "model._target_=usercode.NaNEval"], 1,
+     ["validation in epoch 1 gave val_loss=nan while the training losses were finite", "key: model._target_"]),
+    ("callback_overwrites_val_loss", [*CSV, "callbacks=[usercode.NaNRow]"], 1,
+     ["a callback's on_epoch_end changed trainrun's own value val_loss", "key: callbacks"]),
     # -- user _target_ modules
     ("target_not_importable", ["model._target_=nosuchmod.Net"], 2,
      ["cannot import model._target_='nosuchmod.Net'", "No module named 'nosuchmod'",

@@ -163,6 +163,24 @@ def test_results_of_another_checkpoint_are_not_replaced(tmp_path, command, recor
     assert str(a.resolve()) in err.value.message and (out / record).read_text() == before
 
 
+@pytest.mark.parametrize("command, record", [("evaluate", "eval.json"), ("export-model", "preprocessing.json")])
+def test_a_copied_run_folder_replaces_its_own_results(tmp_path, command, record):
+    """Adversarial pass: ``cp -r run run2`` then ``evaluate run=run2`` was refused (the results in
+    run2 name run/checkpoints/best.pt). The same place in a copied or moved run folder is the
+    same checkpoint; another run's checkpoint still is not."""
+    run, copy, other = tmp_path / "run", tmp_path / "run2", tmp_path / "other"
+    out = copy / "eval" / "best_val"
+    out.mkdir(parents=True)
+    (copy / "checkpoints").mkdir()
+    (out / record).write_text(json.dumps({"checkpoint": str(run / "checkpoints" / "best.pt")}))
+    mine = output_owner(out, command, copy, source=copy / "checkpoints" / "best.pt")
+    mine.claim()  # its own results, from before the copy
+    mine.release()
+    (out / record).write_text(json.dumps({"checkpoint": str(other / "checkpoints" / "last.pt")}))
+    with pytest.raises(TrainrunError, match=f"holds the {command} results of another checkpoint"):
+        output_owner(out, command, copy, source=copy / "checkpoints" / "best.pt").claim()
+
+
 @pytest.mark.parametrize("inner", ["checkpoints", ".hydra", "eval/mine", "notes/deep/er"])
 def test_a_folder_inside_another_commands_folder_is_its(tmp_path, inner):
     """Attack pass: ``train hydra.run.dir=<a run>/checkpoints`` wrote a second run into the first

@@ -19,6 +19,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from trainrun.config import config_dir
 from trainrun.config.closed import known_keys
 from trainrun.config.groups import GROUP_SCHEMAS
 from trainrun.errors import TrainrunError, did_you_mean
@@ -62,6 +63,22 @@ def unknown_option(ex: BaseException, argv: Sequence[str]) -> TrainrunError | No
         f"{', '.join(options)}{did_you_mean(name, options, f'{group}=')}", key=group, fix=fix)
 
 
+def unknown_list_option(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
+    """``logger=[csv,neptune]``: an option inside a list; Hydra names the file it could not load
+    ("Could not load 'logger/neptune'") but gives no options: they are the group's YAML files."""
+    if not (isinstance(ex, MissingConfigException) and ex.missing_cfg_file and "/" in str(ex.missing_cfg_file)):
+        return None
+    group, _, name = str(ex.missing_cfg_file).rpartition("/")
+    folder = config_dir() / group
+    options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if not options:
+        return None
+    return TrainrunError(
+        f"{group}: {name} is not an option of the '{group}' group; its options are "
+        f"{', '.join(options)}{did_you_mean(name, options)}", key=group,
+        fix=f"name options of the group, e.g. {group}=[{','.join(options[:2])}]")
+
+
 def missing_config(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
     """``--config-name nosuch``: no option list to offer."""
     if isinstance(ex, MissingConfigException):
@@ -72,8 +89,12 @@ def missing_config(ex: BaseException, argv: Sequence[str]) -> TrainrunError | No
 def unreadable_override(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
     """``'data.path=a b'`` unquoted, ``key=[1,``: Hydra's override grammar refused it."""
     if isinstance(ex, OverrideParseException):
+        shown = re.search(r"input '([^']*)'", str(ex))  # the text the grammar stopped at
+        culprits = [a for a in argv if "=" in a and ((shown and shown.group(1) and shown.group(1) in a)
+                                                    or a in str(ex))]
         return TrainrunError(
             f"cannot read a command-line override: {first_line(str(ex))}",
+            key=culprits[0].split("=", 1)[0].lstrip("+~") if culprits else None,
             fix="write overrides as key=value; lists as key=[a,b]; quote values with spaces or "
             "special characters, e.g. 'data.path=\"my file.csv\"'")
     return None
@@ -231,7 +252,7 @@ def other_hydra(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
 
 # In order: the specific ones first, the fallbacks last.
 REWORDINGS: tuple[Reword, ...] = (
-    unknown_option, missing_config, unreadable_override, unknown_key, wrong_type, not_a_bool,
+    unknown_option, unknown_list_option, missing_config, unreadable_override, unknown_key, wrong_type, not_a_bool,
     invalid_choice, null_not_allowed, deleted_key, not_a_list, other_keyed, key_already_there,
     preset_key_missing, group_set_to_null, other_hydra,
 )

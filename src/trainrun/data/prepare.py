@@ -222,6 +222,8 @@ def prepare_arrays(
                 f"data.image_shape={list(image_shape)} holds {math.prod(image_shape)} values, "
                 f"but each sample has {x.shape[1]} features",
                 key="data.image_shape",
+                fix="give [channels, height, width] whose product is the number of features per sample, "
+                "or data.image_shape=null for flat samples",
             )
         in_shape = tuple(image_shape)
         x = x.reshape(n, *in_shape)

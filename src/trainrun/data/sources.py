@@ -159,6 +159,8 @@ def read_npz(path: str, x_key: str = "X", y_key: str = "y",
                 raise TrainrunError(
                     f"NPZ file {str(file)!r} has no array {name!r}; it holds {archive.files}",
                     key=key,
+                    fix=f"set {key} to the name the array was saved under (numpy.savez(path, X=..., y=...) "
+                    "saves X and y)",
                 )
             try:
                 arrays.append(archive[name])

@@ -84,7 +84,9 @@ def prepare_rows(rows: MemmapRows, *, task: str, val_fraction: float, test_fract
     width = int(np.prod(rows.sample_shape))
     if image_shape and int(np.prod(image_shape)) != width:
         raise TrainrunError(f"data.image_shape={list(image_shape)} holds {int(np.prod(image_shape))} values, "
-                            f"but each sample has {width}", key="data.image_shape")
+                            f"but each sample has {width}", key="data.image_shape",
+                            fix="give [channels, height, width] whose product is the number of values per sample, "
+                            "or data.image_shape=null for the samples' own shape")
     if fitted is not None:
         info = dataclasses.replace(fitted, sizes=_sizes(train_idx, val_idx, test_idx),
                                    rows={"train": train_idx, "val": val_idx, "test": test_idx})

@@ -53,6 +53,10 @@ def select_columns(
     has_target = target in header
     if (not has_target and require_target) or (first is not None and _looks_like_data(header)):
         raise _missing_target(header, target, where, first, sep)
+    if features is not None and len(features) == 0:  # [] is not null: it names no column at all
+        raise TrainrunError(f"data.features=[] names no feature column, so the model would see nothing of {where}",
+                            key="data.features",
+                            fix="list the columns to learn from, or data.features=null for every column but the target")
     names = list(features) if features else [h for h in header if h != target]
     if features:
         for name in names:

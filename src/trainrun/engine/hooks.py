@@ -31,6 +31,7 @@ import contextlib
 import difflib
 import inspect
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from trainrun.build.instantiate import build_from_config
 from trainrun.build.setup import Setup
 from trainrun.engine.state import Progress, Reporter, TrainState
 from trainrun.engine.stop import Stop
-from trainrun.errors import TrainrunError
+from trainrun.errors import TRAINING_ERROR, TrainrunError
 
 log = logging.getLogger("trainrun")
 
@@ -211,5 +212,19 @@ class HookedReporter:
             yield bar
 
     def epoch_end(self, row: dict[str, Any], state: TrainState) -> None:
+        own = dict(row)  # trainrun's values: a callback adds values, never changes these
         self.callbacks.call("on_epoch_end", row)
+        changed = [k for k, v in own.items() if k not in row or not _same(row[k], v)]
+        if changed:
+            raise TrainrunError(
+                f"a callback's on_epoch_end changed trainrun's own value {changed[0]} (was {own[changed[0]]!r}): "
+                "best.pt, early stopping and the objective were judged by the value trainrun measured, so the "
+                "logs would show another", key="callbacks", exit_code=TRAINING_ERROR,
+                fix="add your value under a new name (row['my_val_loss'] = ...) instead of changing one of "
+                f"trainrun's ({', '.join(own)})")
         self.reporter.epoch_end(row, state)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, NaN equal to NaN (a value trainrun measured as NaN is left as it was)."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))

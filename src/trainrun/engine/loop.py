@@ -193,6 +193,7 @@ def validation_row(setup: Setup, state: TrainState, epoch: int, stop: Stop, star
     row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss}
     if setup.val_batches is not None:
         row.update({f"val_{k}": v for k, v in eval_epoch(setup, setup.val_batches).items()})
+        stop.check_validation(epoch, row)  # a non-finite validation loss ends the run (exit 1)
     samples = setup.train_batches.num_samples if first == 0 and len(losses) == len(setup.train_batches) \
         else float(setup.train_batches.sizes[first:len(losses)].sum())
     row["lr"] = float(setup.optimizer.param_groups[0]["lr"])

@@ -223,6 +223,24 @@ class Stop:
         if first_bad >= 0 and not self.settings.skip_nonfinite:
             raise nonfinite_error(epoch, losses, first_bad)
 
+    def check_validation(self, epoch: int, row: dict[str, Any]) -> None:
+        """A non-finite validation loss (or monitored value) ends the run: the model's eval mode
+        gave what no checkpoint, early stopping or objective can be judged by. Training losses
+        are finite here, so it is the model under ``model.eval()`` (dropout off, BatchNorm's
+        running statistics), not the step."""
+        bad = [k for k in dict.fromkeys(("val_loss", self.settings.monitor))
+               if isinstance(row.get(k), float) and not math.isfinite(row[k])]
+        if bad:
+            raise TrainrunError(
+                f"validation in epoch {epoch + 1} gave {bad[0]}={row[bad[0]]} while the training losses were "
+                "finite: the model's outputs in eval mode (model.eval(), under torch.no_grad()) are not finite. "
+                "Checkpoints written before it are kept; none holding these weights was written.",
+                key="model._target_",
+                fix="check what forward does when self.training is False (BatchNorm's running statistics, a "
+                "division by a tiny number); data.val_fraction=0 trains without validation",
+                exit_code=TRAINING_ERROR,
+            )
+
     def listen_for_requests(self, on: bool) -> None:
         """Callbacks may call :meth:`request` (``run.stop``): read it after each epoch."""
         self._requests = on
