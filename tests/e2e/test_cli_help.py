@@ -132,10 +132,11 @@ def test_the_run_prints_its_config_tree_and_folder_first(train):
         assert line in tree, f"{line!r} not in the config tree"
 
 
-def test_print_config_false_and_progress_none(train):
+def test_print_config_false_and_progress_none(train, tmp_path):
     quiet_tree = train("trainer.epochs=1", "trainer.limit_train_batches=2")  # print_config=false by default
     assert "├── optim" not in quiet_tree.output
     assert f"run folder: {quiet_tree.run_dir}" in quiet_tree.output
-    silent = train("trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.progress=none")
+    silent = train("trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.progress=none",
+                   run_dir=tmp_path / "silent")  # a folder of its own: the first run owns "run"
     assert "├── optim" not in silent.output and "epoch 1/1" not in silent.output
     assert silent.summary["status"] == "completed"
