@@ -84,6 +84,8 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif prefix == "loss.class_weights." and b == "balanced" and isinstance(a, list):
+            return  # the run's config holds the numbers 'balanced' gave on the same (checked) data
         elif a != b:
             diffs.append(f"{prefix[:-1]}: {a!r} -> {b!r}")
 
