@@ -7,12 +7,13 @@ import csv
 
 import pytest
 import torch
+from conftest import saved_checkpoint
 
 FAST = ("trainer.epochs=2", "print_config=false")
 
 
 def weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    return saved_checkpoint(run_dir)["model"]  # last.pt, or the sharded last/ of several processes
 
 
 def rows(run_dir) -> list[dict[str, str]]:
