@@ -114,6 +114,9 @@ CASES = [
     ("loss_does_not_fit_task", [*CSV, "loss=bce"], 2,
      ["the loss (BCELoss) fits a probability in [0, 1] per output", "multiclass task", "loss=cross_entropy"]),
     ("cnn_without_image_shape", [*CSV, "model=cnn"], 2, ["model=cnn needs image-shaped samples", "data.image_shape"]),
+    ("mse_on_binary_labels", ["data=breast_cancer", "loss=mse"], 2,  # values from -0.49 to 1.49 under p_1
+     ["the loss (MSELoss) fits real values (regression), but data.task=auto took the targets for a binary task",
+      "key: data.task"]),
     # -- found by the adversarial pass of issue 17 (inputs no rule was written for)
     ("csv_features_empty_list", [*CSV, "data.features=[]"], 2,
      ["data.features=[] names no feature column", "key: data.features", "data.features=null"]),

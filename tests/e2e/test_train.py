@@ -51,7 +51,6 @@ def test_default_reaches_a_good_accuracy(train):
         ("bce", "breast_cancer", "val_acc"),
         ("bce_logits", "breast_cancer", "val_acc"),
         ("mse", "diabetes", "val_rmse"),
-        ("mse", "breast_cancer", "val_acc"),
         ("cross_entropy", "breast_cancer", "val_acc"),
     ],
 )
