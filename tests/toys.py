@@ -419,3 +419,9 @@ class NaNRow:
     "A callback that overwrites trainrun's val_loss (adversarial pass: logged as the run's)."
     def on_epoch_end(self, run, row):
         row["val_loss"] = float("nan")
+
+
+class DropsLr:
+    "A callback that removes one of trainrun's values from the row."
+    def on_epoch_end(self, run, row):
+        del row["lr"]

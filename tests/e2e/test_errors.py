@@ -134,6 +134,10 @@ CASES = [
      ["validation in epoch 1 gave val_loss=nan while the training losses were finite", "key: model._target_"]),
     ("callback_overwrites_val_loss", [*CSV, "callbacks=[usercode.NaNRow]"], 1,
      ["a callback's on_epoch_end changed trainrun's own value val_loss", "key: callbacks"]),
+    ("callback_removes_lr", [*CSV, "callbacks=[usercode.DropsLr]"], 1,
+     ["a callback's on_epoch_end changed trainrun's own value lr", "key: callbacks"]),
+    ("model_nan_in_eval_inside_an_epoch", [*CSV, "model._target_=usercode.NaNEval", "trainer.val_every_n_steps=2"], 1,
+     ["validation in epoch 1 gave val_loss=nan", "key: model._target_"]),
     # -- user _target_ modules
     ("target_not_importable", ["model._target_=nosuchmod.Net"], 2,
      ["cannot import model._target_='nosuchmod.Net'", "No module named 'nosuchmod'",

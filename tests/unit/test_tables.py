@@ -15,6 +15,7 @@ from helpers import GOOD, write
 
 from trainrun.data.prepare import prepare_arrays
 from trainrun.data.sources import read_csv, read_npz, read_parquet
+from trainrun.data.tables import select_columns
 from trainrun.errors import TrainrunError
 
 
@@ -182,3 +183,10 @@ def test_parquet_files(tmp_path: Path) -> None:
     refused(lambda: read_parquet(str(tmp_path / "fake.parquet"), "y"), "cannot read Parquet file", key="data.path")
 
 
+
+
+def test_an_empty_feature_list_names_no_column_for_every_table_reader():
+    """Adversarial pass: data.features=[] trained on every column (CSV and Parquet share this)."""
+    with pytest.raises(TrainrunError, match=r"data.features=\[\] names no feature column") as err:
+        select_columns(["a", "b", "label"], "label", [], "Parquet file 'p.parquet'")
+    assert err.value.key == "data.features"
