@@ -26,6 +26,17 @@ from trainrun.errors import TrainrunError
 # What a run folder holds (``.hydra/`` is Hydra's).
 CHECKPOINTS = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
+LAST_SHARDED = "last"  # checkpoints/last/: the folder several processes write (DCP) instead of last.pt
+
+
+def last_checkpoints(run_dir: Path) -> tuple[Path, Path]:
+    """Where a run folder's last checkpoint lies: ``last.pt`` (one process) or ``last/`` (several)."""
+    return run_dir / CHECKPOINTS / LAST, run_dir / CHECKPOINTS / LAST_SHARDED
+
+
+def left_a_last_checkpoint(run_dir: Path) -> bool:
+    """Whether something stands where the last checkpoint goes (a link too: resume refuses it)."""
+    return any(os.path.lexists(p) for p in last_checkpoints(run_dir))
 SUMMARY_JSON = "summary.json"
 METRICS_CSV, METRICS_JSONL = "metrics.csv", "metrics.jsonl"
 PARAMS_CSV = "params.csv"

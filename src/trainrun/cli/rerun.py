@@ -29,7 +29,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 
 from trainrun.errors import CONFIG_ERROR, TrainrunError
-from trainrun.files import CHECKPOINTS, LAST, LOCK
+from trainrun.files import LOCK, left_a_last_checkpoint
 from trainrun.report.record import DIGEST, config_digest
 from trainrun.report.sweep import FINISHED, read_summary
 
@@ -44,9 +44,7 @@ def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | N
     """What to do in ``run_dir``, and the summary found there."""
     summary = read_summary(run_dir)
     if summary is None:
-        # last.pt, or the last/ folder of several processes (no torch here: sweeps import this module)
-        left = (run_dir / CHECKPOINTS / LAST).is_file() or (run_dir / CHECKPOINTS / Path(LAST).stem).is_dir()
-        return ("resume" if left else "fresh"), None
+        return ("resume" if left_a_last_checkpoint(run_dir) else "fresh"), None
     same = summary.get(DIGEST) == config_digest(cfg)
     if summary.get("status") in FINISHED:
         return ("skip" if same else "replace"), summary

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import ranks
 from trainrun.errors import CONFIG_ERROR, TrainrunError
-from trainrun.files import CHECKPOINTS, LAST, LOCK, RunFolderLock
+from trainrun.files import LOCK, RunFolderLock, left_a_last_checkpoint
 from trainrun.owner import Owner
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -147,7 +147,7 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     if not resume:
         return False
     if str(resume) == "auto":  # continues only a run that left a last.pt or last/ (resume refuses a bad one)
-        return any(os.path.lexists(folder / CHECKPOINTS / name) for name in (LAST, Path(LAST).stem))
+        return left_a_last_checkpoint(folder)
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)
 

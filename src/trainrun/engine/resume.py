@@ -26,7 +26,7 @@ from trainrun.engine.checkpoint import load, restore
 from trainrun.engine.publish import META
 from trainrun.engine.state import TrainState
 from trainrun.errors import TrainrunError
-from trainrun.files import CHECKPOINTS, LAST
+from trainrun.files import CHECKPOINTS, LAST, last_checkpoints
 
 # Config keys whose change refuses a resume: the weights' shapes and meaning (model, loss, data:
 # its split, scaling and batches), what the saved optimizer/scheduler states belong to, how steps
@@ -53,7 +53,7 @@ def find(resume: str, run_dir: Path) -> Path | None:
     any), a checkpoint file or sharded checkpoint folder, or a run folder (its last one)."""
     if resume == "auto":
         checkpoints = run_dir / CHECKPOINTS
-        for candidate in (checkpoints / LAST, checkpoints / Path(LAST).stem):  # last.pt, or last/ (sharded)
+        for candidate in last_checkpoints(run_dir):
             if candidate.is_symlink() or (candidate.suffix and os.path.lexists(candidate) and not candidate.is_file()):
                 # Something is there: it is refused, never taken for "none yet" and replaced.
                 what = "a symbolic link" if candidate.is_symlink() else "not a plain file"
