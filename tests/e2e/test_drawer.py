@@ -5,6 +5,9 @@ helper left behind by a run that never draws."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,23 @@ def test_a_helper_that_fails_is_replaced_by_drawing_here(tmp_path: Path, monkeyp
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+
+
+def test_a_process_forked_after_the_helper_started_does_not_hold_up_the_drawing(tmp_path, monkeypatch) -> None:
+    """DataLoader workers (data.num_workers>0) are forked after the helper started and hold a
+    copy of its input pipe: a helper reading to the end of its input waited WAIT_S (120 s) at the
+    end of every such run, then the run drew itself. The helper reads one line instead."""
+    drawer = CurvesDrawer()
+    drawer.start()
+    holder = os.fork()
+    if holder == 0:  # a forked worker: every descriptor of its parent (no exec closes them)
+        time.sleep(60)
+        os._exit(0)
+    try:
+        monkeypatch.setattr(drawing, "WAIT_S", 30.0)
+        monkeypatch.setattr(drawing, "write_curves", lambda *a, **k: pytest.fail("the run drew itself"))
+        assert drawer.draw(HISTORY, tmp_path / "curves.png") is None
+        assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)

@@ -66,9 +66,10 @@ class CurvesDrawer:
                 _stop(process)
             return write_curves(history, path, best)
         try:
-            out, _ = process.communicate(json.dumps({"history": history, "path": str(path),
-                                                     "best": best}).encode(),
-                                         timeout=WAIT_S)
+            # One line, not "until end of input": DataLoader workers forked after the helper
+            # started hold a copy of its input pipe, so its end would never come.
+            request = json.dumps({"history": history, "path": str(path), "best": best}) + "\n"
+            out, _ = process.communicate(request.encode(), timeout=WAIT_S)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             _stop(process)
             return write_curves(history, path, best)
@@ -93,8 +94,8 @@ def serve() -> None:
     with contextlib.suppress(ImportError):
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401  (the import is the point)
         from matplotlib.figure import Figure  # noqa: F401
-    request = sys.stdin.buffer.read()
-    if not request:
+    request = sys.stdin.buffer.readline()  # one line (see draw); none: the run ended without one
+    if not request.strip():
         return
     asked = json.loads(request)
     note = write_curves(asked["history"], Path(asked["path"]), asked.get("best"))
