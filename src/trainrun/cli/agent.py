@@ -65,6 +65,9 @@ def main() -> None:
         code = 128 + int(err.sigval)
     except KeyboardInterrupt:
         code = 130
+    except Exception as err:  # torch's launcher itself failed: one line, train's paragraph follows
+        print(f"trainrun: torch's launcher failed: {type(err).__name__}: {err}", file=sys.stderr)
+        code = 1
     sys.stdout.flush()
     os._exit(code)
 

@@ -96,8 +96,13 @@ def record(err: TrainrunError, *, hung: bool = False) -> None:
             "time": time.time(), "what": _what(err.message), "hung": hung,
             "timed_out": _plain(timed_out) if timed_out is not None else None,
             "peer_lost": _matching(err, _PEER_LOST) is not None}
-    with open(path, "w") as f:  # torch's own format (message, timestamp) and trainrun's fields
+    # torch's own format (message, timestamp) and trainrun's fields, written whole or not at all:
+    # the agent parses every failed rank's file and stops on a half-written one (a rank ended by
+    # the agent's SIGTERM while writing), losing every rank's report.
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
         json.dump({"message": str(err), "timestamp": int(info["time"]), "trainrun": info}, f)
+    os.replace(partial, path)
 
 
 def _ranks(ranks: list[int]) -> str:
