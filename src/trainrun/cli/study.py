@@ -38,6 +38,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy import exc as sqlalchemy_exc
 
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.report.sweep import FINISHED, OK, finite_or_none, read_summary
@@ -77,7 +78,7 @@ def open_storage(spec: str) -> BaseStorage:
             path = Path(spec[len("journal:"):])
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
-        return RDBStorage(spec, engine_kwargs={"pool_pre_ping": True} if not spec.startswith("sqlite") else None)
+        return _rdb_storage(spec)
     except Exception as err:
         raise TrainrunError(
             f"cannot open the Optuna storage {shown(spec)!r}: {type(err).__name__}: "
@@ -85,6 +86,20 @@ def open_storage(spec: str) -> BaseStorage:
             key="hydra.sweeper.storage", exit_code=CONFIG_ERROR,
             fix="give an SQLAlchemy URL (sqlite:///optuna.db, postgresql+psycopg://user:password@host/db), "
             "journal:<file> on a shared file system, or null (a journal in the sweep folder)") from None
+
+
+def _rdb_storage(spec: str) -> RDBStorage:
+    """``RDBStorage(spec)``, tried again when another driver is making the same empty database's
+    tables at the same moment: Optuna creates them on open (``create_all``, then its version
+    rows), and the slower of two drivers started together gets PostgreSQL's duplicate-table or
+    duplicate-row error. A second try finds the tables made."""
+    engine_kwargs = {"pool_pre_ping": True} if not spec.startswith("sqlite") else None
+    for wait_s in (0.2, 0.5, 1.0, 2.0):
+        try:
+            return RDBStorage(spec, engine_kwargs=engine_kwargs)
+        except (sqlalchemy_exc.IntegrityError, sqlalchemy_exc.ProgrammingError, sqlalchemy_exc.InternalError):
+            time.sleep(wait_s)
+    return RDBStorage(spec, engine_kwargs=engine_kwargs)
 
 
 def trial_handle(study: optuna.Study, number: int) -> Trial:
