@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkserver
 import helpers
 import pytest
 import torch
@@ -110,10 +111,13 @@ def run_command(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 240,
+    real: bool = False,
 ) -> TrainResult:
-    """Run a console script (``train``/``evaluate``) with Hydra overrides in ``cwd``."""
+    """Run a console script (``train``/``evaluate``) with Hydra overrides in ``cwd``: a child of
+    the fork server (tests/forkserver.py), or the installed script itself where ``real`` or where
+    the test is marked ``real_process``."""
     run_dir = run_dir or cwd / "run"
-    args = [str(BIN / command), *overrides]
+    args = [str(command_path(command, real=real)), *overrides]
     if command == "train" and not any(o.startswith("hydra.run.dir=") for o in overrides):
         args.append(f"hydra.run.dir={run_dir}")
     proc = subprocess.run(
@@ -125,6 +129,26 @@ def run_command(
             f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return result
+
+
+def command_path(command: str, real: bool = False) -> Path:
+    """The installed console script, or its fork-server shim (see tests/forkserver.py: the server
+    runs the real script by itself where a fork could not honour the command's environment)."""
+    if real or not _forked_commands or not forkserver.enabled():
+        return BIN / command
+    return forkserver.shim(command)
+
+
+_forked_commands = True
+
+
+@pytest.fixture(autouse=True)
+def _real_process_marker(request: pytest.FixtureRequest):
+    """``@pytest.mark.real_process``: every command of the test is the installed script itself."""
+    global _forked_commands
+    _forked_commands = request.node.get_closest_marker("real_process") is None
+    yield
+    _forked_commands = True
 
 
 def run_train(*overrides: str, cwd: Path, **kwargs) -> TrainResult:

@@ -36,9 +36,11 @@ TIMING = ("seconds", "samples_per_s")  # the only metrics.csv columns allowed to
 
 def launch(points: str, *overrides: str, run_dir: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """``train <overrides> hydra.run.dir=<run_dir>`` in a subprocess, hit at ``points``."""
+    import forkserver
     from conftest import env_for_tests
 
-    args = [sys.executable, str(HERE), points, "trainer.progress=epoch", *overrides,
+    python = forkserver.shim(forkserver.PYTHON) if forkserver.enabled() else sys.executable
+    args = [str(python), str(HERE), points, "trainer.progress=epoch", *overrides,
             f"hydra.run.dir={run_dir}"]
     return subprocess.run(args, cwd=run_dir.parent, env=env_for_tests(), capture_output=True,
                           text=True, timeout=timeout)

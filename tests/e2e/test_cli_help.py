@@ -9,7 +9,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import BIN, env_for_tests
+from conftest import command_path, env_for_tests
 
 from trainrun.cli import reference
 from trainrun.config import config_dir, schemas
@@ -17,7 +17,7 @@ from trainrun.config.groups import DataConfig
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "train"), *args], cwd=cwd, env=env_for_tests(),
+    return subprocess.run([str(command_path("train")), *args], cwd=cwd, env=env_for_tests(),
                           capture_output=True, text=True, timeout=120)
 
 

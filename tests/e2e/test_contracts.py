@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN, env_for_tests, run_command
+from conftest import BIN, command_path, env_for_tests, run_command
 
 QUICK = ("trainer.epochs=2", "plot=false")
 
@@ -173,7 +173,7 @@ def test_markup_in_user_text(here):
 
 def test_a_sweep_with_bracketed_tags_keeps_its_summary(here):
     sweep = here / "sweep"
-    proc = subprocess.run([str(BIN / "train"), "-m", "data=iris", "trainer.epochs=1", "plot=false",
+    proc = subprocess.run([str(command_path("train")), "-m", "data=iris", "trainer.epochs=1", "plot=false",
                            'tags=["[/baseline]"]', "optim.lr=0.1,0.01", f"hydra.sweep.dir={sweep}"],
                           cwd=here, env=env_for_tests(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

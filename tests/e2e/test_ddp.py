@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, TOYS, TrainResult, env_for_tests, final_weights, max_difference, run_train, saved_checkpoint
+from conftest import (
+    BIN,
+    TOYS,
+    TrainResult,
+    command_path,
+    env_for_tests,
+    final_weights,
+    max_difference,
+    run_train,
+    saved_checkpoint,
+)
 
 # 803 training rows: a global batch of 32 leaves 3 rows at the end, split 1 + 2 over two ranks,
 # so the equivalence below includes a short, unevenly split last batch.
@@ -140,7 +150,7 @@ def test_srun_style_tasks_train_together(tmp_path):
 def test_submitit_job_with_two_tasks_trains_as_two_ranks(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+        [str(command_path("train")), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
          "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep}", *DATA, "trainer.epochs=2"],
         cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
     )
@@ -155,7 +165,7 @@ def test_devices_inside_a_submitit_job_and_its_requeue(tmp_path):
     shutil.copy(TOYS, tmp_path / "killer.py")
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [str(BIN / "train"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+        [str(command_path("train")), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
          f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.KillsItself", "trainer.devices=2",
          "trainer.epochs=3"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -175,7 +185,7 @@ def test_joblib_job_starts_its_own_ddp_workers(tmp_path):
     """Inside joblib's worker processes the workers are forked (spawn cannot bootstrap there)."""
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [str(BIN / "train"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
+        [str(command_path("train")), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1",
          f"hydra.sweep.dir={sweep}", *DATA, "trainer.devices=2", "trainer.epochs=1"],
         cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=300,
     )

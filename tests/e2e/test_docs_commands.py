@@ -26,9 +26,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkserver
 import numpy as np
 import pytest
-from conftest import BIN, REPO, env_for_tests
+from conftest import BIN, REPO, command_path, env_for_tests
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SCRIPTS = ("train", "evaluate", "predict", "export-model", "srun", "python", "pip")
@@ -170,7 +171,9 @@ def write_files(folder: Path) -> None:
 def run(args: list[str], folder: Path, env: dict[str, str] | None = None,
         timeout: float = 600) -> subprocess.CompletedProcess[str]:
     environment = env_for_tests(env)
-    environment["PATH"] = f"{BIN}{os.pathsep}{environment.get('PATH', '')}"
+    # train, evaluate, ... as fork-server children (tests/forkserver.py); python -m, torchrun: real
+    path = [str(forkserver.shim("train").parent)] if forkserver.enabled() else []
+    environment["PATH"] = os.pathsep.join([*path, str(BIN), environment.get("PATH", "")])
     return subprocess.run(args, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
@@ -178,7 +181,7 @@ def trained_run(folder: Path, name: str) -> Path:
     """A run on my.csv (with a test split), trained once per page."""
     run_dir = folder / name
     if not (run_dir / "checkpoints" / "best.pt").is_file():
-        done = run([str(BIN / "train"), "data=csv", "data.path=my.csv", "data.target=label", "trainer.epochs=3",
+        done = run([str(command_path("train")), "data=csv", "data.path=my.csv", "data.target=label", "trainer.epochs=3",
                     "data.test_fraction=0.2", f"hydra.run.dir={run_dir}"], folder)
         assert done.returncode == 0, done.stdout + done.stderr
     return run_dir
@@ -229,7 +232,10 @@ def check(command: Command, folder: Path, partition: str | None = None) -> None:
         line = line.replace("<partition>", partition)
     words = shlex.split(line, comments=True)[len(command.env):]  # as the shell passes them: split once
     args = shortened(words)
-    args[0] = str(BIN / args[0]) if args[0] != "srun" else "srun"  # python: the venv's
+    if args[0] in forkserver.COMMANDS:  # a fork-server child (tests/forkserver.py), or the script
+        args[0] = str(command_path(args[0]))
+    elif args[0] != "srun":
+        args[0] = str(BIN / args[0])  # python: the venv's
     done = run(args, folder, command.env)
     output = done.stdout + done.stderr
     refused = next((v for k, v in REFUSED_HERE.items() if k in command.line), None)

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import BIN, env_for_tests, run_train
+from conftest import command_path, env_for_tests, run_train
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def imbalanced(tmp_path_factory):
 
 
 def evaluate(folder, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "evaluate"), *args], cwd=folder, env=env_for_tests(), capture_output=True,
+    return subprocess.run([str(command_path("evaluate")), *args], cwd=folder, env=env_for_tests(), capture_output=True,
                           text=True, timeout=240)
 
 
@@ -68,7 +68,7 @@ def test_resume_and_predict_with_class_weights(imbalanced):
                         "loss.class_weights=balanced", "resume=auto", cwd=folder, run_dir=weighted.run_dir)
     assert resumed.summary["epochs_run"] == 12
     (folder / "new.csv").write_text("a,b,c,d\n3.0,0,0,0\n-1.0,0,0,0\n")
-    done = subprocess.run([str(BIN / "predict"), f"run={weighted.run_dir}", "data=csv", "data.path=new.csv",
+    done = subprocess.run([str(command_path("predict")), f"run={weighted.run_dir}", "data=csv", "data.path=new.csv",
                            f"hydra.run.dir={folder / 'predicted'}"], cwd=folder, env=env_for_tests(),
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr

@@ -147,6 +147,7 @@ raise ImportError("this is not the real {name}")
 """
 
 
+@pytest.mark.real_process  # numpy: preloaded in a fork-server child
 @pytest.mark.parametrize("how", ["console script", "python -m trainrun.cli"])
 def test_modules_in_the_working_folder_never_shadow_installed_ones(tmp_path, how):
     """A numpy.py or matplotlib.py lying in the folder a run starts in is never imported (the

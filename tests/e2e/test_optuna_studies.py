@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import BIN, env_for_tests, run_command
+from conftest import BIN, command_path, env_for_tests, run_command
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.timeout(900)
@@ -90,7 +90,7 @@ def two_drivers(tmp_path: Path, storage: str, study_name: str) -> tuple[list[sub
     procs, dirs = [], []
     for name in ("a", "b"):
         dirs.append(tmp_path / name)
-        args = [str(BIN / "train"), "-m", *SEARCH, IRIS, "trainer.epochs=2", "hydra.sweeper.n_trials=3",
+        args = [str(command_path("train")), "-m", *SEARCH, IRIS, "trainer.epochs=2", "hydra.sweeper.n_trials=3",
                 "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.seed=null", f"hydra.sweeper.storage={storage}",
                 f"hydra.sweeper.study_name={study_name}", f"hydra.sweep.dir={dirs[-1]}"]
         procs.append(subprocess.Popen(args, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,

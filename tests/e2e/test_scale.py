@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, TOYS, env_for_tests
+from conftest import BIN, TOYS, command_path, env_for_tests
 
 from trainrun.engine.checkpoint import find, load
 from trainrun.engine.sharded import read_whole
@@ -48,7 +48,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def train(cwd: Path, run_dir: Path, *overrides: str, env: dict[str, str] | None = None,
           check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(BIN / "train"), *DATA, *overrides, f"hydra.run.dir={run_dir}"], cwd=cwd,
+    proc = subprocess.run([str(command_path("train")), *DATA, *overrides, f"hydra.run.dir={run_dir}"], cwd=cwd,
                           env=env_for_tests(env), capture_output=True, text=True, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -173,7 +173,7 @@ def test_an_fsdp_run_with_every_lever_and_the_commands_after_it(work):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["steps"] == 60
     for command, args in [("evaluate", ["split=val"]), ("export-model", []), ("predict", ["data=synthetic"])]:
-        done = subprocess.run([str(BIN / command), f"run={run}", "trust=[killer]", *args], cwd=work,
+        done = subprocess.run([str(command_path(command)), f"run={run}", "trust=[killer]", *args], cwd=work,
                               env=env_for_tests(), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(next((run / "eval").glob("*/eval.json")).read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, env_for_tests, run_train
+from conftest import BIN, command_path, env_for_tests, run_train
 from killpoints import launch, metric_rows, same_weights, weights
 
 # 20 batches (= steps) per epoch; no mid-epoch checkpoints, so a last.pt in the middle of an
@@ -53,7 +53,7 @@ def test_signal_stops_after_the_step_and_the_printed_command_resumes(name, refer
     command = resume_command(output)
     assert command[:3] == ["train", f"hydra.run.dir={run_dir}", "resume=auto"]
     assert all(o in command for o in SMALL)  # the run's own overrides, so the same config
-    resumed = subprocess.run([str(BIN / "train"), *command[1:]], cwd=tmp_path, env=env_for_tests(),
+    resumed = subprocess.run([str(command_path("train")), *command[1:]], cwd=tmp_path, env=env_for_tests(),
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "at epoch 2, after batch 7 (step 27)" in resumed.stdout

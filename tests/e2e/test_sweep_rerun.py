@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, env_for_tests, run_command
+from conftest import command_path, env_for_tests, run_command
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -26,7 +26,7 @@ def rows(sweep_dir: Path) -> list[dict[str, str]]:
 
 
 def start(tmp_path: Path, sweep_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
-    args = [str(BIN / "train"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    args = [str(command_path("train")), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     log = (tmp_path / f"{sweep_dir.name}.log").open("a")
     return subprocess.Popen(args, cwd=tmp_path, env=env_for_tests(env), stdout=log, stderr=subprocess.STDOUT)
 

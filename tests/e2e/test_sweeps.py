@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, env_for_tests, run_command
+from conftest import command_path, env_for_tests, run_command
 
 # Small and quick: iris, two epochs.
 FAST = ("data=iris", "trainer.epochs=2", "trainer.progress=epoch")
@@ -126,7 +126,7 @@ def test_submitit_local_launcher_summary(tmp_path: Path) -> None:
 
 
 def test_two_sweeps_started_together_get_their_own_folders(tmp_path: Path) -> None:
-    args = [str(BIN / "train"), "-m", *FAST, "trainer.epochs=1", "optim.lr=0.01"]
+    args = [str(command_path("train")), "-m", *FAST, "trainer.epochs=1", "optim.lr=0.01"]
     procs = [subprocess.Popen(args, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=240)[0] for p in procs]

@@ -127,6 +127,7 @@ def test_malformed_payloads(checkpoint, change, says):
     assert says in malformed(saved)
 
 
+@pytest.mark.real_process  # torch, hydra, omegaconf: preloaded in a fork-server child
 def test_modules_of_the_working_folder_replace_no_installed_one(tmp_path):
     """A torch.py, hydra.py and omegaconf.py in the folder a run starts in: never imported (their
     marker stays absent), and the run is not refused for the built-in targets it did not name
