@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -126,7 +127,7 @@ def test_two_drivers_join_one_study_through_a_journal_file(tmp_path: Path) -> No
 
 @pytest.mark.postgres
 def test_two_drivers_join_one_study_through_postgresql(tmp_path: Path, postgres_server: str) -> None:
-    name = f"joined-{tmp_path.name}"
+    name = f"joined-{uuid.uuid4().hex[:12]}"  # the server's database may outlive a session (a killed one)
     procs, dirs = two_drivers(tmp_path, postgres_server, name)
     try:
         check_joined(procs, dirs, lambda: optuna.load_study(study_name=name, storage=postgres_server))
@@ -134,3 +135,40 @@ def test_two_drivers_join_one_study_through_postgresql(tmp_path: Path, postgres_
         for p in procs:
             p.kill()
 
+
+
+def _open_at(url: str, start: float, results) -> None:
+    from trainrun.cli import study
+
+    while time.time() < start:  # both processes open the storage at the same moment
+        pass
+    try:
+        study.open_storage(url)
+        results.put("ok")
+    except Exception as err:  # the refusal, for the assertion's message
+        results.put(f"{type(err).__name__}: {err}")
+
+
+@pytest.mark.postgres
+def test_two_drivers_opening_a_fresh_database_at_once_both_get_it(postgres_server: str) -> None:
+    """Optuna creates its tables when a storage opens; on an empty PostgreSQL database the slower
+    of two drivers started together fails that CREATE (a duplicate pg_type row). It happened in
+    CI (the second driver refused: "cannot open the Optuna storage"); the open is tried again."""
+    import multiprocessing
+
+    import psycopg
+
+    server, _ = postgres_server.rsplit("/", 1)
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://").replace("trainrun:trainrun@", "postgres:trainrun@")
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER trainrun")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start = time.time() + 5
+    procs = [context.Process(target=_open_at, args=(f"{server}/{name}", start, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [results.get(timeout=5) for _ in procs] == ["ok", "ok"]
