@@ -15,13 +15,13 @@ prints for the whole launch.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from typing import Any
 
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.files import atomic_write_json
 
 # Once a process of the group failed, how long the others may take to end by themselves.
 GRACE_S = 5.0
@@ -99,10 +99,7 @@ def record(err: TrainrunError, *, hung: bool = False) -> None:
     # torch's own format (message, timestamp) and trainrun's fields, written whole or not at all:
     # the agent parses every failed rank's file and stops on a half-written one (a rank ended by
     # the agent's SIGTERM while writing), losing every rank's report.
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump({"message": str(err), "timestamp": int(info["time"]), "trainrun": info}, f)
-    os.replace(partial, path)
+    atomic_write_json(path, {"message": str(err), "timestamp": int(info["time"]), "trainrun": info})
 
 
 def _ranks(ranks: list[int]) -> str:
