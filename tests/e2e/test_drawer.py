@@ -58,3 +58,14 @@ def test_a_process_forked_after_the_helper_started_does_not_hold_up_the_drawing(
     finally:
         os.kill(holder, signal.SIGKILL)
         os.waitpid(holder, 0)
+
+
+def test_a_history_value_with_a_line_break_reaches_the_helper_whole(tmp_path: Path, monkeypatch) -> None:
+    """The request is one line: a value of a callback's holding a line break (or non-ASCII text)
+    is escaped by JSON, so the helper still draws (the run does not fall back to drawing itself)."""
+    history = [{**row, "note": "first line\nsecond \u00e9"} for row in HISTORY]
+    drawer = CurvesDrawer()
+    drawer.start()
+    monkeypatch.setattr(drawing, "write_curves", lambda *a, **k: pytest.fail("the run drew itself"))
+    assert drawer.draw(history, tmp_path / "curves.png") is None
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
