@@ -22,10 +22,11 @@ from trainrun.data.table_stream import cached_rows, should_stream
 from trainrun.data.tables import DELIMITERS, existing_file, id_column, select_columns
 from trainrun.errors import TrainrunError
 
-# pyarrow's scanner reads 16 batches and 4 files ahead, decoding on every core, by default: a 2 GiB
-# file then peaked at 4.4 GB of anonymous memory (Pss, scripts/bench_data.py memory). One ahead
-# keeps a streamed pass at about a chunk.
-ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
+# pyarrow's Parquet reader pre-buffers by default (``pre_buffer=True``): it reads the column
+# chunks of every row group it will need ahead and keeps them until the file is closed, so a
+# streamed pass held the whole file in memory (2.9 GB of anonymous memory for a 2 GiB file,
+# scripts/bench_data.py memory). Off, a pass holds about a row group.
+NO_PRE_BUFFER = {"pre_buffer": False}
 
 
 def _parquet(file: Path) -> tuple[Any, Any, list[str]]:
@@ -136,9 +137,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
 
 def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, id: str | None) -> RowChunks:
     """``predict`` on large Parquet data: record batches as tables, their targets and ids."""
-    _, _, header = _parquet(files[0])
-    import pyarrow.dataset as ds
-
+    pa, pq, header = _parquet(files[0])
     where = f"Parquet file {str(files[0])!r}"
     if id:
         id_column(header, id, target, where)
@@ -146,44 +145,65 @@ def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, 
     columns, t = select_columns(header, target, features, where, require_target=False)
     names = [header[i] for i in columns]
     wanted = [*names, *([target] if t is not None else []), *([id] if id else [])]
+    _check_shards(files, wanted)
 
     def read() -> Iterator[tuple[Columns, np.ndarray | None, np.ndarray | None]]:
-        for batch in ds.dataset([str(f) for f in files], format="parquet").to_batches(columns=wanted, **ONE_AHEAD,
-                                                                                    batch_size=CHUNK_ROWS):
-            cells = [batch.column(k).to_pylist() for k in range(len(wanted))]
-            values = []
-            for column in cells[:len(names)]:
-                try:
-                    values.append(np.asarray([np.nan if v is None else v for v in column], dtype=np.float32))
-                except (TypeError, ValueError):
-                    values.append(np.asarray(["" if v is None else str(v) for v in column]))
-            y = np.asarray([str(v) for v in cells[len(names)]]) if t is not None else None
-            ids = np.asarray([str(v) for v in cells[-1]]) if id else None
+        for batch in _record_batches(pq, files, wanted):
+            values = [_predict_values(pa, batch.column(k)) for k in range(len(names))]
+            y = np.asarray([str(v) for v in batch.column(len(names)).to_pylist()]) if t is not None else None
+            ids = np.asarray([str(v) for v in batch.column(len(wanted) - 1).to_pylist()]) if id else None
             yield Columns(names, values, where=where), y, ids
 
     return RowChunks(read, id)
 
 
-def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
-    """Parquet files streamed by record batches (pyarrow's dataset API, only the columns used)
-    into the memory-mapped copy training reads."""
-    pa, pq, header = _parquet(files[0])
-    import pyarrow.dataset as ds
+def _check_shards(files: list[Path], columns: list[str]) -> None:
+    """Every shard after the first holds the columns read (before any row is: a shard that lacks
+    one would fail in the middle of a pass)."""
+    for file in files[1:]:
+        header = _parquet(file)[2]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise TrainrunError(
+                f"Parquet shard {str(file)!r} has no column {', '.join(map(repr, missing))}, which the first "
+                f"shard {str(files[0])!r} has", key="data.path",
+                fix="shards of one data set share their columns: rewrite that shard, or move it out of the folder")
 
+
+def _record_batches(pq: Any, files: list[Path], columns: list[str]) -> Iterator[Any]:
+    """The ``columns`` of ``files``, file by file, in record batches of ``CHUNK_ROWS`` rows
+    (pyarrow's Parquet reader, not the dataset scanner: the scanner held a whole file's
+    decoded columns at once, measured in tests/unit/test_tables.py)."""
+    for file in files:
+        for batch in pq.ParquetFile(file, **NO_PRE_BUFFER).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+            if batch.num_rows:
+                yield batch
+
+
+def _predict_values(pa: Any, column: Any) -> np.ndarray:
+    """A feature column of a record batch for ``predict``: numbers as float32 (a null as NaN,
+    which the training run's missing-value policy then handles), anything else as text."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls: NaN
+    cells = column.to_pylist()
+    try:
+        return np.asarray([np.nan if v is None else v for v in cells], dtype=np.float32)
+    except (TypeError, ValueError):
+        return np.asarray(["" if v is None else str(v) for v in cells])
+
+
+def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
+    """Parquet files streamed by record batches (only the columns used) into the memory-mapped
+    copy training reads."""
+    pa, pq, header = _parquet(files[0])
     where = f"Parquet file {str(files[0])!r}" + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "")
     columns, _ = select_columns(header, target, features, where)
     names = [header[i] for i in columns]
-    try:
-        ds.dataset([str(f) for f in files], format="parquet")
-    except Exception as err:
-        raise TrainrunError(f"cannot read {where} as one data set: {type(err).__name__}: {err}", key="data.path",
-                            fix="shards of one data set share their columns and types") from None
+    _check_shards(files, [*names, target])
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for file in files:  # file by file, row group by row group (the dataset's scanner pre-buffers more)
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=CHUNK_ROWS, columns=[*names, target]):
-                if batch.num_rows:
-                    yield _parquet_arrays(pa, batch, names, target, where)
+        for batch in _record_batches(pq, files, [*names, target]):
+            yield _parquet_arrays(pa, batch, names, target, where)
         pa.default_memory_pool().release_unused()  # before the loader's workers fork: not theirs to copy
 
     digest = files_fingerprint(files, None, cache_dir())

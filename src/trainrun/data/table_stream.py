@@ -1,5 +1,5 @@
 """CSV and Parquet files streamed: read once in chunks (CSV: 64k lines through ``numpy.loadtxt``;
-Parquet: record batches of pyarrow's dataset API, only the columns used), written as a float32
+Parquet: record batches of pyarrow's Parquet reader, only the columns used), written as a float32
 copy of the features and a copy of the targets in ``.npy`` files, then trained on through
 memory maps (:class:`~trainrun.data.rows.MemmapRows`) like ``data=npy``.
 
