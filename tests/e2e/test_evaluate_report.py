@@ -76,6 +76,24 @@ def test_resume_and_predict_with_class_weights(imbalanced):
     assert rows[0] == "row,prediction,p_fraud,p_ok" and rows[1].split(",")[1] == "fraud"
 
 
+def test_hand_typed_weights_resumed_with_balanced_are_refused(imbalanced, tmp_path):
+    """A run weighed by hand, resumed with loss.class_weights=balanced: the checkpoint holds only
+    numbers, so the word passed the config comparison, and balanced's other numbers changed the
+    loss in the middle of the run, exit 0. Refused now, with the run's weights as the fix."""
+    folder = imbalanced[0]
+    common = ("data=csv", f"data.path={folder / 'imbalanced.csv'}", "data.target=label")
+    run_train(*common, "loss.class_weights=[1,3]", "trainer.epochs=2", cwd=tmp_path, run_dir=tmp_path / "hand")
+    resumed = run_train(*common, "loss.class_weights=balanced", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
+                        run_dir=tmp_path / "hand", check=False)
+    assert resumed.returncode == 2, resumed.output
+    assert "the checkpoint's run weighed its classes [1,3]" in resumed.output
+    assert "key: loss.class_weights" in resumed.output and "loss.class_weights=[1,3]" in resumed.output
+    assert "Traceback" not in resumed.output
+    again = run_train(*common, "loss.class_weights=[1,3]", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
+                      run_dir=tmp_path / "hand")
+    assert again.summary["epochs_run"] == 3
+
+
 def test_class_weights_that_do_not_fit_and_a_list_for_loss_weight_are_refused(imbalanced):
     folder = imbalanced[0]
     common = ("data=csv", "data.path=imbalanced.csv", "data.target=label")

@@ -10,6 +10,7 @@ optimizer/scheduler values are reported as not applied (their saved state is res
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,24 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> tuple[list[str
     return blocking, [d for d in diffs if d not in blocking]
 
 
+def _same_class_weights(saved: dict[str, Any], cfg: DictConfig) -> None:
+    """``loss.class_weights=balanced`` on a resume passes :func:`config_differences` (the
+    checkpoint holds the numbers its run used, whatever the user typed then); once built, the
+    numbers ``balanced`` gives now must be those, or the loss would change in the middle of the run."""
+    before, now = (saved.get("loss") or {}).get("class_weights"), cfg.loss.get("class_weights")
+    if not isinstance(before, list) or now is None:
+        return
+    now = [float(w) for w in now]
+    if len(before) == len(now) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(before, now, strict=True)):
+        return
+    run = "[" + ",".join(f"{float(w):g}" for w in before) + "]"
+    raise TrainrunError(
+        f"the checkpoint's run weighed its classes {run}; loss.class_weights=balanced gives "
+        f"[{', '.join(f'{w:.3g}' for w in now)}] on this run's training split, so the loss would change "
+        "in the middle of the run", key="loss.class_weights",
+        fix=f"resume with loss.class_weights={run} (the run's own weights), or start a new run")
+
+
 def under(diff: str, keys: tuple[str, ...]) -> bool:
     """Whether a ``"key: old -> new"`` line is about one of ``keys`` or a key below one."""
     return any(diff.startswith((f"{k}.", f"{k}:")) for k in keys)
@@ -156,6 +175,7 @@ def resume(setup: Setup, state: TrainState, resumed: Resumed | None, say: Callab
         return False
     path, saved = resumed.path, resumed.saved
     _, harmless = config_differences(saved["config"], cfg)
+    _same_class_weights(saved["config"], cfg)
     batches = (saved.get("layout") or {}).get("batches")
     if batches and batches != len(setup.train_batches):
         raise TrainrunError(
