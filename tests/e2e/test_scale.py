@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import BIN, TOYS, command_path, env_for_tests
@@ -119,6 +120,39 @@ def test_a_run_continues_on_another_number_of_processes(work, shared, strategy, 
     for x, y in zip(expected, got, strict=True):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=TOLERANCE)
         assert x["val_loss"] == pytest.approx(y["val_loss"], rel=TOLERANCE)
+
+
+def test_a_memory_mapped_source_through_loader_workers_continues_on_another_number_of_processes(work):
+    """The same for data read through a DataLoader (a memory-mapped ``.npy``, never in memory):
+    two processes stopped in the middle of epoch 1, continued on one process with two loader
+    workers; the global batch and the one permutation of the job carry over, and the run ends
+    where the uninterrupted two-process run ends, within the tolerance."""
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=rng)
+    np.save(work / "X.npy", x.numpy())
+    np.save(work / "y.npy", (x[:, 0] + x[:, 1] > 0).long().numpy())
+    source = ["data=npy", "data.path=X.npy", "data.target_path=y.npy", *DATA[2:], "data.batch_size=3",
+              "trainer.epochs=2", "trainer.devices=2"]
+    reference, run = work / "npy-ref", work / "npy-2to1"
+    for folder, env in ((reference, None), (run, {"KILL_AT": "25"})):
+        proc = subprocess.run([str(command_path("train")), *source, f"hydra.run.dir={folder}"], cwd=work,
+                              env=env_for_tests(env), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == (143 if env else 0), proc.stdout + proc.stderr
+    proc = train_with(work, run, [*source[:-1], "trainer.devices=1", "data.num_workers=2", "resume=auto"])
+    assert "batch: 6 per process x 1 = the checkpoint's global batch of 6" in proc.stdout
+    assert "resumed from" in proc.stdout and "epoch 1" in proc.stdout
+    a, b = weights(reference), weights(run)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < TOLERANCE
+    for x_, y_ in zip(metrics(reference), metrics(run), strict=True):
+        assert x_["train_loss"] == pytest.approx(y_["train_loss"], rel=TOLERANCE)
+
+
+def train_with(cwd: Path, run_dir: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """A ``train`` with ``args`` only (not the synthetic data of :data:`DATA`)."""
+    proc = subprocess.run([str(command_path("train")), *args, f"hydra.run.dir={run_dir}"], cwd=cwd,
+                          env=env_for_tests(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def test_a_global_batch_another_number_cannot_share_is_refused(work, shared):
