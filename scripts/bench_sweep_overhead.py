@@ -65,10 +65,11 @@ def main() -> None:
     print(f"{args.jobs}-job sweep, basic launcher: {sweep_s:.1f} s, {sweep_s / args.jobs:.2f} s a job")
     print(f"per-job overhead ratio: {sweep_s / args.jobs / single:.2f}")
     if len(memory) >= 10:
-        tenth = len(memory) // 10
-        print(f"sweep process RSS after job 1: {memory[0]:.0f} MB, job {tenth}: {memory[tenth - 1]:.0f} MB, "
-              f"job {len(memory)}: {memory[-1]:.0f} MB; growth from job {tenth} to the last: "
-              f"{memory[-1] - memory[tenth - 1]:+.0f} MB")
+        tenth, half = len(memory) // 10, len(memory) // 2
+        marks = sorted({1, tenth, *range(10, len(memory) + 1, 10), len(memory)})
+        print("sweep process RSS after job " + ", ".join(f"{j}: {memory[j - 1]:.1f} MB" for j in marks))
+        print(f"growth from job {tenth} to the last: {memory[-1] - memory[tenth - 1]:+.1f} MB; over the second "
+              f"half (job {half} to {len(memory)}): {memory[-1] - memory[half - 1]:+.1f} MB")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -204,3 +204,36 @@ def test_optuna_study_where_every_trial_fails_exits_nonzero_with_a_summary(tmp_p
     rows = read_csv(sweep_dir / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert all("non-finite" in r["error"] for r in rows)
+
+
+COUNT_CONFIGS = '''
+import gc
+import os
+
+from hydra.experimental.callback import Callback
+
+
+class CountConfigs(Callback):
+    """After each job (before trainrun's own on_job_end): the OmegaConf nodes still alive."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        gc.collect()
+        live = sum(1 for o in gc.get_objects() if type(o).__name__ in ("DictConfig", "ListConfig"))
+        with open(os.environ["COUNTS"], "a") as f:
+            f.write(f"{live}\\n")
+'''
+
+
+def test_the_jobs_of_a_sweep_leave_no_configs_behind(tmp_path):
+    """Hydra's basic sweeper keeps every job's return to the end of the sweep, and each held the
+    job's configs: 74 more OmegaConf nodes alive after every job (the sweep process grew by about
+    0.2 MB a job). A user's Hydra callback counts them after each of 6 jobs: the same every time."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "counter.py").write_text(COUNT_CONFIGS)
+    counts = tmp_path / "counts"
+    result = run_command("train", "-m", *FAST, "plot=false", "optim.lr=0.1,0.2,0.3,0.4,0.5,0.6",
+                         "+hydra.callbacks.count._target_=counter.CountConfigs", f"hydra.sweep.dir={tmp_path / 's'}",
+                         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "mods"), "COUNTS": str(counts)})
+    assert "6 jobs, 6 done" in result.output
+    live = [int(n) for n in counts.read_text().split()]
+    assert len(live) == 6 and max(live[1:]) - min(live[1:]) <= 5, live  # after the first: what every job shares

@@ -3,12 +3,15 @@ left behind by a dead driver, what a job does with its folder on a rerun, the vi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
 
 import optuna
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -16,6 +19,7 @@ from optuna.trial import TrialState
 from hydra_plugins.trainrun_launcher._optuna_space import parse
 from trainrun.cli import gpus
 from trainrun.cli import study as studies
+from trainrun.cli.job_memory import ReleaseJobConfigs
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
 from trainrun.errors import TrainrunError
 
@@ -176,3 +180,22 @@ def test_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_no_gpus_handed_out_leaves_the_job_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(gpus.GPUS_ENV, raising=False)
     assert gpus.claim_devices(tmp_path, 1, 0) is None
+
+
+@pytest.mark.parametrize("mode", [RunMode.RUN, RunMode.MULTIRUN])
+def test_a_finished_jobs_return_gives_back_its_configs_and_a_sweep_freezes_once(mode):
+    """A sweep's jobs leave their configs behind no more, and what they share is frozen once,
+    after the first job (a single run pays no full collection at its end)."""
+    release = ReleaseJobConfigs()
+    frozen_before = gc.get_freeze_count()
+    try:
+        for _ in range(2):
+            ret = JobReturn(overrides=["optim.lr=0.1"], cfg=OmegaConf.create({"a": 1}), status=JobStatus.COMPLETED,
+                            hydra_cfg=OmegaConf.create({"hydra": {"mode": mode}}), working_dir=".")
+            ret.return_value = 0.5
+            release.on_job_end(config=ret.cfg, job_return=ret)
+            assert ret.cfg is None and ret.hydra_cfg is None and ret.return_value == 0.5
+            assert release.frozen == (mode == RunMode.MULTIRUN)
+        assert (gc.get_freeze_count() > frozen_before) == (mode == RunMode.MULTIRUN)
+    finally:
+        gc.unfreeze()
