@@ -59,7 +59,7 @@ from pathlib import Path
 PRELOAD = ("torch", "torch._dynamo", "torch.distributed", "torch.distributed.run", "torch.distributed.checkpoint",
            "numpy", "sklearn.datasets", "matplotlib.figure", "matplotlib.backends.backend_agg", "hydra",
            "hydra.utils", "omegaconf", "rich.console", "tqdm")
-COMMANDS = ("train", "evaluate", "predict", "export-model")
+COMMANDS = ("train", "evaluate", "predict", "export-model", "torchrun")
 PYTHON = "python"  # the shim of the interpreter (sys.executable in a child)
 # Environment variables read when a process (or a C library in it) starts: a request whose value
 # differs from the server's runs as a real process. TORCH_NCCL_* are read when a process group is

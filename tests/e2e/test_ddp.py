@@ -97,7 +97,7 @@ def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_pa
             "data.batch_size=16"]
 
     def two_nodes() -> list[subprocess.CompletedProcess]:
-        command = [str(BIN / "torchrun"), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+        command = [str(command_path("torchrun")), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
                    f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args]
         agents = [subprocess.Popen(command, cwd=tmp_path, env=env_for_tests(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -116,7 +116,7 @@ def test_two_torchrun_nodes_train_like_one_node_with_two_processes(train, tmp_pa
     # The same run id again (two processes of one agent: refused before they join, so cheaper)
     weights = {p.name: p.read_bytes() for p in (folder / "checkpoints" / "last").iterdir()}  # shards
     again = subprocess.run(
-        [str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
+        [str(command_path("torchrun")), "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
          f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=twonodes", "-m", "trainrun.cli", *args],
         cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=240)
     assert again.returncode != 0

@@ -178,7 +178,7 @@ def test_two_torchrun_agents_on_loopback_train_like_one_launch(work, shared, str
     LOCAL_WORLD_SIZE=1), the weights of trainer.devices=2."""
     args = [*DATA, "data.batch_size=3", "trainer.epochs=2", f"trainer.strategy={strategy}"]
     args.remove("trainer.threads=1")
-    command = [str(BIN / "torchrun"), "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+    command = [str(command_path("torchrun")), "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
                f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id=loop-{strategy}", "-m", "trainrun.cli", *args]
     env = env_for_tests()
     env.pop("OMP_NUM_THREADS")  # threads are trainrun's choice here
@@ -227,7 +227,7 @@ def test_elastic_restart_after_a_killed_rank_continues_by_itself(work, shared):
     the weights of a run never interrupted (the shared one, which saved only at epoch ends)."""
     args = [*DATA, "data.batch_size=3", "trainer.epochs=2", "checkpoint.every_n_steps=5"]
     reference = shared("ref", 2, "ddp")
-    command = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", "--max-restarts=1",
+    command = [str(command_path("torchrun")), "--standalone", "--nproc-per-node=2", "--max-restarts=1",
                "-m", "trainrun.cli", *args, f"hydra.run.dir={work / 'elastic'}"]
     once = work / "killed-once"
     proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600,
