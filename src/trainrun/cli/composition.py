@@ -19,6 +19,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from trainrun.cli.hydra_targets import unimportable_hydra_target
 from trainrun.config import config_dir
 from trainrun.config.closed import known_keys
 from trainrun.config.groups import GROUP_SCHEMAS
@@ -254,7 +255,7 @@ def other_hydra(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
 REWORDINGS: tuple[Reword, ...] = (
     unknown_option, unknown_list_option, missing_config, unreadable_override, unknown_key, wrong_type, not_a_bool,
     invalid_choice, null_not_allowed, deleted_key, not_a_list, other_keyed, key_already_there,
-    preset_key_missing, group_set_to_null, other_hydra,
+    preset_key_missing, group_set_to_null, unimportable_hydra_target, other_hydra,
 )
 
 
