@@ -186,3 +186,60 @@ def test_a_user_dataset_with_augmentations_any_workers_and_processes(tmp_path: P
     assert same_weights(weights(one), weights(workers))
     two = run_train(*common, "data.batch_size=8", "trainer.devices=2", cwd=tmp_path, run_dir=tmp_path / "two").run_dir
     assert max_difference(final_weights(one), final_weights(two)) < 1e-5  # issue 19: every seed, not only 0
+
+
+@pytest.mark.timeout(900)
+def test_an_id_column_streamed_is_never_a_feature_and_predict_writes_it(tmp_path: Path) -> None:
+    """data.id with Parquet shards and a streamed CSV: the streamed copy used to keep the id as a
+    feature (a batch of 4 columns instead of 3, another result, exit 0), and predict wrote no id."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    csv_file(tmp_path / "plain.csv")
+    with (tmp_path / "plain.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (tmp_path / "d.csv").open("w", newline="") as f:  # the same rows, an id column first
+        w = csv.writer(f)
+        w.writerow(["key", "a", "b", "c", "label"])
+        w.writerows([[f"k{i:03d}", r["a"], r["b"], r["c"], r["label"]] for i, r in enumerate(rows)])
+    (tmp_path / "shards").mkdir()
+    for i in range(3):
+        part = rows[i * 100:(i + 1) * 100]
+        table = {"key": [f"k{j:03d}" for j in range(i * 100, i * 100 + len(part))],
+                 **{k: [float(r[k]) for r in part] for k in "abc"}, "label": [int(r["label"]) for r in part]}
+        pq.write_table(pa.table(table), tmp_path / "shards" / f"part{i}.parquet")
+    env = {"TRAINRUN_CACHE_DIR": str(tmp_path / "cache")}
+    common = ("data.target=label", "trainer.epochs=2", *QUICK)
+    plain = run_train("data=csv", "data.path=plain.csv", *common, cwd=tmp_path, run_dir=tmp_path / "plain_run").run_dir
+    for name, data in (("csv", ("data=csv", "data.path=d.csv", "data.stream=true")),
+                       ("parquet", ("data=parquet", "data.path=shards"))):
+        run = run_train(*data, "data.id=key", *common, cwd=tmp_path, run_dir=tmp_path / name, env=env)
+        assert "batch [32,3]" in run.output, run.output
+        assert max_difference(final_weights(plain), final_weights(run.run_dir)) < 1e-4
+        run_command("predict", f"run={run.run_dir}", data[0], data[1], f"hydra.run.dir={tmp_path / f'p{name}'}",
+                    cwd=tmp_path, env=env)
+        with (tmp_path / f"p{name}" / "predictions.csv").open() as f:
+            keys = [r["key"] for r in csv.DictReader(f)]
+        assert keys == [f"k{i:03d}" for i in range(300)]
+
+
+@pytest.mark.timeout(900)
+def test_shards_holding_a_label_as_text_in_one_and_as_numbers_in_others(tmp_path: Path) -> None:
+    """The label 1 as a number in one shard and as the text "1" in another is one class, not two
+    ("1" and "1.0": four classes out of two, exit 0, before)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "shards").mkdir()
+    for i in range(3):
+        x = rng.normal(size=(100, 3))
+        label = (x[:, 0] > 0).astype(np.int64)
+        pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2],
+                                 "label": label.astype(str) if i == 1 else label}),
+                       tmp_path / "shards" / f"part{i}.parquet")
+    run = run_train("data=parquet", "data.path=shards", "data.target=label", "trainer.epochs=1", *QUICK,
+                    cwd=tmp_path, env={"TRAINRUN_CACHE_DIR": str(tmp_path / "cache")})
+    assert "output [32,2]" in run.output, run.output
+    (meta,) = (tmp_path / "cache" / "tables").glob("*/meta.json")
+    assert json.loads(meta.read_text())["labels"] == ["0", "1"]

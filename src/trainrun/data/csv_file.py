@@ -62,8 +62,10 @@ def read_csv(
                          header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
         names = [header[i] for i in columns]
-        return cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
+        rows = cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
                            lambda: _chunks(file, sep, header, columns, t), cache_dir())
+        rows.id_name = header[i] if i is not None else None  # predict writes the same column
+        return rows
     table = None
     try:
         if categorical:

@@ -76,7 +76,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
         if shards or should_stream(files, stream, stream_above_mb):
             if not require_target:  # predict: record batch by record batch
                 return _parquet_chunks(files, target, features, id)
-            return _parquet_rows(files, target, features)
+            return _parquet_rows(files, target, features, id)
     file = existing_file(path, "data.path", (".parquet", ".pq"))
     pa, pq, header = _parquet(file)
     where = f"Parquet file {str(file)!r}"
@@ -192,11 +192,14 @@ def _predict_values(pa: Any, column: Any) -> np.ndarray:
         return np.asarray(["" if v is None else str(v) for v in cells])
 
 
-def _parquet_rows(files: list[Path], target: str, features: list[str] | None) -> MemmapRows:
+def _parquet_rows(files: list[Path], target: str, features: list[str] | None, id: str | None) -> MemmapRows:
     """Parquet files streamed by record batches (only the columns used) into the memory-mapped
-    copy training reads."""
+    copy training reads; ``data.id``'s column is never a feature (as in a whole read)."""
     pa, pq, header = _parquet(files[0])
     where = f"Parquet file {str(files[0])!r}" + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "")
+    if id:
+        id_column(header, id, target, where)
+        features = features if features is not None else [h for h in header if h not in (target, id)]
     columns, _ = select_columns(header, target, features, where)
     names = [header[i] for i in columns]
     _check_shards(files, [*names, target])
@@ -207,7 +210,9 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None) ->
         pa.default_memory_pool().release_unused()  # before the loader's workers fork: not theirs to copy
 
     digest = files_fingerprint(files, None, cache_dir())
-    return cached_rows("parquet", digest, names, target, {}, chunks, cache_dir())
+    rows = cached_rows("parquet", digest, names, target, {}, chunks, cache_dir())
+    rows.id_name = id  # predict writes the same column, from the new file (never trained on)
+    return rows
 
 
 def _parquet_arrays(pa: Any, table: Any, names: list[str], target: str, where: str) -> tuple[np.ndarray, np.ndarray]:

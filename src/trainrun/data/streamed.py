@@ -154,7 +154,7 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
                         y_scale=float(np.mean(y_std)) if y_std is not None else 1.0,
                         y_mean=None if y_mean is None else y_mean.tolist(),
                         y_std=None if y_std is None else y_std.tolist(),
-                        x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns)
+                        x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns, id_name=rows.id_name)
         return info, transform_for(info, rows)
     if not labels.integral or labels.width > 1:
         raise TrainrunError(f"data.task={task} needs one whole-number label per sample", key="data.task",
@@ -173,7 +173,7 @@ def _learn(rows: MemmapRows, train_idx: np.ndarray, *, task: str, standardize: b
     classes = [rows.label_names[int(v)] for v in values] if rows.label_names is not None else \
         [int(v) if float(v).is_integer() else float(v) for v in values.tolist()]
     info = DataInfo(task=task, in_shape=in_shape, num_classes=max(len(values), 2), target_width=1,
-                    classes=classes, x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns)
+                    classes=classes, x_mean=x_stats[0], x_std=x_stats[1], features=rows.columns, id_name=rows.id_name)
     return info, transform_for(info, rows)
 
 

@@ -33,7 +33,7 @@ from trainrun.errors import TrainrunError
 # What a table reader hands over: a function that reads the table again, as (features, targets) chunks.
 Chunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
-FORMAT = 1
+FORMAT = 2  # 2: whole-number labels of numeric shards read as "1", not "1.0", beside text shards
 HEADER = 128  # bytes of an .npy header whose shape is written once the rows are counted
 MAX_LABELS = 100_000
 
@@ -168,9 +168,14 @@ def _convert(folder: Path, chunks: Chunks, columns: list[str], target: str) -> N
 
 
 def _as_text(chunks: Chunks) -> Chunks:
+    """The chunks again, their targets as text labels: a number as a text reader would have read
+    it (``1.0`` read as a number is the label ``"1"``, as in the shard that holds it as text)."""
     def again() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, y in chunks():
-            yield x, np.asarray(y).astype(str)
+            y = np.asarray(y)
+            if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(np.mod(y, 1) == 0):
+                y = y.astype(np.int64)  # whole numbers: "1", not "1.0"
+            yield x, y.astype(str)
     return again
 
 
