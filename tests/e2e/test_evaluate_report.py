@@ -86,12 +86,35 @@ def test_hand_typed_weights_resumed_with_balanced_are_refused(imbalanced, tmp_pa
     resumed = run_train(*common, "loss.class_weights=balanced", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
                         run_dir=tmp_path / "hand", check=False)
     assert resumed.returncode == 2, resumed.output
-    assert "the checkpoint's run weighed its classes [1,3]" in resumed.output
-    assert "key: loss.class_weights" in resumed.output and "loss.class_weights=[1,3]" in resumed.output
+    assert "the checkpoint's run weighed its classes [1.0,3.0]" in resumed.output
+    assert "key: loss.class_weights" in resumed.output and "loss.class_weights=[1.0,3.0]" in resumed.output
     assert "Traceback" not in resumed.output
-    again = run_train(*common, "loss.class_weights=[1,3]", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
-                      run_dir=tmp_path / "hand")
+    again = run_train(*common, "loss.class_weights=[1.0,3.0]", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
+                      run_dir=tmp_path / "hand")  # the fix as printed
     assert again.summary["epochs_run"] == 3
+
+
+def test_balanced_weights_on_data_that_changed_name_the_data_and_the_fix_resumes(imbalanced, tmp_path):
+    """balanced on a CSV that gained rows: the changed data is named first (it was a misleading
+    trainer.devices refusal), and with resume_changed_data=true the printed weights (full
+    precision: a rounded list was refused in turn as another config) resume the run."""
+    folder = imbalanced[0]
+    data = tmp_path / "grown.csv"
+    data.write_text((folder / "imbalanced.csv").read_text())
+    common = ("data=csv", f"data.path={data}", "data.target=label")
+    run_train(*common, "loss.class_weights=balanced", "trainer.epochs=2", cwd=tmp_path, run_dir=tmp_path / "b")
+    with data.open("a") as f:
+        f.write("".join(f"{i / 10:.4f},0,0,0,ok\n" for i in range(40)))
+    first = run_train(*common, "loss.class_weights=balanced", "trainer.epochs=3", "resume=auto", cwd=tmp_path,
+                      run_dir=tmp_path / "b", check=False)
+    assert first.returncode == 2 and "the data changed since the checkpoint" in first.output, first.output
+    allowed = run_train(*common, "loss.class_weights=balanced", "trainer.epochs=3", "resume=auto",
+                        "resume_changed_data=true", cwd=tmp_path, run_dir=tmp_path / "b", check=False)
+    assert allowed.returncode == 2 and "key: loss.class_weights" in allowed.output, allowed.output
+    weights = allowed.output.split("resume with loss.class_weights=", 1)[1].split()[0]
+    resumed = run_train(*common, f"loss.class_weights={weights}", "trainer.epochs=3", "resume=auto",
+                        "resume_changed_data=true", cwd=tmp_path, run_dir=tmp_path / "b")
+    assert resumed.summary["epochs_run"] == 3
 
 
 def test_class_weights_that_do_not_fit_and_a_list_for_loss_weight_are_refused(imbalanced):

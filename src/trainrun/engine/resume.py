@@ -106,7 +106,7 @@ def _same_class_weights(saved: dict[str, Any], cfg: DictConfig) -> None:
     now = [float(w) for w in now]
     if len(before) == len(now) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(before, now, strict=True)):
         return
-    run = "[" + ",".join(f"{float(w):g}" for w in before) + "]"
+    run = "[" + ",".join(repr(float(w)) for w in before) + "]"  # as stored: the fix must pass the comparison
     raise TrainrunError(
         f"the checkpoint's run weighed its classes {run}; loss.class_weights=balanced gives "
         f"[{', '.join(f'{w:.3g}' for w in now)}] on this run's training split, so the loss would change "
@@ -175,16 +175,17 @@ def resume(setup: Setup, state: TrainState, resumed: Resumed | None, say: Callab
         return False
     path, saved = resumed.path, resumed.saved
     _, harmless = config_differences(saved["config"], cfg)
+    # the data first: a changed data set explains the weights and the batches that follow from it
+    changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     _same_class_weights(saved["config"], cfg)
     batches = (saved.get("layout") or {}).get("batches")
-    if batches and batches != len(setup.train_batches):
+    if batches and batches != len(setup.train_batches) and not changed:  # changed data: other batches, allowed
         raise TrainrunError(
             f"the checkpoint's epochs had {batches} global batches; on {setup.world_size} processes this run "
             f"has {len(setup.train_batches)} (an epoch's last, short global batch needs a sample on every "
             "process), so its epochs would differ",
             key="trainer.devices",
             fix=f"resume with trainer.devices={saved['layout']['world_size']} or fewer")
-    changed = same_data(saved.get("data"), setup.info, allow=bool(cfg.get("resume_changed_data")), path=path)
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved, path)
     restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
