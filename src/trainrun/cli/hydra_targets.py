@@ -23,11 +23,26 @@ _HYDRA_TARGET = re.compile(r"Error (?P<what>locating|in call to) target '(?P<tar
                            r"full_key: (?P<key>hydra\.\S+)", re.S)
 
 
+# instantiate_node: "Expected a callable target, got '42' of type 'int'\nfull_key: hydra.callbacks.z"
+_NOT_CALLABLE = re.compile(r"Expected a callable target, got '(?P<value>.*)' of type '(?P<type>[^']*)'.*?"
+                           r"full_key: (?P<key>hydra\.\S+)", re.S)
+
+
 def unimportable_hydra_target(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
-    found = _HYDRA_TARGET.search(str(ex)) if isinstance(ex, InstantiationException) else None
+    if not isinstance(ex, InstantiationException):
+        return None
+    not_callable = _NOT_CALLABLE.search(str(ex))
+    if not_callable is not None:
+        key = not_callable["key"]
+        return TrainrunError(f"{key}._target_ names a {not_callable['type']} ({not_callable['value']!r}), not a class",
+                             key=f"{key}._target_", fix="name the class to build, as module.Class")
+    found = _HYDRA_TARGET.search(str(ex))
     if found is None:
         return None
     target, key = found["target"], found["key"]
+    if not target:
+        return TrainrunError(f"{key}._target_ is empty", key=f"{key}._target_",
+                             fix="name the class to build, as module.Class, or remove the key")
     module, _, name = target.rpartition(".")
     cause = ex.__cause__
     if found["what"] == "in call to":
