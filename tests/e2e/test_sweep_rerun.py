@@ -160,3 +160,24 @@ def test_a_run_records_its_code_command_and_versions_and_evaluate_copies_it(tmp_
     assert evaluated.returncode == 0
     report = json.loads(next((trained.run_dir / "eval").glob("*/eval.json")).read_text())
     assert report["record"]["training"] == record and report["record"]["command"].startswith("evaluate run=")
+
+
+def test_a_sweep_run_again_on_data_files_that_changed_trains_again(tmp_path):
+    """Finished jobs are skipped only if their data files hold what they trained on: with the
+    labels of the CSV flipped, the same command skipped both jobs and kept the old results, exit 0.
+    Now each job sets its old run aside and trains on the new data; unchanged data still skips."""
+    lines = ["a,b,label"] + [f"{i / 50:.3f},{(i * 7 % 13) / 13:.3f},{int(i % 3 == 0)}" for i in range(120)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    sweep = ("data=csv", "data.path=d.csv", "data.target=label", "trainer.epochs=1", "plot=false",
+             "optim.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 's'}")
+    run_command("train", "-m", *sweep, cwd=tmp_path)
+    before = {r["job"]: r["objective"] for r in rows(tmp_path / "s")}
+    assert run_command("train", "-m", *sweep, cwd=tmp_path).output.count("not trained again") == 2
+    flipped = ["a,b,label"] + [f"{line.rsplit(',', 1)[0]},{1 - int(line[-1])}" for line in lines[1:]]
+    (tmp_path / "d.csv").write_text("\n".join(flipped) + "\n")
+    again = run_command("train", "-m", *sweep, cwd=tmp_path)
+    assert "not trained again" not in again.output
+    assert again.output.count("on data files that changed since: moved to") == 2
+    after = {r["job"]: r["objective"] for r in rows(tmp_path / "s")}
+    assert after.keys() == before.keys() and all(after[j] != before[j] for j in after), (before, after)
+    assert (tmp_path / "s" / "0" / "previous-1" / "summary.json").is_file()

@@ -12,7 +12,9 @@ with the run's status) and decides (:func:`decide`):
   continues its ``last.pt`` (resume refuses a checkpoint of a config that changes what is
   computed), or starts afresh when there is none. Training is deterministic, so a failed run
   continued from its last checkpoint ends as a run started again would;
-* **replace**: it finished with another config (a YAML file changed since): its files move to
+* **replace**: it finished with another config (a YAML file changed since), or with this config
+  on data files whose content changed since (the fingerprint its ``summary.json`` records, taken
+  again: a skip would report a result of the old data as the new one's): its files move to
   ``previous-<n>/`` inside the job folder, nothing is lost, and the job trains afresh.
 
 The sweep itself refuses to run into a folder that holds a sweep of other overrides
@@ -37,7 +39,7 @@ __all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside"
 
 log = logging.getLogger("trainrun")
 
-Decision = Literal["fresh", "skip", "resume", "replace"]
+Decision = Literal["fresh", "skip", "resume", "replace", "new data"]
 
 
 def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | None]:
@@ -47,8 +49,29 @@ def decide(cfg: DictConfig, run_dir: Path) -> tuple[Decision, dict[str, Any] | N
         return ("resume" if left_a_last_checkpoint(run_dir) else "fresh"), None
     same = summary.get(DIGEST) == config_digest(cfg)
     if summary.get("status") in FINISHED:
-        return ("skip" if same else "replace"), summary
+        if not same:
+            return "replace", summary
+        return ("new data" if files_changed(summary.get("data")) else "skip"), summary
     return "resume", summary
+
+
+def files_changed(saved: Any) -> bool:
+    """Whether the data files a finished run recorded (``summary.json``'s ``data``: their paths
+    and content fingerprint) hold other content now, or are gone. Data not read from files (a
+    bundled set, a user's Dataset) is known by the config alone: False. Each file's digest is
+    remembered by its stat in the cache folder, so files that did not change are not read."""
+    if not isinstance(saved, dict) or saved.get("of") != "files" or not saved.get("paths"):
+        return False
+    # Here, not at the top: this module is imported by every command (a Hydra callback's), and
+    # the data modules import numpy (66 ms); only a rerun with a finished job pays for them.
+    from trainrun.data.identity import cache_dir, file_identity
+
+    try:
+        now = file_identity(str(saved.get("source")), list(saved["paths"]), cache_dir(), columns=None, rows=None,
+                            split_seed=0)
+    except (TrainrunError, OSError):
+        return True
+    return now.fingerprint != saved.get("fingerprint")
 
 
 def move_aside(run_dir: Path) -> Path:

@@ -134,6 +134,9 @@ def run_job(
                 return _skipped(previous, run_dir)
             if decision == "replace":
                 log.info(f"this folder held a run of another config: moved to {move_aside(run_dir)}")
+            elif decision == "new data":
+                log.info(f"this folder held a run of this config on data files that changed since: moved to "
+                         f"{move_aside(run_dir)}")
             elif decision == "resume" and not cfg.resume:
                 log.info(f"this job ran before without finishing: resume=auto in {run_dir}")
                 cfg.resume = "auto"
