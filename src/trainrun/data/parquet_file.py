@@ -148,11 +148,11 @@ def _parquet_chunks(files: list[Path], target: str, features: list[str] | None, 
     _check_shards(files, wanted)
 
     def read() -> Iterator[tuple[Columns, np.ndarray | None, np.ndarray | None]]:
-        for batch in _record_batches(pq, files, wanted):
+        for file, batch in _record_batches(pq, files, wanted):
             values = [_predict_values(pa, batch.column(k)) for k in range(len(names))]
             y = np.asarray([str(v) for v in batch.column(len(names)).to_pylist()]) if t is not None else None
             ids = np.asarray([str(v) for v in batch.column(len(wanted) - 1).to_pylist()]) if id else None
-            yield Columns(names, values, where=where), y, ids
+            yield Columns(names, values, where=f"Parquet file {str(file)!r}"), y, ids
 
     return RowChunks(read, id)
 
@@ -170,14 +170,14 @@ def _check_shards(files: list[Path], columns: list[str]) -> None:
                 fix="shards of one data set share their columns: rewrite that shard, or move it out of the folder")
 
 
-def _record_batches(pq: Any, files: list[Path], columns: list[str]) -> Iterator[Any]:
-    """The ``columns`` of ``files``, file by file, in record batches of ``CHUNK_ROWS`` rows
-    (pyarrow's Parquet reader, not the dataset scanner: the scanner held a whole file's
-    decoded columns at once, measured in tests/unit/test_tables.py)."""
+def _record_batches(pq: Any, files: list[Path], columns: list[str]) -> Iterator[tuple[Path, Any]]:
+    """The ``columns`` of ``files``, file by file, in record batches of ``CHUNK_ROWS`` rows, each
+    with its file (pyarrow's Parquet reader, not the dataset scanner: the scanner held a whole
+    file's decoded columns at once, measured in tests/unit/test_tables.py)."""
     for file in files:
         for batch in pq.ParquetFile(file, **NO_PRE_BUFFER).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
             if batch.num_rows:
-                yield batch
+                yield file, batch
 
 
 def _predict_values(pa: Any, column: Any) -> np.ndarray:
@@ -205,8 +205,8 @@ def _parquet_rows(files: list[Path], target: str, features: list[str] | None, id
     _check_shards(files, [*names, target])
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in _record_batches(pq, files, [*names, target]):
-            yield _parquet_arrays(pa, batch, names, target, where)
+        for file, batch in _record_batches(pq, files, [*names, target]):
+            yield _parquet_arrays(pa, batch, names, target, f"Parquet file {str(file)!r}")
         pa.default_memory_pool().release_unused()  # before the loader's workers fork: not theirs to copy
 
     digest = files_fingerprint(files, None, cache_dir())
@@ -224,12 +224,13 @@ def _parquet_arrays(pa: Any, table: Any, names: list[str], target: str, where: s
         kind = column.type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
                 or pa.types.is_decimal(kind)):
-            raise TrainrunError(f"Parquet column {name!r} is not numeric (type {kind})", key="data.features",
+            raise TrainrunError(f"{where}: column {name!r} is not numeric (type {kind})", key="data.features",
                                 fix=f"encode {name!r} as numbers, or leave it out with data.features=[...]")
         if column.null_count:
-            raise TrainrunError(f"Parquet column {name!r} has missing values (null)", key="data.features",
+            raise TrainrunError(f"{where}: column {name!r} has missing values (null)", key="data.features",
                                 fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
-                                "with data.features=[...]")
+                                "with data.features=[...] (data.missing applies to a file read whole: "
+                                "data.stream=false)")
         x[:, j] = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     labels = table.column(len(names))
     if labels.null_count:
