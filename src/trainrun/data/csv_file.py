@@ -62,10 +62,10 @@ def read_csv(
                          header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
         names = [header[i] for i in columns]
-        rows = cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
+        copy = cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
                            lambda: _chunks(file, sep, header, columns, t), cache_dir())
-        rows.id_name = header[i] if i is not None else None  # predict writes the same column
-        return rows
+        copy.id_name = header[i] if i is not None else None  # predict writes the same column
+        return copy
     table = None
     try:
         if categorical:
