@@ -21,6 +21,7 @@ from trainrun.cli import gpus
 from trainrun.cli import study as studies
 from trainrun.cli.job_memory import ReleaseJobConfigs
 from trainrun.cli.rerun import DIGEST, check_same_sweep, config_digest, decide, move_aside
+from trainrun.cli.sweep import run_job
 from trainrun.errors import TrainrunError
 
 # --------------------------------------------------------------------------- the search space
@@ -199,3 +200,23 @@ def test_a_finished_jobs_return_gives_back_its_configs_and_a_sweep_freezes_once(
         assert (gc.get_freeze_count() > frozen_before) == (mode == RunMode.MULTIRUN)
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_a_rank_that_does_not_own_the_job_folder_never_writes_its_summary(tmp_path, monkeypatch, compose, outcome):
+    """A job with several tasks (submitit's tasks_per_node, srun): rank 1 ended first and merged
+    its digest into a summary.json rank 0 had not written yet; rank 0's whole summary was then
+    replaced by that stub in one interleaving (CI: a finished run recorded as failed)."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cfg = compose("data=iris")
+
+    def train_job(cfg, run_dir, judges):
+        if outcome == "failed":
+            raise TrainrunError("boom")
+        return {"status": "completed", "objective": {"name": "val_loss", "value": 0.5}}
+
+    run_job(cfg, tmp_path, train_job)
+    assert not (tmp_path / "summary.json").exists()

@@ -117,8 +117,11 @@ def run_job(
     trial = trial_number()
     mine: dict[str, Any] = {DIGEST: config_digest(cfg), **({"trial": trial} if trial is not None else {})}
     # One process of a job owns its folder: the others of a job with several tasks (submitit's
-    # tasks_per_node, srun) train beside it and would find it locked.
-    lock = RunFolderLock(run_dir) if owns_run_folder() else None
+    # tasks_per_node, srun) train beside it and would find it locked. Only the owner moves an
+    # earlier run aside and writes summary.json: another rank's write could land after the
+    # owner's and replace its summary (seen: a finished run recorded as failed).
+    owner = owns_run_folder()
+    lock = RunFolderLock(run_dir) if owner else None
     try:
         if lock is not None:
             lock.acquire()  # another driver running this very job: leave its folder alone
@@ -132,9 +135,9 @@ def run_job(
             decision, previous = decide(cfg, run_dir)
             if decision == "skip" and previous is not None:
                 return _skipped(previous, run_dir)
-            if decision == "replace":
+            if decision == "replace" and owner:
                 log.info(f"this folder held a run of another config: moved to {move_aside(run_dir)}")
-            elif decision == "new data":
+            elif decision == "new data" and owner:
                 log.info(f"this folder held a run of this config on data files that changed since: moved to "
                          f"{move_aside(run_dir)}")
             elif decision == "resume" and not cfg.resume:
@@ -151,38 +154,42 @@ def run_job(
                 log.error(f"Error: {err}")
             else:
                 log.error(f"Error: {first_line(err)}", exc_info=err)
-            mark_failed(run_dir, first_line(err), objective=objective,
-                        total_seconds=time.perf_counter() - started, **mine)
+            if owner:
+                mark_failed(run_dir, first_line(err), objective=objective,
+                            total_seconds=time.perf_counter() - started, **mine)
             SIGNALS.exit_if_held()  # a signal held while this job failed: the sweep stops now
             return None
-        update_summary(run_dir, **mine)
+        if owner:
+            update_summary(run_dir, **mine)
     finally:
         SIGNALS.in_job = False
         if lock is not None:
             lock.release()
     if summary["status"] == "interrupted":
-        return _interrupted(summary, run_dir)
+        return _interrupted(summary, run_dir, owner)
     SIGNALS.exit_if_held()  # held, but the job ended before its loop could take it over
     return finite_or_none(summary["objective"]["value"]) if summary["status"] in OK else None
 
 
-def _interrupted(summary: dict[str, Any], run_dir: Path) -> float | None:
-    """The run stopped on a signal after saving ``last.pt``; decide what the job does now."""
+def _interrupted(summary: dict[str, Any], run_dir: Path, owner: bool) -> float | None:
+    """The run stopped on a signal after saving ``last.pt``; decide what the job does now (only
+    the folder's owner writes to its summary)."""
+    write = update_summary if owner else (lambda run_dir, **values: values)
     name = summary["signal"]
     signum = signal.Signals[name].value
     requeue = _submitit_requeue_handler(signum)
     if requeue is not None:
         # Under submitit the signal means preemption or time-out: submitit's own handler (which
         # trainrun's replaced while training) checkpoints the job and requeues it, then exits.
-        update_summary(run_dir, error=f"stopped by {name}; {REQUEUED}")
+        write(run_dir, error=f"stopped by {name}; {REQUEUED}")
         log.info(f"stopped by {name}; last.pt is saved, handing over to submitit to requeue")
         try:
             requeue(signum, None)
         except Exception as err:  # submitit decided not to requeue (e.g. too many time-outs)
-            mark_failed(run_dir, f"stopped by {name}; not requeued: {first_line(err)}")
+            write(run_dir, status="failed", error=f"stopped by {name}; not requeued: {first_line(err)}")
             return None
     note = f"stopped by {name}; last.pt is saved (resume=auto continues it in this folder)"
-    update_summary(run_dir, error=note)
+    write(run_dir, error=note)
     log.info(note)
     if in_joblib_worker():
         return None  # a worker process: the sweep's other jobs go on
