@@ -205,7 +205,10 @@ def test_sigkill_at_random_moments(reference, tmp_path):
     # resume=auto from the first start: "no checkpoint yet" marks where training begins.
     args = [str(BIN / "train"), *RANDOM, "resume=auto", f"hydra.run.dir={run_dir}"]
     history = []
-    for _ in range(12):
+    # Six kills at most, then a run left to finish: an attempt always keeps what it checkpointed,
+    # but seeds that draw only early, short kills need not reach the end in any fixed number of
+    # tries (CI drew one: seed 57997 had not finished after 12 kills).
+    for _ in range(6):
         after = rng.randrange(0, 3)  # in the 1st to 3rd epoch this process trains
         delay = rng.uniform(0, 1.2 * epoch_seconds)
         code, output = run_and_kill(args, tmp_path, after, delay)
@@ -214,7 +217,9 @@ def test_sigkill_at_random_moments(reference, tmp_path):
             break
         assert code == -signal.SIGKILL, f"seed {seed}: exit {code}\n{output}"
     else:
-        pytest.fail(f"seed {seed}: did not finish after 12 attempts: {history}")
+        code, output = run_and_kill(args, tmp_path, 10**6, 0)
+        history.append(("to the end", 0, code))
+        assert code == 0, f"seed {seed}: the last run, never killed, exit {code}\n{output}"
     assert len(history) > 1, f"seed {seed}: the first run finished before its kill: {history}"
     assert same_weights(weights(run_dir), weights(ref)), f"seed {seed}, kills {history}"
     assert metric_rows(run_dir) == metric_rows(ref), f"seed {seed}, kills {history}"
