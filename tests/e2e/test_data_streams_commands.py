@@ -243,3 +243,17 @@ def test_shards_holding_a_label_as_text_in_one_and_as_numbers_in_others(tmp_path
     assert "output [32,2]" in run.output, run.output
     (meta,) = (tmp_path / "cache" / "tables").glob("*/meta.json")
     assert json.loads(meta.read_text())["labels"] == ["0", "1"]
+
+
+def test_categorical_on_a_streamed_csv_is_refused_before_training(tmp_path: Path) -> None:
+    """Adversarial pass: data.categorical=[zip] with data.stream=true trained on the codes as
+    numbers and exited 0; now exit 2, one paragraph, no run trained."""
+    rng = np.random.default_rng(0)
+    with (tmp_path / "d.csv").open("w") as f:
+        f.write("a,zip,label\n" + "".join(f"{rng.random():.3f},{rng.choice([10, 20, 30])},{rng.integers(2)}\n"
+                                          for _ in range(200)))
+    refused = run_train(*COMMON, "data.categorical=[zip]", "data.stream=true", "trainer.epochs=1", cwd=tmp_path,
+                        check=False)
+    assert refused.returncode == 2, refused.output
+    assert "Traceback" not in refused.output and "key: data.categorical" in refused.output
+    assert "epoch 1/1" not in refused.output

@@ -244,3 +244,41 @@ def test_an_empty_feature_list_names_no_column_for_every_table_reader():
     with pytest.raises(TrainrunError, match=r"data.features=\[\] names no feature column") as err:
         select_columns(["a", "b", "label"], "label", [], "Parquet file 'p.parquet'")
     assert err.value.key == "data.features"
+
+
+def test_categorical_columns_of_a_streamed_file_are_refused_not_read_as_numbers(tmp_path: Path) -> None:
+    """Adversarial pass: data.categorical=[zip] on a streamed CSV trained on the zip codes as
+    quantities (2 inputs instead of 1 + 3 one-hot), exit 0. The streamed copy holds numbers
+    only, so the setting is refused there, naming what made the file stream."""
+    path = write(tmp_path, "d.csv", "a,zip,label\n" + "".join(f"0.{i},{10 * (1 + i % 3)},{i % 2}\n" for i in range(9)))
+    x, _ = read_csv(path, "label", categorical=["zip"], stream=False)  # whole: one-hot, as asked
+    assert getattr(x, "categorical", None) == ["zip"]
+    refused(lambda: read_csv(path, "label", categorical=["zip"], stream=True), "data.stream=true", "zip",
+            key="data.categorical")
+    refused(lambda: read_csv(path, "label", categorical=["zip"], stream_above_mb=0),
+            "larger than data.stream_above_mb=0", key="data.categorical")
+    assert read_csv(path, "label", stream=True) is not None  # without categorical: streamed, as before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow (trainrun[parquet])")
+def test_parquet_shards_with_stream_false_or_categorical_are_refused(tmp_path: Path) -> None:
+    """Shards are always streamed: data.stream=false on a folder streamed anyway (and the fix of
+    the missing-values message pointed at it), data.categorical was dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "shards").mkdir()
+    for k in range(2):
+        pq.write_table(pa.table({"a": [0.5, 1.5], "zip": [10, 20], "label": [0, 1]}),
+                       tmp_path / "shards" / f"{k}.parquet")
+    folder = str(tmp_path / "shards")
+    refused(lambda: read_parquet(folder, "label", stream=False), "data.stream=false", "2 Parquet shard(s)",
+            key="data.stream")
+    refused(lambda: read_parquet(folder, "label", categorical=["zip"]), "shards", key="data.categorical")
+    one = str(tmp_path / "shards" / "0.parquet")
+    refused(lambda: read_parquet(one, "label", categorical=["zip"], stream=True), "data.stream=true",
+            key="data.categorical")
+    x, _ = read_parquet(one, "label", categorical=["zip"], stream=False)  # whole: as asked
+    assert getattr(x, "categorical", None) == ["zip"]
+    # predict reads with the training run's encoding: the config's categorical is not used there
+    assert read_parquet(folder, "label", categorical=["zip"], require_target=False) is not None

@@ -33,7 +33,7 @@ from trainrun.data.csv_chunks import text_columns as _text_columns
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, file_digest
 from trainrun.data.rows import MemmapRows, RowChunks
-from trainrun.data.table_stream import cached_rows, should_stream
+from trainrun.data.table_stream import cached_rows, refuse_categorical, should_stream, stream_reason
 from trainrun.data.tables import DELIMITERS, existing_file, id_column, select_columns
 from trainrun.errors import TrainrunError
 
@@ -61,6 +61,7 @@ def read_csv(
         return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i),
                          header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
+        refuse_categorical(categorical, stream_reason(stream, stream_above_mb))
         names = [header[i] for i in columns]
         copy = cached_rows("csv", file_digest(file, cache_dir()), names, target, {"sep": sep},
                            lambda: _chunks(file, sep, header, columns, t), cache_dir())

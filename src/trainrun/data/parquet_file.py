@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from trainrun.data.encode import Columns
 from trainrun.data.identity import cache_dir, data_files, files_fingerprint
 from trainrun.data.rows import CHUNK_ROWS, MemmapRows, RowChunks
-from trainrun.data.table_stream import cached_rows, should_stream
+from trainrun.data.table_stream import cached_rows, refuse_categorical, should_stream, stream_reason
 from trainrun.data.tables import DELIMITERS, existing_file, id_column, select_columns
 from trainrun.errors import TrainrunError
 
@@ -73,9 +73,17 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
         if not files:
             raise TrainrunError(f"data.path={path!r}: no .parquet file there", key="data.path",
                                 fix="give a .parquet file, a folder of .parquet shards, or a pattern")
+        if shards and stream is False:
+            raise TrainrunError(
+                f"data.stream=false, but data.path={path!r} names {len(files)} Parquet shard(s) (a folder or "
+                "a pattern), and shards are always streamed through a memory-mapped copy",
+                key="data.stream",
+                fix="drop data.stream=false, or name one .parquet file to read it whole")
         if shards or should_stream(files, stream, stream_above_mb):
             if not require_target:  # predict: record batch by record batch
                 return _parquet_chunks(files, target, features, id)
+            refuse_categorical(categorical, "a folder or pattern of shards" if shards
+                               else stream_reason(stream, stream_above_mb))
             return _parquet_rows(files, target, features, id)
     file = existing_file(path, "data.path", (".parquet", ".pq"))
     pa, pq, header = _parquet(file)
@@ -229,8 +237,8 @@ def _parquet_arrays(pa: Any, table: Any, names: list[str], target: str, where: s
         if column.null_count:
             raise TrainrunError(f"{where}: column {name!r} has missing values (null)", key="data.features",
                                 fix=f"fill in or drop the rows with missing values, or leave {name!r} out "
-                                "with data.features=[...] (data.missing applies to a file read whole: "
-                                "data.stream=false)")
+                                "with data.features=[...] (data.missing applies to a single file read whole: "
+                                "data.stream=false; shards are always streamed)")
         x[:, j] = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     labels = table.column(len(names))
     if labels.null_count:

@@ -45,6 +45,25 @@ def should_stream(files: list[Path], stream: bool | None, above_mb: int) -> bool
     return sum(f.stat().st_size for f in files) > above_mb * 2**20
 
 
+def refuse_categorical(categorical: list[str] | None, why: str) -> None:
+    """A streamed copy holds numbers only: ``data.categorical`` would be dropped, and a column
+    of codes (zip codes, product ids) trained on as a quantity, exit 0. Refused instead. ``why``:
+    what made this file stream."""
+    if categorical:
+        raise TrainrunError(
+            f"data.categorical={list(categorical)} is applied to a file read whole, but this one is streamed "
+            f"({why}), and a streamed file's columns are read as numbers: {', '.join(categorical)} would be "
+            "used as quantities, not categories",
+            key="data.categorical",
+            fix="read the file whole with data.stream=false (it must fit in memory), or one-hot encode "
+            "those columns in the file and drop data.categorical")
+
+
+def stream_reason(stream: bool | None, above_mb: int) -> str:
+    """Why :func:`should_stream` said yes, in the words of the config."""
+    return "data.stream=true" if stream else f"it is larger than data.stream_above_mb={above_mb}"
+
+
 class NpyWriter:
     """An ``.npy`` file written chunk by chunk; its header (the shape) is written last."""
 
