@@ -55,15 +55,19 @@ def whole(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def trainrun_variant(overrides: list[str], rank: int, folder: Path | None) -> tuple[float, dict[str, torch.Tensor]]:
+def trainrun_variant(overrides: list[str], rank: int, folder: Path | None
+                     ) -> tuple[float, dict[str, torch.Tensor], float, float]:
+    """Seconds, final weights, the seconds the training thread spent in checkpoints, and the
+    process's CPU seconds (every thread: DCP's writing thread included)."""
     run = make_run(overrides, rank, WORLD)  # built outside the timed part
     stop = Stop.for_setup(run, folder, AgreedSignals(Signals(), WORLD, run.device))
     dist.barrier()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fit(run, TrainState(), QuietReporter(), stop)
     stop.writer.close()  # the last checkpoint is on disk, as train waits for it
     dist.barrier()
-    return time.perf_counter() - started, whole(run.raw_model)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return seconds, whole(run.raw_model), stop.writer.seconds, cpu
 
 
 def hand_variant(overrides: list[str], strategy: str, rank: int) -> tuple[float, dict[str, torch.Tensor]]:
@@ -126,6 +130,8 @@ def main() -> None:
                          f"trainer.strategy={strategy}", f"trainer.threads={args.threads}"]
             saving = [*overrides, "checkpoint.enabled=true"]
             times: dict[str, list[float]] = {}
+            in_saves: list[float] = []  # the training thread's seconds in checkpoints, per round
+            cpu: dict[str, list[float]] = {}  # the process's CPU seconds, per round
             weights: dict[str, dict[str, torch.Tensor]] = {}
             folder = Path(tempfile.mkdtemp(prefix="bench-dcp-")) if rank == 0 else None
             shared = [str(folder)]
@@ -136,8 +142,11 @@ def main() -> None:
                         seconds, weights[label] = hand_variant(overrides, strategy, rank)
                     else:
                         checkpoints = Path(shared[0]) / "checkpoints" if label != "trainrun" else None
-                        seconds, weights[label] = trainrun_variant(saving if checkpoints else overrides, rank,
-                                                                   checkpoints)
+                        seconds, weights[label], spent, used = trainrun_variant(
+                            saving if checkpoints else overrides, rank, checkpoints)
+                        cpu.setdefault(label, []).append(used)
+                        if checkpoints:
+                            in_saves.append(spent / seconds)
                     times.setdefault(label, []).append(seconds)
             run = make_run(overrides, rank, WORLD)
             steps = len(run.train_batches) * int(run.cfg.trainer.epochs)
@@ -155,7 +164,17 @@ def main() -> None:
                              "seconds": times[label][1:]})
                 print(f"  {label:<24} {value:>8.0f} {value / us['hand']:>8.3f}  {same}", flush=True)
             cost = us["trainrun +checkpoints"] / us["trainrun"] - 1
-            print(f"  checkpoints every epoch (DCP async): {cost:+.1%} of trainrun's training time", flush=True)
+            # each round's two runs side by side: the machine's drift between rounds cancels
+            saved, plain_ = times["trainrun +checkpoints"][1:], times["trainrun"][1:]
+            paired = sorted(c / t - 1 for c, t in zip(saved, plain_, strict=True))
+            extra_cpu = statistics.median(cpu["trainrun +checkpoints"][1:]) / statistics.median(cpu["trainrun"][1:]) - 1
+            print(f"  checkpoints every epoch (DCP async): {cost:+.1%} of trainrun's training time; "
+                  f"round by round {statistics.median(paired):+.1%} (median; from {paired[0]:+.1%} to "
+                  f"{paired[-1]:+.1%}); in the training thread {statistics.median(in_saves[1:]):.2%}; "
+                  f"CPU of the process (all threads) {extra_cpu:+.1%}", flush=True)
+            rows.append({"workload": name, "strategy": strategy, "checkpoint_cost": cost,
+                         "checkpoint_cost_paired": paired, "checkpoint_training_thread_share": in_saves[1:],
+                         "checkpoint_extra_cpu": extra_cpu})
     if rank == 0 and args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     dist.destroy_process_group()
