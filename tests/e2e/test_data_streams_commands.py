@@ -180,7 +180,10 @@ class Noisy(torch.utils.data.Dataset):
 def test_a_user_dataset_with_augmentations_any_workers_and_processes(tmp_path: Path) -> None:
     (tmp_path / "noisy.py").write_text(AUGMENTED)
     common = ("data._target_=noisy.Noisy", "trainer.seed=1", "trainer.epochs=2", "optim=sgd", *QUICK)
-    one = run_train(*common, "data.batch_size=16", cwd=tmp_path, run_dir=tmp_path / "one").run_dir
+    first = run_train(*common, "data.batch_size=16", cwd=tmp_path, run_dir=tmp_path / "one")
+    # data.standardize (true by default) is not applied to a Dataset's samples: the header says so
+    assert "data: the samples as the Dataset returns them: data.standardize applies" in first.output
+    one = first.run_dir
     workers = run_train(*common, "data.batch_size=16", "data.num_workers=2", cwd=tmp_path,
                         run_dir=tmp_path / "workers").run_dir
     assert same_weights(weights(one), weights(workers))

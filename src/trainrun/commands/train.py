@@ -120,6 +120,9 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1, t
         if world_size > 1:  # several processes, one console: say so
             reporter.info(f"DDP: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
                           "the run folder, the others' lines start with [rank N]")
+    if reporter.mode != "none" and cfg.data.get("standardize") and setup.info.x_mean is None:
+        reporter.info("data: the samples as the Dataset returns them: data.standardize applies to arrays and "
+                      "files, which trainrun reads; normalize inside the Dataset (torchvision's Normalize)")
     if reporter.mode != "none" and cfg.loss.get("class_weights") is not None:  # the numbers build chose
         reporter.info("loss: class weights " + ", ".join(
             f"{label} {w:.3g}" for label, w in zip(labels_of(setup.info), cfg.loss.class_weights, strict=False)))
