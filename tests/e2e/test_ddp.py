@@ -65,6 +65,37 @@ def test_two_processes_equal_one_process_with_the_global_batch(train, tmp_path):
     assert (two.run_dir / "train.log").read_text().count("epoch 3/3") == 1
 
 
+def test_validation_scores_every_sample_when_its_last_global_batch_is_smaller_than_the_processes(train, tmp_path):
+    """Adversarial pass: 121 validation samples in global batches of 12 leave 1 at the end, fewer
+    than the 2 processes; it was dropped as a training batch is, so every val_loss (best.pt, the
+    sweep objective, early stopping) was over 120 samples, unlike one process and `evaluate`."""
+    common = ("data=synthetic", "data.n_samples=605", "optim=sgd", "trainer.epochs=2", "plot=false",
+              "model.hidden=[16]")
+    one = train(*common, "data.batch_size=12", run_dir=tmp_path / "one")
+    two = train(*common, "data.batch_size=6", "trainer.devices=2", run_dir=tmp_path / "two")
+    assert max_difference(final_weights(one.run_dir), final_weights(two.run_dir)) < 1e-5
+    for a, b in zip(one.metrics, two.metrics, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], rel=1e-9)
+    assert two.summary["objective"]["value"] == pytest.approx(one.summary["objective"]["value"], rel=1e-5)
+
+
+def test_a_resume_whose_epochs_would_differ_names_the_process_counts_that_fit(train, tmp_path):
+    """Adversarial pass: 481 training samples in global batches of 12 leave 1 sample, dropped on 2
+    processes and kept on 1; resuming on 1 was refused with "trainer.devices=2 or fewer", which
+    1 is. The fix now lists the counts that give the checkpoint's 40 batches, and one of them resumes."""
+    common = ("data=synthetic", "data.n_samples=601", "optim=sgd", "plot=false", "model.hidden=[16]",
+              f"hydra.run.dir={tmp_path / 'run'}")
+    train(*common, "data.batch_size=6", "trainer.devices=2", "trainer.epochs=1")
+    refused = train(*common, "data.batch_size=6", "trainer.epochs=2", "resume=auto", check=False)
+    assert refused.returncode == 2 and "key: trainer.devices" in refused.output, refused.output
+    assert "fix: resume with a number of processes that gives 40 global batches of 12: " \
+        "trainer.devices=2|3|4|6|12" in refused.output, refused.output
+    done = train(*common, "data.batch_size=6", "trainer.devices=3", "trainer.epochs=2", "resume=auto")
+    assert "batch: 4 per process x 3 = the checkpoint's global batch of 12" in done.output
+    assert done.summary["status"] == "completed" and [r["step"] for r in done.metrics] == [40, 80]
+
+
 def test_torchrun_ranks_write_one_run_folder_and_resume_with_the_printed_command(tmp_path):
     """torchrun stopped by SIGTERM: its ranks save in one folder, and the printed resume command
     (torchrun again) continues it there. (torchrun's weights equal trainer.devices=2's: below.)"""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from trainrun.data.batches import TensorBatches
+from trainrun.data.order import global_bounds
 from trainrun.data.prepare import infer_task, prepare_arrays
 from trainrun.errors import TrainrunError
 
@@ -54,6 +55,26 @@ def test_ddp_shards_split_each_global_batch():
     for step, (_, global_y) in enumerate(one.epoch(0)):
         parts = [list(r.epoch(0))[step][1] for r in ranks]
         assert torch.equal(torch.cat(parts), global_y)
+
+
+def test_evaluation_batches_score_every_sample_on_any_number_of_processes():
+    """Adversarial pass: a last global validation batch smaller than the number of processes
+    was dropped as a training batch is (121 validation samples scored as 120 on 2 processes: a
+    val_loss, best.pt and sweep objective that one process and `evaluate` do not give, exit 0).
+    Evaluation keeps it (joined to the batch before), with the same number of non-empty
+    batches on every rank; training still drops it."""
+    for n in range(1, 60):
+        for batch in range(1, 6):
+            for world in range(1, 5):
+                ranks = [global_bounds(n, batch, r, world, whole=True) for r in range(world)]
+                assert len({len(b) for b in ranks}) == 1, (n, batch, world)
+                covered = sorted(i for bounds in ranks for lo, hi in bounds for i in range(lo, hi))
+                if n >= world:
+                    assert covered == list(range(n)), (n, batch, world)
+                    assert all(hi > lo for bounds in ranks for lo, hi in bounds), (n, batch, world)
+                trained = [global_bounds(n, batch, r, world) for r in range(world)]
+                kept = sum(hi - lo for bounds in trained for lo, hi in bounds)
+                assert kept == n - (n % (batch * world) if n % (batch * world) < world else 0)
 
 
 @pytest.mark.parametrize("name", ["digits", "iris", "wine", "breast_cancer", "diabetes"])

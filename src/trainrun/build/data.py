@@ -161,7 +161,7 @@ def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: Dict
             x = x.reshape(len(x), -1)
         y = loss.prepare_targets(torch.as_tensor(split[1])).to(device)
         return TensorBatches(x, y, batch_size, shuffle=shuffle, seed=cfg.trainer.seed,
-                             rank=rank, world_size=world_size, limit=limit)
+                             rank=rank, world_size=world_size, limit=limit, whole=not train)
     if isinstance(split, torch.utils.data.IterableDataset):
         options = loader_options(cfg.data, split)
         return StreamBatches(split, batch_size, device=device, prepare_targets=loss.prepare_targets,
@@ -171,7 +171,7 @@ def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: Dict
     return LoaderBatches(
         split, batch_size, shuffle=shuffle, seed=cfg.trainer.seed, device=device,
         prepare_targets=loss.prepare_targets, rank=rank, world_size=world_size, limit=limit, flat=flat,
-        check_targets=check_targets, **loader_options(cfg.data, split, streams),
+        check_targets=check_targets, whole=not train, **loader_options(cfg.data, split, streams),
     )
 
 

@@ -16,6 +16,7 @@ import torch
 
 from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import LoaderBatches
+from trainrun.data.order import global_bounds
 from trainrun.errors import TrainrunError
 
 __all__ = ["Batches", "LoaderBatches", "TensorBatches", "whole"]
@@ -53,18 +54,11 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         limit: int | None = None,
+        whole: bool = False,
     ) -> None:
         self.x, self.y = x, y
         self.shuffle, self.seed = shuffle, seed
-        n, global_batch = len(x), batch_size * world_size
-        self.bounds: list[tuple[int, int]] = []
-        for start in range(0, n, global_batch):
-            size = min(global_batch, n - start)
-            if size < world_size:  # too few left for every rank: DDP needs a sample on each
-                break
-            lo = start + (size * rank) // world_size
-            hi = start + (size * (rank + 1)) // world_size
-            self.bounds.append((lo, hi))
+        self.bounds = global_bounds(len(x), batch_size, rank, world_size, whole=whole)
         if _check_limit(limit):  # trainer.limit_*_batches: the first batches only
             del self.bounds[limit:]
         self.sizes = torch.tensor([hi - lo for lo, hi in self.bounds], dtype=torch.float32, device=x.device)

@@ -69,6 +69,7 @@ class LoaderBatches:
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         batched: bool = False,
+        whole: bool = False,
     ) -> None:
         if limit is not None and limit < 1:
             raise TrainrunError(f"a batch limit of {limit} leaves no batches", key="trainer.limit_train_batches",
@@ -80,7 +81,7 @@ class LoaderBatches:
                                             batched=batched)
         n = len(dataset)  # type: ignore[arg-type]
         self.sampler = GlobalBatchSampler(n, batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                          world_size=world_size, limit=limit)
+                                          world_size=world_size, limit=limit, whole=whole)
         workers: dict[str, Any] = {"persistent_workers": persistent_workers,
                                    "prefetch_factor": prefetch_factor} if num_workers else {}
         self.generator = torch.Generator()  # the workers' own seeds, never torch's global stream (dropout's)

@@ -42,15 +42,22 @@ def permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def global_bounds(n: int, batch_size: int, rank: int, world_size: int) -> list[tuple[int, int]]:
+def global_bounds(n: int, batch_size: int, rank: int, world_size: int, *,
+                  whole: bool = False) -> list[tuple[int, int]]:
     """``(lo, hi)`` of this rank's share of every global batch of ``batch_size * world_size``
-    positions in the epoch's order; a last global batch too small for every rank is dropped."""
-    bounds = []
+    positions in the epoch's order. A last global batch too small for every rank (DDP needs a
+    sample on each) is dropped in training; with ``whole`` (validation and test, which must
+    score every sample as one process does) it joins the batch before it, so every rank still
+    runs the same number of forwards (FSDP gathers its parameters in each)."""
+    bounds: list[tuple[int, int]] = []
     global_batch = batch_size * world_size
     for start in range(0, n, global_batch):
         size = min(global_batch, n - start)
-        if size < world_size:  # DDP needs a sample on each rank
-            break
+        if size < world_size:
+            if not whole or not bounds:
+                break
+            start, size = start - global_batch, global_batch + size
+            bounds.pop()
         bounds.append((start + (size * rank) // world_size, start + (size * (rank + 1)) // world_size))
     return bounds
 
@@ -69,9 +76,9 @@ class GlobalBatchSampler(Sampler[Batch]):
     workers follows each new epoch and start."""
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, limit: int | None = None) -> None:
+                 world_size: int = 1, limit: int | None = None, whole: bool = False) -> None:
         self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.bounds = global_bounds(n, batch_size, rank, world_size)
+        self.bounds = global_bounds(n, batch_size, rank, world_size, whole=whole)
         if limit is not None:  # trainer.limit_*_batches: the first batches only
             del self.bounds[limit:]
         self.epoch, self.start = 0, 0

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.build.setup import Setup
 from trainrun.data.identity import same_data
 from trainrun.data.iterable import restore_stream
+from trainrun.data.order import global_bounds
 from trainrun.engine.checkpoint import find as find_named
 from trainrun.engine.checkpoint import load, restore
 from trainrun.engine.publish import META
@@ -180,12 +181,16 @@ def resume(setup: Setup, state: TrainState, resumed: Resumed | None, say: Callab
     _same_class_weights(saved["config"], cfg)
     batches = (saved.get("layout") or {}).get("batches")
     if batches and batches != len(setup.train_batches) and not changed:  # changed data: other batches, allowed
+        global_batch = setup.batch_size * setup.world_size
+        fitting = [m for m in range(1, min(global_batch, 64) + 1) if global_batch % m == 0
+                   and len(global_bounds(setup.info.sizes["train"], global_batch // m, 0, m)) == batches]
         raise TrainrunError(
             f"the checkpoint's epochs had {batches} global batches; on {setup.world_size} processes this run "
-            f"has {len(setup.train_batches)} (an epoch's last, short global batch needs a sample on every "
-            "process), so its epochs would differ",
+            f"has {len(setup.train_batches)} (an epoch's last, short global batch is kept only when it has a "
+            "sample for every process), so its epochs would differ",
             key="trainer.devices",
-            fix=f"resume with trainer.devices={saved['layout']['world_size']} or fewer")
+            fix=f"resume with a number of processes that gives {batches} global batches of {global_batch}: "
+            f"trainer.devices={'|'.join(map(str, fitting))}")
     planned_steps = getattr(setup.scheduler, "total_steps", None)  # OneCycleLR: fixed length
     restore(setup, state, saved, path)
     restore_stream(setup.train_batches, saved.get("loader"), state.batch, setup.world_size)  # a stream's place
