@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -277,3 +278,37 @@ def test_the_cli_main_module_trains_too(work):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_sharded_checkpoint_whose_metadata_would_run_code_is_one_paragraph_everywhere(work, shared):
+    """Adversarial pass: a .metadata that would run code was refused, but inside dcp.load torch
+    wrapped the refusal: a traceback and exit 1 from evaluate, predict, export-model and a resume,
+    and under trainer.devices=2 "process 0 exited without reporting an error". Now every command
+    says the refusal (exit 2, the key that named the checkpoint), and nothing ran."""
+    run = work / "hostile-metadata"
+    shutil.copytree(shared("end", 2, "ddp"), run)
+    for name in ("last", "best"):
+        meta = run / "checkpoints" / name / ".metadata"
+        real = meta.read_bytes()
+        meta.unlink()  # best/ and last/ may share the file (hard links): write a new one each
+        meta.write_bytes(pickle.dumps((_Evil(), pickle.loads(real))))
+    commands = [("evaluate", f"run={run}"), ("predict", f"run={run}", "data=synthetic"),
+                ("export-model", f"run={run}")]
+    for command, *args in commands:
+        done = subprocess.run([str(command_path(command)), *args, "trust=[killer]"], cwd=work, env=env_for_tests(),
+                              capture_output=True, text=True, timeout=300)
+        out = done.stdout + done.stderr
+        assert done.returncode == 2 and "Traceback" not in out, out
+        assert "refusing to load" in out and "key: run" in out and "not part of a checkpoint's metadata" in out, out
+    for where in ((), on(2, "ddp")):
+        proc = train(work, run, *where, f"data.batch_size={PER_PROCESS[2]}", "trainer.epochs=2",
+                     "resume=auto", check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        assert "refusing to load" in out and "key: resume" in out and "without reporting" not in out, out
+    assert not (work / "pwned").exists()

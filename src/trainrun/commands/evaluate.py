@@ -167,7 +167,7 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
         if (saved.get("layout") or {}).get("sharded"):
             from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
 
-            load_into(model, None, found, {"model": saved["model_names"]})
+            load_into(model, None, found, {"model": saved["model_names"]}, key="trainer.test_after_fit")
         else:
             model.load_state_dict(saved["model"])
         epoch = saved["state"]["epoch"]

@@ -118,20 +118,35 @@ def state_of(model: Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"model": model_state, "optimizer": optimizer_state}
 
 
-def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any) -> None:
+def check_metadata(folder: Path, key: str) -> None:
+    """Read ``.metadata`` with :class:`SafeReader` before DCP does, so that a refused or broken
+    one is one paragraph: inside ``dcp.load`` torch wraps the refusal in its own exceptions (a
+    ``CheckpointException``, an ``AssertionError`` "metadata is None" on the other ranks)."""
+    try:
+        SafeReader(folder).read_metadata()
+    except pickle.UnpicklingError as err:
+        raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key=key,
+                            fix="use a checkpoint folder trainrun wrote; trainrun never runs code stored in one") \
+            from None
+    except Exception as err:
+        raise TrainrunError(f"cannot read the checkpoint folder {str(folder)!r}: its .metadata: "
+                            f"{type(err).__name__}: {err}", key=key,
+                            fix="use a checkpoint folder trainrun wrote, whole") from None
+
+
+def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any,
+              key: str = "resume") -> None:
     """Put a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``,
     resharded for this run's processes (every process calls it); without ``optimizer``, the
-    whole model into one process's ``model`` (evaluate, predict, export, test after fit)."""
+    whole model into one process's ``model`` (evaluate, predict, export, test after fit).
+    ``key``: the setting that named the checkpoint, for a refusal."""
+    check_metadata(folder, key)
     template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
     alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
-    try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
-            dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
-    except pickle.UnpicklingError as err:
-        raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key="resume",
-                            fix="use a checkpoint folder trainrun wrote") from None
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
     state = join(skeleton if optimizer is not None else {"model": skeleton["model"]}, tensors)
     if optimizer is None:
         model.load_state_dict(state["model"])
@@ -142,6 +157,7 @@ def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Pa
 def read_whole(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a sharded checkpoint, whole, in this process, by path (``model/0.weight``,
     ``optimizer/state/0.weight/exp_avg``): its consolidation."""
+    check_metadata(folder, "run")
     meta = SafeReader(folder).read_metadata()
     tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
                if isinstance(m, dcp_metadata.TensorStorageMetadata)}
