@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainrun.data.encode import Columns, fit
+from trainrun.data.encode import Columns, Encoding, fit
 from trainrun.data.iterable import StreamBatches
 from trainrun.data.loader import LoaderBatches
 from trainrun.data.order import GlobalBatchSampler, permutation, streams_used
@@ -127,6 +127,28 @@ def test_a_table_as_it_is() -> None:
         fit(mixed, np.arange(3), missing="refuse", fill_value=0.0)
     assert caught.value.key == "data.categorical"
     assert fit(mixed, np.arange(3), missing="refuse", fill_value=0.0, categorical=["zip"]).width == 3
+
+
+def test_categories_of_codes_match_whether_a_file_reads_them_as_numbers_or_as_text() -> None:
+    """Adversarial pass: categories learned from text (10115, 20095, A1B) met a new file whose
+    column held numbers only, read as floats, whose text 10115.0 matched no category: every row
+    was encoded as unseen (all zeros), predictions off by 0.04, exit 0."""
+    trained = fit(Columns(["zip"], [np.array(["10115", "20095", "A1B"])]), np.arange(3), missing="refuse",
+                  fill_value=0.0, categorical=["zip"])
+    x, unseen = trained.apply(Columns(["zip"], [np.array([20095.0, 10115.0, 99.0], dtype=np.float32)]))
+    assert x.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]] and unseen == {"zip": 1}
+    # codes that arrived as numbers at training are named as written (zip=10, not zip=10.0), an
+    # empty cell is one (not the category "nan"), and text matches them
+    numbers = Columns(["zip"], [np.array([10.0, 20.0, np.nan], dtype=np.float32)])
+    with pytest.raises(TrainrunError, match="empty"):
+        fit(numbers, np.arange(3), missing="refuse", fill_value=0.0, categorical=["zip"])
+    coded = fit(numbers, np.arange(2), missing="median", fill_value=0.0, categorical=["zip"])
+    assert coded.names == ["zip=10", "zip=20"]
+    assert coded.apply(Columns(["zip"], [np.array(["20", "10", "A1B"])]))[0].tolist() == [[0, 1], [1, 0], [0, 0]]
+    # a run trained before kept "10.0": the numbers and their text still find it
+    old = Encoding([{"name": "zip", "kind": "category", "fill": None, "categories": ["10.0", "20.0"]}])
+    assert old.apply(Columns(["zip"], [np.array(["20", "10"])]))[0].tolist() == [[0, 1], [1, 0]]
+    assert old.apply(Columns(["zip"], [np.array([10.0, 20.0])]))[0].tolist() == [[1, 0], [0, 1]]
 
 
 class Counted(torch.utils.data.IterableDataset):

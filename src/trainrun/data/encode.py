@@ -105,18 +105,50 @@ class Encoding:
                 out[:, j] = column
                 j += 1
                 continue
-            text = np.char.strip(values.astype(str))
+            text = cell_text(values)
             if self.missing == "refuse" and np.any(text == ""):
                 raise _empty_cells(c["name"], text == "", where)
             categories = np.asarray(c["categories"], dtype=str)
             at = np.minimum(np.searchsorted(categories, text), len(categories) - 1)
             known = (categories[at] == text) & (text != "")
+            _match_by_value(text, categories, at, known)
             rows = np.flatnonzero(known)
             out[rows, j + at[rows]] = 1.0
             if np.any(~known & (text != "")):
                 unseen[c["name"]] = int(np.count_nonzero(~known & (text != "")))
             j += len(categories)
         return out, unseen
+
+
+def cell_text(values: np.ndarray) -> np.ndarray:
+    """A column's cells as the text of categories: stripped text, or numbers as they would be
+    written (``10115``, not ``10115.0``), an empty cell (NaN) as ``""``. A column of codes reads
+    as numbers from a file where every cell is one, as text where one is not."""
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64).astype(str)
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (np.mod(values, 1) == 0) & (np.abs(values) < 2**53)
+        out = np.where(whole, np.where(whole, values, 0).astype(np.int64).astype(str), values.astype(str))
+        return np.where(np.isnan(values), "", out)
+    return np.char.strip(values.astype(str))
+
+
+def _match_by_value(text: np.ndarray, categories: np.ndarray, at: np.ndarray, known: np.ndarray) -> None:
+    """Cells whose text names no category but whose number is one's (``10115.0`` for ``10115``,
+    a run trained before :func:`cell_text` kept ``"10.0"``): that category, in place."""
+    loose = ~known & (text != "")
+    if not np.any(loose):
+        return
+    by_value: dict[float, int] = {}
+    for k, name in enumerate(categories.tolist()):
+        if _is_number(name):
+            by_value.setdefault(float(name), k)
+    if not by_value:
+        return
+    cells, inverse = np.unique(text[loose], return_inverse=True)
+    found = np.asarray([by_value.get(float(v), -1) if _is_number(v) else -1 for v in cells.tolist()])[inverse]
+    rows = np.flatnonzero(loose)[found >= 0]
+    at[rows], known[rows] = found[found >= 0], True
 
 
 def _numbers(values: np.ndarray, name: str, where: str) -> np.ndarray:
@@ -206,7 +238,7 @@ def fit(table: Columns, train_idx: np.ndarray, *, missing: str, fill_value: floa
                     fill = float(np.mean(known) if missing == "mean" else np.median(known))
             columns.append({"name": name, "kind": "number", "fill": fill, "categories": []})
             continue
-        text = np.char.strip(values.astype(str))
+        text = cell_text(values)
         if missing == "refuse" and np.any(text == ""):
             raise _empty_cells(name, text == "", where)
         seen = np.unique(text[train_idx])
