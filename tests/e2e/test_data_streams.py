@@ -17,6 +17,7 @@ from trainrun.data.loader import LoaderBatches
 from trainrun.data.order import GlobalBatchSampler, permutation, streams_used
 from trainrun.data.prepare import prepare_arrays
 from trainrun.data.rows import MemmapRows
+from trainrun.data.sources import read_npy
 from trainrun.data.streamed import prepare_rows
 from trainrun.data.table_stream import NpyWriter
 from trainrun.errors import TrainrunError
@@ -98,6 +99,27 @@ def test_rows_on_disk_in_shards(tmp_path: Path) -> None:
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(TrainrunError, match="cannot read"):
         MemmapRows([tmp_path / "obj.npy"], None)  # a pickle inside an .npy is never loaded
+
+
+def test_npy_shards_pair_by_name_or_number_never_by_sorted_position(tmp_path: Path) -> None:
+    """Adversarial pass: X/part1, part2, part10 with Y/first, second, third trained with part10's
+    rows on part2's labels (sorted position), val_acc 0.50 against 0.87, exit 0."""
+    (tmp_path / "X").mkdir()
+    (tmp_path / "Y").mkdir()
+    (tmp_path / "odd").mkdir()
+    for i, name in zip([1, 2, 10], ["first", "second", "third"], strict=True):
+        np.save(tmp_path / "X" / f"part{i}.npy", np.full((i, 2), i, dtype=np.float32))
+        np.save(tmp_path / "Y" / f"part{i}.npy", np.full(i, i))
+        np.save(tmp_path / "odd" / f"{name}.npy", np.full(i, i))
+        np.save(tmp_path / f"x_{i:02d}.npy", np.full((i, 2), i, dtype=np.float32))
+        np.save(tmp_path / f"y_{i}.npy", np.full(i, i))  # sorted: y_1, y_10, y_2
+    for features, targets in ((tmp_path / "X", tmp_path / "Y"), (tmp_path / "x_*.npy", tmp_path / "y_*.npy")):
+        rows = read_npy(str(features), str(targets))
+        got_x, got_y = rows.take(np.arange(13))
+        assert np.array_equal(got_x[:, 0], got_y), (features, got_x[:, 0], got_y)
+    with pytest.raises(TrainrunError, match="do not pair them") as caught:
+        read_npy(str(tmp_path / "X"), str(tmp_path / "odd"))
+    assert caught.value.key == "data.target_path" and "first.npy" in caught.value.message
 
 
 def test_an_npy_written_before_its_length_is_known(tmp_path: Path) -> None:

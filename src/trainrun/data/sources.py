@@ -9,6 +9,7 @@ source may return arrays, tensors, or a ``torch.utils.data.Dataset`` (see ``prep
 from __future__ import annotations
 
 import contextlib
+import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -109,15 +110,45 @@ def make_synthetic(
 
 def read_npy(path: str, target_path: str | None = None, require_target: bool = True) -> MemmapRows:
     """Memory-mapped ``.npy`` arrays (``data=npy``): ``path`` the features, ``target_path`` the
-    targets; each a file, a folder of shards or a glob (shards paired in name order). Nothing is
-    read into memory here: the rows stay on disk and are read a batch at a time. Without
-    ``target_path`` (``predict``) there are no targets."""
+    targets; each a file, a folder of shards or a glob (shards paired by name, else by the
+    numbers in their names: :func:`_paired`). Nothing is read into memory here: the rows stay on
+    disk and are read a batch at a time. Without ``target_path`` (``predict``) there are no targets."""
     x_files = _npy_files(path, "data.path")
     if not target_path and require_target:
         raise TrainrunError("data=npy needs the targets too: data.target_path is not set", key="data.target_path",
                             fix="data.target_path=y.npy (one target per row of data.path)")
-    y_files = _npy_files(target_path, "data.target_path") if target_path else None
+    y_files = _paired(x_files, _npy_files(target_path, "data.target_path")) if target_path else None
     return MemmapRows(x_files, y_files)
+
+
+def _shard_numbers(file: Path) -> tuple[int, ...]:
+    return tuple(int(digits) for digits in re.findall(r"\d+", file.stem))
+
+
+def _paired(x_files: list[Path], y_files: list[Path]) -> list[Path]:
+    """The target shard of each feature shard, in the feature shards' order: the one of the same
+    name (``X/part1.npy``, ``Y/part1.npy``), else the one with the same numbers in its name
+    (``x_01.npy``, ``y_1.npy``). Sorted position alone pairs ``part10`` with ``second``, or
+    ``x_10`` with ``y_2``: each rows' labels from another shard, trained on without a word."""
+    if len(x_files) != len(y_files) or len(x_files) == 1:
+        return y_files  # one each; or another count, which MemmapRows refuses naming both
+    for key in (lambda f: f.name, _shard_numbers):
+        wanted = [key(f) for f in x_files]
+        by_key: dict[object, list[Path]] = {}
+        for f in y_files:
+            by_key.setdefault(key(f), []).append(f)
+        if len(set(wanted)) == len(wanted) and all(len(by_key.get(k, ())) == 1 for k in wanted):
+            return [by_key[k][0] for k in wanted]
+    lonely = next((f for f in x_files if sum(_shard_numbers(y) == _shard_numbers(f) for y in y_files) != 1),
+                  x_files[0])
+    raise TrainrunError(
+        f"data.path and data.target_path name {len(x_files)} shards each, but their names do not pair them: "
+        f"the feature shard {lonely.name!r} has no one target shard of the same name or with the same numbers "
+        f"in its name (the target shards: {', '.join(f.name for f in y_files[:4])}"
+        f"{', ...' if len(y_files) > 4 else ''})",
+        key="data.target_path",
+        fix="name each target shard like its feature shard (X/part1.npy with Y/part1.npy), or with the same "
+        "number (x_01.npy with y_01.npy)")
 
 
 def _npy_files(path: str, key: str) -> list[Path]:
