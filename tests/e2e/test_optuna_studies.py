@@ -87,6 +87,28 @@ def test_trials_a_killed_driver_left_running_are_failed_by_the_next_run(tmp_path
     assert again.returncode == 0
 
 
+def test_a_study_whose_data_changed_since_its_trials_is_refused(tmp_path: Path) -> None:
+    """Adversarial pass: run again after its CSV changed, an Optuna sweep counted the old trials as
+    done (0 to go, exit 0) and, given more trials, ranked values of the new data with the old
+    (a grid sweep trains such jobs again; a study cannot take a trial back)."""
+    lines = ["a,b,y"] + [f"{i % 7 / 7:.3f},{i % 5 / 5:.3f},{(i % 7 + i % 5) % 2}" for i in range(120)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    sweep_dir = tmp_path / "s"
+    command = ("train", "-m", *SEARCH, "data=csv", "data.path=d.csv", "data.target=y", "trainer.epochs=2",
+               "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep_dir}")
+    run_command(*command, "hydra.sweeper.n_trials=2", cwd=tmp_path, timeout=600)
+    again = run_command(*command, "hydra.sweeper.n_trials=3", cwd=tmp_path, timeout=600)  # same data: goes on
+    assert "already holds 2 of its 3 trials: 1 to go" in again.output, again.output
+    (tmp_path / "d.csv").write_text("\n".join(lines[:80]) + "\n")
+    for n in (3, 4):  # 0 to go, and more trials
+        refused = run_command(*command, f"hydra.sweeper.n_trials={n}", cwd=tmp_path, check=False, timeout=600)
+        assert refused.returncode == 2 and "Traceback" not in refused.output, refused.output
+        assert "holds 3 finished trial(s) (0, 1, 2) trained on data files whose content changed" in refused.output
+        assert "key: hydra.sweeper.study_name" in refused.output and "new hydra.sweep.dir" in refused.output
+    study = optuna.load_study(study_name="trainrun_lr", storage=journal(sweep_dir / "optuna.journal"))
+    assert len(study.trials) == 3  # nothing was asked of the study on the new data
+
+
 def two_drivers(tmp_path: Path, storage: str, study_name: str) -> tuple[list[subprocess.Popen], list[Path]]:
     procs, dirs = [], []
     for name in ("a", "b"):

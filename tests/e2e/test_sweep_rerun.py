@@ -86,6 +86,14 @@ def test_a_sweep_into_a_folder_of_another_sweep_is_refused(tmp_path: Path) -> No
                         cwd=tmp_path, check=False)
     assert other.returncode == 2 and "holds a sweep of other overrides" in other.output, other.output
     assert (sweep_dir / "0" / "summary.json").read_text() == before
+    # Adversarial pass: a key that changes nothing computed (left out of the config digest too) is
+    # no other sweep: the finished job is not trained again; swept, it would be another sweep.
+    quiet = run_command("train", "-m", "data=iris", "trainer.epochs=1", "optim.lr=0.1", "trainer.progress=none",
+                        "plot=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert "not trained again" in quiet.output and (sweep_dir / "0" / "summary.json").read_text() == before
+    swept = run_command("train", "-m", "data=iris", "trainer.epochs=1", "optim.lr=0.1", "trainer.progress=none,epoch",
+                        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, check=False)
+    assert swept.returncode == 2 and "holds a sweep of other overrides" in swept.output, swept.output
 
 
 SLOW_MODEL = '''

@@ -99,6 +99,7 @@ class Drive:
                  + (f", pruner {type(study.pruner).__name__}" if self.sweeper.pruner_cfg else ""))
         for line in studies.clean_left_behind(study, self.sweeper.stale_after_s):
             log.info(line)
+        studies.refuse_changed_data(study, self.name)
         to_go = self.remaining(study)
         if to_go < self.sweeper.n_trials:
             log.info(f"this sweep folder already holds {self.sweeper.n_trials - max(to_go, 0)} of its "

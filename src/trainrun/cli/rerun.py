@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.files import LOCK, left_a_last_checkpoint
-from trainrun.report.record import DIGEST, config_digest
+from trainrun.report.record import DIGEST, RUN_CONTROL, TRAINER_RUN_CONTROL, config_digest
 from trainrun.report.sweep import FINISHED, read_summary
 
 __all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside"]
@@ -89,6 +89,16 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
+def _computes(override: str) -> bool:
+    """Whether an override may change what a job computes or how many jobs there are: all but
+    one value of a run-control key (``trainer.progress=none``, ``plot=false``), which the config
+    digest leaves out too."""
+    key, _, value = override.lstrip("+~").partition("=")
+    swept = "," in value or value.startswith(("choice(", "range(", "interval(", "glob(", "tag("))
+    control = key in RUN_CONTROL or (key.startswith("trainer.") and key[len("trainer."):] in TRAINER_RUN_CONTROL)
+    return swept or not control
+
+
 def check_same_sweep(config: DictConfig, sweep_dir: Path) -> None:
     """Refuse a sweep into a folder whose ``multirun.yaml`` records other task overrides."""
     stored = sweep_dir / "multirun.yaml"
@@ -99,7 +109,7 @@ def check_same_sweep(config: DictConfig, sweep_dir: Path) -> None:
     except Exception:
         return  # not one we can read: nothing to compare
     now = [str(o) for o in config.hydra.overrides.task]
-    if sorted(before) == sorted(now):
+    if sorted(before) == sorted(now) or sorted(filter(_computes, before)) == sorted(filter(_computes, now)):
         return
     gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
     raise TrainrunError(
