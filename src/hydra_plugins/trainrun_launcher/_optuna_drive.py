@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import Trial, TrialState
 
 from trainrun.cli import study as studies
+from trainrun.cli.rerun import refuse_changed_data
 from trainrun.errors import CONFIG_ERROR, TRAINING_ERROR, TrainrunError
 
 from ._optuna_space import SearchSpace, parse
@@ -99,7 +100,8 @@ class Drive:
                  + (f", pruner {type(study.pruner).__name__}" if self.sweeper.pruner_cfg else ""))
         for line in studies.clean_left_behind(study, self.sweeper.stale_after_s):
             log.info(line)
-        studies.refuse_changed_data(study, self.name)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        refuse_changed_data({t.number: t.user_attrs.get(studies.JOB_DIR) for t in finished}, self.name)
         to_go = self.remaining(study)
         if to_go < self.sweeper.n_trials:
             log.info(f"this sweep folder already holds {self.sweeper.n_trials - max(to_go, 0)} of its "

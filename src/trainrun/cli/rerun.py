@@ -35,7 +35,7 @@ from trainrun.files import LOCK, left_a_last_checkpoint
 from trainrun.report.record import DIGEST, RUN_CONTROL, TRAINER_RUN_CONTROL, config_digest
 from trainrun.report.sweep import FINISHED, read_summary
 
-__all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside"]
+__all__ = ["DIGEST", "check_same_sweep", "config_digest", "decide", "move_aside", "refuse_changed_data"]
 
 log = logging.getLogger("trainrun")
 
@@ -72,6 +72,29 @@ def files_changed(saved: Any) -> bool:
     except (TrainrunError, OSError):
         return True
     return now.fingerprint != saved.get("fingerprint")
+
+
+def refuse_changed_data(job_dirs: dict[int, str | None], study_name: str) -> None:
+    """Refuse to continue an Optuna study whose finished trials (number -> job folder) were
+    trained on data files that hold other content now (a job folder this machine cannot read is
+    not checked): its sampler would learn from, and its best trial be chosen among, values of two
+    data sets. A grid sweep trains such a job again; a study cannot take a trial back."""
+    stale: list[int] = []
+    files: list[str] = []
+    for number, job in job_dirs.items():
+        summary = read_summary(Path(job)) if job else None
+        if summary is not None and files_changed(summary.get("data")):
+            stale.append(number)
+            files = files or [str(p) for p in summary["data"].get("paths", [])]
+    if stale:
+        shown = ", ".join(map(str, stale[:6])) + (", ..." if len(stale) > 6 else "")
+        raise TrainrunError(
+            f"study {study_name!r} holds {len(stale)} finished trial(s) ({shown}) trained on data files whose "
+            f"content changed since ({', '.join(files[:3])}): continuing would rank their values with "
+            "values of the new data, and its sampler would learn from both",
+            key="hydra.sweeper.study_name", exit_code=CONFIG_ERROR,
+            fix="run the sweep into a new hydra.sweep.dir (with a stored study elsewhere, also a new "
+            "hydra.sweeper.study_name), or put back the data those trials were trained on")
 
 
 def move_aside(run_dir: Path) -> Path:

@@ -40,7 +40,6 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy import exc as sqlalchemy_exc
 
-from trainrun.cli.rerun import files_changed
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.report.sweep import FINISHED, OK, finite_or_none, read_summary
 
@@ -266,32 +265,6 @@ def clean_left_behind(study: optuna.Study, stale_after_s: float) -> list[str]:
         except Exception as err:  # told by another driver meanwhile
             log.debug(f"trial {trial.number}: {err}")
     return lines
-
-
-def refuse_changed_data(study: optuna.Study, name: str) -> None:
-    """Refuse to continue a study whose finished trials were trained on data files that hold
-    other content now (the fingerprint each job's ``summary.json`` records, taken again; a job
-    folder this machine cannot read is not checked): the sampler would learn from, and the best
-    trial be chosen among, values of two data sets. A grid sweep trains such a job again; a
-    study cannot take a trial back."""
-    stale: list[int] = []
-    files: list[str] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        job = trial.user_attrs.get(JOB_DIR)
-        summary = read_summary(Path(str(job))) if job else None
-        data = (summary or {}).get("data")
-        if summary is not None and files_changed(data):
-            stale.append(trial.number)
-            files = files or [str(p) for p in (data or {}).get("paths", [])]
-    if stale:
-        shown_trials = ", ".join(map(str, stale[:6])) + (", ..." if len(stale) > 6 else "")
-        raise TrainrunError(
-            f"study {name!r} holds {len(stale)} finished trial(s) ({shown_trials}) trained on data files whose "
-            f"content changed since ({', '.join(files[:3])}): continuing would rank their values with "
-            "values of the new data, and its sampler would learn from both",
-            key="hydra.sweeper.study_name", exit_code=CONFIG_ERROR,
-            fix="run the sweep into a new hydra.sweep.dir (with a stored study elsewhere, also a new "
-            "hydra.sweeper.study_name), or put back the data those trials were trained on")
 
 
 def counted(trial: FrozenTrial, sweep_dir: Path, stale_after_s: float) -> bool:
