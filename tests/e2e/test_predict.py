@@ -157,6 +157,24 @@ def test_npz_with_x_only_and_a_user_source(trained):
         assert float(a["p_bird"]) == pytest.approx(float(b["p_bird"]), abs=1e-6)
 
 
+def test_a_run_trained_on_arrays_takes_a_csv_files_columns_in_their_order_and_says_so(tmp_path):
+    """Adversarial pass: a digits run has no column names, so predict takes a CSV file's columns in
+    their order; it said nothing, and its refusal of an extra id column promised columns "picked by
+    name". Now a line says how the columns are taken, and the refusal's fix works."""
+    run = run_train("data=iris", "trainer.epochs=1", "plot=false", cwd=tmp_path, run_dir=tmp_path / "run").run_dir
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    write_rows(tmp_path / "new.csv", ["id", "w", "x", "y", "z"], [[f"r{i}", *r] for i, r in enumerate(rows)])
+    refused = predict(f"run={run}", "data=csv", "data.path=new.csv", cwd=tmp_path, out=tmp_path / "p1", check=False)
+    assert refused.returncode == 2 and "picked by name" not in refused.output, refused.output
+    assert "data.id=id (an id column)" in refused.output  # a text id: the fix sets it aside
+    write_rows(tmp_path / "numbered.csv", ["n", "w", "x", "y", "z"], [[i, *r] for i, r in enumerate(rows)])
+    wide = predict(f"run={run}", "data=csv", "data.path=numbered.csv", cwd=tmp_path, out=tmp_path / "p0", check=False)
+    assert wide.returncode == 2 and "in its order (it had no column names to pick them by)" in wide.output
+    done = predict(f"run={run}", "data=csv", "data.path=new.csv", "data.id=id", cwd=tmp_path, out=tmp_path / "p2")
+    assert "the new file's feature columns are taken in their order" in done.output
+    assert [r["id"] for r in read_csv(tmp_path / "p2" / "predictions.csv")] == ["r0", "r1"]
+
+
 def test_regression_predictions_are_in_the_targets_units(tmp_path):
     """data=diabetes (targets 25..346, standardized in training): predict's values are the
     model's outputs mapped back with the training statistics (the checkpoint's model, run here)."""

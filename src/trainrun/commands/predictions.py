@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from trainrun.data.identity import training_columns
 from trainrun.data.parquet_file import file_columns
 from trainrun.data.prepare import DataInfo
 from trainrun.errors import TrainrunError
+
+log = logging.getLogger("trainrun")
 
 
 def prediction_columns(out: torch.Tensor, info: DataInfo, plan: LossPlan) -> dict[str, list[Any]]:
@@ -78,6 +81,9 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
             node[key] = stored[key]
     if "features" in node and info.features:  # a table: the training's columns, by name, in its order
         node.features = training_columns(node.features, info.features)
+    elif "features" in node:  # trained on arrays (a bundled set, .npz, .npy): no names to pick them by
+        log.info("the run's training data had no column names: the new file's feature columns are taken in "
+                 "their order, as the training data's were (data.features=[...] picks and orders them)")
     if "categorical" in node and node.categorical is None and stored.get("categorical"):
         node.categorical = list(stored.categorical)
     if "id" in node and node.id is None and info.id_name:  # the training run's id column, if this file has it

@@ -160,7 +160,9 @@ def _numbers(values: np.ndarray, name: str, where: str) -> np.ndarray:
     except ValueError:
         bad = next(v for v in text.tolist() if v and not _is_number(v))
         raise TrainrunError(f"{where}: column {name!r} holds the text {bad!r}, but the model was trained on it as "
-                            "numbers", key="data.features", fix=f"give numbers in {name!r}, as in training") from None
+                            "numbers", key="data.features",
+                            fix=f"give numbers in {name!r}, as in training, or keep it out of the features: "
+                            f"data.id={name} (an id column) or data.features=[...]") from None
 
 
 def _is_number(text: str) -> bool:

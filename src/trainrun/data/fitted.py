@@ -69,7 +69,9 @@ def check_width(x: np.ndarray, fitted: DataInfo, key: str = "data") -> None:
             f"trained on {fitted.in_features}{names}",
             key=key,
             fix="give the same feature columns as in training (data.features=[...] for a CSV file), "
-            "in any order for CSV: they are picked by name",
+            "in any order for CSV: they are picked by name" if fitted.features else
+            "give the columns the training data had, in its order (it had no column names to pick them by): "
+            "data.features=[...] picks and orders a table's columns, data.id=<column> sets an id column aside",
         )
 
 
