@@ -168,12 +168,17 @@ def compose(model: str | None, head: str, contract: LossContract, *, task: str, 
         return HEADS[head][model]
     who = f"the model ({model_name}) gives {WORDS[model]}{evidence}"
     if model not in HEADS[head]:
-        raise _misfit(f"{who}, but loss.head={head} takes {_words(list(HEADS[head]))}", model,
+        err = _misfit(f"{who}, but loss.head={head} takes {_words(list(HEADS[head]))}", model,
                       list(HEADS[head]), head, contract, task, model_key, model)
-    given = HEADS[head][model]
-    via = f"loss.head={head} turns them into {WORDS[given]}" if head != "none" else "no head is added"
-    raise _misfit(f"{who} and {via}, but {loss}", given, _ordered(contract.takes), head,
-                  contract, task, model_key, model)
+    else:
+        given = HEADS[head][model]
+        via = f"loss.head={head} turns them into {WORDS[given]}" if head != "none" else "no head is added"
+        err = _misfit(f"{who} and {via}, but {loss}", given, _ordered(contract.takes), head,
+                      contract, task, model_key, model)
+    if evidence and model != SCORES:  # seen on one batch only: raw scores may happen to look so
+        err.fix = (f"{err.fix}, or model.output=scores if forward returns raw scores that only happen to lie "
+                   "in that range here")
+    raise err
 
 
 # What goes wrong when a part receives one kind but reads it as another (given -> wanted).

@@ -31,7 +31,7 @@ from trainrun.build.instantiate import build_from_config, check_steps_alone, tak
 from trainrun.build.losses import LossPlan, plan_loss
 from trainrun.build.metrics import MetricSet, build_metrics
 from trainrun.build.parallel import materialize, wrap
-from trainrun.build.settings import LoopSettings, loop_settings, resolve_mode
+from trainrun.build.settings import LoopSettings, check_watched, loop_settings, resolve_mode
 from trainrun.build.speed import compile_plan, set_tf32, to_channels_last
 from trainrun.build.step_graph import StepGraph, captured_step
 from trainrun.config.choices import text
@@ -192,6 +192,11 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
             for split in (splits.train, splits.val, splits.test))
     assert train_batches is not None
 
+    with phase("building the metrics", "metrics"):
+        metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
+    logged = logged_names(info, loss, metrics, val_batches is not None)
+    if training:  # a typo in a watched name is named before a mode is read from it (scheduler.mode)
+        check_watched(cfg, logged, bool(cfg.scheduler._target_))
     scheduler = None
     if cfg.scheduler._target_:
         steps = trainer.epochs * math.ceil(len(train_batches) / trainer.accumulate_grad_batches)
@@ -205,9 +210,6 @@ def build(cfg: DictConfig, *, rank: int = 0, world_size: int = 1, training: bool
             consumed=("interval", "monitor", *extra), optimizer=optimizer, **extra,
         )
     scaler = torch.amp.GradScaler(device.type, enabled=str(trainer.precision) == "fp16")
-    with phase("building the metrics", "metrics"):
-        metrics = build_metrics(cfg.get("metrics") or [], loss, info, device)
-    logged = logged_names(info, loss, metrics, val_batches is not None)
     settings = loop_settings(cfg, logged if training else None, scheduler)
     sharded = model is not raw_model or world_size > 1 or trainer.get("strategy") == "fsdp"
     step_graph = (captured_step(settings, raw_model, loss.criterion.to(device), optimizer, autocast,
