@@ -157,6 +157,18 @@ def test_npz_with_x_only_and_a_user_source(trained):
         assert float(a["p_bird"]) == pytest.approx(float(b["p_bird"]), abs=1e-6)
 
 
+def test_a_file_without_a_trained_column_is_refused_with_a_fix_that_works(trained):
+    """Adversarial pass: the refusal said "list columns of the file in data.features", and doing so
+    was refused in turn ("leave data.features out")."""
+    folder, result, x = trained
+    write_rows(folder / "three.csv", ["a", "b", "c"], [[f"{v:.6f}" for v in row[:3]] for row in x[:4]])
+    refused = predict(f"run={result.run_dir}", "data=csv", "data.path=three.csv", TRUST, cwd=folder,
+                      out=folder / "three", check=False)
+    assert refused.returncode == 2 and "no feature column 'd'" in refused.output, refused.output
+    assert "key: data.path" in refused.output
+    assert "give a file holding every column the model was trained on (a, b, c, d)" in refused.output
+
+
 def test_a_run_trained_on_arrays_takes_a_csv_files_columns_in_their_order_and_says_so(tmp_path):
     """Adversarial pass: a digits run has no column names, so predict takes a CSV file's columns in
     their order; it said nothing, and its refusal of an extra id column promised columns "picked by

@@ -62,7 +62,10 @@ def select_columns(
         for name in names:
             if name not in header:
                 raise TrainrunError(f"{where} has no feature column {name!r}; its columns are {header}",
-                                    key="data.features", fix="list columns of the file in data.features")
+                                    key="data.features" if require_target else "data.path",
+                                    fix="list columns of the file in data.features" if require_target else
+                                    f"give a file holding every column the model was trained on ({', '.join(names)}), "
+                                    "in any order")
         if target in names:
             raise TrainrunError(
                 f"data.features lists the target column {target!r}: the model would be given the "
