@@ -225,6 +225,25 @@ def test_sigkill_at_random_moments(reference, tmp_path):
     assert metric_rows(run_dir) == metric_rows(ref), f"seed {seed}, kills {history}"
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_under_resume_auto(reference, tmp_path):
+    """Adversarial pass: SIGKILLed after params.csv (here after its first epoch) but before
+    its first checkpoint, a run's folder was refused by every later resume=auto ("holds a train
+    run ... has none"): a requeued job failed on every retry. It has no summary.json, so it starts
+    afresh, and ends as the uninterrupted run."""
+    common = ("data=synthetic", "data.n_samples=300", "model.hidden=[16]", "trainer.epochs=3", "plot=false",
+              "trainer.progress=epoch", "checkpoint.every_n_epochs=3")
+    ref = reference(*common)
+    run_dir = tmp_path / "run"
+    args = [str(BIN / "train"), *common, "resume=auto", f"hydra.run.dir={run_dir}"]
+    code, output = run_and_kill(args, tmp_path, 1, 0)  # after epoch 1's row; the first checkpoint is epoch 3's
+    assert code == -signal.SIGKILL and (run_dir / "params.csv").is_file(), output
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+    code, output = run_and_kill(args, tmp_path, 10**6, 0)
+    assert code == 0 and "resume=auto: no checkpoint in this run folder yet, starting fresh" in output, output
+    assert same_weights(weights(run_dir), weights(ref))
+    assert metric_rows(run_dir) == metric_rows(ref)
+
+
 def _timed_rows(run_dir: Path) -> list[dict[str, str]]:
     import csv
 

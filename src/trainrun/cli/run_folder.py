@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from trainrun.cli import ranks
 from trainrun.errors import CONFIG_ERROR, TrainrunError
-from trainrun.files import LOCK, RunFolderLock, left_a_last_checkpoint
+from trainrun.files import LOCK, SUMMARY_JSON, RunFolderLock, left_a_last_checkpoint
 from trainrun.owner import Owner
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -48,7 +48,7 @@ FIX_OTHER = {
 # resume=auto into a folder whose run left no last.pt: there is nothing to continue, and starting
 # afresh there would replace that run's metrics and summary.
 NOTHING_TO_RESUME = ("resume=auto continues a run from its checkpoints/last.pt, and this one has none "
-                     "(trained with checkpoint.enabled=false, or stopped before its first checkpoint): "
+                     "(it ended, trained with checkpoint.enabled=false or failed before its first checkpoint): "
                      "give this run a new folder (hydra.run.dir=<new folder>, or leave it out)")
 
 
@@ -146,8 +146,10 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     resume = cfg.get("resume")
     if not resume:
         return False
-    if str(resume) == "auto":  # continues only a run that left a last.pt or last/ (resume refuses a bad one)
-        return left_a_last_checkpoint(folder)
+    if str(resume) == "auto":  # a run that left a last.pt or last/ (resume refuses a bad one), or one
+        # killed before its first checkpoint (no summary.json): that one starts afresh, as resume=auto
+        # says; a run that finished or failed without a checkpoint is not trained over
+        return left_a_last_checkpoint(folder) or not (folder / SUMMARY_JSON).exists()
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)
 
