@@ -98,6 +98,12 @@ def test_config_differences(compose):
     ]
     assert [d for d in harmless if resume.under(d, resume.RESTORED)] == ["optim.lr: 0.001 -> 0.01"]
     assert resume.config_differences(saved, compose("data=synthetic")) == ([], [])
+    # Adversarial pass: a plateau's monitor is read from the config at each step, not restored with
+    # its state (whose best value is of the old monitor): it was reported "NOT applied" and applied.
+    plateau = OmegaConf.to_container(compose("data=synthetic", "scheduler=plateau"), resolve=True, enum_to_str=True)
+    blocking, _ = resume.config_differences(plateau, compose("data=synthetic", "scheduler=plateau",
+                                                             "scheduler.monitor=train_loss"))
+    assert blocking == ["scheduler.monitor: 'val_loss' -> 'train_loss'"]
 
 
 @pytest.mark.parametrize("trust", [False, ()])

@@ -31,10 +31,11 @@ from trainrun.errors import TrainrunError
 from trainrun.files import CHECKPOINTS, LAST, last_checkpoints
 
 # Config keys whose change refuses a resume: the weights' shapes and meaning (model, loss, data:
-# its split, scaling and batches), what the saved optimizer/scheduler states belong to, how steps
-# group batches and in which order they come (seed), and what "best" means for best.pt.
+# its split, scaling and batches), what the saved optimizer/scheduler states belong to (a plateau's
+# best value is of its monitor: trainrun reads scheduler.monitor, the state does not restore it),
+# how steps group batches and in which order they come (seed), and what "best" means for best.pt.
 MUST_MATCH = ("model", "loss", "data", "optim._target_", "scheduler._target_",
-              "scheduler.interval", "trainer.accumulate_grad_batches", "trainer.seed",
+              "scheduler.interval", "scheduler.monitor", "trainer.accumulate_grad_batches", "trainer.seed",
               "checkpoint.monitor", "checkpoint.mode")
 # ...except these, which change nothing in what is computed.
 # (data.delimiter: checkpoints of CSV runs from before it existed hold none; a delimiter that
