@@ -39,7 +39,8 @@ from trainrun.config import config_dir
 from trainrun.config.schemas import register
 from trainrun.data.batches import TensorBatches
 from trainrun.engine.loop import TrainState, fit
-from trainrun.engine.stop import AgreedSignals, Signals, Stop
+from trainrun.engine.signals import AgreedSignals, Signals
+from trainrun.engine.stop import Stop
 
 WORLD = 2
 

@@ -50,3 +50,21 @@ def test_a_run_killed_between_validations_resumes_exactly(tmp_path):
     run_train(*overrides, "resume=auto", cwd=tmp_path, run_dir=run_dir)
     assert same_weights(weights(run_dir), weights(reference.run_dir))
     assert metric_rows(run_dir) == metric_rows(reference.run_dir)
+
+
+@pytest.mark.timeout(1200)
+def test_a_run_stopped_at_a_validation_step_validates_there_when_resumed(tmp_path):
+    """Adversarial pass: a checkpoint written at a validation step (checkpoint.every_n_steps, or a
+    signal's) is saved before that validation's row; resumed from it, the run went on training,
+    and its metrics lost the row (the next one averaged both windows), exit 0. Now a run resumed
+    there validates first: the same rows as the run never stopped."""
+    overrides = (*SMALL, "trainer.val_every_n_steps=7", "checkpoint.every_n_steps=7", "model.dropout=0.3")
+    reference = run_train(*overrides, cwd=tmp_path, run_dir=tmp_path / "reference")
+    run_dir = tmp_path / "stopped"
+    killed = launch("step:7", *overrides, run_dir=run_dir)  # right after step 7's checkpoint, before its row
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    stopped = launch("SIGTERM@21", *overrides, "resume=auto", run_dir=run_dir)  # epoch 2's first validation step
+    assert stopped.returncode == 143, stopped.stdout + stopped.stderr
+    run_train(*overrides, "resume=auto", cwd=tmp_path, run_dir=run_dir)
+    assert same_weights(weights(run_dir), weights(reference.run_dir))
+    assert metric_rows(run_dir) == metric_rows(reference.run_dir)

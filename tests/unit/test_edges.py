@@ -172,7 +172,7 @@ def test_the_guard_is_installed_once(monkeypatch):
 def test_a_closed_console_is_a_stop_request():
     import signal
 
-    from trainrun.engine.stop import Signals
+    from trainrun.engine.signals import Signals
 
     signals = Signals()
     assert not signals.requested()

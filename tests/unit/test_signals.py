@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from trainrun.engine.stop import Signals
+from trainrun.engine.signals import Signals
 
 
 def test_interrupt_handler(monkeypatch):

@@ -206,7 +206,7 @@ class SweepSignals:
     """The sweep driver's SIGTERM handler (``train -m`` would otherwise end on the spot, with no
     summary): outside a job it exits (the summary is written by the exit hook, the Optuna
     sweeper marks its running trials failed); inside a job it holds the signal, which the
-    job's loop takes over as it starts (``engine.stop.Signals``): the job saves ``last.pt``
+    job's loop takes over as it starts (``engine.signals.Signals``): the job saves ``last.pt``
     after one step and the sweep exits with 128 + N."""
 
     def __init__(self) -> None:

@@ -30,7 +30,8 @@ from trainrun.engine.hooks import Callbacks
 from trainrun.engine.loop import Reporter as LoopReporter
 from trainrun.engine.loop import TrainState, fit
 from trainrun.engine.resume import open_resume, resume
-from trainrun.engine.stop import AgreedSignals, Signals, Stop
+from trainrun.engine.signals import AgreedSignals, Signals
+from trainrun.engine.stop import Stop
 from trainrun.errors import TRAINING_ERROR, TrainrunError, exits_are_errors, phase
 from trainrun.files import CHECKPOINTS
 from trainrun.preflight import run as preflight
