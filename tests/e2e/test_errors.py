@@ -69,6 +69,7 @@ CASES = [
     ("unparsable_override", ["data.image_shape=[1,8"], 2, ["cannot read a command-line override"]),
     ("append_existing_key", ["+optim.lr=3"], 2, ["+optim.lr adds a key, but optim.lr already exists"]),
     ("list_expected", ["data.image_shape=5"], 2, ["data.image_shape must be a list"]),
+    ("list_expected_shows_the_value", ["model.hidden=64"], 2, ["model.hidden must be a list", "model.hidden=[64]"]),
     ("recipe_key_missing_in_option", ["experiment=regression_diabetes", "model=linear"], 2,
      ["model.hidden is not a key of LinearConfig", "experiment/regression_diabetes"]),
     # -- values

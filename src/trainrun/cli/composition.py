@@ -231,8 +231,9 @@ def not_a_list(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
     cause = _keyed(ex)
     if cause is None or "is not a ListConfig" not in _text(cause):
         return None
-    return TrainrunError(f"{cause.full_key} must be a list", key=str(cause.full_key),
-                         fix=f"write it in brackets, e.g. {cause.full_key}=[1,8,8]")
+    key = str(cause.full_key)
+    given = next((a.split("=", 1)[1] for a in argv if a.lstrip("+~").startswith(f"{key}=")), "...")
+    return TrainrunError(f"{key} must be a list", key=key, fix=f"write it in brackets, e.g. {key}=[{given}]")
 
 
 def other_keyed(ex: BaseException, argv: Sequence[str]) -> TrainrunError | None:
