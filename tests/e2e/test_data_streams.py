@@ -171,6 +171,12 @@ def test_categories_of_codes_match_whether_a_file_reads_them_as_numbers_or_as_te
     old = Encoding([{"name": "zip", "kind": "category", "fill": None, "categories": ["10.0", "20.0"]}])
     assert old.apply(Columns(["zip"], [np.array(["20", "10"])]))[0].tolist() == [[0, 1], [1, 0]]
     assert old.apply(Columns(["zip"], [np.array([10.0, 20.0])]))[0].tolist() == [[1, 0], [0, 1]]
+    # a cell that names no category, whose number two of them share ("007" and "7" for "7.0"), is
+    # neither: unseen, never a guess; the number 7 is written "7"
+    both = Encoding([{"name": "code", "kind": "category", "fill": None, "categories": ["007", "7", "A"]}])
+    x, unseen = both.apply(Columns(["code"], [np.array(["7.0", "007", "7"])]))
+    assert x.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]] and unseen == {"code": 1}
+    assert both.apply(Columns(["code"], [np.array([7.0])]))[0].tolist() == [[0, 1, 0]]
 
 
 class Counted(torch.utils.data.IterableDataset):

@@ -169,6 +169,22 @@ def test_a_file_without_a_trained_column_is_refused_with_a_fix_that_works(traine
     assert "give a file holding every column the model was trained on (a, b, c, d)" in refused.output
 
 
+def test_codes_a_new_file_holds_as_numbers_only_are_read_as_written(tmp_path):
+    """Adversarial pass: a column of codes (007, 7, A1B) one-hot encoded at training, met in a new
+    file without its text code, was read as numbers: 007 became category 7 (another class, no
+    word) and a 9-digit code was rounded by float32. The columns training encoded are read as text."""
+    codes = ["007", "7", "123456789", "123456790", "A1B"]
+    rows = [[codes[i % 5], f"{(i % 7) / 7:.3f}", ["a", "b", "c", "d", "e"][i % 5]] for i in range(300)]
+    write_rows(tmp_path / "train.csv", ["code", "x", "label"], rows)
+    run = run_train("data=csv", "data.path=train.csv", "data.target=label", "data.categorical=[code]",
+                    "trainer.epochs=40", "optim.lr=0.05",
+                    "plot=false", "trainer.progress=none", cwd=tmp_path, run_dir=tmp_path / "run").run_dir
+    write_rows(tmp_path / "new.csv", ["code", "x"], [[c, "0.1"] for c in codes[:4]])  # numbers only
+    done = predict(f"run={run}", "data=csv", "data.path=new.csv", cwd=tmp_path, out=tmp_path / "p")
+    assert "never had" not in done.output, done.output  # every code is one training saw
+    assert [r["prediction"] for r in read_csv(tmp_path / "p" / "predictions.csv")] == ["a", "b", "c", "d"]
+
+
 def test_a_run_trained_on_arrays_takes_a_csv_files_columns_in_their_order_and_says_so(tmp_path):
     """Adversarial pass: a digits run has no column names, so predict takes a CSV file's columns in
     their order; it said nothing, and its refusal of an extra id column promised columns "picked by

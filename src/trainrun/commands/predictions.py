@@ -84,8 +84,11 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     elif "features" in node:  # trained on arrays (a bundled set, .npz, .npy): no names to pick them by
         log.info("the run's training data had no column names: the new file's feature columns are taken in "
                  "their order, as the training data's were (data.features=[...] picks and orders them)")
-    if "categorical" in node and node.categorical is None and stored.get("categorical"):
-        node.categorical = list(stored.categorical)
+    coded = [c["name"] for c in info.encoding.columns if c["kind"] == "category"] if info.encoding else []
+    if "categorical" in node and node.categorical is None and (stored.get("categorical") or coded):
+        # the columns training one-hot encoded are read as text, as written (007, a 9-digit code),
+        # even where every cell of the new file looks like a number
+        node.categorical = list(dict.fromkeys([*(stored.get("categorical") or []), *coded]))
     if "id" in node and node.id is None and info.id_name:  # the training run's id column, if this file has it
         names = file_columns(node)
         node.id = info.id_name if names is not None and info.id_name in names else None

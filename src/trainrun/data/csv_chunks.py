@@ -5,7 +5,7 @@ text or partly empty feature columns as a table for ``encode.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ from trainrun.data.table_stream import csv_lines
 from trainrun.errors import TrainrunError
 
 
-def text_columns(file: Path, sep: str, header: list[str], columns: list[int],
-                  t: int | None) -> tuple[Columns, np.ndarray | None]:
-    """The feature columns as text where they hold text, as float32 with NaN for empty cells
-    where they hold numbers (encode.py decides what each becomes), and the targets."""
-    values = _cells(loadtxt(file, sep, columns, TEXT).reshape(-1, len(columns)))
+def text_columns(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
+                 categorical: Sequence[str] = ()) -> tuple[Columns, np.ndarray | None]:
+    """The feature columns as text where they hold text or are ``categorical``, as float32 with
+    NaN for empty cells where they hold numbers (encode.py decides what each becomes), and the
+    targets."""
+    keep = [header[j] in categorical for j in columns]
+    values = _cells(loadtxt(file, sep, columns, TEXT).reshape(-1, len(columns)), keep)
     y = None
     if t is not None:
         labels = np.char.strip(loadtxt(file, sep, [t], TEXT).astype(str))
@@ -70,23 +72,29 @@ def chunks(file: Path, sep: str, header: list[str], columns: list[int],
 
 
 def predict_chunks(file: Path, sep: str, header: list[str], columns: list[int], t: int | None,
-                    i: int | None) -> Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]:
+                   i: int | None, categorical: Sequence[str] = ()
+                   ) -> Iterator[tuple[Any, np.ndarray | None, np.ndarray | None]]:
     """``predict`` on a large file: 64k lines at a time, features (a table where cells are text
-    or empty), the targets if the file has them, the ids."""
+    or empty, or the column is ``categorical``), the targets if the file has them, the ids."""
+    keep = [header[j] in categorical for j in columns]
     for _, lines in csv_lines(file):
-        values = _cells(loadtxt(lines, sep, columns, TEXT).reshape(len(lines), len(columns)))
+        values = _cells(loadtxt(lines, sep, columns, TEXT).reshape(len(lines), len(columns)), keep)
         table = Columns([header[j] for j in columns], values, where=f"CSV file {str(file)!r}")
         y = None if t is None else np.char.strip(loadtxt(lines, sep, [t], TEXT).astype(str))
         ids = None if i is None else np.char.strip(loadtxt(lines, sep, [i], TEXT).astype(str))
         yield table, y, ids
 
 
-def _cells(text: np.ndarray) -> list[np.ndarray]:
+def _cells(text: np.ndarray, keep: list[bool]) -> list[np.ndarray]:
     """Each column of a block of cells read as text: float32 (empty cells NaN) where every cell is
-    a number, else the stripped text (encode.py decides what it becomes)."""
+    a number, else (or where ``keep`` says so: codes, ``data.categorical``) the stripped text, as
+    written: ``007``, a 9-digit code that float32 would round (encode.py decides what it becomes)."""
     values: list[np.ndarray] = []
     for j in range(text.shape[1]):
         column = np.char.strip(text[:, j].astype(str))
+        if keep[j]:
+            values.append(column)
+            continue
         try:
             values.append(np.where(column == "", "nan", column).astype(np.float32))
         except ValueError:

@@ -58,7 +58,7 @@ def read_csv(
     columns, t = select_columns(header, target, features, where, first=first, sep=sep,
                                 require_target=require_target)
     if not require_target and should_stream([file], stream, stream_above_mb):  # predict: chunk by chunk
-        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i),
+        return RowChunks(lambda: _predict_chunks(file, sep, header, columns, t, i, categorical or ()),
                          header[i] if i is not None else None)
     if t is not None and should_stream([file], stream, stream_above_mb):
         refuse_categorical(categorical, stream_reason(stream, stream_above_mb))
@@ -79,7 +79,7 @@ def read_csv(
     except (TrainrunError, _AsText) as err:
         if isinstance(err, TrainrunError) and err.key != "data.features":  # a ragged row, an empty target ...
             raise
-        table, y = _text_columns(file, sep, header, columns, t)  # text or empty feature cells: encode.py's
+        table, y = _text_columns(file, sep, header, columns, t, categorical or ())  # encode.py's
         rows = (np.empty(len(table)), y)
     if [*columns, *([] if t is None else [t]), *([] if i is None else [i])] != list(range(len(header))):
         _check_field_counts(file, sep, first, rows, header, columns, t)  # usecols: numpy did not count

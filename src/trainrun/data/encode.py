@@ -22,6 +22,7 @@ by ``predict`` and written to ``export-model``'s ``preprocessing.json``):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,12 +142,13 @@ def _match_by_value(text: np.ndarray, categories: np.ndarray, at: np.ndarray, kn
         return
     by_value: dict[float, int] = {}
     for k, name in enumerate(categories.tolist()):
-        if _is_number(name):
-            by_value.setdefault(float(name), k)
+        if _is_number(name) and math.isfinite(number := float(name)):
+            by_value[number] = -1 if number in by_value else k  # "7" and "007": neither, unseen
     if not by_value:
         return
     cells, inverse = np.unique(text[loose], return_inverse=True)
-    found = np.asarray([by_value.get(float(v), -1) if _is_number(v) else -1 for v in cells.tolist()])[inverse]
+    found = np.asarray([by_value.get(float(v), -1) if _is_number(v) and math.isfinite(float(v)) else -1
+                        for v in cells.tolist()])[inverse]
     rows = np.flatnonzero(loose)[found >= 0]
     at[rows], known[rows] = found[found >= 0], True
 
