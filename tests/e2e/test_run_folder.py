@@ -177,6 +177,33 @@ def test_a_sweep_folder_with_a_planted_link(tmp_path):
     assert not marker.exists()
 
 
+def test_resume_auto_starts_afresh_only_a_train_run_killed_before_its_first_checkpoint(tmp_path):
+    """A run killed before its first checkpoint starts afresh under resume=auto (test_resume.py);
+    the adversarial pass on that change found what it must not open: a sweep's folder, another
+    command's folder (whose refusal told the user to use resume=auto), and a run trained
+    without checkpoints, killed (no summary.json), whose rows a fresh start would replace."""
+    sweep = tmp_path / "sweep"
+    run_command("train", "-m", *SMALL, "trainer.epochs=1", "optim.lr=0.1,0.01", f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path)
+    before = snapshot(sweep)
+    refused(run_train(*SMALL, "resume=auto", cwd=tmp_path, run_dir=sweep, check=False), f"{sweep} holds")
+    assert snapshot(sweep) == before
+    run_dir = tmp_path / "run"
+    run_train(*SMALL, "trainer.epochs=1", "data.test_fraction=0.2", cwd=tmp_path, run_dir=run_dir)
+    evaluated = tmp_path / "evaluated"
+    run_command("evaluate", f"run={run_dir}", f"out={evaluated}", cwd=tmp_path)
+    other = run_train(*SMALL, "resume=auto", cwd=tmp_path, run_dir=evaluated, check=False)
+    refused(other, f"{evaluated} holds an evaluate run", "give this run a new folder")
+    assert "continue that run with resume=auto" not in other.output
+    unsaved = tmp_path / "unsaved"
+    run_train(*SMALL, "checkpoint.enabled=false", cwd=tmp_path, run_dir=unsaved)
+    (unsaved / "summary.json").unlink()  # as if killed: no summary, no checkpoint
+    before = snapshot(unsaved)
+    refused(run_train(*SMALL, "checkpoint.enabled=false", "resume=auto", cwd=tmp_path, run_dir=unsaved, check=False),
+            "has none", "checkpoint.enabled=false")
+    assert snapshot(unsaved) == before
+
+
 def test_resume_auto_never_restarts_a_finished_run_that_left_no_last_pt(tmp_path):
     """Attack pass: a run trained with checkpoint.enabled=false holds no last.pt; resume=auto there
     used to say "no checkpoint yet, starting fresh" and replace its metrics and summary, exit 0."""

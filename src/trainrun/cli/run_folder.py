@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainrun.cli import ranks
 from trainrun.errors import CONFIG_ERROR, TrainrunError
 from trainrun.files import LOCK, SUMMARY_JSON, RunFolderLock, left_a_last_checkpoint
-from trainrun.owner import Owner
+from trainrun.owner import Owner, held
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 # What a run leaves in a folder before training starts: removing them loses nothing.
@@ -48,8 +48,11 @@ FIX_OTHER = {
 # resume=auto into a folder whose run left no last.pt: there is nothing to continue, and starting
 # afresh there would replace that run's metrics and summary.
 NOTHING_TO_RESUME = ("resume=auto continues a run from its checkpoints/last.pt, and this one has none "
-                     "(it ended, trained with checkpoint.enabled=false or failed before its first checkpoint): "
+                     "(trained with checkpoint.enabled=false, or it ended before its first checkpoint): "
                      "give this run a new folder (hydra.run.dir=<new folder>, or leave it out)")
+
+
+NEW_FOLDER = "give this run a new folder (hydra.run.dir=<new folder>, or leave it out: outputs/<date>/<time>)"
 
 
 class RunFolder:
@@ -147,11 +150,23 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     if not resume:
         return False
     if str(resume) == "auto":  # a run that left a last.pt or last/ (resume refuses a bad one), or one
-        # killed before its first checkpoint (no summary.json): that one starts afresh, as resume=auto
-        # says; a run that finished or failed without a checkpoint is not trained over
-        return left_a_last_checkpoint(folder) or not (folder / SUMMARY_JSON).exists()
+        return left_a_last_checkpoint(folder) or killed_before_its_first_checkpoint(folder)
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)
+
+
+def killed_before_its_first_checkpoint(folder: Path) -> bool:
+    """A train run that would have written checkpoints (its ``.hydra/config.yaml`` says so) and
+    ended before the first one, without a ``summary.json``: ``resume=auto`` starts it afresh
+    (what it leaves, a deterministic run writes again). Anything else (another command's
+    folder, a sweep's, a run without checkpoints or one that ended) is not trained over."""
+    if held(folder)[0] != "train" or (folder / SUMMARY_JSON).exists():
+        return False
+    try:
+        config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    except Exception:  # none, or not a config
+        return False
+    return OmegaConf.select(config, "checkpoint.enabled", default=False) is True
 
 
 class OwnRunFolder(Callback):
@@ -176,7 +191,7 @@ class OwnRunFolder(Callback):
                 )
             folder = RunFolder(Path(os.path.abspath(given)), command=self.command)  # as Hydra's run_job makes it
             if self.command == "train" and str(config.get("resume")) == "auto" and not continues(config, folder.folder):
-                folder.owner.fix_other = NOTHING_TO_RESUME
+                folder.owner.fix_other = NOTHING_TO_RESUME if held(folder.folder)[0] == "train" else NEW_FOLDER
             if ranks.owns_run_folder():  # rank 0, or the train that started trainer.devices=N's workers
                 folder.claim(continuing=self.command == "train" and continues(config, folder.folder))
                 _CLAIMED[folder.folder] = folder
