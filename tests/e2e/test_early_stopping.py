@@ -51,3 +51,13 @@ def test_monitoring_a_value_the_run_does_not_log(tmp_path):
                        cwd=tmp_path, check=False)
     assert result.returncode == 2, result.output
     assert f"trainer.early_stopping.monitor={monitor} is not a value this run logs" in result.output
+
+
+def test_settings_of_early_stopping_while_it_is_off_are_said_not_silently_dropped(tmp_path):
+    """Adversarial pass: trainer.early_stopping.monitor=val_accc (a typo) trained with exit 0 and
+    no word, early stopping being off without a patience. The header says so; a sweep may still
+    turn it on and off with the other settings kept, so it is no refusal."""
+    result = run_train("data=synthetic", "data.n_samples=100", "trainer.epochs=1", "plot=false",
+                       "trainer.early_stopping.monitor=val_accc", "trainer.early_stopping.min_delta=0.1", cwd=tmp_path)
+    assert ("early stopping: off (trainer.early_stopping.patience=null), so trainer.early_stopping.monitor=val_accc, "
+            "trainer.early_stopping.min_delta=0.1 is not used") in result.output

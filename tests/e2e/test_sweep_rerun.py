@@ -91,6 +91,9 @@ def test_a_sweep_into_a_folder_of_another_sweep_is_refused(tmp_path: Path) -> No
     quiet = run_command("train", "-m", "data=iris", "trainer.epochs=1", "optim.lr=0.1", "trainer.progress=none",
                         "plot=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert "not trained again" in quiet.output and (sweep_dir / "0" / "summary.json").read_text() == before
+    tagged = run_command("train", "-m", "data=iris", "trainer.epochs=1", "optim.lr=0.1", "tags=[a,b]",
+                         f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # a list is one value, not a sweep
+    assert "not trained again" in tagged.output
     swept = run_command("train", "-m", "data=iris", "trainer.epochs=1", "optim.lr=0.1", "trainer.progress=none,epoch",
                         f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, check=False)
     assert swept.returncode == 2 and "holds a sweep of other overrides" in swept.output, swept.output

@@ -68,3 +68,14 @@ def test_a_run_stopped_at_a_validation_step_validates_there_when_resumed(tmp_pat
     run_train(*overrides, "resume=auto", cwd=tmp_path, run_dir=run_dir)
     assert same_weights(weights(run_dir), weights(reference.run_dir))
     assert metric_rows(run_dir) == metric_rows(reference.run_dir)
+
+
+def test_a_run_stopped_early_inside_an_epoch_stops_again_when_resumed(tmp_path):
+    """Adversarial pass: early stopping at a validation inside an epoch ended the run; resumed,
+    it trained on (a new row, exit 0) instead of stopping at once as at an epoch's end."""
+    overrides = (*SMALL, "trainer.val_every_n_steps=3", "trainer.early_stopping.patience=1",
+                 "trainer.early_stopping.min_delta=10")
+    first = run_train(*overrides, cwd=tmp_path, run_dir=tmp_path / "run")
+    assert first.summary["status"] == "stopped early" and first.metrics[-1]["step"] == 6
+    again = run_train(*overrides, "resume=auto", cwd=tmp_path, run_dir=tmp_path / "run")
+    assert again.summary["status"] == "stopped early" and again.metrics == first.metrics, again.output

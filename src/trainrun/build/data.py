@@ -153,6 +153,13 @@ def batches_for(split: tuple[np.ndarray, np.ndarray] | Dataset | None, cfg: Dict
     if split is None:
         return None
     batch_size = batch_size or int(cfg.data.batch_size)
+    held_out = 0 if train else len(split[0]) if isinstance(split, tuple) else len(split)  # type: ignore[arg-type]
+    if 0 < held_out < world_size:  # every process scores a share of validation and test
+        raise TrainrunError(
+            f"a held-out split has {held_out} sample(s), fewer than the {world_size} processes, each of which "
+            "scores a share of it",
+            key="data.val_fraction", fix="hold out more samples (data.val_fraction, data.test_fraction), or use "
+            "fewer processes")
     shuffle = train and cfg.data.shuffle
     limit = cfg.trainer.limit_train_batches if train else cfg.trainer.limit_val_batches
     if isinstance(split, tuple):

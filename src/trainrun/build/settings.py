@@ -84,16 +84,6 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRSchedu
                 "(data.val_fraction=0)", key="trainer.val_every_n_steps",
                 fix="leave trainer.val_every_n_steps=null, or keep a validation split (data.val_fraction=0.2)")
     early = None
-    if stopping.patience is None and logged is not None:  # off: its other settings would be ignored unsaid
-        given = [f"trainer.early_stopping.{key}={value}" for key, value, default in (
-            ("monitor", str(stopping.monitor), str(cfg.objective)), ("mode", text(stopping.mode), "auto"),
-            ("min_delta", float(stopping.min_delta), 0.0)) if value != default]
-        if given:
-            raise TrainrunError(
-                f"{', '.join(given)} is set, but early stopping is off (trainer.early_stopping.patience=null): "
-                "it would be ignored", key="trainer.early_stopping.patience",
-                fix="set trainer.early_stopping.patience=<epochs without improvement> (e.g. 5) to stop early, "
-                "or leave the other trainer.early_stopping settings out")
     if stopping.patience is not None:
         early = EarlyStopping(int(stopping.patience), float(stopping.min_delta), str(stopping.monitor),
                               resolve_mode("trainer.early_stopping.mode", str(stopping.monitor),
@@ -121,6 +111,17 @@ def loop_settings(cfg: DictConfig, logged: list[str] | None, scheduler: LRSchedu
     if scheduler is not None:
         check_scheduler_cadence(cfg, scheduler, settings)
     return settings
+
+
+def unused_early_stopping(cfg: DictConfig) -> list[str]:
+    """Early stopping's settings given while it is off (``patience=null``): said in the header,
+    not refused (a sweep may turn it on and off with the rest kept)."""
+    stopping = cfg.trainer.early_stopping
+    if stopping.patience is not None:
+        return []
+    return [f"trainer.early_stopping.{key}={value}" for key, value, default in (
+        ("monitor", str(stopping.monitor), str(cfg.objective)), ("mode", text(stopping.mode), "auto"),
+        ("min_delta", float(stopping.min_delta), 0.0)) if value != default]
 
 
 def check_scheduler_cadence(cfg: DictConfig, scheduler: LRScheduler, settings: LoopSettings) -> None:

@@ -117,7 +117,11 @@ def _computes(override: str) -> bool:
     one value of a run-control key (``trainer.progress=none``, ``plot=false``), which the config
     digest leaves out too."""
     key, _, value = override.lstrip("+~").partition("=")
-    swept = "," in value or value.startswith(("choice(", "range(", "interval(", "glob(", "tag("))
+    depth, outside = 0, False  # a comma outside brackets sweeps (tags=[a,b] is one value)
+    for char in value:
+        depth += {"[": 1, "{": 1, "(": 1, "]": -1, "}": -1, ")": -1}.get(char, 0)
+        outside = outside or (char == "," and depth == 0)
+    swept = outside or value.startswith(("choice(", "range(", "interval(", "glob(", "tag("))
     control = key in RUN_CONTROL or (key.startswith("trainer.") and key[len("trainer."):] in TRAINER_RUN_CONTROL)
     return swept or not control
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from trainrun import __version__
 from trainrun.build.class_weights import labels_of
 from trainrun.build.loggers import make_loggers
+from trainrun.build.settings import unused_early_stopping
 from trainrun.build.setup import Setup, build, owners
 from trainrun.build.threads import Threads
 from trainrun.commands.evaluate import test_after_fit
@@ -124,6 +125,9 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1, t
     if reporter.mode != "none" and cfg.data.get("standardize") and setup.info.x_mean is None:
         reporter.info("data: the samples as the Dataset returns them: data.standardize applies to arrays and "
                       "files, which trainrun reads; normalize inside the Dataset (torchvision's Normalize)")
+    if reporter.mode != "none" and (unused := unused_early_stopping(cfg)):
+        reporter.info(f"early stopping: off (trainer.early_stopping.patience=null), so {', '.join(unused)} "
+                      "is not used; set a patience to stop early")
     if reporter.mode != "none" and cfg.loss.get("class_weights") is not None:  # the numbers build chose
         reporter.info("loss: class weights " + ", ".join(
             f"{label} {w:.3g}" for label, w in zip(labels_of(setup.info), cfg.loss.class_weights, strict=False)))

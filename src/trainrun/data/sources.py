@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -125,14 +126,34 @@ def _shard_numbers(file: Path) -> tuple[int, ...]:
     return tuple(int(digits) for digits in re.findall(r"\d+", file.stem))
 
 
+def _varying_part(x_files: list[Path], y_files: list[Path]) -> Callable[[Path], str]:
+    """A shard's name without what all names of its side share at the start and the end
+    (``a_X.npy`` -> ``a``, ``a_y.npy`` -> ``a``)."""
+    def shared(names: list[str]) -> int:  # how many first characters all names have in common
+        n = 0
+        while all(len(name) > n for name in names) and len({name[n] for name in names}) == 1:
+            n += 1
+        return n
+
+    def trimmed(files: list[Path]) -> dict[Path, str]:
+        names = [f.name for f in files]
+        head = shared(names)
+        tail = shared([n[head:][::-1] for n in names])
+        return {f: n[head:len(n) - tail] for f, n in zip(files, names, strict=True)}
+
+    parts = {**trimmed(x_files), **trimmed(y_files)}
+    return lambda f: parts[f]
+
+
 def _paired(x_files: list[Path], y_files: list[Path]) -> list[Path]:
     """The target shard of each feature shard, in the feature shards' order: the one of the same
-    name (``X/part1.npy``, ``Y/part1.npy``), else the one with the same numbers in its name
-    (``x_01.npy``, ``y_1.npy``). Sorted position alone pairs ``part10`` with ``second``, or
+    name (``X/part1.npy``, ``Y/part1.npy``), else the same name once what each side's names share
+    is left out (``a_X.npy``, ``a_y.npy``), else the same numbers in its name (``x_01.npy``,
+    ``y_1.npy``). Sorted position alone pairs ``part10`` with ``second``, or
     ``x_10`` with ``y_2``: each rows' labels from another shard, trained on without a word."""
     if len(x_files) != len(y_files) or len(x_files) == 1:
         return y_files  # one each; or another count, which MemmapRows refuses naming both
-    for key in (lambda f: f.name, _shard_numbers):
+    for key in (lambda f: f.name, _varying_part(x_files, y_files), _shard_numbers):
         wanted = [key(f) for f in x_files]
         by_key: dict[object, list[Path]] = {}
         for f in y_files:

@@ -55,8 +55,9 @@ def refuse_categorical(categorical: list[str] | None, why: str) -> None:
             f"({why}), and a streamed file's columns are read as numbers: {', '.join(categorical)} would be "
             "used as quantities, not categories",
             key="data.categorical",
-            fix="read the file whole with data.stream=false (it must fit in memory), or one-hot encode "
-            "those columns in the file and drop data.categorical")
+            fix=("merge the shards into one file and read it whole with data.stream=false, " if "shards" in why
+                 else "read the file whole with data.stream=false (it must fit in memory), ")
+            + "or one-hot encode those columns in the file and drop data.categorical")
 
 
 def stream_reason(stream: bool | None, above_mb: int) -> str:

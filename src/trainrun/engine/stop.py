@@ -105,14 +105,16 @@ class Stop:
                    setup.world_size)
 
     def before_training(self, state: TrainState) -> bool:
-        """A run resumed after the epoch that triggered early stopping stops again at once. One
+        """A run resumed after the epoch (or the validation inside one) that triggered early
+        stopping stops again at once. One
         resumed at a validation step whose row it had not recorded yet (saved at that step, by a
         signal or ``checkpoint.every_n_steps``, before the validation) validates first."""
-        state.stop_reason = (early_stopping_reason(state.history, self.settings.early_stopping)
-                             if not state.batch else None)
         val_every = self.settings.val_every_n_steps
         recorded = bool(state.history) and (state.history[-1]["epoch"], state.history[-1]["step"]) == \
             (state.epoch + 1, state.step)
+        # at an epoch's end, or right after a validation inside one (trainer.val_every_n_steps)
+        state.stop_reason = (early_stopping_reason(state.history, self.settings.early_stopping)
+                             if not state.batch or recorded else None)
         self.validation_due = bool(val_every and 0 < state.batch < self.num_batches
                                    and state.step % val_every == 0 and not recorded)
         return state.stop_reason is not None
