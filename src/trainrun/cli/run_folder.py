@@ -149,7 +149,7 @@ def continues(cfg: DictConfig, folder: Path) -> bool:
     resume = cfg.get("resume")
     if not resume:
         return False
-    if str(resume) == "auto":  # a run that left a last.pt or last/ (resume refuses a bad one), or one
+    if str(resume) == "auto":  # a run that left a last.pt or last/ (resume refuses a bad one), or none yet
         return left_a_last_checkpoint(folder) or killed_before_its_first_checkpoint(folder)
     path = Path(os.path.abspath(Path(str(resume)).expanduser()))
     return path == folder or path.is_relative_to(folder)

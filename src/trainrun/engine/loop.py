@@ -161,7 +161,8 @@ def fit(setup: Setup, state: TrainState, reporter: Reporter, stop: Stop | None =
     for epoch in range(state.epoch, s.epochs):
         started = time.perf_counter()
         with reporter.progress(epoch, len(setup.train_batches)) as progress:
-            while stop.validation_due or not train_epoch(setup, state, epoch, stop, progress):  # due: resumed
+            # (a validation already due: resumed at a step saved before its validation)
+            while stop.validation_due or not train_epoch(setup, state, epoch, stop, progress):
                 if not stop.validation_due:
                     return state  # stopped mid-epoch; the checkpoint holds where
                 row = validation_row(setup, state, epoch, stop, started)  # trainer.val_every_n_steps
