@@ -200,7 +200,11 @@ def test_devices_inside_a_submitit_job_and_its_requeue(tmp_path):
          f"hydra.sweep.dir={sweep}", *DATA, "model._target_=killer.KillsItself", "trainer.devices=2",
          "trainer.epochs=3"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env=env_for_tests({"KILL_AT": "30", "KILL_PARENT": "1", "KILL_SIGNAL": "SIGUSR2",
+        # at step 8 of 39: the ranks agree on a stop every 10 steps, so the run cannot end first
+        # (at step 30, a signal that reached them after step 30's agreement waited for a step 40
+        # that never came: the run completed instead, and its summary was then refused for the
+        # agent's exit status 140; devices._outcome takes rank 0's summary now)
+        env=env_for_tests({"KILL_AT": "8", "KILL_PARENT": "1", "KILL_SIGNAL": "SIGUSR2",
                            "KILL_ONCE": str(tmp_path / "preempted")}),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

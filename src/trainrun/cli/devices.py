@@ -118,10 +118,12 @@ def _forwarded(agent: subprocess.Popen[bytes]) -> Iterator[list[int]]:
 
 def _outcome(folder: Path, code: int, received: list[int], devices: int,
              timeout_s: float | None) -> dict[str, Any]:
-    """Rank 0's summary (done, or interrupted by a signal after saving), else the error."""
+    """Rank 0's summary (done, or interrupted by a signal after saving), else the error. Rank 0
+    writes it once ``train.run`` returned, past the run's last collective: its status stands
+    whatever the agent's exit says (a signal the agent took as the workers finished: 128+N)."""
     summary_file = folder / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    if summary is not None and (code == 0 or summary.get("status") == "interrupted"):
+    if summary is not None:
         return summary
     failures_file = folder / FAILURES
     if failures_file.is_file() and not received:
