@@ -167,6 +167,13 @@ def test_a_file_without_a_trained_column_is_refused_with_a_fix_that_works(traine
     assert refused.returncode == 2 and "no feature column 'd'" in refused.output, refused.output
     assert "key: data.path" in refused.output
     assert "give a file holding every column the model was trained on (a, b, c, d)" in refused.output
+    # evaluate the same: the run's columns are not the user's to list (it said data.features)
+    write_rows(folder / "three_labelled.csv", ["a", "b", "c", "label"],
+               [[*(f"{v:.6f}" for v in row[:3]), "cat"] for row in x[:4]])
+    scored = run_command("evaluate", f"run={result.run_dir}", "data=csv", "data.path=three_labelled.csv",
+                         TRUST, cwd=folder, run_dir=folder / "three_ev", check=False)
+    assert scored.returncode == 2 and "no feature column 'd'" in scored.output, scored.output
+    assert "key: data.path" in scored.output and "(a, b, c, d)" in scored.output
 
 
 def test_codes_a_new_file_holds_as_numbers_only_are_read_as_written(tmp_path):
@@ -183,6 +190,14 @@ def test_codes_a_new_file_holds_as_numbers_only_are_read_as_written(tmp_path):
     done = predict(f"run={run}", "data=csv", "data.path=new.csv", cwd=tmp_path, out=tmp_path / "p")
     assert "never had" not in done.output, done.output  # every code is one training saw
     assert [r["prediction"] for r in read_csv(tmp_path / "p" / "predictions.csv")] == ["a", "b", "c", "d"]
+    # evaluate on a streamed file cannot encode them: refused, saying where data.categorical came from
+    write_rows(tmp_path / "labelled.csv", ["code", "x", "label"], rows[:50])
+    refused = run_command("evaluate", f"run={run}", "data=csv", "data.path=labelled.csv", "data.target=label",
+                          "data.stream=true", cwd=tmp_path, run_dir=tmp_path / "e", check=False)
+    assert refused.returncode == 2 and "the columns the trained run encoded as categories" in refused.output
+    assert "read the file whole with data.stream=false" in refused.output, refused.output
+    run_command("evaluate", f"run={run}", "data=csv", "data.path=labelled.csv", "data.target=label",
+                "data.stream=false", cwd=tmp_path, run_dir=tmp_path / "e2")  # the fix holds
 
 
 def test_a_run_trained_on_arrays_takes_a_csv_files_columns_in_their_order_and_says_so(tmp_path):

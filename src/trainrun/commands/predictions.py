@@ -20,6 +20,7 @@ from trainrun.commands.trained import Trained
 from trainrun.data.identity import training_columns
 from trainrun.data.parquet_file import file_columns
 from trainrun.data.prepare import DataInfo
+from trainrun.data.tables import lacks_trained_column
 from trainrun.errors import TrainrunError
 
 log = logging.getLogger("trainrun")
@@ -79,8 +80,12 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
     for key in node:
         if same and OmegaConf.is_missing(node, key) and key in stored and not OmegaConf.is_missing(stored, key):
             node[key] = stored[key]
+    header = file_columns(node)  # a table's column names, or None
     if "features" in node and info.features:  # a table: the training's columns, by name, in its order
         node.features = training_columns(node.features, info.features)
+        absent = [c for c in info.features if header is not None and c not in header]
+        if absent:
+            raise lacks_trained_column(f"data.path={node.path!r}", absent[0], header or [], info.features)
     elif "features" in node:  # trained on arrays (a bundled set, .npz, .npy): no names to pick them by
         log.info("the run's training data had no column names: the new file's feature columns are taken in "
                  "their order, as the training data's were (data.features=[...] picks and orders them)")
@@ -90,8 +95,7 @@ def data_config(user: DictConfig, stored: DictConfig, info: DataInfo) -> DictCon
         # even where every cell of the new file looks like a number
         node.categorical = list(dict.fromkeys([*(stored.get("categorical") or []), *coded]))
     if "id" in node and node.id is None and info.id_name:  # the training run's id column, if this file has it
-        names = file_columns(node)
-        node.id = info.id_name if names is not None and info.id_name in names else None
+        node.id = info.id_name if header is not None and info.id_name in header else None
     missing = [str(k) for k in node if OmegaConf.is_missing(node, k) and str(k) != "target"]
     if missing:
         raise TrainrunError(f"predict needs data.{missing[0]}", key=f"data.{missing[0]}",

@@ -83,7 +83,7 @@ def read_parquet(path: str, target: str, features: list[str] | None = None, requ
             if not require_target:  # predict: record batch by record batch
                 return _parquet_chunks(files, target, features, id)
             refuse_categorical(categorical, "a folder or pattern of shards" if shards
-                               else stream_reason(stream, stream_above_mb))
+                               else stream_reason(stream, stream_above_mb), shards=shards)
             return _parquet_rows(files, target, features, id)
     file = existing_file(path, "data.path", (".parquet", ".pq"))
     pa, pq, header = _parquet(file)

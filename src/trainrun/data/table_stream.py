@@ -45,17 +45,21 @@ def should_stream(files: list[Path], stream: bool | None, above_mb: int) -> bool
     return sum(f.stat().st_size for f in files) > above_mb * 2**20
 
 
-def refuse_categorical(categorical: list[str] | None, why: str) -> None:
+def refuse_categorical(categorical: list[str] | None, why: str, *, shards: bool = False) -> None:
     """A streamed copy holds numbers only: ``data.categorical`` would be dropped, and a column
     of codes (zip codes, product ids) trained on as a quantity, exit 0. Refused instead. ``why``:
-    what made this file stream."""
+    what made this file stream; ``shards``: several files, which are always streamed.
+
+    ``evaluate`` passes the columns a trained run one-hot encoded as ``data.categorical``: the
+    paragraph says so, since that user never wrote the key."""
     if categorical:
         raise TrainrunError(
-            f"data.categorical={list(categorical)} is applied to a file read whole, but this one is streamed "
-            f"({why}), and a streamed file's columns are read as numbers: {', '.join(categorical)} would be "
-            "used as quantities, not categories",
+            f"data.categorical={list(categorical)} (given, or the columns the trained run encoded as "
+            f"categories) is applied to a file read whole, but this one is streamed ({why}), and a streamed "
+            f"file's columns are read as numbers: {', '.join(categorical)} would be used as quantities, not "
+            "categories",
             key="data.categorical",
-            fix=("merge the shards into one file and read it whole with data.stream=false, " if "shards" in why
+            fix=("merge the shards into one file and read it whole with data.stream=false, " if shards
                  else "read the file whole with data.stream=false (it must fit in memory), ")
             + "or one-hot encode those columns in the file and drop data.categorical")
 

@@ -42,6 +42,15 @@ def existing_file(path: str, key: str, kinds: Sequence[str] = ()) -> Path:
     return file
 
 
+def lacks_trained_column(where: str, name: str, header: Sequence[str], trained: Sequence[str]) -> TrainrunError:
+    """New data (``evaluate``, ``predict``) without a column the model was trained on: the file
+    is what to change, not ``data.features`` (the run's columns)."""
+    return TrainrunError(f"{where} has no feature column {name!r}; its columns are {list(header)}",
+                         key="data.path",
+                         fix=f"give a file holding every column the model was trained on ({', '.join(trained)}), "
+                         "in any order")
+
+
 def select_columns(
     header: list[str], target: str, features: Sequence[str] | None, where: str, *,
     first: str | None = None, sep: str = ",", require_target: bool = True,
@@ -61,11 +70,10 @@ def select_columns(
     if features:
         for name in names:
             if name not in header:
+                if not require_target:
+                    raise lacks_trained_column(where, name, header, names)
                 raise TrainrunError(f"{where} has no feature column {name!r}; its columns are {header}",
-                                    key="data.features" if require_target else "data.path",
-                                    fix="list columns of the file in data.features" if require_target else
-                                    f"give a file holding every column the model was trained on ({', '.join(names)}), "
-                                    "in any order")
+                                    key="data.features", fix="list columns of the file in data.features")
         if target in names:
             raise TrainrunError(
                 f"data.features lists the target column {target!r}: the model would be given the "
