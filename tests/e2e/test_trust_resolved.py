@@ -102,3 +102,21 @@ def test_a_checkpoint_from_before_the_move_still_works(finished, tmp_path, comma
     resumed = run_train(*SMALL[:-2], "trainer.epochs=3", "print_config=false", "plot=false", "resume=auto",
                         cwd=tmp_path, run_dir=run)
     assert "resumed from" in resumed.output and resumed.summary["epochs_run"] == 3
+
+
+def test_commands_ask_trust_only_for_the_code_they_build(tmp_path):
+    """Adversarial pass: export-model asked trust=[mydata] for a run trained on a user's data
+    source and optimizer, neither of which it builds (it rebuilds the model and its loss; the
+    data's statistics are the checkpoint's). predict and export-model build neither; evaluate
+    rebuilds the whole run and still asks, and a user model is asked for by all three."""
+    (tmp_path / "mydata.py").write_text(
+        "from sklearn.datasets import load_iris\n\ndef load():\n    d = load_iris()\n    return d.data, d.target\n")
+    (tmp_path / "myopt.py").write_text("import torch\n\nclass Opt(torch.optim.SGD):\n    pass\n")
+    run = run_train("data._target_=mydata.load", "optim._target_=myopt.Opt", "optim.lr=0.1", *SMALL[1:],
+                    cwd=tmp_path, run_dir=tmp_path / "run").run_dir
+    np.savez(tmp_path / "new.npz", X=np.ones((3, 4), dtype="float32"))
+    run_command("export-model", f"run={run}", "format=safetensors", cwd=tmp_path)
+    run_command("predict", f"run={run}", "data=npz", "data.path=new.npz", cwd=tmp_path, run_dir=tmp_path / "p")
+    refused = run_command("evaluate", f"run={run}", cwd=tmp_path, run_dir=tmp_path / "e", check=False)
+    assert refused.returncode == 2 and "trust=[mydata.load,myopt.Opt]" in refused.output, refused.output
+    run_command("evaluate", f"run={run}", "trust=[mydata.load,myopt.Opt]", cwd=tmp_path, run_dir=tmp_path / "e2")

@@ -196,7 +196,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     split = text(cfg.split)
     new_data = cfg.data is not None
     trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust),
-                           replaced=("data",) if new_data else ())
+                           unbuilt=("data",) if new_data else ())
     file, folder, saved = trained.file, trained.folder, trained.saved
     # New data is scaled and encoded as the training data was (the checkpoint's statistics);
     # the run's own data is rebuilt by its config, which computes the same statistics again.

@@ -45,7 +45,7 @@ from trainrun.build import contracts
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import build_model
 from trainrun.commands.predictions import fitted_info
-from trainrun.commands.trained import open_trained
+from trainrun.commands.trained import TRAINING_ONLY, open_trained
 from trainrun.config.choices import text
 from trainrun.data.fitted import preprocessing
 from trainrun.data.prepare import DataInfo
@@ -188,7 +188,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             fix="e.g. export-model run=outputs/2026-11-24/08-30-00-123456 format=onnx")
     started = time.perf_counter()
     fmt = text(cfg.format)
-    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust))
+    # the model and its loss are rebuilt; the data's statistics come from the checkpoint
+    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust), unbuilt=("data", *TRAINING_ONLY))
     info = fitted_info(trained)
 
     def rebuild() -> nn.Module:  # a fresh model of the same class (safetensors' check loads into it)

@@ -39,7 +39,7 @@ from trainrun.build.instantiate import build_from_config
 from trainrun.build.losses import LossPlan
 from trainrun.build.setup import DATA_KEYS, build_model
 from trainrun.commands.predictions import data_config, fitted_info, prediction_columns
-from trainrun.commands.trained import Trained, open_trained
+from trainrun.commands.trained import TRAINING_ONLY, Trained, open_trained
 from trainrun.config.choices import text
 from trainrun.data import new_data
 from trainrun.data.prepare import DataInfo
@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             fix="e.g. predict run=<run folder> data=csv data.path=new.csv "
                             "(or data=npz data.path=new.npz, or data._target_=mymodule.load)")
     started = time.perf_counter()
-    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust), replaced=("data",))
+    trained = open_trained(str(cfg.run), str(cfg.checkpoint), list(cfg.trust), unbuilt=("data", *TRAINING_ONLY))
     info = fitted_info(trained)
     node = data_config(cfg.data, trained.config.data, info)
     source = build_from_config(node, "data", what="reading the new data", consumed=DATA_KEYS,

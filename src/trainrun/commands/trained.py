@@ -67,14 +67,20 @@ class Trained:
         return f"epoch {state.get('epoch')}, step {state.get('step')}"
 
 
+# What predict and export-model never build from a stored config: they rebuild the model and its
+# loss, nothing that trains (evaluate builds the whole run again, the optimizer included).
+TRAINING_ONLY = ("optim", "scheduler")
+
+
 def open_trained(run: str, checkpoint: str, trust: list[str] | None = None,
-                 replaced: tuple[str, ...] = ()) -> Trained:
-    """Find, load and check the checkpoint of ``run=`` / ``checkpoint=``; ``replaced``: sections
-    the user gives anew (``data=...``), which the stored config does not build."""
+                 unbuilt: tuple[str, ...] = ()) -> Trained:
+    """Find, load and check the checkpoint of ``run=`` / ``checkpoint=``; ``unbuilt``: sections
+    of the stored config this command does not build (given anew, as ``data=...``, or not used),
+    whose code therefore needs no ``trust=``."""
     file, folder = locate(run, checkpoint)
-    # Loggers and callbacks are never built from a checkpoint; the sections given anew are the user's.
+    # Loggers and callbacks are never built from a checkpoint; the rest is the caller's to say.
     saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
-                 unbuilt=("logger", "callbacks", *replaced))
+                 unbuilt=("logger", "callbacks", *unbuilt))
     return Trained(file, folder, saved, typed_config(saved))
 
 
