@@ -312,3 +312,23 @@ def test_a_sharded_checkpoint_whose_metadata_would_run_code_is_one_paragraph_eve
         assert proc.returncode == 2 and "Traceback" not in out, out
         assert "refusing to load" in out and "key: resume" in out and "without reporting" not in out, out
     assert not (work / "pwned").exists()
+
+
+def test_fsdp_with_an_uneven_last_batch_trains_and_continues_on_three_processes(work):
+    """Adversarial pass: FSDP hung (or gloo aborted on a collective mismatch, 2 -> 3) when the
+    epoch's last global batch split unevenly: the preflight's check of the last batch ran a
+    forward only on the processes whose share was short, and an FSDP forward gathers from every
+    process. 245 training rows in global batches of 6 end on a batch of 5: 3 and 2 on two
+    processes, 2, 2 and 1 on three."""
+    uneven = ("data.n_samples=306", "trainer.ddp_timeout_s=60", "trainer.epochs=2", "data.batch_size=3")
+    reference, run = work / "uneven-ref", work / "uneven-2to3"
+    proc = train(work, reference, *on(2, "fsdp", *uneven))
+    assert "FSDP (sharded): 2 processes, cpu each" in proc.stdout  # the header said DDP
+    assert [r["step"] for r in metrics(reference)] == [41, 82]  # 40 batches of 6, then one of 5
+    stopped = train(work, run, *on(2, "fsdp", *uneven), env={"KILL_AT": "30"}, check=False)
+    assert stopped.returncode == 143, stopped.stdout + stopped.stderr
+    train(work, run, *on(3, "fsdp", *uneven, "resume=auto"))
+    a, b = weights(reference), weights(run)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < TOLERANCE
+    assert [r["train_loss"] for r in metrics(run)] == pytest.approx([r["train_loss"] for r in metrics(reference)],
+                                                                     rel=TOLERANCE)

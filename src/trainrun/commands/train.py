@@ -120,7 +120,8 @@ def run(cfg: DictConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1, t
     if reporter.mode != "none":  # model: MLP, 9,610 parameters (all trainable), 0.04 MB
         reporter.info(parameter_line(setup.raw_model))
         if world_size > 1:  # several processes, one console: say so
-            reporter.info(f"DDP: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
+            how = "FSDP (sharded)" if setup.strategy == "fsdp" else "DDP"
+            reporter.info(f"{how}: {world_size} processes, {setup.device.type} each; rank 0 prints and writes "
                           "the run folder, the others' lines start with [rank N]")
     if reporter.mode != "none" and cfg.data.get("standardize") and setup.info.x_mean is None:
         reporter.info("data: the samples as the Dataset returns them: data.standardize applies to arrays and "

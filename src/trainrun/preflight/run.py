@@ -39,6 +39,7 @@ from torch import nn
 
 from trainrun.build.setup import Setup
 from trainrun.data.batches import TensorBatches
+from trainrun.engine.collectives import all_reduce_max
 from trainrun.errors import TrainrunError, describe, named_key, raised_in
 from trainrun.preflight.binding import check_binding, check_gradients, check_step
 from trainrun.preflight.common import (
@@ -149,7 +150,11 @@ def _short_batch(setup: Setup, x: torch.Tensor, y: torch.Tensor, report: Report)
     of one, a squeeze that drops the batch dimension of a single sample fail only there, at
     the end of epoch 1. Its size is what matters, so it is the first batch cut to that size."""
     sizes = setup.train_batches.sizes
-    if len(sizes) < 2 or int(sizes[-1]) == int(sizes[0]):
+    short = len(sizes) >= 2 and int(sizes[-1]) != int(sizes[0])
+    if setup.strategy == "fsdp" and setup.world_size > 1:  # each forward gathers from every process:
+        # all run it or none (a last global batch of 5 on 2 is 3 and 2: only one process's is short)
+        short = bool(all_reduce_max(torch.tensor([float(short)], device=x.device), setup.world_size).item())
+    if not short:
         return
     n = int(sizes[-1])
     xs, ys = x[:n], y[:n]
