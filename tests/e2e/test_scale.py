@@ -332,3 +332,43 @@ def test_fsdp_with_an_uneven_last_batch_trains_and_continues_on_three_processes(
     assert max((a[k] - b[k]).abs().max().item() for k in a) < TOLERANCE
     assert [r["train_loss"] for r in metrics(run)] == pytest.approx([r["train_loss"] for r in metrics(reference)],
                                                                      rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_sharded_checkpoint_with_a_shard_from_elsewhere_missing_or_cut_short_is_refused(work, shared, strategy):
+    """Adversarial pass: nothing tied a shard file to its checkpoint. A ``__1_0.distcp`` copied in
+    from another run of the same model was loaded without a word: evaluate scored the mixed
+    weights, export-model wrote them, and a resume trained on (train_loss 0.76 -> 15.2), exit 0.
+    A missing or cut-short shard was a traceback (evaluate) or "process 1 was killed by
+    SIGABRT" (resume). Each process now writes an id with its shards, trainrun.pt records them,
+    and every file .metadata names must be there, whole: one paragraph, exit 2."""
+    mine, other = shared("end", 2, strategy), shared("ref", 2, strategy)
+    said = {"copied": "mixes checkpoints: its shard __1_0.distcp (process 1's) was written by another save",
+            "missing": "is not whole: its shard __1_0.distcp is missing",
+            "cut short": "is not whole: its shard __1_0.distcp is "}
+    for case, message in said.items():
+        run = work / f"shard-{case.replace(' ', '-')}-{strategy}"
+        shutil.copytree(mine, run)
+        for name in ("last", "best"):
+            shard = run / "checkpoints" / name / "__1_0.distcp"
+            data = shard.read_bytes()
+            shard.unlink()  # best/ and last/ may share the file (hard links)
+            if case == "copied":
+                shutil.copy(other / "checkpoints" / name / "__1_0.distcp", shard)
+            elif case == "cut short":
+                shard.write_bytes(data[: len(data) // 2])
+        commands = [[str(command_path("evaluate")), f"run={run}", "trust=[killer]"],
+                    [str(command_path("export-model")), f"run={run}", "trust=[killer]"]]
+        for command in commands:
+            done = subprocess.run(command, cwd=work, env=env_for_tests(), capture_output=True, text=True, timeout=300)
+            out = done.stdout + done.stderr
+            assert done.returncode == 2 and "Traceback" not in out and message in out, out
+            assert "key: run" in out
+        proc = train(work, run, *on(2, strategy), f"data.batch_size={PER_PROCESS[2]}", "trainer.epochs=2",
+                     "resume=auto", check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out and message in out, out
+        assert "key: resume" in out and "SIGABRT" not in out
+    untouched = work / f"shard-untouched-{strategy}"  # the checks pass a checkpoint as written
+    shutil.copytree(mine, untouched)
+    train(work, untouched, *on(2, strategy), f"data.batch_size={PER_PROCESS[2]}", "trainer.epochs=2", "resume=auto")

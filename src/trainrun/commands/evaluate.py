@@ -167,7 +167,8 @@ def test_after_fit(setup: Setup, run_dir: Path) -> dict[str, Any] | None:
         if (saved.get("layout") or {}).get("sharded"):
             from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
 
-            load_into(model, None, found, {"model": saved["model_names"]}, key="trainer.test_after_fit")
+            load_into(model, None, found, {"model": saved["model_names"]}, key="trainer.test_after_fit",
+                      ids=saved["layout"].get("shard_ids"))
         else:
             model.load_state_dict(saved["model"])
         epoch = saved["state"]["epoch"]

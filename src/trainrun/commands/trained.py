@@ -57,7 +57,8 @@ class Trained:
             if (self.saved.get("layout") or {}).get("sharded"):  # several processes' shards, gathered here
                 from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
 
-                load_into(model, None, self.file, {"model": self.saved["model_names"]}, key="run")
+                load_into(model, None, self.file, {"model": self.saved["model_names"]}, key="run",
+                          ids=self.saved["layout"].get("shard_ids"))
             else:
                 model.load_state_dict(self.saved["model"])
 

@@ -184,7 +184,8 @@ def open_epoch_losses(state: TrainState, batches: int) -> torch.Tensor | None:
 def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = None,
             config: dict[str, Any] | None = None, schemas: dict[str, str] | None = None, *,
             history: Any = None, loss_sums: torch.Tensor | None = None,
-            skeleton: dict[str, Any] | None = None, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+            skeleton: dict[str, Any] | None = None, rngs: list[dict[str, Any]] | None = None,
+            shard_ids: list[int] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``setup`` from ``state`` exactly. ``step_losses``: under
     DDP, every rank's batch losses of the unfinished epoch (``[world_size, n]``), and
     ``loss_sums`` each global batch's sum of loss x samples over the ranks (what another number
@@ -192,7 +193,8 @@ def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = 
     config and its schema names, when the caller already has them (they do not change during a
     run). ``history``: what the checkpoint holds of the epoch rows (by default all of them; the
     writer's reference to ``history.jsonl``). ``skeleton``/``rngs``: a sharded checkpoint's state
-    without its tensors (:mod:`trainrun.engine.sharded`) and every rank's random streams."""
+    without its tensors (:mod:`trainrun.engine.sharded`), every rank's random streams and the id
+    each rank wrote with its shards."""
     if step_losses is None:
         step_losses = open_epoch_losses(state, len(setup.train_batches))
     return {
@@ -212,7 +214,7 @@ def payload(setup: Setup, state: TrainState, step_losses: torch.Tensor | None = 
         # how the epoch was cut, kept on a resume with another number of processes
         "layout": {"world_size": setup.world_size, "global_batch": setup.batch_size * setup.world_size,
                    "batches": len(setup.train_batches), "strategy": setup.strategy,
-                   "sharded": skeleton is not None},
+                   "sharded": skeleton is not None, "shard_ids": shard_ids},
         "model_names": None if skeleton is None else skeleton["model"],
         "config": config or plain(setup.cfg),
         "schemas": schemas or schema_names(setup.cfg),
@@ -240,7 +242,8 @@ def restore(setup: Setup, state: TrainState, saved: dict[str, Any], source: Path
 
         if (saved.get("layout") or {}).get("sharded"):
             sharded.load_into(setup.raw_model, setup.optimizer, source,
-                              {"model": saved["model_names"], "optimizer": saved["optimizer"]})
+                              {"model": saved["model_names"], "optimizer": saved["optimizer"]},
+                              ids=saved["layout"].get("shard_ids"))
         else:
             sharded.whole_into_shards(setup.raw_model, setup.optimizer, saved["model"], saved["optimizer"])
     else:

@@ -16,6 +16,12 @@ by every process through ``torch.distributed.checkpoint`` (DCP), asynchronously,
   over ``last/`` (the old one first moves to ``.last.old``, removed after). A kill at any moment
   leaves the previous checkpoint or the new one whole; :func:`recover` puts back a previous
   one caught between the two renames.
+* **One checkpoint's files.** Nothing in DCP ties a shard file to the ``.metadata`` beside it:
+  a ``__1_0.distcp`` copied in from another run (or an older save) of the same model loads, and
+  the run goes on with mixed weights, exit 0. So each process writes a random id of its own
+  with its shards (:data:`SHARD_ID`), ``trainrun.pt`` records every process's id, and a load
+  checks each id it reads back; every file ``.metadata`` names must also be there, whole
+  (:func:`check_files`), before DCP reads it.
 * **Trust.** DCP reads its ``.metadata`` with plain ``pickle`` and non-tensor entries with
   ``torch.load(weights_only=False)``: a hostile folder would run code. :class:`SafeReader` reads
   ``.metadata`` with an unpickler that builds only DCP's metadata classes, and refuses entries
@@ -49,6 +55,7 @@ from trainrun.engine.publish import META, linked_copy, publish
 from trainrun.errors import TrainrunError
 
 TENSOR = "<dcp>"  # in trainrun.pt's copy of the state: this leaf's tensor is in the shards
+SHARD_ID = "trainrun/shard_id"  # + "/<rank>": that process's id, in the file it wrote
 
 # What DCP's .metadata pickle may build: its own metadata classes, torch's sizes, dtypes and
 # layouts, and the path it records.
@@ -134,19 +141,62 @@ def check_metadata(folder: Path, key: str) -> None:
                             fix="use a checkpoint folder trainrun wrote, whole") from None
 
 
+def with_shard_id(tensors: dict[str, torch.Tensor], rank: int, shard_id: int) -> dict[str, torch.Tensor]:
+    """This process's tensors to save, with its id (written to this process's file: no other
+    process holds the key, so DCP's deduplication leaves it there)."""
+    return {**tensors, f"{SHARD_ID}/{rank}": torch.tensor([shard_id], dtype=torch.int64)}
+
+
+def check_files(folder: Path, key: str) -> None:
+    """Every file ``.metadata`` names is in ``folder`` and long enough for what it is to hold: a
+    missing or cut-short shard is one paragraph, not DCP's traceback (or a rank's abort)."""
+    need: dict[str, int] = {}
+    for info in (SafeReader(folder).read_metadata().storage_data or {}).values():
+        name = str(info.relative_path)
+        need[name] = max(need.get(name, 0), int(info.offset) + int(info.length))
+    for name, size in sorted(need.items()):
+        path = folder / name
+        have = path.stat().st_size if path.is_file() else None
+        if have is None or have < size:
+            raise TrainrunError(
+                f"the checkpoint folder {str(folder)!r} is not whole: its shard {name} is "
+                + ("missing" if have is None else f"{have} bytes long, and .metadata places data up to byte {size}"),
+                key=key, fix="use a whole checkpoint folder (checkpoints/best/ or an older copy); trainrun "
+                "publishes a folder only once every shard is written, so something changed it since")
+
+
+def check_shard_ids(folder: Path, loaded: dict[str, torch.Tensor], ids: list[int], key: str) -> None:
+    """Each process's id read back is the one ``trainrun.pt`` recorded for it."""
+    storage = SafeReader(folder).read_metadata().storage_data or {}
+    files = {index.fqn: str(info.relative_path) for index, info in storage.items()}
+    for rank, expected in enumerate(ids):
+        name = f"{SHARD_ID}/{rank}"
+        if int(loaded[name].item()) != int(expected):
+            raise TrainrunError(
+                f"the checkpoint folder {str(folder)!r} mixes checkpoints: its shard {files.get(name, name)} "
+                f"(process {rank}'s) was written by another save than its trainrun.pt and .metadata (a file "
+                "copied in from another run or an older checkpoint); its weights would be used mixed",
+                key=key, fix="use a checkpoint folder as trainrun wrote it, every file from the same save "
+                "(checkpoints/best/ or an older copy)")
+
+
 def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any,
-              key: str = "resume") -> None:
+              key: str = "resume", ids: list[int] | None = None) -> None:
     """Put a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``,
     resharded for this run's processes (every process calls it); without ``optimizer``, the
     whole model into one process's ``model`` (evaluate, predict, export, test after fit).
-    ``key``: the setting that named the checkpoint, for a refusal."""
+    ``key``: the setting that named the checkpoint, for a refusal; ``ids``: each saving
+    process's id, as ``trainrun.pt`` records them (None: a checkpoint from before them)."""
     check_metadata(folder, key)
+    check_files(folder, key)
     template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
+    for rank in range(len(ids or [])):
+        tensors[f"{SHARD_ID}/{rank}"] = torch.zeros(1, dtype=torch.int64)
     alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
+    _read(folder, tensors, key, alone)
+    if ids:
+        check_shard_ids(folder, tensors, ids, key)
     state = join(skeleton if optimizer is not None else {"model": skeleton["model"]}, tensors)
     if optimizer is None:
         model.load_state_dict(state["model"])
@@ -158,13 +208,25 @@ def read_whole(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a sharded checkpoint, whole, in this process, by path (``model/0.weight``,
     ``optimizer/state/0.weight/exp_avg``): its consolidation."""
     check_metadata(folder, "run")
+    check_files(folder, "run")
     meta = SafeReader(folder).read_metadata()
     tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
                if isinstance(m, dcp_metadata.TensorStorageMetadata)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=True)
+    _read(folder, tensors, "run", True)
     return tensors
+
+
+def _read(folder: Path, tensors: dict[str, torch.Tensor], key: str, alone: bool) -> None:
+    """``dcp.load`` into ``tensors``; a shard it cannot read (damaged inside) is one paragraph."""
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(tensors, storage_reader=SafeReader(folder), no_dist=alone)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainrunError(f"cannot read the checkpoint folder {str(folder)!r}: {type(err).__name__}: {first}",
+                            key=key, fix="use a checkpoint folder of this run's model, whole, as trainrun wrote "
+                            "it (checkpoints/best/ or an older copy)") from None
 
 
 def whole_into_shards(model: Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],

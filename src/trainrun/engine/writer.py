@@ -20,6 +20,7 @@ folder gone) is reported then, with the previous checkpoint intact.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -104,22 +105,24 @@ class CheckpointWriter:
     def _save_shards(self, state: TrainState, losses: torch.Tensor | None, sums: torch.Tensor | None,
                      names: list[str]) -> list[Path]:
         """Start this process's part of a sharded save; the folders it will be published as."""
-        from trainrun.engine.sharded import AsyncSave, split, state_of  # DCP: seconds to import
+        from trainrun.engine.sharded import AsyncSave, split, state_of, with_shard_id  # DCP: seconds to import
 
         setup = self.setup
-        rngs = gather_objects(checkpoint.rng_state(), setup.world_size)
+        shard_id = int.from_bytes(os.urandom(8), "little", signed=True)  # ties this save's files together
+        gathered = gather_objects((checkpoint.rng_state(), shard_id), setup.world_size)
+        rngs, ids = [g[0] for g in gathered], [g[1] for g in gathered]
         if self._group is None:  # DCP's collectives run on its thread: a process group of their own
             self._group = dist.new_group(backend="gloo")
         self.wait()
         tensors, skeleton = split(state_of(setup.raw_model, setup.optimizer))
         tmp = self.folder / f".{names[0]}.{state.step}.{self._count}.tmp"
         self._count += 1
-        self._saving = AsyncSave(tensors, tmp, self._group)
+        self._saving = AsyncSave(with_shard_id(tensors, setup.rank, shard_id), tmp, self._group)
         if self.writes:
             history, rows, _ = self._history.reference(state.history)
             meta = checkpoint.serialize(checkpoint.payload(
                 setup, state, losses, self._config, self._schemas, history=history, loss_sums=sums,
-                skeleton=skeleton, rngs=rngs))
+                skeleton=skeleton, rngs=rngs, shard_ids=ids))
 
             def write(path: Path, data: bytes) -> None:
                 self._write(self.folder / HISTORY, rows)
