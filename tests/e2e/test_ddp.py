@@ -229,6 +229,27 @@ def test_joblib_job_starts_its_own_ddp_workers(tmp_path):
     assert summary["world_size"] == 2 and summary["status"] == "completed"
 
 
+def test_an_optuna_preset_sweeps_jobs_of_two_processes_into_any_folder_name(tmp_path):
+    """Adversarial pass: with trainer.devices=2, ``hparams_search=lr`` failed every trial (each
+    worker took the preset's ``hydra.mode: MULTIRUN`` and started a sweep of its own), a run
+    folder with a comma or an accent could not be passed to the workers (unquoted), and the
+    workers wrote the job's ``.hydra/`` again, losing the sweep's job numbers."""
+    sweep = tmp_path / "sweep, é"
+    proc = subprocess.run(
+        [str(command_path("train")), "-m", "hparams_search=lr", "optim=sgd", "hydra.sweeper.n_trials=2",
+         "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir='{sweep}'", "data=iris", "trainer.devices=2",
+         "trainer.epochs=1", "plot=false"],
+        cwd=tmp_path, env=env_for_tests(), capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 jobs, 2 done, 0 failed" in proc.stdout, proc.stdout
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "summary.json").read_text())["world_size"] == 2
+        assert f"num: {job}\n" in (sweep / job / ".hydra" / "hydra.yaml").read_text()
+    rows = (sweep / "summary.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[1] for row in rows) == ["0", "1"]  # the job column
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -57,14 +57,19 @@ def python(module: str) -> list[str]:
 
 def worker_overrides(run_dir: Path) -> list[str]:
     """The command line of this job as a single run in ``run_dir``: the config-file options
-    given to ``train``, the Hydra overrides a run needs and the job's own overrides."""
+    given to ``train``, the Hydra overrides a run needs and the job's own overrides. A single
+    run even where the job's overrides make a sweep (``hparams_search=lr`` sets
+    ``hydra.mode: MULTIRUN``), and one that leaves the job's ``.hydra/`` as this process wrote
+    it (a sweep's job number is there)."""
     argv, flags = sys.argv[1:], []
     for i, arg in enumerate(argv):
         if arg.split("=", 1)[0] in CONFIG_FLAGS:
             flags += [arg] if "=" in arg else argv[i:i + 2]
     hydra_cfg = HydraConfig.get()
     kept = [o for o in hydra_cfg.overrides.hydra if o.lstrip("+~").startswith(KEPT_HYDRA)]
-    return [*flags, *kept, *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
+    quoted = str(run_dir).replace("\\", "\\\\").replace("'", "\\'")  # Hydra's quoted string: a comma, é
+    return [*flags, *kept, *hydra_cfg.overrides.task, f"hydra.run.dir='{quoted}'", "hydra.mode=RUN",
+            "hydra.output_subdir=null"]
 
 
 def run_devices(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:

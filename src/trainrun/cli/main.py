@@ -124,7 +124,8 @@ def _check_hydra_settings() -> None:
     """Hydra settings trainrun cannot honour: ``hydra.job.chdir=true`` moves the working folder
     into the run folder, where relative data paths and the user's own modules are not."""
     hydra_cfg = HydraConfig.get()
-    check_multirun_plugins(hydra_cfg.runtime.choices, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+    if not ranks.launched_by_train():  # a worker is one sweep job's process: its train checked
+        check_multirun_plugins(hydra_cfg.runtime.choices, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     if hydra_cfg.job.chdir:
         os.chdir(hydra_cfg.runtime.cwd)  # out of the run folder, which is given back (removed)
         raise TrainrunError(
