@@ -372,3 +372,31 @@ def test_a_sharded_checkpoint_with_a_shard_from_elsewhere_missing_or_cut_short_i
     untouched = work / f"shard-untouched-{strategy}"  # the checks pass a checkpoint as written
     shutil.copytree(mine, untouched)
     train(work, untouched, *on(2, strategy), f"data.batch_size={PER_PROCESS[2]}", "trainer.epochs=2", "resume=auto")
+
+
+def test_a_reader_whose_folder_a_running_job_replaced_meanwhile_says_so(work, shared, monkeypatch):
+    """Adversarial pass: evaluate or export-model reading checkpoints/last/ while the run saved
+    read trainrun.pt of one save and shards of the next; the shard ids refused the mixture, but
+    the paragraph accused the user of copying files in. A folder replaced since it was read is
+    now said to be that, with a fix that works (run again)."""
+    from trainrun.build.setup import build_model
+    from trainrun.commands.predictions import fitted_info
+    from trainrun.commands.trained import open_trained
+    from trainrun.engine.publish import publish
+    from trainrun.errors import TrainrunError
+
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))  # killer.py, the runs' model
+    run = work / "replaced-meanwhile"
+    shutil.copytree(shared("end", 2, "ddp"), run)
+    last = run / "checkpoints" / "last"
+    trained = open_trained(str(last), "last", ["killer"])
+    newer = run / "checkpoints" / ".last.99.0.tmp"
+    shutil.copytree(shared("ref", 2, "ddp") / "checkpoints" / "last", newer)
+    publish(newer, last)  # as the running job publishes its next save
+    model = build_model(trained.config, fitted_info(trained))[0]
+    with pytest.raises(TrainrunError, match="was replaced by a newer save while this command read it") as caught:
+        trained.weights_into(model)
+    assert "run the command again" in str(caught.value.fix)
+    again = open_trained(str(last), "last", ["killer"])  # the fix: read again, the newest save
+    again.weights_into(build_model(again.config, fitted_info(again))[0])

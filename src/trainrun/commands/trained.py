@@ -24,7 +24,7 @@ from trainrun.config.schemas import TrainConfig
 from trainrun.data.fitted import from_payload
 from trainrun.data.prepare import DataInfo
 from trainrun.engine.checkpoint import find, load
-from trainrun.engine.publish import META
+from trainrun.engine.publish import META, meta_identity
 from trainrun.errors import TrainrunError, phase
 from trainrun.files import BEST, CHECKPOINTS, LAST
 
@@ -37,6 +37,7 @@ class Trained:
     folder: Path  # its run folder
     saved: dict[str, Any]  # the payload (torch.load with weights_only=True)
     config: DictConfig  # the stored training config, typed again
+    read_as: tuple[int, int] | None = None  # a sharded folder: which save was read (meta_identity)
 
     @property
     def fitted(self) -> DataInfo | None:
@@ -58,7 +59,7 @@ class Trained:
                 from trainrun.engine.sharded import load_into  # DCP: seconds to import, only when used
 
                 load_into(model, None, self.file, {"model": self.saved["model_names"]}, key="run",
-                          ids=self.saved["layout"].get("shard_ids"))
+                          ids=self.saved["layout"].get("shard_ids"), read_as=self.read_as)
             else:
                 model.load_state_dict(self.saved["model"])
 
@@ -79,10 +80,14 @@ def open_trained(run: str, checkpoint: str, trust: list[str] | None = None,
     of the stored config this command does not build (given anew, as ``data=...``, or not used),
     whose code therefore needs no ``trust=``."""
     file, folder = locate(run, checkpoint)
-    # Loggers and callbacks are never built from a checkpoint; the rest is the caller's to say.
-    saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
-                 unbuilt=("logger", "callbacks", *unbuilt))
-    return Trained(file, folder, saved, typed_config(saved))
+    for _ in range(3):  # a sharded folder a running job replaces meanwhile: read the save that stays
+        before = meta_identity(file)
+        # Loggers and callbacks are never built from a checkpoint; the rest is the caller's to say.
+        saved = load(file, key="run", trust=[str(t) for t in trust or []], trust_option="trust",
+                     unbuilt=("logger", "callbacks", *unbuilt))
+        if meta_identity(file) == before:
+            break
+    return Trained(file, folder, saved, typed_config(saved), read_as=before)
 
 
 def locate(run: str, checkpoint: str) -> tuple[Path, Path]:

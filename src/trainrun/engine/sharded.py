@@ -51,7 +51,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn import Module
 
-from trainrun.engine.publish import META, linked_copy, publish
+from trainrun.engine.publish import META, linked_copy, meta_identity, publish
 from trainrun.errors import TrainrunError
 
 TENSOR = "<dcp>"  # in trainrun.pt's copy of the state: this leaf's tensor is in the shards
@@ -181,22 +181,33 @@ def check_shard_ids(folder: Path, loaded: dict[str, torch.Tensor], ids: list[int
 
 
 def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Path, skeleton: Any,
-              key: str = "resume", ids: list[int] | None = None) -> None:
+              key: str = "resume", ids: list[int] | None = None, read_as: tuple[int, int] | None = None) -> None:
     """Put a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``,
     resharded for this run's processes (every process calls it); without ``optimizer``, the
     whole model into one process's ``model`` (evaluate, predict, export, test after fit).
     ``key``: the setting that named the checkpoint, for a refusal; ``ids``: each saving
-    process's id, as ``trainrun.pt`` records them (None: a checkpoint from before them)."""
+    process's id, as ``trainrun.pt`` records them (None: a checkpoint from before them);
+    ``read_as``: :func:`meta_identity` when the caller read ``trainrun.pt`` (a reader of a
+    folder that a running job may replace meanwhile)."""
     check_metadata(folder, key)
-    check_files(folder, key)
     template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
     for rank in range(len(ids or [])):
         tensors[f"{SHARD_ID}/{rank}"] = torch.zeros(1, dtype=torch.int64)
     alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
-    _read(folder, tensors, key, alone)
-    if ids:
-        check_shard_ids(folder, tensors, ids, key)
+    try:
+        check_files(folder, key)
+        _read(folder, tensors, key, alone)
+        if ids:
+            check_shard_ids(folder, tensors, ids, key)
+    except TrainrunError:
+        if read_as is not None and meta_identity(folder) != read_as:  # not damage: a newer save
+            raise TrainrunError(
+                f"the checkpoint folder {str(folder)!r} was replaced by a newer save while this command read it "
+                "(a run is writing checkpoints into it); nothing was used",
+                key=key, fix="run the command again (it reads the newest save), or give it a copy of the folder "
+                "that no run writes to") from None
+        raise
     state = join(skeleton if optimizer is not None else {"model": skeleton["model"]}, tensors)
     if optimizer is None:
         model.load_state_dict(state["model"])
