@@ -285,6 +285,8 @@ FAULTY = textwrap.dedent("""
                     out = out * float("nan")
                 if self.calls == 5 and how == "exit":
                     os._exit(3)
+                if self.calls == 5 and how == "exit0":
+                    os._exit(0)
                 if self.calls == 5 and how == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 if self.calls == 5 and how == "hang":
@@ -315,6 +317,8 @@ def processes_in(folder) -> list[str]:
 FAULTS = {
     "raise": "(process 1 of 2) training (epoch 1, batch 3) failed: RuntimeError: boom on rank 1",
     "exit": "process 1 of 2 exited with status 3 without reporting an error",
+    # torchrun counts status 0 as no failure: named from the ranks its records leave out
+    "exit0": "process 1 of 2 exited with status 0 before the run ended",
     "kill": "process 1 of 2 was killed by SIGKILL",
     "hang": "process 1 of 2 stopped responding: process 0 waited 20 s (trainer.ddp_timeout_s=20) for it "
             "in a collective during training (epoch 1, batch 3) and gave up (Timed out waiting 20000ms",

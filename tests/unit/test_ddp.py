@@ -152,3 +152,44 @@ def test_skip_with_accumulation_is_refused_under_ddp(compose):
     with pytest.raises(TrainrunError, match="drift apart"):
         check_supported(compose("trainer.on_nonfinite=skip", "trainer.accumulate_grad_batches=4"))
 
+
+
+def _lost(rank_time: float) -> dict:
+    info = {"message": "training (epoch 1, batch 5) failed: another process of the group ended", "key": None,
+            "fix": "...", "exit_code": 1, "time": rank_time, "what": "training (epoch 1, batch 5)", "hung": False,
+            "timed_out": None, "peer_lost": True}
+    return {"exitcode": 1, "signal": "<N/A>", "time": rank_time, "data": {"trainrun": info}}
+
+
+def test_a_rank_that_quit_with_status_0_is_named():
+    """Adversarial pass: os._exit(0) in forward on rank 1 gave only rank 0's "another process
+    lost its connection": torchrun counts exit 0 as no failure, so rank 1 was in no record."""
+    from trainrun.cli.failures import launch_error
+
+    said = launch_error({0: _lost(10.0)}, 2, 30.0)
+    assert said.message.startswith("process 1 of 2 exited with status 0 before the run ended")
+    both_lost = launch_error({0: _lost(10.0), 1: _lost(11.0)}, 2, 30.0)  # every rank in a record: as before
+    assert "status 0" not in both_lost.message
+
+
+def test_a_completed_run_stands_when_the_signal_came_after_its_end(tmp_path):
+    """Adversarial pass: SIGTERM just after the last step ended rank 0 after it wrote the run
+    folder's summary.json (completed) but before its summary reached train: exit 143 and
+    "stopped by SIGTERM before the workers saved". A summary.json rank 0 wrote in this launch
+    that says completed now stands; any other status is still the signal's stop."""
+    import json
+    import signal
+
+    from trainrun.cli.devices import _outcome
+    from trainrun.errors import TrainrunError
+
+    launch = tmp_path / "launch"  # rank 0's summary never came back: the launch folder is empty
+    launch.mkdir()
+    written = tmp_path / "summary.json"
+    written.write_text(json.dumps({"status": "completed", "epochs": 4}))
+    assert _outcome(launch, 143, [signal.SIGTERM], 2, None, completed=written)["epochs"] == 4
+    with pytest.raises(TrainrunError, match="stopped by SIGTERM"):
+        _outcome(launch, 143, [signal.SIGTERM], 2, None)  # none written in this launch
+    written.write_text(json.dumps({"status": "interrupted"}))
+    with pytest.raises(TrainrunError, match="stopped by SIGTERM"):
+        _outcome(launch, 143, [signal.SIGTERM], 2, None, completed=written)

@@ -35,6 +35,7 @@ from trainrun.cli.failures import launch_error
 from trainrun.cli.group import device_for
 from trainrun.cli.ranks import FAILURES, LAUNCH_ENV, SIGNALS, SWEEP_JOB_ENV
 from trainrun.errors import TRAINING_ERROR, TrainrunError
+from trainrun.files import SUMMARY_JSON
 
 SUMMARY = "summary.json"  # rank 0's summary, in the launch folder
 # How long the workers have to save and exit after a forwarded signal, before torchrun kills them.
@@ -85,11 +86,14 @@ def run_devices(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
                "--max-restarts=0", "--monitor-interval=0.1", f"--log-dir={folder / 'logs'}",
                f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "--no-python",
                *python("trainrun.cli"), *worker_overrides(run_dir)]
+    before = _identity(run_dir / SUMMARY_JSON)  # the run folder's summary.json before the launch
     agent = subprocess.Popen(command, env=env, start_new_session=True)  # our signals only
     try:
         with _forwarded(agent) as received:
             code = agent.wait()
-        return _outcome(folder, code, received, devices, cfg.trainer.get("ddp_timeout_s"))
+        now = _identity(run_dir / SUMMARY_JSON)
+        return _outcome(folder, code, received, devices, cfg.trainer.get("ddp_timeout_s"),
+                        completed=run_dir / SUMMARY_JSON if now not in (None, before) else None)
     finally:
         if agent.poll() is None:  # this process is leaving abnormally: the workers with it
             agent.kill()
@@ -121,11 +125,21 @@ def _forwarded(agent: subprocess.Popen[bytes]) -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
 def _outcome(folder: Path, code: int, received: list[int], devices: int,
-             timeout_s: float | None) -> dict[str, Any]:
+             timeout_s: float | None, completed: Path | None = None) -> dict[str, Any]:
     """Rank 0's summary (done, or interrupted by a signal after saving), else the error. Rank 0
     writes it once ``train.run`` returned, past the run's last collective: its status stands
-    whatever the agent's exit says (a signal the agent took as the workers finished: 128+N)."""
+    whatever the agent's exit says (a signal the agent took as the workers finished: 128+N).
+    ``completed``: the run folder's ``summary.json`` rank 0 wrote during this launch, which
+    stands for a run that completed when the signal ended rank 0 before its summary came back."""
     summary_file = folder / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     if summary is not None:
@@ -134,6 +148,11 @@ def _outcome(folder: Path, code: int, received: list[int], devices: int,
     if failures_file.is_file() and not received:
         failures = {int(rank): f for rank, f in json.loads(failures_file.read_text()).items()}
         raise launch_error(failures, devices, timeout_s)
+    if completed is not None and received:  # the signal came after the run's end
+        with contextlib.suppress(OSError, ValueError):
+            written = json.loads(completed.read_text())
+            if isinstance(written, dict) and written.get("status") == "completed":
+                return written
     name = signal.Signals(received[-1]).name if received else None
     if name == "SIGINT" and received.count(signal.SIGINT) > 1:
         raise KeyboardInterrupt  # main says: stopped at once, nothing saved

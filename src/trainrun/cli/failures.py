@@ -134,6 +134,12 @@ def launch_error(failures: dict[int, dict[str, Any]], devices: int, timeout_s: f
     if not errors:
         return TrainrunError(f"{_ranks(hung or sorted(failures))} of {devices} failed without a message",
                              fix=fix, exit_code=TRAINING_ERROR)
+    quit_early = sorted(set(range(devices)) - set(failures))  # exit 0: torchrun counts no failure
+    if quit_early and all(info["peer_lost"] for info in errors.values()):
+        return TrainrunError(
+            f"{_ranks(quit_early)} of {devices} exited with status 0 before the run ended (an os._exit(0) in "
+            "your code, or a library that ended the process), and the others lost their connection to it",
+            fix=fix, exit_code=TRAINING_ERROR)
     rank = min(errors, key=lambda r: (errors[r]["peer_lost"], errors[r]["time"], r))
     info = errors[rank]
     if info["timed_out"] and hung:
