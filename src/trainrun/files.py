@@ -57,6 +57,16 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 
 
+def written_as(path: Path) -> tuple[int, int] | None:
+    """Which write of ``path`` is there now (its inode and time; None: absent). Every write here
+    is a new file renamed into place (:func:`atomic_write`), so another write changes it."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(file)`` on a temporary file, then move it over ``path``."""
     path = Path(path)

@@ -35,7 +35,7 @@ from trainrun.cli.failures import launch_error
 from trainrun.cli.group import device_for
 from trainrun.cli.ranks import FAILURES, LAUNCH_ENV, SIGNALS, SWEEP_JOB_ENV
 from trainrun.errors import TRAINING_ERROR, TrainrunError
-from trainrun.files import SUMMARY_JSON
+from trainrun.files import SUMMARY_JSON, written_as
 
 SUMMARY = "summary.json"  # rank 0's summary, in the launch folder
 # How long the workers have to save and exit after a forwarded signal, before torchrun kills them.
@@ -86,12 +86,12 @@ def run_devices(cfg: Any, run_dir: Path, devices: int) -> dict[str, Any]:
                "--max-restarts=0", "--monitor-interval=0.1", f"--log-dir={folder / 'logs'}",
                f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "--no-python",
                *python("trainrun.cli"), *worker_overrides(run_dir)]
-    before = _identity(run_dir / SUMMARY_JSON)  # the run folder's summary.json before the launch
+    before = written_as(run_dir / SUMMARY_JSON)  # the run folder's summary.json before the launch
     agent = subprocess.Popen(command, env=env, start_new_session=True)  # our signals only
     try:
         with _forwarded(agent) as received:
             code = agent.wait()
-        now = _identity(run_dir / SUMMARY_JSON)
+        now = written_as(run_dir / SUMMARY_JSON)
         return _outcome(folder, code, received, devices, cfg.trainer.get("ddp_timeout_s"),
                         completed=run_dir / SUMMARY_JSON if now not in (None, before) else None)
     finally:
@@ -123,14 +123,6 @@ def _forwarded(agent: subprocess.Popen[bytes]) -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns
 
 
 def _outcome(folder: Path, code: int, received: list[int], devices: int,

@@ -11,17 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
+from trainrun.files import written_as
+
 META = "trainrun.pt"  # the run's state beside the shards (torch.save, read with weights_only=True)
 
 
 def meta_identity(folder: Path) -> tuple[int, int] | None:
     """Which save a sharded folder holds now (its ``trainrun.pt``'s inode and time): a reader
     compares it with the one it read, since a running job publishes a new folder under the name."""
-    try:
-        found = (folder / META).stat()
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns
+    return written_as(folder / META)
 
 
 def _fsync_dir(folder: Path) -> None:
