@@ -193,3 +193,28 @@ def test_a_completed_run_stands_when_the_signal_came_after_its_end(tmp_path):
     written.write_text(json.dumps({"status": "interrupted"}))
     with pytest.raises(TrainrunError, match="stopped by SIGTERM"):
         _outcome(launch, 143, [signal.SIGTERM], 2, None, completed=written)
+
+
+def test_a_second_ctrl_c_ends_the_agent_at_once(monkeypatch):
+    """Adversarial pass: the second SIGINT raised KeyboardInterrupt inside torch's shutdown,
+    whose ``finally`` stopped the workers again with SIGTERM and waited for their save (exit
+    143, "stopped by SIGTERM"). It now ends the agent at once (its workers die with it); a
+    repeated SIGTERM is ignored, as SLURM signals every process of a step."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from trainrun.cli.agent import _handler
+
+    exits: list[int] = []
+    monkeypatch.setattr("trainrun.cli.agent.os._exit", exits.append)
+    handle = _handler(set())
+    with pytest.raises(SignalException):
+        handle(signal.SIGINT, None)  # the first: torchrun's own stop (forwarded, then the timeout)
+    handle(signal.SIGINT, None)
+    assert exits == [130]
+    again = _handler(set())
+    with pytest.raises(SignalException):
+        again(signal.SIGTERM, None)
+    again(signal.SIGTERM, None)  # ignored
+    assert exits == [130]

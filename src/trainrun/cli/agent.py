@@ -35,8 +35,9 @@ from trainrun.cli.ranks import FAILURES, LAUNCH_ENV, SIGNALS, die_with_parent
 def _handler(received: set[int]):
     def handle(signum: int, frame: FrameType | None) -> None:
         if signum in received:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+            if signum == signal.SIGINT:  # a second Ctrl-C: stop at once, the workers with this process
+                sys.stdout.flush()  # (an exception would land in torch's shutdown, whose finally
+                os._exit(130)  # stops the workers again with SIGTERM and waits for their save)
             return
         received.add(signum)
         if len(received) == 1:  # the first: torchrun's own way of stopping the workers
