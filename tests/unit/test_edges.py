@@ -239,3 +239,17 @@ def test_the_logging_console_handler_ends_quietly(monkeypatch, capsys):
         stream.close()
     assert "Logging error" not in capsys.readouterr().err
     assert len(echo._closed) == 1
+
+
+def test_a_sweep_stopped_by_a_signal_counts_its_job_as_interrupted_not_failed(tmp_path, monkeypatch):
+    """Adversarial pass: the header line of a sweep a signal stopped counted the job it
+    interrupted (saved, resumable by running the sweep again) among the failed ones."""
+    from trainrun.report.sweep import print_table
+
+    monkeypatch.setenv("COLUMNS", "200")
+    base = {"overrides": ["optim.lr=0.1"], "objective": 0.5, "best_epoch": 1, "seconds": 1.0, "error": None}
+    rows = [{**base, "job": 0, "status": "completed"}, {**base, "job": 1, "status": "interrupted"},
+            {**base, "job": 2, "status": "failed", "objective": None}]
+    buffer = io.StringIO()
+    print_table(rows, tmp_path, "val_loss", file=buffer)
+    assert "sweep: 3 jobs, 1 done, 1 interrupted, 1 failed;" in buffer.getvalue()

@@ -235,10 +235,12 @@ def print_table(rows: list[dict[str, Any]], sweep_dir: Path, objective: str,
     from rich.table import Table
 
     swept = varying(rows)
-    failed = sum(r["status"] not in FINISHED for r in rows)
+    interrupted = sum(r["status"] == "interrupted" for r in rows)  # a signal's stop: saved, resumable
+    failed = sum(r["status"] not in FINISHED for r in rows) - interrupted
     pruned = sum(r["status"] == "pruned" for r in rows)
-    title = (f"sweep: {len(rows)} jobs, {len(rows) - failed - pruned} done, "
-             + (f"{pruned} pruned, " if pruned else "") + f"{failed} failed; "
+    title = (f"sweep: {len(rows)} jobs, {len(rows) - failed - pruned - interrupted} done, "
+             + (f"{pruned} pruned, " if pruned else "") + (f"{interrupted} interrupted, " if interrupted else "")
+             + f"{failed} failed; "
              f"sorted by {objective} ({direction(objective)}), best first")
     table = Table(title=title, title_justify="left")
     tagged = any(r.get("tags") for r in rows)  # a tags column only when a job has tags
