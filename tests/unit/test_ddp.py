@@ -218,3 +218,22 @@ def test_a_second_ctrl_c_ends_the_agent_at_once(monkeypatch):
         again(signal.SIGTERM, None)
     again(signal.SIGTERM, None)  # ignored
     assert exits == [130]
+
+
+def test_a_rank_that_hung_before_training_is_named_from_torchruns_stop():
+    """Adversarial pass: rank 1 hung in its preflight, before its signal handling was set up, so
+    torchrun's SIGTERM after rank 0's timeout ended it at once, and that was taken for an echo:
+    the paragraph was rank 0's "a collective waited 10 s", naming nobody. A timeout whose only
+    other record is a rank torchrun stopped names that rank."""
+    from trainrun.cli.failures import launch_error
+
+    timed_out = _lost(10.0)
+    timed_out["data"]["trainrun"].update(peer_lost=False, timed_out="Timed out waiting 10000ms for recv",
+                                         key="trainer.ddp_timeout_s")
+    stopped = {"exitcode": -15, "signal": "SIGTERM", "time": 11.0, "data": {"message": "<NONE>"}}  # no error file
+    said = launch_error({0: timed_out, 1: stopped}, 2, 10.0)
+    assert said.message.startswith("process 1 of 2 stopped responding: process 0 waited 10 s"), said.message
+    assert said.message.endswith("process 1 was stopped by torchrun") and said.key == "trainer.ddp_timeout_s"
+    raised = _lost(10.0)
+    raised["data"]["trainrun"].update(peer_lost=False, message="boom", key="model._target_")
+    assert launch_error({0: raised, 1: stopped}, 2, 10.0).message == "(process 0 of 2) boom"  # the echo stays one

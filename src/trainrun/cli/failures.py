@@ -110,12 +110,13 @@ def launch_error(failures: dict[int, dict[str, Any]], devices: int, timeout_s: f
     """The one paragraph for a failed launch. ``failures``: rank -> the agent's ``exitcode``,
     ``signal`` and the rank's error file ``data`` (see :mod:`trainrun.cli.agent`)."""
     ours = {r: f["data"]["trainrun"] for r, f in failures.items()
-            if isinstance(f.get("data", {}).get("trainrun"), dict)}
+            if isinstance((f.get("data") or {}).get("trainrun"), dict)}
     hung = sorted(r for r, info in ours.items() if info["hung"])
     errors = {r: info for r, info in ours.items() if not info["hung"]}
     died = {r: f for r, f in failures.items() if r not in ours}
-    if errors and all(f.get("signal") == "SIGTERM" for f in died.values()):
-        died = {}  # torchrun's SIGTERM to the others after a rank's error: echoes, not the cause
+    stopped: list[int] = []  # torchrun's SIGTERM to the others after a rank's error: echoes, not the
+    if errors and all(f.get("signal") == "SIGTERM" for f in died.values()):  # cause (but see below)
+        stopped, died = sorted(died), {}
     fix = "find what ended it; resume=auto continues from the last checkpoint"
     if died:  # the others only saw this one vanish
         # torchrun stops the others with SIGTERM: a rank ended by it is an echo of the cause
@@ -142,12 +143,12 @@ def launch_error(failures: dict[int, dict[str, Any]], devices: int, timeout_s: f
             fix=fix, exit_code=TRAINING_ERROR)
     rank = min(errors, key=lambda r: (errors[r]["peer_lost"], errors[r]["time"], r))
     info = errors[rank]
-    if info["timed_out"] and hung:
-        who = _ranks(hung)
+    if info["timed_out"] and (hung or stopped):  # who it waited for: a rank that said so, else one
+        who = _ranks(hung or stopped)  # torchrun stopped before its own signal handling was set up
+        end = f"still running {GRACE_S:g} s later and was killed" if hung else "stopped by torchrun"
         return TrainrunError(
             f"{who} of {devices} stopped responding: process {rank} waited {timeout_text(timeout_s)} "
-            f"for it in a collective during {info['what']} and gave up ({info['timed_out']}); {who} was "
-            f"still running {GRACE_S:g} s later and was killed",
+            f"for it in a collective during {info['what']} and gave up ({info['timed_out']}); {who} was {end}",
             key="trainer.ddp_timeout_s",
             fix=f"find where {who} stalls (a deadlock, an endless loop, a stalled read in your code or "
             "data); if its steps are only slower, raise trainer.ddp_timeout_s",
