@@ -125,12 +125,12 @@ def state_of(model: Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"model": model_state, "optimizer": optimizer_state}
 
 
-def check_metadata(folder: Path, key: str) -> None:
+def check_metadata(folder: Path, key: str) -> dcp_metadata.Metadata:
     """Read ``.metadata`` with :class:`SafeReader` before DCP does, so that a refused or broken
     one is one paragraph: inside ``dcp.load`` torch wraps the refusal in its own exceptions (a
     ``CheckpointException``, an ``AssertionError`` "metadata is None" on the other ranks)."""
     try:
-        SafeReader(folder).read_metadata()
+        return SafeReader(folder).read_metadata()
     except pickle.UnpicklingError as err:
         raise TrainrunError(f"refusing to load {str(folder)!r}: {err}", key=key,
                             fix="use a checkpoint folder trainrun wrote; trainrun never runs code stored in one") \
@@ -147,11 +147,11 @@ def with_shard_id(tensors: dict[str, torch.Tensor], rank: int, shard_id: int) ->
     return {**tensors, f"{SHARD_ID}/{rank}": torch.tensor([shard_id], dtype=torch.int64)}
 
 
-def check_files(folder: Path, key: str) -> None:
+def check_files(folder: Path, meta: dcp_metadata.Metadata, key: str) -> None:
     """Every file ``.metadata`` names is in ``folder`` and long enough for what it is to hold: a
     missing or cut-short shard is one paragraph, not DCP's traceback (or a rank's abort)."""
     need: dict[str, int] = {}
-    for info in (SafeReader(folder).read_metadata().storage_data or {}).values():
+    for info in (meta.storage_data or {}).values():
         name = str(info.relative_path)
         need[name] = max(need.get(name, 0), int(info.offset) + int(info.length))
     for name, size in sorted(need.items()):
@@ -165,10 +165,10 @@ def check_files(folder: Path, key: str) -> None:
                 "publishes a folder only once every shard is written, so something changed it since")
 
 
-def check_shard_ids(folder: Path, loaded: dict[str, torch.Tensor], ids: list[int], key: str) -> None:
+def check_shard_ids(folder: Path, meta: dcp_metadata.Metadata, loaded: dict[str, torch.Tensor], ids: list[int],
+                    key: str) -> None:
     """Each process's id read back is the one ``trainrun.pt`` recorded for it."""
-    storage = SafeReader(folder).read_metadata().storage_data or {}
-    files = {index.fqn: str(info.relative_path) for index, info in storage.items()}
+    files = {index.fqn: str(info.relative_path) for index, info in (meta.storage_data or {}).items()}
     for rank, expected in enumerate(ids):
         name = f"{SHARD_ID}/{rank}"
         if int(loaded[name].item()) != int(expected):
@@ -189,17 +189,17 @@ def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Pa
     process's id, as ``trainrun.pt`` records them (None: a checkpoint from before them);
     ``read_as``: :func:`meta_identity` when the caller read ``trainrun.pt`` (a reader of a
     folder that a running job may replace meanwhile)."""
-    check_metadata(folder, key)
+    meta = check_metadata(folder, key)
     template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
     for rank in range(len(ids or [])):
         tensors[f"{SHARD_ID}/{rank}"] = torch.zeros(1, dtype=torch.int64)
     alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
     try:
-        check_files(folder, key)
+        check_files(folder, meta, key)
         _read(folder, tensors, key, alone)
         if ids:
-            check_shard_ids(folder, tensors, ids, key)
+            check_shard_ids(folder, meta, tensors, ids, key)
     except TrainrunError:
         if read_as is not None and meta_identity(folder) != read_as:  # not damage: a newer save
             raise TrainrunError(
@@ -218,9 +218,8 @@ def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Pa
 def read_whole(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a sharded checkpoint, whole, in this process, by path (``model/0.weight``,
     ``optimizer/state/0.weight/exp_avg``): its consolidation."""
-    check_metadata(folder, "run")
-    check_files(folder, "run")
-    meta = SafeReader(folder).read_metadata()
+    meta = check_metadata(folder, "run")
+    check_files(folder, meta, "run")
     tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
                if isinstance(m, dcp_metadata.TensorStorageMetadata)}
     _read(folder, tensors, "run", True)
