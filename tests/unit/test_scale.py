@@ -234,3 +234,16 @@ def test_a_collective_that_lost_its_peer_says_so_instead_of_blaming_the_model():
     assert said.key is None and said.exit_code == 1
     assert said.message.startswith("training (epoch 1, batch 4) failed: another process of the group ended")
     assert "(Connection closed by peer [127.0.0.1]:41234)" in said.message
+
+
+def test_shard_ids_a_hostile_trainrun_pt_gives_are_refused_in_one_paragraph(tmp_path):
+    """Adversarial pass: trainrun.pt (read with weights_only, so any plain value) could give ids
+    that are not numbers: int("x") was a traceback. Anything but the id read back is refused."""
+    from torch.distributed.checkpoint import metadata
+
+    meta = metadata.Metadata(state_dict_metadata={})
+    loaded = {f"{sharded.SHARD_ID}/0": torch.tensor([7])}
+    sharded.check_shard_ids(tmp_path, meta, loaded, [7], "run")  # as written
+    for ids in (["x"], [7.5], [None], [8], ["7"]):
+        with pytest.raises(TrainrunError, match="mixes checkpoints"):
+            sharded.check_shard_ids(tmp_path, meta, loaded, ids, "run")

@@ -171,7 +171,7 @@ def check_shard_ids(folder: Path, meta: dcp_metadata.Metadata, loaded: dict[str,
     files = {index.fqn: str(info.relative_path) for index, info in (meta.storage_data or {}).items()}
     for rank, expected in enumerate(ids):
         name = f"{SHARD_ID}/{rank}"
-        if int(loaded[name].item()) != int(expected):
+        if not isinstance(expected, int) or int(loaded[name].item()) != expected:  # a hostile trainrun.pt too
             raise TrainrunError(
                 f"the checkpoint folder {str(folder)!r} mixes checkpoints: its shard {files.get(name, name)} "
                 f"(process {rank}'s) was written by another save than its trainrun.pt and .metadata (a file "
@@ -192,6 +192,8 @@ def load_into(model: Module, optimizer: torch.optim.Optimizer | None, folder: Pa
     meta = check_metadata(folder, key)
     template = {"model": model.state_dict()} if optimizer is None else state_of(model, optimizer)
     tensors, _ = split(template)
+    if ids is not None and not isinstance(ids, list):  # trainrun writes a list (a hostile file: refused below)
+        ids = [None]
     for rank in range(len(ids or [])):
         tensors[f"{SHARD_ID}/{rank}"] = torch.zeros(1, dtype=torch.int64)
     alone = optimizer is None or not (dist.is_available() and dist.is_initialized())
